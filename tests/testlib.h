@@ -1,0 +1,72 @@
+/* testlib.h — a minimal test harness. Each test binary prints one line per check
+ * group ("PASS name" / "FAIL name: why") and ends with "# passed P failed F";
+ * tests/run.sh sums these into the final "N passed, N failed" line.
+ *
+ *   static void test_something(void) { CHECK(x == 1); CHECK_NEAR(a, b, 1e-6); }
+ *   int main(void) { RUN(test_something); return test_summary(); }
+ */
+#ifndef PE_TESTLIB_H
+#define PE_TESTLIB_H
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int tl_passed, tl_failed, tl_current_failed;
+static const char *tl_current;
+
+#define CHECK(cond)                                                                          \
+    do {                                                                                     \
+        if (!(cond)) {                                                                       \
+            if (!tl_current_failed)                                                          \
+                printf("FAIL %s: %s:%d: %s\n", tl_current, __FILE__, __LINE__, #cond);       \
+            tl_current_failed = 1;                                                           \
+        }                                                                                    \
+    } while (0)
+
+#define CHECK_MSG(cond, ...)                                                                 \
+    do {                                                                                     \
+        if (!(cond)) {                                                                       \
+            if (!tl_current_failed) {                                                        \
+                printf("FAIL %s: %s:%d: ", tl_current, __FILE__, __LINE__);                  \
+                printf(__VA_ARGS__);                                                         \
+                printf("\n");                                                                \
+            }                                                                                \
+            tl_current_failed = 1;                                                           \
+        }                                                                                    \
+    } while (0)
+
+#define CHECK_NEAR(a, b, tol)                                                                \
+    do {                                                                                     \
+        double tl_a = (a), tl_b = (b);                                                       \
+        CHECK_MSG(fabs(tl_a - tl_b) <= (tol), "%s = %.9g vs %s = %.9g (tol %g)", #a, tl_a, #b, \
+                  tl_b, (double)(tol));                                                      \
+    } while (0)
+
+#define RUN(fn)                                                                              \
+    do {                                                                                     \
+        tl_current = #fn;                                                                    \
+        tl_current_failed = 0;                                                               \
+        fn();                                                                                \
+        if (tl_current_failed) tl_failed++;                                                  \
+        else {                                                                               \
+            tl_passed++;                                                                     \
+            printf("PASS %s\n", #fn);                                                        \
+        }                                                                                    \
+        fflush(stdout);                                                                      \
+    } while (0)
+
+/* Print a skip line (counts neither way), e.g. when optional data is absent. */
+#define SKIP(why) printf("SKIP %s: %s\n", tl_current, why)
+
+static inline int test_summary(void)
+{
+    printf("# passed %d failed %d\n", tl_passed, tl_failed);
+    return tl_failed ? 1 : 0;
+}
+
+/* Path of the repository's tests/fixtures folder (tests run from the repo root). */
+#define FIXTURE(name) ("tests/fixtures/" name)
+
+#endif

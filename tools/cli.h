@@ -1,0 +1,58 @@
+/* cli.h — shared helpers of the `patchead` command-line tool (uses only patchead.h). */
+#ifndef PE_CLI_H
+#define PE_CLI_H
+
+#include "patchead.h"
+
+#include <stdio.h>
+
+/* Subcommands: each parses its own options (getopt_long) and returns the exit code. */
+int cmd_info(int argc, char **argv);
+int cmd_features(int argc, char **argv);
+int cmd_fit(int argc, char **argv);
+int cmd_predict(int argc, char **argv);
+int cmd_zeroshot(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
+
+/* Exit codes shared by all subcommands. */
+enum { EXIT_OK = 0, EXIT_ERROR = 1, EXIT_USAGE = 2, EXIT_SOME_FAILED = 3 };
+
+/* "patchead: error: <msg>" on stderr (one line). Returns EXIT_ERROR. */
+int cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* "patchead: warning: <msg>" on stderr unless quiet. */
+void cli_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Report the library's last error (pe_last_error()) as a CLI error. */
+int cli_lib_error(pe_status status);
+extern int cli_quiet;
+
+/* Parse helpers: print a usage error and return -1 on bad input. */
+int cli_parse_int(const char *opt, const char *text, int min, int max, int *out);
+int cli_parse_float(const char *opt, const char *text, double min, double max, double *out);
+
+/* Image inputs: each arg is a file or a folder (walked recursively, sorted by path).
+ * Folder entries whose extension is not an image (.png .jpg .jpeg .bmp, any case)
+ * are skipped with a warning; explicitly named files are kept as given (decode
+ * errors are reported later). Returns the number of paths (malloc'd array of
+ * malloc'd strings in *paths), or -1 with an error printed. */
+int cli_collect_images(char **args, int nargs, char ***paths);
+void cli_free_paths(char **paths, int n);
+int cli_is_image_name(const char *path);
+
+/* mkdir -p; 0 on success, -1 with an error printed. */
+int cli_mkdirs(const char *path);
+
+/* Progress bar with ETA on stderr, shown only when stderr is a terminal and not quiet. */
+typedef struct {
+    const char *label;
+    int total, done;
+    double start;
+    int active;
+} cli_progress;
+void cli_progress_begin(cli_progress *p, const char *label, int total);
+void cli_progress_step(cli_progress *p, int done);
+void cli_progress_end(cli_progress *p);
+
+double cli_now(void); /* seconds, monotonic */
+
+#endif

@@ -1,0 +1,9 @@
+/* cli_bench.c — PLACEHOLDER. */
+#include "cli.h"
+
+int cmd_bench(int argc, char **argv)
+{
+    (void)argc;
+    (void)argv;
+    return cli_error("bench: not implemented yet");
+}
