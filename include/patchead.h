@@ -200,6 +200,102 @@ pe_status pe_anomaly_map(const float *patch_scores, int grid_h, int grid_w, int 
 pe_status pe_save_heatmap_png(const char *path, const pe_image *img, const float *map, float vmin,
                               float vmax);
 
+
+/* ------------------------------------------------------------------ PatchEAD+ alignment */
+
+/* Rigid transform mapping reference pixel coordinates into the query frame:
+ *   [xq, yq] = R(angle) [xr, yr] + [tx, ty]   (pixel units of the images given). */
+typedef struct {
+    double angle_deg, tx, ty;
+    int inliers;   /* RANSAC inliers supporting it */
+    int ok;        /* 0 when matching failed (too few inliers): callers fall back to identity */
+} pe_rigid;
+
+typedef struct {
+    int max_keypoints;   /* per image */
+    int min_inliers;     /* below this the estimate is rejected (ok = 0) */
+    int ransac_iters;
+    float ransac_tol_px; /* inlier distance at the working resolution */
+    int work_size;       /* longest side the images are downscaled to for matching */
+    uint64_t seed;       /* RANSAC RNG seed (results are deterministic) */
+} pe_align_params;
+pe_align_params pe_align_default_params(void);
+
+/* Estimate reference -> query. PE_OK with out->ok = 0 when matching fails. */
+pe_status pe_align_estimate(const pe_image *reference, const pe_image *query,
+                            const pe_align_params *params, pe_rigid *out);
+/* Warp `reference` into an out_w x out_h frame with bilinear interpolation; pixels that
+ * map outside the source take the nearest edge pixel (replicate border). */
+pe_status pe_align_warp(const pe_image *reference, const pe_rigid *transform, int out_w, int out_h,
+                        pe_image *out);
+/* 180-degree rotation about the image centre. */
+pe_status pe_image_rotate180(const pe_image *src, pe_image *out);
+
+/* ------------------------------------------------------------------ detection pipeline */
+/* The layer used by the CLI (fit / predict / zeroshot) and by eval: features ->
+ * scores -> maps, with the PatchEAD+ switches. */
+
+typedef struct {
+    pe_score_params score; /* Eq. 1-4 settings (preset) */
+    int size;              /* input side S; 0 = model default */
+    int layer;             /* feature layer (see pe_extract_params) */
+    int align;             /* PatchEAD+ alignment */
+    int mask;              /* PatchEAD+ attention masking (ViT only) */
+    float map_sigma;       /* Gaussian sigma of anomaly maps in output pixels (4) */
+    pe_align_params align_params;
+} pe_detect_params;
+/* zeroshot selects the zero-shot preset defaults. */
+pe_detect_params pe_detect_default_params(int zeroshot);
+
+/* The result for one query image. */
+typedef struct {
+    float image_score;    /* Eq. 4 (after masking) */
+    int grid_h, grid_w;
+    float *patch_scores;  /* (grid_h, grid_w), owned */
+    int aligned;          /* alignment: references aligned successfully (count) */
+    int align_failed;     /* alignment: references that fell back to unaligned */
+} pe_result;
+void pe_result_free(pe_result *r);
+/* Anomaly map of a result at width x height (bilinear + Gaussian map_sigma). */
+pe_status pe_result_map(const pe_result *r, int width, int height, float sigma, float *out_map);
+
+/* Few-shot reference bank: the fitted state, saved as a versioned .pead file. */
+typedef struct pe_bank pe_bank;
+
+/* Extract the reference images' features and build a bank. names[i] (may be NULL)
+ * are recorded for provenance. With align, the reference images are kept too. */
+pe_status pe_bank_fit(pe_model *model, const pe_image *refs, int num_refs,
+                      const char *const *names, const pe_detect_params *params, pe_bank **out);
+/* Build from already-extracted features (eval's feature cache). Features are copied. */
+pe_status pe_bank_fit_features(pe_model *model, const pe_features *refs, int num_refs,
+                               const pe_detect_params *params, pe_bank **out);
+void pe_bank_free(pe_bank *bank);
+/* Atomic write (temp + rename) of the versioned file with a checksum. */
+pe_status pe_bank_save(const pe_bank *bank, const char *path);
+/* Load and verify (version, checksum, that `model` is the backbone the bank was made
+ * with: same weights hash). */
+pe_status pe_bank_load(const char *path, pe_model *model, pe_bank **out);
+const pe_detect_params *pe_bank_params(const pe_bank *bank);
+int pe_bank_num_refs(const pe_bank *bank);
+/* Suggested label-free threshold from leave-one-out scoring of the references at fit
+ * time (NAN if fewer than 2 references). */
+float pe_bank_threshold(const pe_bank *bank);
+void pe_bank_set_threshold(pe_bank *bank, float threshold);
+
+/* Score one query image (extracts its features; aligns references if the bank says so). */
+pe_status pe_bank_predict(pe_bank *bank, pe_model *model, const pe_image *query, pe_result *out);
+/* Score already-extracted query features (no alignment possible: features only). */
+pe_status pe_bank_predict_features(const pe_bank *bank, const pe_features *query, pe_result *out);
+
+/* Batch zero-shot over n images (all scored against the others). progress(i, n, user)
+ * is called after each image's features are extracted (may be NULL). */
+pe_status pe_zeroshot(pe_model *model, const pe_image *images, int n, const pe_detect_params *params,
+                      void (*progress)(int done, int total, void *user), void *user,
+                      pe_result *out /* n results */);
+/* Zero-shot from already-extracted features (all of the same grid). */
+pe_status pe_zeroshot_features(const pe_features *feats, int n, const pe_detect_params *params,
+                               pe_result *out);
+
 #ifdef __cplusplus
 }
 #endif
