@@ -1,0 +1,63 @@
+/* ops.h — neural-net building blocks shared by the ViT (vit.c) and CNN (cnn.c)
+ * backbones. All arrays are row-major float32; shapes are given as (rows, cols).
+ *
+ * Threading: GEMMs go through OpenBLAS (its own threads); the element-wise and
+ * row-wise ops use OpenMP over rows. Never call these from inside an OpenMP
+ * parallel region (BLAS must not be called there, and the row ops would nest).
+ * Every op checked against PyTorch via tests/test_vit.c (ops section) and the
+ * ViT parity fixtures. */
+#ifndef PE_OPS_H
+#define PE_OPS_H
+
+#include <stddef.h>
+
+/* out (rows, out_dim) = in (rows, in_dim) . weight^T + bias.
+ * weight is PyTorch's nn.Linear layout (out_dim, in_dim); bias (out_dim) may be NULL.
+ * One cblas_sgemm over all rows. `out` must not alias `in`. */
+void op_linear(float *out, const float *in, const float *weight, const float *bias, int rows,
+               int in_dim, int out_dim);
+
+/* Row-major C (M, N) = alpha * op(A) . op(B) + beta * C, op = transpose if trans_* != 0.
+ * A is (M, K) (or (K, M) transposed) with leading dimension lda, etc. Thin sgemm wrapper. */
+void op_gemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,
+             const float *B, int ldb, float beta, float *C, int ldc);
+
+/* x (rows, dim) += bias (dim) on every row. */
+void op_add_bias(float *x, const float *bias, int rows, int dim);
+
+/* out (rows, dim) = LayerNorm over the last dim: (x - mean) / sqrt(var + eps) * gamma + beta
+ * (biased variance, as torch.nn.LayerNorm). out may equal in. gamma/beta may be NULL (1 / 0). */
+void op_layernorm(float *out, const float *in, const float *gamma, const float *beta, int rows,
+                  int dim, float eps);
+
+/* In place, n elements: */
+void op_gelu(float *x, size_t n);       /* exact GELU: 0.5 x (1 + erf(x / sqrt 2)) (nn.GELU()) */
+void op_quick_gelu(float *x, size_t n); /* x * sigmoid(1.702 x) (CLIP's QuickGELU) */
+void op_relu(float *x, size_t n);
+void op_relu6(float *x, size_t n);      /* min(max(x, 0), 6) */
+void op_silu(float *x, size_t n);       /* x * sigmoid(x) */
+
+/* x (rows, dim) += bias (dim) then exact GELU, one pass (fc1 epilogue). bias may be NULL. */
+void op_bias_gelu(float *x, const float *bias, int rows, int dim);
+/* x (rows, dim) += bias (dim) then QuickGELU, one pass. bias may be NULL. */
+void op_bias_quick_gelu(float *x, const float *bias, int rows, int dim);
+
+/* In place row softmax of x (rows, cols) with leading dimension ld (>= cols). */
+void op_softmax_rows(float *x, int rows, int cols, int ld);
+
+/* exp and erf for float vectors (vectorisable; ~1-2 ulp / 2e-7 absolute). */
+void op_exp(float *x, size_t n);
+float op_erf1(float x);
+
+/* Bicubic resize of a channels-last grid: in (in_h, in_w, C) -> out (out_h, out_w, C),
+ * align_corners=False, as torch.nn.functional.interpolate(..., size=(out_h, out_w),
+ * mode="bicubic") applied to the (1, C, H, W) permutation:
+ *   antialias = 0: PyTorch's upsample_bicubic2d (Keys a = -0.75, source index
+ *                  (i + 0.5) * in/out - 0.5, border pixels replicated);
+ *   antialias = 1: PyTorch's _upsample_bicubic2d_aa (a = -0.5, support widened by the
+ *                  downscale factor, weights normalised to sum 1 inside the image).
+ * Used for position-embedding interpolation. Returns 0, or -1 if out of memory. */
+int op_resize_bicubic(float *out, const float *in, int channels, int in_h, int in_w, int out_h,
+                      int out_w, int antialias);
+
+#endif
