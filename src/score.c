@@ -1,61 +1,405 @@
-/* score.c — PLACEHOLDER, to be replaced by its implementation. */
-#include "internal.h"
+/* score.c — PatchEAD scoring (METHOD.md Eq. 1-4), few-shot and batch zero-shot.
+ *
+ *   Eq. 1  d(q_i, n^k_j) = 1 - cos(q_i, n^k_j)
+ *   Eq. 2  s_i^k = min_j d(q_i, n^k_j)          (nearest patch of reference image k)
+ *   Eq. 3  a_i   = mean of K selected s_i^k     (K lowest or K highest over the M references)
+ *   Eq. 4  score = mean of the top max(1, floor(r*G)) a_i
+ *
+ * Cosines come from GEMMs of raw features: a (T, D) tile of query rows times a
+ * reference's (G, D)^T gives a (T, G) tile of dot products; rows and columns are
+ * scaled by precomputed inverse norms while reducing. Only one tile of at most
+ * `tile` query rows is ever materialised, so scratch is T*G floats (auto: ~16 MB).
+ *
+ * Eq. 3 needs, per query patch, the K smallest (or largest) of M values. They are
+ * kept in a per-patch max-heap of size K while references stream past, so memory
+ * is (patches * K) floats per query image, never (patches * M).
+ */
+#include "score.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <string.h>
+#include <strings.h>
+
+/* Target scratch for one (T, G) tile of dot products: 4M floats = 16 MB. */
+#define AUTO_TILE_FLOATS (4 << 20)
+
+/* ------------------------------------------------------------------ presets */
 
 pe_score_params pe_score_default_params(const char *preset, int zeroshot)
 {
-    (void)preset;
-    (void)zeroshot;
-    pe_score_params p = {0};
+    pe_score_params p;
+    if (!preset || pe_score_preset(preset, zeroshot, &p) != PE_OK)
+        pe_score_preset("patchead", zeroshot, &p);
     return p;
 }
 
 pe_status pe_score_preset(const char *preset, int zeroshot, pe_score_params *out)
 {
-    (void)preset;
-    (void)zeroshot;
-    (void)out;
-    return pe_fail(PE_ERR_UNSUPPORTED, "not implemented yet");
+    pe_score_params p = {0};
+    p.order = PE_ORDER_LOWEST;
+    p.top_fraction = 0.01f; /* Eq. 4: mean of the top 1% (AnomalyDINO) */
+    p.top_count = 0;
+    p.tile = 0;
+    p.mask_threshold = 0.05f;
+    p.mask_low_weight = 0.5f;
+    if (!preset) preset = "patchead";
+    if (!strcasecmp(preset, "patchead")) {
+        /* Paper Sec. 3.2: few-shot K = 1, batch zero-shot K = 30% of M. */
+        if (zeroshot) p.k_fraction = 0.3f;
+        else p.k_count = 1;
+    } else if (!strcasecmp(preset, "anomalydino")) {
+        /* 1-NN over the union of all reference patches == lowest, K = 1. */
+        p.k_count = 1;
+    } else if (!strcasecmp(preset, "musc")) {
+        /* MuSc's interval average over the lowest 0..30% of the per-image distances,
+         * image score = max of the patch scores. */
+        p.k_fraction = 0.3f;
+        p.top_count = 1;
+    } else {
+        return pe_fail(PE_ERR_ARG, "unknown scoring preset '%s' (use patchead, anomalydino or musc)",
+                       preset);
+    }
+    *out = p;
+    return PE_OK;
 }
 
-pe_status pe_score_query(const float *query, int query_patches, const float *const *refs, const int *ref_patches, int num_refs, int dim, const pe_score_params *params, float *patch_scores, float *image_score)
+int pe_score_k(const pe_score_params *p, int num_refs)
 {
-    (void)query;
-    (void)query_patches;
-    (void)refs;
-    (void)ref_patches;
-    (void)num_refs;
-    (void)dim;
-    (void)params;
-    (void)patch_scores;
-    (void)image_score;
-    return pe_fail(PE_ERR_UNSUPPORTED, "not implemented yet");
+    int k;
+    if (p->k_count > 0) k = p->k_count;
+    else k = (int)floor((double)p->k_fraction * num_refs + 1e-6);
+    if (k < 1) k = 1;
+    if (k > num_refs) k = num_refs;
+    return k;
 }
 
-pe_status pe_score_batch(const float *const *feats, int num_images, int patches, int dim, const pe_score_params *params, float *patch_scores, float *image_scores)
+static pe_status check_params(const pe_score_params *p)
 {
-    (void)feats;
-    (void)num_images;
-    (void)patches;
-    (void)dim;
-    (void)params;
-    (void)patch_scores;
-    (void)image_scores;
-    return pe_fail(PE_ERR_UNSUPPORTED, "not implemented yet");
+    if (!(p->k_count > 0) && !(p->k_fraction > 0 && p->k_fraction <= 1))
+        return pe_fail(PE_ERR_ARG, "score: K must be a count > 0 or a fraction in (0, 1], got %g",
+                       (double)p->k_fraction);
+    if (!(p->top_count > 0) && !(p->top_fraction > 0 && p->top_fraction <= 1))
+        return pe_fail(PE_ERR_ARG, "score: top fraction must be in (0, 1], got %g",
+                       (double)p->top_fraction);
+    if (p->order != PE_ORDER_LOWEST && p->order != PE_ORDER_HIGHEST)
+        return pe_fail(PE_ERR_ARG, "score: unknown order %d", (int)p->order);
+    if (p->tile < 0) return pe_fail(PE_ERR_ARG, "score: tile must be >= 0, got %d", p->tile);
+    return PE_OK;
+}
+
+/* ------------------------------------------------------------------ helpers */
+
+void pe_inv_norms(const float *x, int n, int dim, float *out)
+{
+#pragma omp parallel for schedule(static)
+    for (int i = 0; i < n; i++) {
+        const float *row = x + (size_t)i * dim;
+        double ss = 0;
+        for (int d = 0; d < dim; d++) ss += (double)row[d] * row[d];
+        out[i] = ss > 0 ? (float)(1.0 / sqrt(ss)) : 0.0f;
+    }
+}
+
+static int auto_tile(const pe_score_params *p, int rows, int max_cols)
+{
+    int t = p->tile > 0 ? p->tile : AUTO_TILE_FLOATS / PE_MAX(max_cols, 1);
+    return PE_MAX(1, PE_MIN(t, rows));
+}
+
+/* Cosine distance from a scaled dot product, clamped to its range [0, 2]. */
+static inline float cos_dist(float cosine)
+{
+    float d = 1.0f - cosine;
+    return d < 0 ? 0 : (d > 2 ? 2 : d);
+}
+
+/* Max-heap of the K smallest keys seen so far; `count` values offered before. */
+static inline void heap_offer(float *heap, int count, int k, float v)
+{
+    if (count < k) {
+        int i = count;
+        while (i > 0) {
+            int parent = (i - 1) / 2;
+            if (heap[parent] >= v) break;
+            heap[i] = heap[parent];
+            i = parent;
+        }
+        heap[i] = v;
+    } else if (v < heap[0]) {
+        int i = 0;
+        for (;;) {
+            int c = 2 * i + 1;
+            if (c >= k) break;
+            if (c + 1 < k && heap[c + 1] > heap[c]) c++;
+            if (heap[c] <= v) break;
+            heap[i] = heap[c];
+            i = c;
+        }
+        heap[i] = v;
+    }
+}
+
+/* Heap key of a distance: selecting the K smallest keys selects the K lowest
+ * distances (order lowest) or the K highest (order highest, key = -s). */
+static inline float key_of(float s, pe_order order) { return order == PE_ORDER_LOWEST ? s : -s; }
+
+/* a_i = mean of the K kept values of each of n patches. heaps: (n, K). */
+static void finish_patch_scores(const float *heaps, int n, int k, pe_order order, float *out)
+{
+    float sign = order == PE_ORDER_LOWEST ? 1.0f : -1.0f;
+#pragma omp parallel for schedule(static)
+    for (int i = 0; i < n; i++) {
+        const float *h = heaps + (size_t)i * k;
+        double sum = 0;
+        for (int j = 0; j < k; j++) sum += h[j];
+        out[i] = sign * (float)(sum / k);
+    }
+}
+
+/* Row side of a (rows, cols) tile of dot products C: for each row r,
+ * s = 1 - max_j(C[r][j] * col_inv[j]) * row_inv[r], offered to heaps[r]. */
+static void reduce_rows(const float *C, int rows, int cols, const float *row_inv,
+                        const float *col_inv, float *heaps, int count, int k, pe_order order)
+{
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < rows; r++) {
+        const float *c = C + (size_t)r * cols;
+        float m = -INFINITY;
+#pragma omp simd reduction(max : m)
+        for (int j = 0; j < cols; j++) m = fmaxf(m, c[j] * col_inv[j]);
+        float s = cos_dist(m * row_inv[r]);
+        heap_offer(heaps + (size_t)r * k, count, k, key_of(s, order));
+    }
+}
+
+/* Column side: colmax[j] = max(colmax[j], max_r C[r][j] * row_inv[r]). */
+static void reduce_cols(const float *C, int rows, int cols, const float *row_inv, float *colmax)
+{
+    int chunk = 256;
+    int nchunks = (cols + chunk - 1) / chunk;
+#pragma omp parallel for schedule(static)
+    for (int ch = 0; ch < nchunks; ch++) {
+        int j0 = ch * chunk, j1 = PE_MIN(cols, j0 + chunk);
+        for (int r = 0; r < rows; r++) {
+            const float *c = C + (size_t)r * cols;
+            float ri = row_inv[r];
+#pragma omp simd
+            for (int j = j0; j < j1; j++) colmax[j] = fmaxf(colmax[j], c[j] * ri);
+        }
+    }
+}
+
+/* ------------------------------------------------------------------ Eq. 4 */
+
+static int cmp_desc(const void *a, const void *b)
+{
+    float x = *(const float *)a, y = *(const float *)b;
+    return (x < y) - (x > y);
 }
 
 float pe_image_score(const float *patch_scores, int n, const pe_score_params *params)
 {
-    (void)patch_scores;
-    (void)n;
-    (void)params;
-    return 0;
+    if (n <= 0 || !patch_scores) return NAN;
+    pe_score_params defaults = pe_score_default_params(NULL, 0);
+    if (!params) params = &defaults;
+    int k = params->top_count > 0 ? params->top_count
+                                  : (int)floor((double)params->top_fraction * n + 1e-6);
+    k = PE_MAX(1, PE_MIN(k, n));
+    double sum = 0;
+    if (k == 1) {
+        float m = patch_scores[0];
+        for (int i = 1; i < n; i++) m = fmaxf(m, patch_scores[i]);
+        return m;
+    }
+    float *sorted = malloc((size_t)n * sizeof *sorted);
+    if (!sorted) return NAN;
+    memcpy(sorted, patch_scores, (size_t)n * sizeof *sorted);
+    qsort(sorted, (size_t)n, sizeof *sorted, cmp_desc);
+    for (int i = 0; i < k; i++) sum += sorted[i];
+    free(sorted);
+    return (float)(sum / k);
 }
 
-void pe_apply_attention_mask(float *patch_scores, const float *attn, int n, float threshold, float low_weight)
+/* ------------------------------------------------------------------ masking */
+
+void pe_apply_attention_mask(float *patch_scores, const float *attn, int n, float threshold,
+                             float low_weight)
 {
-    (void)patch_scores;
-    (void)attn;
-    (void)n;
-    (void)threshold;
-    (void)low_weight;
+    if (n <= 0 || !attn || !patch_scores) return;
+    float lo = attn[0], hi = attn[0];
+    for (int i = 1; i < n; i++) {
+        lo = fminf(lo, attn[i]);
+        hi = fmaxf(hi, attn[i]);
+    }
+    /* A flat attention map carries no foreground information: leave scores as they are. */
+    if (!(hi > lo)) return;
+    float inv = 1.0f / (hi - lo);
+    for (int i = 0; i < n; i++) {
+        float m = (attn[i] - lo) * inv;
+        if (!(m > threshold)) patch_scores[i] *= low_weight;
+    }
+}
+
+/* ------------------------------------------------------------------ few-shot */
+
+pe_status pe_score_query_inv(const float *query, const float *query_inv, int query_patches,
+                             const float *const *refs, const float *const *ref_inv,
+                             const int *ref_patches, int num_refs, int dim,
+                             const pe_score_params *params, float *patch_scores,
+                             float *image_score)
+{
+    pe_status s = check_params(params);
+    if (s) return s;
+    int max_cols = 0;
+    for (int k = 0; k < num_refs; k++) {
+        if (ref_patches[k] <= 0 || !refs[k])
+            return pe_fail(PE_ERR_SHAPE, "score: reference %d has no patches", k);
+        max_cols = PE_MAX(max_cols, ref_patches[k]);
+    }
+    int K = pe_score_k(params, num_refs);
+    int T = auto_tile(params, query_patches, max_cols);
+    float *tile = pe_alloc((size_t)T * max_cols, sizeof(float), "score tile");
+    float *heaps = pe_alloc((size_t)query_patches * K, sizeof(float), "score selection");
+    if (!tile || !heaps) {
+        free(tile);
+        free(heaps);
+        return PE_ERR_NOMEM;
+    }
+    for (int k = 0; k < num_refs; k++) {
+        for (int r0 = 0; r0 < query_patches; r0 += T) {
+            int rows = PE_MIN(T, query_patches - r0);
+            /* (rows, D) x (Gk, D)^T -> (rows, Gk) dot products */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, ref_patches[k], dim, 1.0f,
+                        query + (size_t)r0 * dim, dim, refs[k], dim, 0.0f, tile, ref_patches[k]);
+            reduce_rows(tile, rows, ref_patches[k], query_inv + r0, ref_inv[k],
+                        heaps + (size_t)r0 * K, k, K, params->order);
+        }
+    }
+    finish_patch_scores(heaps, query_patches, K, params->order, patch_scores);
+    free(tile);
+    free(heaps);
+    if (image_score) *image_score = pe_image_score(patch_scores, query_patches, params);
+    return PE_OK;
+}
+
+pe_status pe_score_query(const float *query, int query_patches, const float *const *refs,
+                         const int *ref_patches, int num_refs, int dim,
+                         const pe_score_params *params, float *patch_scores, float *image_score)
+{
+    pe_score_params defaults = pe_score_default_params(NULL, 0);
+    if (!params) params = &defaults;
+    if (!query || !refs || !ref_patches || !patch_scores)
+        return pe_fail(PE_ERR_ARG, "pe_score_query: NULL argument");
+    if (query_patches <= 0 || dim <= 0)
+        return pe_fail(PE_ERR_SHAPE, "pe_score_query: %d query patches of dim %d", query_patches,
+                       dim);
+    if (num_refs <= 0) return pe_fail(PE_ERR_ARG, "pe_score_query: no reference images");
+    size_t total = 0;
+    for (int k = 0; k < num_refs; k++) {
+        if (ref_patches[k] <= 0 || !refs[k])
+            return pe_fail(PE_ERR_SHAPE, "pe_score_query: reference %d has no patches", k);
+        total += (size_t)ref_patches[k];
+    }
+    /* Inverse norms, computed once: (Gq) + sum_k (Gk) floats. */
+    float *qinv = pe_alloc((size_t)query_patches + total, sizeof(float), "inverse norms");
+    const float **rinv = malloc((size_t)num_refs * sizeof *rinv);
+    if (!qinv || !rinv) {
+        free(qinv);
+        free(rinv);
+        return pe_fail(PE_ERR_NOMEM, "pe_score_query: out of memory");
+    }
+    pe_inv_norms(query, query_patches, dim, qinv);
+    float *next = qinv + query_patches;
+    for (int k = 0; k < num_refs; k++) {
+        pe_inv_norms(refs[k], ref_patches[k], dim, next);
+        rinv[k] = next;
+        next += ref_patches[k];
+    }
+    pe_status s = pe_score_query_inv(query, qinv, query_patches, refs, rinv, ref_patches, num_refs,
+                                     dim, params, patch_scores, image_score);
+    free(qinv);
+    free(rinv);
+    return s;
+}
+
+/* ------------------------------------------------------------------ batch zero-shot */
+
+/* Every unordered pair (a, b), a < b, is computed once: the (rows of a) x (G of b)
+ * tile of dot products gives a's Eq. 2 distances to b from its row maxima and b's
+ * distances to a from its column maxima (accumulated over a's row tiles).
+ * Memory: B*G*K floats of selection heaps (K = the Eq. 3 count, at most B-1), B*G
+ * inverse norms, a (T, G) tile and one (G) column-max buffer. */
+pe_status pe_score_batch(const float *const *feats, int num_images, int patches, int dim,
+                         const pe_score_params *params, float *patch_scores, float *image_scores)
+{
+    pe_score_params defaults = pe_score_default_params(NULL, 1);
+    if (!params) params = &defaults;
+    if (!feats || !patch_scores) return pe_fail(PE_ERR_ARG, "pe_score_batch: NULL argument");
+    if (num_images < 2)
+        return pe_fail(PE_ERR_ARG, "zero-shot needs at least 2 images (each is scored against the "
+                                   "others), got %d", num_images);
+    if (patches <= 0 || dim <= 0)
+        return pe_fail(PE_ERR_SHAPE, "pe_score_batch: %d patches of dim %d", patches, dim);
+    for (int b = 0; b < num_images; b++)
+        if (!feats[b]) return pe_fail(PE_ERR_ARG, "pe_score_batch: image %d has no features", b);
+    pe_status s = check_params(params);
+    if (s) return s;
+
+    const int B = num_images, G = patches, M = B - 1;
+    const int K = pe_score_k(params, M);
+    const int T = auto_tile(params, G, G);
+    const size_t heap_floats = (size_t)B * G * K;
+    float *inv = pe_alloc((size_t)B * G, sizeof(float), "inverse norms");
+    float *heaps = pe_alloc(heap_floats, sizeof(float), "zero-shot selection");
+    float *tile = pe_alloc((size_t)T * G, sizeof(float), "score tile");
+    float *colmax = pe_alloc((size_t)G, sizeof(float), "column maxima");
+    int *count = calloc((size_t)B, sizeof *count); /* values offered so far, per image */
+    if (!inv || !heaps || !tile || !colmax || !count) {
+        free(inv);
+        free(heaps);
+        free(tile);
+        free(colmax);
+        free(count);
+        return pe_fail(PE_ERR_NOMEM, "zero-shot: out of memory (%d images x %d patches, K = %d)", B,
+                       G, K);
+    }
+    for (int b = 0; b < B; b++) pe_inv_norms(feats[b], G, dim, inv + (size_t)b * G);
+
+    for (int a = 0; a < B; a++) {
+        float *heap_a = heaps + (size_t)a * G * K;
+        const float *inv_a = inv + (size_t)a * G;
+        for (int b = a + 1; b < B; b++) {
+            const float *inv_b = inv + (size_t)b * G;
+            for (int j = 0; j < G; j++) colmax[j] = -INFINITY;
+            for (int r0 = 0; r0 < G; r0 += T) {
+                int rows = PE_MIN(T, G - r0);
+                /* (rows, D) of a x (G, D)^T of b -> (rows, G) dot products */
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, G, dim, 1.0f,
+                            feats[a] + (size_t)r0 * dim, dim, feats[b], dim, 0.0f, tile, G);
+                reduce_rows(tile, rows, G, inv_a + r0, inv_b, heap_a + (size_t)r0 * K, count[a], K,
+                            params->order);
+                reduce_cols(tile, rows, G, inv_a + r0, colmax);
+            }
+            float *heap_b = heaps + (size_t)b * G * K;
+            int cb = count[b];
+            pe_order order = params->order;
+#pragma omp parallel for schedule(static)
+            for (int j = 0; j < G; j++)
+                heap_offer(heap_b + (size_t)j * K, cb, K, key_of(cos_dist(colmax[j] * inv_b[j]), order));
+            count[a]++;
+            count[b]++;
+        }
+    }
+    for (int b = 0; b < B; b++) {
+        float *ps = patch_scores + (size_t)b * G;
+        finish_patch_scores(heaps + (size_t)b * G * K, G, K, params->order, ps);
+        if (image_scores) image_scores[b] = pe_image_score(ps, G, params);
+    }
+    free(inv);
+    free(heaps);
+    free(tile);
+    free(colmax);
+    free(count);
+    return PE_OK;
 }
