@@ -296,6 +296,104 @@ pe_status pe_zeroshot(pe_model *model, const pe_image *images, int n, const pe_d
 pe_status pe_zeroshot_features(const pe_features *feats, int n, const pe_detect_params *params,
                                pe_result *out);
 
+/* ================================================================== metrics (eval) */
+/* Labels: 1 = anomalous (positive class), 0 = normal. Tied scores form one threshold
+ * step, as scikit-learn does. A metric that is undefined (one class only, no regions)
+ * is NAN; callers print it as "n/a". */
+
+typedef struct {
+    double auroc;        /* roc_auc_score: trapezoid over the tie-grouped ROC curve */
+    double ap;           /* average_precision_score: sum (R_n - R_n-1) P_n, no interpolation */
+    double f1_max;       /* best F1 over all thresholds "score >= t" */
+    double f1_threshold; /* the t reaching f1_max */
+    int num_pos, num_neg;
+} pe_image_metrics;
+/* Exact image-level metrics of n scores (sorts a copy: O(n log n)). PE_ERR_ARG for a
+ * NaN score or a label other than 0/1. */
+pe_status pe_image_metrics_compute(const float *scores, const uint8_t *labels, int n,
+                                   pe_image_metrics *out);
+
+/* ROC and PR curves for plotting: n points, thresholds decreasing; point 0 is the
+ * empty prediction (threshold +inf, fpr = tpr = recall = 0, precision = 1). */
+typedef struct {
+    int n;
+    double *threshold, *fpr, *tpr, *precision; /* (n) each, owned; recall == tpr */
+} pe_curve;
+pe_status pe_curve_compute(const float *scores, const uint8_t *labels, int n, pe_curve *out);
+void pe_curve_free(pe_curve *curve);
+
+/* Pixel-level metrics (pixel AUROC, PRO) accumulated image by image in bounded memory:
+ * scores go into `bins` equal bins over [lo, hi] (values outside are clamped into the
+ * end bins), so memory is O(bins), not O(pixels). Within a bin the order of pixels is
+ * unknown; the result carries a guaranteed bound on the difference to the exact
+ * (unbinned) value, which is 0 when every bin holds a single distinct score.
+ * PRO follows the MVTec AD reference: regions are the 8-connected components of each
+ * ground-truth mask; FPR counts every pixel outside all regions (of all images);
+ * PRO(t) = mean over all regions of the fraction of the region with score >= t;
+ * the (FPR, PRO) curve is integrated with the trapezoid rule from 0 to max_fpr
+ * (interpolating at max_fpr) and divided by max_fpr. */
+typedef struct pe_pixel_acc pe_pixel_acc;
+#define PE_PIXEL_BINS_DEFAULT (1 << 18)
+pe_status pe_pixel_acc_create(float lo, float hi, int bins, pe_pixel_acc **out);
+/* Add one image: map (height, width) scores; mask (height, width) nonzero = anomalous,
+ * or NULL for an image without anomalies. */
+pe_status pe_pixel_acc_add(pe_pixel_acc *acc, const float *map, const uint8_t *mask, int width,
+                           int height);
+typedef struct {
+    double auroc, auroc_bound; /* |auroc - exact| <= auroc_bound */
+    double pro, pro_bound;     /* |pro - exact| <= pro_bound */
+    double max_fpr;
+    int64_t num_pos, num_neg, num_regions;
+    float min_score, max_score; /* range actually seen */
+} pe_pixel_metrics;
+pe_status pe_pixel_acc_result(const pe_pixel_acc *acc, double max_fpr, pe_pixel_metrics *out);
+void pe_pixel_acc_free(pe_pixel_acc *acc);
+
+/* 8-connected components of a binary mask (nonzero = foreground): labels (height,
+ * width) get 0 for background and 1..count for the regions (raster order of first
+ * pixel). Returns the count, or -1 with an error recorded. */
+int pe_mask_regions(const uint8_t *mask, int width, int height, int32_t *labels);
+
+/* ================================================================== datasets (eval) */
+/* Dataset layouts (docs/DATASETS.md): "mvtec" (also MPDD, DTD-Synthetic), "mvtec3d",
+ * "visa", "btad", "ksdd", "dagm", "loco". ROOT may be one category or a folder of
+ * categories. */
+
+typedef struct {
+    char *path;      /* image file */
+    char *mask_path; /* ground-truth mask file (LOCO: a folder of masks); NULL if none */
+    char *defect;    /* defect type ("good" for normal images) */
+    int label;       /* 0 normal, 1 anomalous */
+} pe_sample;
+
+typedef struct {
+    char *name;            /* category name ("bottle", "tire", "Class1", ...) */
+    char *root;            /* its folder */
+    pe_sample *train;      /* normal images to draw few-shot references from */
+    int num_train;
+    pe_sample *test;       /* test images, sorted by path */
+    int num_test;
+    int num_anomalous;     /* test images with label 1 */
+    int has_masks;         /* 1 if every anomalous test image has a mask (pixel metrics) */
+} pe_category;
+
+typedef struct {
+    char *root;
+    const char *layout;    /* detected or given layout name (static string) */
+    pe_category *categories;
+    int num_categories;
+} pe_dataset;
+
+/* layout NULL or "auto": detect from the folder (PE_ERR_FORMAT naming the candidates
+ * when ambiguous or unknown). */
+pe_status pe_dataset_open(const char *root, const char *layout, pe_dataset **out);
+void pe_dataset_free(pe_dataset *ds);
+/* Names of the supported layouts, NULL-terminated. */
+const char *const *pe_dataset_layouts(void);
+/* Load a ground-truth mask as width x height bytes, 1 = anomalous (any nonzero pixel of
+ * any channel). A folder (LOCO) is the union of the masks in it. *mask is malloc'd. */
+pe_status pe_mask_load(const char *path, int *width, int *height, uint8_t **mask);
+
 #ifdef __cplusplus
 }
 #endif
