@@ -273,8 +273,15 @@ void pe_bank_free(pe_bank *bank);
 /* Atomic write (temp + rename) of the versioned file with a checksum. */
 pe_status pe_bank_save(const pe_bank *bank, const char *path);
 /* Load and verify (version, checksum, that `model` is the backbone the bank was made
- * with: same weights hash). */
+ * with: same weights hash). model may be NULL: the model check is then skipped (call
+ * pe_bank_check_model once the model is loaded, e.g. from pe_bank_model_path). */
 pe_status pe_bank_load(const char *path, pe_model *model, pe_bank **out);
+/* PE_ERR_MISMATCH (message naming both backbones) unless `model` has the weights the
+ * bank was fit with. */
+pe_status pe_bank_check_model(const pe_bank *bank, pe_model *model);
+/* Model path recorded in the bank for provenance / as predict's default ("" if none). */
+const char *pe_bank_model_path(const pe_bank *bank);
+void pe_bank_set_model_path(pe_bank *bank, const char *path);
 const pe_detect_params *pe_bank_params(const pe_bank *bank);
 int pe_bank_num_refs(const pe_bank *bank);
 /* Suggested label-free threshold from leave-one-out scoring of the references at fit
