@@ -492,7 +492,7 @@ static void test_real_tire(void)
         CHECK_MSG(fabs(est.tx - tx) < 1.0 && fabs(est.ty - ty) < 1.0, "tire: t (%.2f, %.2f) want (%.2f, %.2f)",
                   est.tx, est.ty, tx, ty);
         printf("  tire %dx%d angle %g: err %.3f deg, (%.3f, %.3f) px, %d inliers, %.1f ms\n", tire.width,
-               tire.height, cases[i][0], est.angle_deg - cases[i][0], est.tx - tx, est.ty - ty, est.inliers,
+               tire.height, cases[i][0], angle_diff(est.angle_deg, cases[i][0]), est.tx - tx, est.ty - ty, est.inliers,
                ms);
         pe_image_free(&query);
     }
