@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Few-shot anomaly detection on the bundled tire examples (see examples/LICENSE.md):
+#   make && make weights && bash examples/run.sh
+# Fits a bank on 3 normal tires, scores 2 normal and 2 defective ones, and writes
+# scores.csv, maps/ and heatmaps/ into ${OUT:-patchead-out/examples}.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PATCHEAD=${PATCHEAD:-build/patchead}
+MODEL=${MODEL:-weights/mobilenet_v2}
+OUT=${OUT:-patchead-out/examples}
+SIZE=${SIZE:-448}
+if [ ! -x "$PATCHEAD" ]; then echo "examples/run.sh: $PATCHEAD missing: run make first" >&2; exit 1; fi
+if [ ! -e "$MODEL" ]; then echo "examples/run.sh: $MODEL missing: run make weights first" >&2; exit 1; fi
+mkdir -p "$OUT"
+"$PATCHEAD" fit --model "$MODEL" --size "$SIZE" -o "$OUT/tire.pead" examples/tire/train/good
+"$PATCHEAD" predict --bank "$OUT/tire.pead" --out "$OUT" examples/tire/test
+echo
+column -s, -t < "$OUT/scores.csv" 2>/dev/null || cat "$OUT/scores.csv"
+echo
+echo "heatmaps: $OUT/heatmaps/   (anomaly maps as .npy: $OUT/maps/)"
