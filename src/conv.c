@@ -7,6 +7,12 @@
 
 #include <cblas.h>
 #include <float.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#else
+static int omp_get_thread_num(void) { return 0; }
+#endif
 
 void conv_geometry(int in, int k, int stride, conv_pad pad, int *out, int *pad_before)
 {
@@ -28,12 +34,15 @@ static int direct_gemm(const conv_layer *l)
     return !l->depthwise && l->k == 1 && l->stride == 1;
 }
 
+static size_t depthwise_scratch(int ow, int k, int stride);
+
 size_t conv_cols_size(const conv_layer *l, int height, int width, conv_pad pad)
 {
-    if (l->depthwise || direct_gemm(l)) return 0;
+    if (direct_gemm(l)) return 0;
     int oh, ow, pt, pl;
     conv_geometry(height, l->k, l->stride, pad, &oh, &pt);
     conv_geometry(width, l->k, l->stride, pad, &ow, &pl);
+    if (l->depthwise) return depthwise_scratch(ow, l->k, l->stride);
     return (size_t)l->cin * l->k * l->k * oh * ow;
 }
 
@@ -71,6 +80,7 @@ static void im2col(const float *in, int cin, int height, int width, int k, int s
             const float *srow = plane + (size_t)iy * width - pl + kx;
             for (int ox = 0; ox < x0; ox++) drow[ox] = 0.0f;
             if (stride == 1)
+#pragma omp simd
                 for (int ox = x0; ox <= x1; ox++) drow[ox] = srow[ox];
             else
                 for (int ox = x0; ox <= x1; ox++) drow[ox] = srow[ox * stride];
@@ -79,50 +89,107 @@ static void im2col(const float *in, int cin, int height, int width, int k, int s
     }
 }
 
-/* In place on one plane of n values: v = act(v + bias [+ residual]). */
+/* In place on one plane of n values: v = act(v + bias [+ residual]), one pass. */
 static inline void epilogue_plane(float *v, size_t n, float bias, const float *residual, conv_act act)
 {
+    const float lo = act == CONV_ACT_NONE ? -FLT_MAX : 0.0f;
+    const float hi = act == CONV_ACT_RELU6 ? 6.0f : FLT_MAX;
     if (residual)
-        for (size_t i = 0; i < n; i++) v[i] += bias + residual[i];
+#pragma omp simd
+        for (size_t i = 0; i < n; i++) {
+            float t = v[i] + bias + residual[i];
+            t = t > lo ? t : lo;
+            v[i] = t < hi ? t : hi;
+        }
     else
-        for (size_t i = 0; i < n; i++) v[i] += bias;
-    if (act == CONV_ACT_RELU)
-        for (size_t i = 0; i < n; i++) v[i] = v[i] > 0.0f ? v[i] : 0.0f;
-    else if (act == CONV_ACT_RELU6)
-        for (size_t i = 0; i < n; i++) v[i] = PE_MIN(PE_MAX(v[i], 0.0f), 6.0f);
+#pragma omp simd
+        for (size_t i = 0; i < n; i++) {
+            float t = v[i] + bias;
+            t = t > lo ? t : lo;
+            v[i] = t < hi ? t : hi;
+        }
 }
 
-/* Depthwise: every channel its own k x k filter; out rows accumulated tap by tap so the
- * innermost loop runs along contiguous output pixels. */
+/* Per-thread scratch of the depthwise convolution: one zero-padded input row
+ * (prow_len floats) and, for stride 2, its even and odd phases (phase_len each). */
+static void depthwise_row_sizes(int ow, int k, int stride, size_t *prow_len, size_t *phase_len)
+{
+    *prow_len = (size_t)(ow - 1) * stride + k;
+    *phase_len = (size_t)ow + k;
+}
+
+static size_t depthwise_scratch(int ow, int k, int stride)
+{
+    size_t prow, phase;
+    depthwise_row_sizes(ow, k, stride, &prow, &phase);
+    return (size_t)pe_get_threads() * (prow + 2 * phase);
+}
+
+/* Depthwise: every channel its own k x k filter. Output row by row (it stays in L1):
+ * for each filter row ky the input row is copied once into a zero-padded buffer
+ * (prow[j] = x[iy, j - pad_left]), so every tap is a contiguous, branch-free
+ * orow[ox] += w * prow[ox*s + kx]; for stride 2 the padded row is split into its even and
+ * odd phases first so that the taps stay contiguous too. */
 static void depthwise(const conv_layer *l, const float *in, int height, int width, int pt, int pl,
-                      float *out, int oh, int ow)
+                      float *out, int oh, int ow, float *scratch)
 {
     const int k = l->k, s = l->stride;
     const size_t in_plane = (size_t)height * width, out_plane = (size_t)oh * ow;
-#pragma omp parallel for schedule(static) num_threads(pe_get_threads())
-    for (int c = 0; c < l->cout; c++) {
-        const float *x = in + c * in_plane, *w = l->weight + (size_t)c * k * k;
-        float *o = out + c * out_plane;
-        for (size_t i = 0; i < out_plane; i++) o[i] = 0.0f;
-        for (int kx = 0; kx < k; kx++) {
-            int x0, x1;
-            valid_range(width, ow, s, pl, kx, &x0, &x1);
-            if (x1 < x0) continue;
+    size_t prow_len, phase_len;
+    depthwise_row_sizes(ow, k, s, &prow_len, &phase_len);
+    /* prow[j] = x[j - pl] for j in [copy_lo, copy_hi), 0 elsewhere */
+    const int copy_lo = PE_MIN(pl, (int)prow_len);
+    const int copy_hi = PE_MAX(copy_lo, PE_MIN((int)prow_len, width + pl));
+#pragma omp parallel num_threads(pe_get_threads())
+    {
+        float *prow = scratch + (size_t)omp_get_thread_num() * (prow_len + 2 * phase_len);
+        float *even = prow + prow_len, *odd = even + phase_len;
+#pragma omp for schedule(static)
+        for (int c = 0; c < l->cout; c++) {
+            const float *x = in + c * in_plane, *w = l->weight + (size_t)c * k * k;
+            float *o = out + c * out_plane;
+            const float bias = l->bias[c];
             for (int oy = 0; oy < oh; oy++) {
                 float *orow = o + (size_t)oy * ow;
+                for (int ox = 0; ox < ow; ox++) orow[ox] = 0.0f;
                 for (int ky = 0; ky < k; ky++) {
                     int iy = oy * s - pt + ky;
                     if (iy < 0 || iy >= height) continue;
-                    const float wv = w[ky * k + kx];
-                    const float *xrow = x + (size_t)iy * width - pl + kx;
-                    if (s == 1)
-                        for (int ox = x0; ox <= x1; ox++) orow[ox] += wv * xrow[ox];
-                    else
-                        for (int ox = x0; ox <= x1; ox++) orow[ox] += wv * xrow[ox * s];
+                    const float *xrow = x + (size_t)iy * width;
+                    for (int j = 0; j < copy_lo; j++) prow[j] = 0.0f;
+                    memcpy(prow + copy_lo, xrow + copy_lo - pl, sizeof(float) * (size_t)(copy_hi - copy_lo));
+                    for (int j = copy_hi; j < (int)prow_len; j++) prow[j] = 0.0f;
+                    const float *wrow = w + ky * k;
+                    if (s == 1) {
+                        for (int kx = 0; kx < k; kx++) {
+                            const float wv = wrow[kx];
+                            const float *src = prow + kx;
+                            #pragma omp simd
+                            for (int ox = 0; ox < ow; ox++) orow[ox] += wv * src[ox];
+                        }
+                    } else if (s == 2) {
+                        size_t half = (prow_len + 1) / 2;
+#pragma omp simd
+                        for (size_t i = 0; i < half; i++) even[i] = prow[2 * i];
+#pragma omp simd
+                        for (size_t i = 0; i < prow_len / 2; i++) odd[i] = prow[2 * i + 1];
+                        for (int kx = 0; kx < k; kx++) {
+                            const float wv = wrow[kx];
+                            const float *src = ((kx & 1) ? odd : even) + kx / 2;
+                            #pragma omp simd
+                            for (int ox = 0; ox < ow; ox++) orow[ox] += wv * src[ox];
+                        }
+                    } else {
+                        for (int kx = 0; kx < k; kx++) {
+                            const float wv = wrow[kx];
+                            #pragma omp simd
+                            for (int ox = 0; ox < ow; ox++) orow[ox] += wv * prow[ox * s + kx];
+                        }
+                    }
                 }
+                epilogue_plane(orow, (size_t)ow, bias, NULL, l->act);
             }
         }
-        epilogue_plane(o, out_plane, l->bias[c], NULL, l->act);
     }
 }
 
@@ -136,7 +203,7 @@ void conv_forward(const conv_layer *l, conv_pad pad, const float *in, int height
     *out_w = ow;
     const size_t plane = (size_t)oh * ow;
     if (l->depthwise) {
-        depthwise(l, in, height, width, pt, pl, out, oh, ow);
+        depthwise(l, in, height, width, pt, pl, out, oh, ow, cols);
         return;
     }
     /* out (cout, Ho*Wo) = weight (cout, cin*k*k) . B (cin*k*k, Ho*Wo) */
