@@ -553,7 +553,10 @@ pe_status cnn_load(const st_file *weights, const cJSON *config, const char *path
         cnn_destroy(&net->base);
         return s;
     }
-    const char *name = config_string(config, "name");
+    /* Name: config "name", else a specific ResNet "architecture" (e.g. "wide_resnet50_2"),
+     * else what the loader inferred. */
+    const char *name = config_string(config, "name"), *arch = config_string(config, "architecture");
+    if (!name && fam == FAM_RESNET && arch && strcmp(arch, "resnet") != 0) name = arch;
     if (name) snprintf(net->name, sizeof net->name, "%s", name);
 
     pe_model_info *info = &net->base.info;
