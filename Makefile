@@ -65,8 +65,9 @@ $(BUILD)/bench/%: bench/%.c $(BUILD)/libpatchead.a
 test: all $(TEST_BIN)
 	@BUILD=$(BUILD) bash tests/run.sh
 
-parity: all
+parity: all $(BUILD)/bench/cnn_bench
 	$(PYTHON) tools/parity.py --patchead $(BUILD)/patchead
+	$(PYTHON) tools/parity_cnn.py --patchead $(BUILD)/patchead
 
 fixtures:
 	$(PYTHON) tools/make_fixtures.py
