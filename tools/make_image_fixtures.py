@@ -415,10 +415,10 @@ def main():
     put("npy_bad_long.npy", _npy(np.ones(10, np.float32)) + b"\0\0\0\0")
     put("npy_bad_magic.npy", b"\x93NUMPZ" + _npy(np.ones(3, np.float32))[6:])
     put("npy_bad_5d.npy", _npy(np.ones((1, 1, 1, 1, 2), np.float32)))
-    put("npy_bad_header.npy", _npy(np.ones(3, np.float32)).replace(b"'shape': (3,)",
-                                                                   b"'shape': (3,,)"))
-    put("npy_bad_overflow.npy", _npy(np.ones(0, np.float32)).replace(
-        b"'shape': (0,), ", b"'shape': (4611686018427387904, 4), "))
+    put("npy_bad_header.npy", _npy_raw("{'descr': '<f4', 'fortran_order': False, "
+                                       "'shape': (3,,), }", b"\0" * 12))
+    put("npy_bad_overflow.npy", _npy_raw("{'descr': '<f4', 'fortran_order': False, "
+                                         "'shape': (4611686018427387904, 4), }"))
     with open(os.path.join(out, "npy.txt"), "w") as f:
         f.write("# <file> <dtype> <shape> <sum of x[i] * (i % 7 + 1) over the flat array, float64>\n")
         f.write("\n".join(npy_lines) + "\n")
@@ -431,6 +431,14 @@ def _npy(arr) -> bytes:
     b = io.BytesIO()
     np.save(b, arr)
     return b.getvalue()
+
+
+def _npy_raw(header: str, payload: bytes = b"") -> bytes:
+    """A v1.0 .npy with a hand-written header dict (padded as numpy pads)."""
+    text = header.encode("latin1")
+    pad = 64 - (10 + len(text) + 1) % 64
+    text += b" " * pad + b"\n"
+    return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(text)) + text + payload
 
 
 PE_MAX_SIDE = 16384
