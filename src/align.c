@@ -527,15 +527,17 @@ static int match_cmp(const void *a, const void *b)
     return ma->qc < mb->qc ? -1 : (ma->qc > mb->qc);
 }
 
-/* Mutual nearest neighbours that pass the ratio test. Similarities S = Dr Dq^T
- * (Nr, Nq) from one sgemm; for unit vectors distance^2 = 2 - 2 S. */
+/* Mutual nearest neighbours that pass the ratio test. Similarities S = Dr Dq^T come
+ * from sgemm in tiles of MATCH_TILE reference rows (MATCH_TILE, Nq), so the scratch
+ * stays bounded whatever max_keypoints is; for unit vectors distance^2 = 2 - 2 S. */
+#define MATCH_TILE 256
 static pe_status match_features(const feature_set *r, const feature_set *q, match **out, int *nout)
 {
     *out = NULL;
     *nout = 0;
     const int nr = r->count, nq = q->count;
     if (nr < 2 || nq < 2) return PE_OK;
-    float *sim = pe_alloc((size_t)nr * nq, sizeof(float), "align: similarity matrix");
+    float *sim = pe_alloc((size_t)PE_MIN(nr, MATCH_TILE) * nq, sizeof(float), "align: similarity tile");
     int *row_best = pe_alloc((size_t)nr, sizeof(int), "align: matches");
     int *col_best = pe_alloc((size_t)nq, sizeof(int), "align: matches");
     float *col_sim = pe_alloc((size_t)nq, sizeof(float), "align: matches");
@@ -544,32 +546,35 @@ static pe_status match_features(const feature_set *r, const feature_set *q, matc
         free(sim), free(row_best), free(col_best), free(col_sim), free(m);
         return PE_ERR_NOMEM;
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nr, nq, DESC_DIM, 1.0f, r->desc, DESC_DIM,
-                q->desc, DESC_DIM, 0.0f, sim, nq);
-    /* per reference descriptor: best and second best query descriptor (ratio test) */
-    #pragma omp parallel for schedule(static)
-    for (int i = 0; i < nr; i++) {
-        const float *row = sim + (size_t)i * nq;
-        float s1 = -2, s2 = -2;
-        int j1 = -1;
-        for (int j = 0; j < nq; j++) {
-            float v = row[j];
-            if (v > s1) {
-                s2 = s1;
-                s1 = v;
-                j1 = j;
-            } else if (v > s2) {
-                s2 = v;
-            }
-        }
-        float d1 = sqrtf(fmaxf(0.0f, 2 - 2 * s1)), d2 = sqrtf(fmaxf(0.0f, 2 - 2 * s2));
-        row_best[i] = (s1 > 0 && d1 < RATIO * d2) ? j1 : -1;
-    }
     for (int j = 0; j < nq; j++) col_sim[j] = -2, col_best[j] = -1;
-    for (int i = 0; i < nr; i++) { /* row-major pass: best reference for every query column */
-        const float *row = sim + (size_t)i * nq;
-        for (int j = 0; j < nq; j++)
-            if (row[j] > col_sim[j]) col_sim[j] = row[j], col_best[j] = i;
+    for (int i0 = 0; i0 < nr; i0 += MATCH_TILE) {
+        const int rows = PE_MIN(MATCH_TILE, nr - i0);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, nq, DESC_DIM, 1.0f,
+                    r->desc + (size_t)i0 * DESC_DIM, DESC_DIM, q->desc, DESC_DIM, 0.0f, sim, nq);
+        /* per reference descriptor: best and second best query descriptor (ratio test) */
+        #pragma omp parallel for schedule(static)
+        for (int i = 0; i < rows; i++) {
+            const float *row = sim + (size_t)i * nq;
+            float s1 = -2, s2 = -2;
+            int j1 = -1;
+            for (int j = 0; j < nq; j++) {
+                float v = row[j];
+                if (v > s1) {
+                    s2 = s1;
+                    s1 = v;
+                    j1 = j;
+                } else if (v > s2) {
+                    s2 = v;
+                }
+            }
+            float d1 = sqrtf(s1 < 1 ? 2 - 2 * s1 : 0), d2 = sqrtf(s2 < 1 ? 2 - 2 * s2 : 0);
+            row_best[i0 + i] = (s1 > 0 && d1 < RATIO * d2) ? j1 : -1;
+        }
+        for (int i = 0; i < rows; i++) { /* row-major pass: best reference for every query */
+            const float *row = sim + (size_t)i * nq;
+            for (int j = 0; j < nq; j++)
+                if (row[j] > col_sim[j]) col_sim[j] = row[j], col_best[j] = i0 + i;
+        }
     }
     int n = 0;
     for (int i = 0; i < nr; i++) {
