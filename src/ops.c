@@ -70,106 +70,117 @@ void op_layernorm(float *out, const float *in, const float *gamma, const float *
 
 /* ---------------------------------------------------------------- exp / erf */
 
-/* exp(x) for |x| <= ~87: x = n ln2 + r, |r| <= ln2/2, exp(r) by a degree-6 polynomial
- * (Taylor, error < 2e-8 relative on that interval), 2^n by exponent bits. Inputs are
- * clamped so the result stays a normal float (exp(-87.3) ~ 1.2e-38, not 0: harmless
- * for softmax / sigmoid, where it is added to 1 or normalised away). */
-#pragma omp declare simd notinbranch
-static inline float fast_exp(float x)
+/* The transcendental loops use GCC/Clang vector extensions: 8 floats per operation
+ * (one AVX register with -march=x86-64-v3, two SSE registers otherwise). Every element,
+ * including a row's tail (zero-padded into a vector), goes through the same vector
+ * code, so results do not depend on an element's position. */
+#define VL 8
+typedef float vf __attribute__((vector_size(VL * sizeof(float))));
+typedef int32_t vi __attribute__((vector_size(VL * sizeof(int32_t))));
+
+static inline vf vsplat(float a) { return (vf){0} + a; }
+static inline vf vsel(vi mask, vf a, vf b) { return (vf)((mask & (vi)a) | (~mask & (vi)b)); }
+/* k <= VL elements from p; lanes >= k get `pad` */
+static inline vf vload(const float *p, size_t k, float pad)
 {
-    x = fminf(fmaxf(x, -87.3f), 88.0f);
-    float n = floorf(x * 1.44269504088896341f + 0.5f);
-    float r = x - n * 0.693359375f;      /* ln2 split in two for an exact product */
+    vf v = vsplat(pad);
+    if (k == VL) memcpy(&v, p, sizeof v);
+    else memcpy(&v, p, k * sizeof(float));
+    return v;
+}
+static inline void vstore(float *p, vf v, size_t k)
+{
+    if (k == VL) memcpy(p, &v, sizeof v);
+    else memcpy(p, &v, k * sizeof(float));
+}
+static inline vi lanes_below(size_t k)
+{
+    const vi idx = {0, 1, 2, 3, 4, 5, 6, 7};
+    return idx < (int32_t)k;
+}
+
+/* exp(x): x = n ln2 + r, |r| <= ln2/2, exp(r) by a degree-6 Taylor polynomial (relative
+ * error < 2e-8 on that interval), 2^n through the exponent bits. x is clamped to
+ * [-87.3, 88] so the result stays a normal float (exp(-87.3) ~ 1.2e-38 instead of 0:
+ * harmless for softmax / sigmoid, where it is added to 1 or normalised away). */
+static inline vf v_exp(vf x)
+{
+    x = vsel(x < -87.3f, vsplat(-87.3f), x);
+    x = vsel(x > 88.0f, vsplat(88.0f), x);
+    vf n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f; /* round(x / ln2) */
+    vf r = x - n * 0.693359375f; /* ln2 split in two for an exact product */
     r = r - n * -2.12194440e-4f;
-    float p = 1.0f / 720.0f;
+    vf p = vsplat(1.0f / 720.0f);
     p = p * r + 1.0f / 120.0f;
     p = p * r + 1.0f / 24.0f;
     p = p * r + 1.0f / 6.0f;
     p = p * r + 0.5f;
     p = p * r + 1.0f;
     p = p * r + 1.0f;
-    int32_t e = ((int32_t)n + 127) << 23;
-    float scale;
-    memcpy(&scale, &e, 4);
-    return p * scale;
+    vi e = (__builtin_convertvector(n, vi) + 127) << 23;
+    return p * (vf)e;
 }
 
 /* erf(x): Abramowitz & Stegun 7.1.26, |error| <= 1.5e-7 (about 1 ulp near 1). */
-#pragma omp declare simd notinbranch
-static inline float fast_erf(float x)
+static inline vf v_erf(vf x)
 {
-    float a = fabsf(x);
-    float t = 1.0f / (1.0f + 0.3275911f * a);
-    float poly = t * (0.254829592f + t * (-0.284496736f + t * (1.421413741f +
-                 t * (-1.453152027f + t * 1.061405429f))));
-    float y = 1.0f - poly * fast_exp(-a * a);
-    return copysignf(y, x);
+    const vi sign = (vi)x & (int32_t)0x80000000;
+    vf a = (vf)((vi)x & 0x7fffffff);
+    vf t = 1.0f / (1.0f + 0.3275911f * a);
+    vf poly = t * (0.254829592f + t * (-0.284496736f + t * (1.421413741f +
+              t * (-1.453152027f + t * 1.061405429f))));
+    vf y = 1.0f - poly * v_exp(-a * a);
+    return (vf)((vi)y | sign);
 }
 
-float op_erf1(float x) { return fast_erf(x); }
+static inline vf v_gelu(vf x) { return 0.5f * x * (1.0f + v_erf(x * 0.70710678118654752f)); }
+static inline vf v_quick_gelu(vf x) { return x / (1.0f + v_exp(-1.702f * x)); }
+static inline vf v_silu(vf x) { return x / (1.0f + v_exp(-x)); }
+static inline vf v_relu(vf x) { return vsel(x > 0.0f, x, vsplat(0.0f)); }
+static inline vf v_relu6(vf x) { return vsel(x < 6.0f, v_relu(x), vsplat(6.0f)); }
 
-void op_exp(float *x, size_t n)
-{
-#pragma omp parallel for simd schedule(static) if (n >= PAR_MIN)
-    for (size_t i = 0; i < n; i++) x[i] = fast_exp(x[i]);
-}
+float op_erf1(float x) { return v_erf(vsplat(x))[0]; }
 
-/* ---------------------------------------------------------------- activations */
+/* x[0..n) = F(x) in vector chunks, split over threads for large n. */
+#define MAP_INPLACE(x, n, F)                                                                       \
+    do {                                                                                           \
+        _Pragma("omp parallel for schedule(static) if (n >= PAR_MIN)")                            \
+        for (size_t i = 0; i < n; i += VL) {                                                       \
+            size_t k = n - i < VL ? n - i : VL;                                                    \
+            vstore(x + i, F(vload(x + i, k, 0.0f)), k);                                            \
+        }                                                                                          \
+    } while (0)
 
-void op_gelu(float *x, size_t n)
-{
-#pragma omp parallel for simd schedule(static) if (n >= PAR_MIN)
-    for (size_t i = 0; i < n; i++) x[i] = 0.5f * x[i] * (1.0f + fast_erf(x[i] * 0.70710678118654752f));
-}
+void op_exp(float *x, size_t n) { MAP_INPLACE(x, n, v_exp); }
+void op_gelu(float *x, size_t n) { MAP_INPLACE(x, n, v_gelu); }
+void op_quick_gelu(float *x, size_t n) { MAP_INPLACE(x, n, v_quick_gelu); }
+void op_silu(float *x, size_t n) { MAP_INPLACE(x, n, v_silu); }
+void op_relu(float *x, size_t n) { MAP_INPLACE(x, n, v_relu); }
+void op_relu6(float *x, size_t n) { MAP_INPLACE(x, n, v_relu6); }
 
-void op_quick_gelu(float *x, size_t n)
-{
-#pragma omp parallel for simd schedule(static) if (n >= PAR_MIN)
-    for (size_t i = 0; i < n; i++) x[i] = x[i] / (1.0f + fast_exp(-1.702f * x[i]));
-}
-
-void op_silu(float *x, size_t n)
-{
-#pragma omp parallel for simd schedule(static) if (n >= PAR_MIN)
-    for (size_t i = 0; i < n; i++) x[i] = x[i] / (1.0f + fast_exp(-x[i]));
-}
-
-void op_relu(float *x, size_t n)
-{
-#pragma omp parallel for simd schedule(static) if (n >= PAR_MIN)
-    for (size_t i = 0; i < n; i++) x[i] = fmaxf(x[i], 0.0f);
-}
-
-void op_relu6(float *x, size_t n)
-{
-#pragma omp parallel for simd schedule(static) if (n >= PAR_MIN)
-    for (size_t i = 0; i < n; i++) x[i] = fminf(fmaxf(x[i], 0.0f), 6.0f);
-}
+/* x (rows, dim) = F(x + bias) row by row (the fc1 epilogue: one pass over the hidden). */
+#define MAP_BIAS_ROWS(x, bias, rows, dim, F)                                                       \
+    do {                                                                                           \
+        _Pragma("omp parallel for schedule(static) if ((size_t)rows * dim >= PAR_MIN)")           \
+        for (int r = 0; r < rows; r++) {                                                           \
+            float *row = x + (size_t)r * dim;                                                      \
+            for (size_t i = 0; i < (size_t)dim; i += VL) {                                         \
+                size_t k = (size_t)dim - i < VL ? (size_t)dim - i : VL;                            \
+                vf v = vload(row + i, k, 0.0f);                                                    \
+                if (bias) v += vload(bias + i, k, 0.0f);                                           \
+                vstore(row + i, F(v), k);                                                          \
+            }                                                                                      \
+        }                                                                                          \
+    } while (0)
 
 void op_bias_gelu(float *x, const float *bias, int rows, int dim)
 {
-#pragma omp parallel for schedule(static) if ((size_t)rows * dim >= PAR_MIN)
-    for (int r = 0; r < rows; r++) {
-        float *row = x + (size_t)r * dim;
-#pragma omp simd
-        for (int i = 0; i < dim; i++) {
-            float v = row[i] + (bias ? bias[i] : 0.0f);
-            row[i] = 0.5f * v * (1.0f + fast_erf(v * 0.70710678118654752f));
-        }
-    }
+    MAP_BIAS_ROWS(x, bias, rows, dim, v_gelu);
 }
 
 void op_bias_quick_gelu(float *x, const float *bias, int rows, int dim)
 {
-#pragma omp parallel for schedule(static) if ((size_t)rows * dim >= PAR_MIN)
-    for (int r = 0; r < rows; r++) {
-        float *row = x + (size_t)r * dim;
-#pragma omp simd
-        for (int i = 0; i < dim; i++) {
-            float v = row[i] + (bias ? bias[i] : 0.0f);
-            row[i] = v / (1.0f + fast_exp(-1.702f * v));
-        }
-    }
+    MAP_BIAS_ROWS(x, bias, rows, dim, v_quick_gelu);
 }
 
 /* ---------------------------------------------------------------- softmax */
@@ -179,19 +190,29 @@ void op_softmax_rows(float *x, int rows, int cols, int ld)
 #pragma omp parallel for schedule(static) if ((size_t)rows * cols >= PAR_MIN)
     for (int r = 0; r < rows; r++) {
         float *row = x + (size_t)r * ld;
-        float mx = -INFINITY;
-#pragma omp simd reduction(max : mx)
-        for (int i = 0; i < cols; i++) mx = fmaxf(mx, row[i]);
-        float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
-        for (int i = 0; i < cols; i++) {
-            float e = fast_exp(row[i] - mx);
-            row[i] = e;
-            sum += e;
+        const size_t n = (size_t)cols;
+        vf vmax = vsplat(-INFINITY);
+        for (size_t i = 0; i < n; i += VL) {
+            vf v = vload(row + i, n - i < VL ? n - i : VL, -INFINITY);
+            vmax = vsel(v > vmax, v, vmax);
         }
-        float inv = 1.0f / sum;
-#pragma omp simd
-        for (int i = 0; i < cols; i++) row[i] *= inv;
+        float mx = vmax[0];
+        for (int l = 1; l < VL; l++) mx = vmax[l] > mx ? vmax[l] : mx;
+        vf vsum = vsplat(0.0f);
+        for (size_t i = 0; i < n; i += VL) {
+            size_t k = n - i < VL ? n - i : VL;
+            vf e = v_exp(vload(row + i, k, 0.0f) - mx);
+            if (k < VL) e = vsel(lanes_below(k), e, vsplat(0.0f));
+            vstore(row + i, e, k);
+            vsum += e;
+        }
+        float sum = 0.0f;
+        for (int l = 0; l < VL; l++) sum += vsum[l];
+        const float inv = 1.0f / sum;
+        for (size_t i = 0; i < n; i += VL) {
+            size_t k = n - i < VL ? n - i : VL;
+            vstore(row + i, vload(row + i, k, 0.0f) * inv, k);
+        }
     }
 }
 
