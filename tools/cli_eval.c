@@ -1,9 +1,812 @@
-/* cli_eval.c — PLACEHOLDER. */
+/* cli_eval.c — `patchead eval`: run PatchEAD over a dataset (few-shot with seeded
+ * reference sampling, and/or batch zero-shot; optional PatchEAD+ switches and the 2x2
+ * alignment x masking ablation) and write the result tables and the HTML report.
+ *
+ * Per category, every test image and every needed training image is decoded and passed
+ * through the backbone ONCE; the features are reused by all presets, shots and seeds via
+ * the *_features API. Alignment needs pixels (rigid registration of the references), so
+ * aligned settings go through pe_bank_fit / pe_bank_predict / pe_zeroshot on images.
+ * Pixel metrics stream each anomaly map into a histogram accumulator (pe_pixel_acc):
+ * memory is O(bins + one image), whatever the number of pixels. */
 #include "cli.h"
+#include "eval_report.h"
+
+#include <getopt.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAX_SHOTS 16
+#define MAX_PRESETS 8
+#define EXAMPLE_SIDE 256 /* longest side of the report's example heatmaps */
+
+typedef struct {
+    const char *model_path, *data, *layout, *out;
+    char *presets[MAX_PRESETS];
+    int num_presets;
+    char **only;          /* --category filter */
+    int num_only;
+    int shots[MAX_SHOTS], num_shots;
+    int num_seeds, zeroshot;
+    int size, align, mask, ablation, threads, max_test, bins;
+} eval_opts;
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: patchead eval --model M --data ROOT (--shots 1,2,4 [--seeds 3] | --zeroshot)\n"
+            "                     [options]\n\n"
+            "Evaluates PatchEAD on a dataset and writes results.md, results.csv, results.json,\n"
+            "scores.csv and report.html into --out.\n\n"
+            "  --model M          backbone (.safetensors or folder)\n"
+            "  --data ROOT        dataset root or one category folder\n"
+            "  --layout L         auto (default), mvtec, mvtec3d, visa, btad, ksdd, dagm, loco\n"
+            "                     (mpdd, dtd = mvtec); see docs/DATASETS.md\n"
+            "  --category C       evaluate only these categories (repeat or comma-separate)\n"
+            "  --shots LIST       few-shot settings, e.g. 1,2,4 (references sampled from the\n"
+            "                     normal training images, per seed, reproducibly)\n"
+            "  --seeds N          seeds 0..N-1 for few-shot (default 3)\n"
+            "  --zeroshot         batch zero-shot (all test images of a category as the batch)\n"
+            "  --preset P         scoring preset(s): patchead (default), anomalydino, musc;\n"
+            "                     comma-separated for several\n"
+            "  --size S           input side (default: the model's)\n"
+            "  --align            PatchEAD+ alignment\n"
+            "  --mask             PatchEAD+ attention masking (ViT backbones only)\n"
+            "  --plus             both (= --align --mask)\n"
+            "  --ablation         run the 2x2 alignment x masking table for each setting\n"
+            "  --out DIR          output folder (default eval_out)\n"
+            "  --threads N        threads (default: all cores)\n"
+            "  --max-test N       at most N test images per category, evenly spaced in path\n"
+            "                     order (quick runs; default all)\n"
+            "  --pixel-bins N     histogram bins of the pixel metrics (default %d)\n"
+            "  --quiet            no progress or warnings\n",
+            PE_PIXEL_BINS_DEFAULT);
+}
+
+static int parse_shots(const char *text, eval_opts *o)
+{
+    char buf[256];
+    snprintf(buf, sizeof buf, "%s", text);
+    o->num_shots = 0;
+    for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
+        if (o->num_shots == MAX_SHOTS) {
+            cli_error("--shots: at most %d values", MAX_SHOTS);
+            return -1;
+        }
+        if (cli_parse_int("--shots", tok, 1, 4096, &o->shots[o->num_shots])) return -1;
+        o->num_shots++;
+    }
+    if (!o->num_shots) {
+        cli_error("--shots expects a list like 1,2,4");
+        return -1;
+    }
+    return 0;
+}
+
+static int parse_list(const char *text, char ***items, int *n)
+{
+    char *copy = strdup(text);
+    if (!copy) return -1;
+    for (char *tok = strtok(copy, ","); tok; tok = strtok(NULL, ",")) {
+        char **grown = realloc(*items, (size_t)(*n + 1) * sizeof *grown);
+        if (!grown || !(grown[*n] = strdup(tok))) {
+            free(copy);
+            return -1;
+        }
+        *items = grown;
+        (*n)++;
+    }
+    free(copy);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ provenance */
+
+/* The commit of the source tree the binary was built in: walk up from the executable
+ * looking for .git/HEAD (reads refs/heads/<branch> or packed-refs). "" if unknown. */
+static void git_commit(char *out, size_t cap)
+{
+    out[0] = 0;
+    char dir[4096];
+    ssize_t n = readlink("/proc/self/exe", dir, sizeof dir - 64);
+    if (n <= 0) return;
+    dir[n] = 0;
+    for (char *slash; (slash = strrchr(dir, '/')) && slash != dir;) {
+        *slash = 0;
+        char path[4400], line[256];
+        snprintf(path, sizeof path, "%s/.git/HEAD", dir);
+        FILE *f = fopen(path, "r");
+        if (!f) continue;
+        int got = fgets(line, sizeof line, f) != NULL;
+        fclose(f);
+        if (!got) return;
+        line[strcspn(line, "\r\n")] = 0;
+        if (strncmp(line, "ref: ", 5)) { /* detached HEAD: the hash itself */
+            snprintf(out, cap, "%.40s", line);
+            return;
+        }
+        snprintf(path, sizeof path, "%s/.git/%s", dir, line + 5);
+        if ((f = fopen(path, "r"))) {
+            if (fgets(out, (int)cap, f)) out[strcspn(out, "\r\n")] = 0;
+            fclose(f);
+            return;
+        }
+        snprintf(path, sizeof path, "%s/.git/packed-refs", dir);
+        if ((f = fopen(path, "r"))) {
+            char row[512];
+            while (fgets(row, sizeof row, f)) {
+                row[strcspn(row, "\r\n")] = 0;
+                char *sp = strchr(row, ' ');
+                if (sp && !strcmp(sp + 1, line + 5)) {
+                    snprintf(out, cap, "%.40s", row);
+                    break;
+                }
+            }
+            fclose(f);
+        }
+        return;
+    }
+}
+
+static long peak_rss_kb(void)
+{
+    struct rusage ru;
+    return getrusage(RUSAGE_SELF, &ru) == 0 ? ru.ru_maxrss : 0;
+}
+
+/* ------------------------------------------------------------------ reference sampling */
+
+static uint64_t splitmix64(uint64_t *state)
+{
+    uint64_t z = (*state += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+/* Seeded permutation of 0..n-1 (Fisher-Yates); the first N entries are the N-shot
+ * references, so the 1-shot set is inside the 2-shot set, and so on. Depends only on
+ * the seed and the category name, not on the order of the run. */
+static void reference_order(int seed, const char *category, int n, int *perm)
+{
+    uint64_t state = 0x5eedULL * (uint64_t)(seed + 1);
+    for (const char *p = category; *p; p++) state = (state ^ (uint8_t)*p) * 0x100000001b3ULL;
+    for (int i = 0; i < n; i++) perm[i] = i;
+    for (int i = n - 1; i > 0; i--) {
+        int j = (int)(splitmix64(&state) % (uint64_t)(i + 1));
+        int t = perm[i];
+        perm[i] = perm[j];
+        perm[j] = t;
+    }
+}
+
+/* ------------------------------------------------------------------ one category */
+
+typedef struct {
+    pe_model *model;
+    const eval_opts *o;
+    ev_run *run;
+    int ci;                   /* category index in the run */
+    int need_attn;
+    pe_features *test_feats;  /* (n) */
+    int *test_w, *test_h;     /* original sizes (anomaly maps are computed at these) */
+    pe_features *train_feats; /* (num_train) extracted on demand; data NULL if not */
+    int **perm;               /* [seed] reference order */
+} cat_state;
+
+static int load_image(const char *path, pe_image *img)
+{
+    pe_status st = pe_image_load(path, img);
+    if (st) return cli_lib_error(st), -1;
+    return 0;
+}
+
+static int extract_one(cat_state *cs, const char *path, pe_features *f, int *w, int *h)
+{
+    pe_image img;
+    if (load_image(path, &img)) return -1;
+    pe_extract_params ep = pe_extract_default_params();
+    ep.size = cs->o->size;
+    ep.want_attn = cs->need_attn;
+    pe_status st = pe_model_extract(cs->model, &img, &ep, f);
+    if (w) *w = img.width;
+    if (h) *h = img.height;
+    pe_image_free(&img);
+    if (st) {
+        cli_error("%s: %s", path, pe_last_error());
+        return -1;
+    }
+    return 0;
+}
+
+/* Pick the report's example heatmaps from one setting's results: the most confident
+ * correct cases (highest-scored anomaly, lowest-scored normal image) and the worst
+ * misranked ones (lowest-scored anomaly, highest-scored normal image). */
+static void write_examples(cat_state *cs, const ev_setting *set, const pe_result *res,
+                           const float *scores, float lo, float hi)
+{
+    ev_category *ec = &cs->run->cats[cs->ci];
+    int n = ec->num_test;
+    int best_a = -1, best_n = -1, worst_a = -1, worst_n = -1;
+    for (int i = 0; i < n; i++) {
+        if (ec->test[i]->label) {
+            if (best_a < 0 || scores[i] > scores[best_a]) best_a = i;
+            if (worst_a < 0 || scores[i] < scores[worst_a]) worst_a = i;
+        } else {
+            if (best_n < 0 || scores[i] < scores[best_n]) best_n = i;
+            if (worst_n < 0 || scores[i] > scores[worst_n]) worst_n = i;
+        }
+    }
+    const int pick[4] = {best_a, best_n, worst_a, worst_n};
+    const char *kind[4] = {"most confident anomaly", "most confident normal",
+                           "lowest-scored anomaly", "highest-scored normal"};
+    snprintf(ec->examples_setting, sizeof ec->examples_setting, "%s, seed 0", set->name);
+    char safe[128];
+    snprintf(safe, sizeof safe, "%s", ec->cat->name);
+    for (char *p = safe; *p; p++)
+        if (*p == '/' || *p == ' ' || *p == '"' || *p == '<' || *p == '&') *p = '_';
+    for (int k = 0; k < 4; k++) {
+        int i = pick[k];
+        if (i < 0 || (k == 2 && i == best_a) || (k == 3 && i == best_n)) continue;
+        pe_image img, small = {0};
+        if (pe_image_load(ec->test[i]->path, &img)) {
+            cli_warn("%s: %s (example heatmap skipped)", ec->test[i]->path, pe_last_error());
+            continue;
+        }
+        double f = (double)EXAMPLE_SIDE / EV_MAX(img.width, img.height);
+        if (f > 1) f = 1;
+        int sw = EV_MAX(1, (int)lround(img.width * f)), sh = EV_MAX(1, (int)lround(img.height * f));
+        float *map = malloc(sizeof(float) * (size_t)sw * sh);
+        ev_example *ex = &ec->examples[ec->num_examples];
+        snprintf(ex->file, sizeof ex->file, "heatmaps/%s_%d.png", safe, k);
+        char path[4096];
+        snprintf(path, sizeof path, "%s/%s", cs->o->out, ex->file);
+        pe_status st = map ? pe_image_resize(&img, sw, sh, &small) : PE_ERR_NOMEM;
+        if (!st) st = pe_result_map(&res[i], sw, sh, (float)(4.0 * f), map);
+        if (!st) st = pe_save_heatmap_png(path, &small, map, lo, hi);
+        if (st) {
+            cli_warn("%s: example heatmap not written (%s)", path, pe_last_error());
+        } else {
+            const char *rel = ec->test[i]->path;
+            size_t lr = strlen(ec->cat->root);
+            if (!strncmp(rel, ec->cat->root, lr) && rel[lr] == '/') rel += lr + 1;
+            int rank = 1;
+            for (int j = 0; j < n; j++) rank += scores[j] > scores[i];
+            snprintf(ex->caption, sizeof ex->caption, "%s: %s (%s, score %.4f, rank %d/%d)",
+                     kind[k], rel, ec->test[i]->label ? "anomalous" : "normal", scores[i], rank, n);
+            ec->num_examples++;
+        }
+        free(map);
+        pe_image_free(&small);
+        pe_image_free(&img);
+    }
+}
+
+/* Scores (and maps) of one setting and seed for every test image of the category. */
+static int run_cell(cat_state *cs, int si, int seed, pe_result *res)
+{
+    const ev_setting *set = &cs->run->settings[si];
+    ev_category *ec = &cs->run->cats[cs->ci];
+    const int n = ec->num_test;
+    pe_detect_params dp = pe_detect_default_params(set->shots == 0);
+    pe_status st = pe_score_preset(set->preset, set->shots == 0, &dp.score);
+    if (st) return cli_lib_error(st), -1;
+    dp.size = cs->o->size;
+    dp.align = set->align;
+    dp.mask = set->mask;
+
+    if (set->shots == 0 && !set->align) {
+        st = pe_zeroshot_features(cs->test_feats, n, &dp, res);
+        if (st) return cli_lib_error(st), -1;
+        return 0;
+    }
+    if (set->shots == 0) { /* aligned zero-shot needs every image of the batch */
+        pe_image *imgs = calloc((size_t)n, sizeof *imgs);
+        int rc = imgs ? 0 : -1;
+        for (int i = 0; i < n && !rc; i++) rc = load_image(ec->test[i]->path, &imgs[i]);
+        if (!rc) {
+            st = pe_zeroshot(cs->model, imgs, n, &dp, NULL, NULL, res);
+            if (st) rc = (cli_lib_error(st), -1);
+        }
+        for (int i = 0; imgs && i < n; i++) pe_image_free(&imgs[i]);
+        free(imgs);
+        return rc;
+    }
+
+    const pe_category *cat = ec->cat;
+    const int *perm = cs->perm[seed];
+    const int nref = set->shots;
+    pe_bank *bank = NULL;
+    if (!set->align) {
+        pe_features *refs = calloc((size_t)nref, sizeof *refs);
+        if (!refs) return cli_error("out of memory"), -1;
+        for (int k = 0; k < nref; k++) refs[k] = cs->train_feats[perm[k]]; /* shallow views */
+        st = pe_bank_fit_features(cs->model, refs, nref, &dp, &bank);
+        free(refs);
+    } else {
+        pe_image *imgs = calloc((size_t)nref, sizeof *imgs);
+        const char **names = calloc((size_t)nref, sizeof *names);
+        int rc = imgs && names ? 0 : -1;
+        for (int k = 0; k < nref && !rc; k++) {
+            names[k] = cat->train[perm[k]].path;
+            rc = load_image(names[k], &imgs[k]);
+        }
+        st = rc ? PE_ERR_IO : pe_bank_fit(cs->model, imgs, nref, names, &dp, &bank);
+        for (int k = 0; imgs && k < nref; k++) pe_image_free(&imgs[k]);
+        free(imgs);
+        free(names);
+        if (rc) return -1;
+    }
+    if (st) return cli_lib_error(st), -1;
+    int rc = 0;
+    for (int i = 0; i < n && !rc; i++) {
+        if (!set->align) {
+            st = pe_bank_predict_features(bank, &cs->test_feats[i], &res[i]);
+        } else {
+            pe_image img;
+            if (load_image(ec->test[i]->path, &img)) {
+                rc = -1;
+                break;
+            }
+            st = pe_bank_predict(bank, cs->model, &img, &res[i]);
+            pe_image_free(&img);
+        }
+        if (st) rc = (cli_error("%s: %s", ec->test[i]->path, pe_last_error()), -1);
+    }
+    pe_bank_free(bank);
+    return rc;
+}
+
+/* Image and pixel metrics of one cell from its results. */
+static int cell_metrics(cat_state *cs, int si, int seed, const pe_result *res, ev_metrics *m)
+{
+    ev_category *ec = &cs->run->cats[cs->ci];
+    const int n = ec->num_test;
+    float *scores = ev_scores(cs->run, si, cs->ci, seed);
+    uint8_t *labels = malloc((size_t)n);
+    if (!labels) return cli_error("out of memory"), -1;
+    float lo = INFINITY, hi = -INFINITY;
+    for (int i = 0; i < n; i++) {
+        scores[i] = res[i].image_score;
+        labels[i] = (uint8_t)ec->test[i]->label;
+        for (int g = 0; g < res[i].grid_h * res[i].grid_w; g++) {
+            lo = fminf(lo, res[i].patch_scores[g]);
+            hi = fmaxf(hi, res[i].patch_scores[g]);
+        }
+    }
+    pe_image_metrics im;
+    pe_status st = pe_image_metrics_compute(scores, labels, n, &im);
+    free(labels);
+    if (st) return cli_lib_error(st), -1;
+    m->i_auroc = im.auroc;
+    m->i_ap = im.ap;
+    m->f1_max = im.f1_max;
+    m->p_auroc = m->pro = m->p_auroc_bound = m->pro_bound = NAN;
+    if (ec->cat->has_masks) {
+        /* Maps are bilinear + normalised-Gaussian blends of the patch scores, so
+         * [lo, hi] of the patch scores is their range (values outside are clamped). */
+        pe_pixel_acc *acc;
+        st = pe_pixel_acc_create(lo, hi, cs->o->bins, &acc);
+        if (st) return cli_lib_error(st), -1;
+        float *map = NULL;
+        size_t map_cap = 0;
+        int rc = 0;
+        for (int i = 0; i < n && !rc; i++) {
+            int w = cs->test_w[i], h = cs->test_h[i];
+            uint8_t *mask = NULL;
+            if (ec->test[i]->label) {
+                int mw, mh;
+                st = pe_mask_load(ec->test[i]->mask_path, &mw, &mh, &mask);
+                if (st) {
+                    rc = (cli_lib_error(st), -1);
+                    break;
+                }
+                if (mw != w || mh != h) {
+                    rc = (cli_error("%s: mask is %dx%d but the image is %dx%d",
+                                   ec->test[i]->mask_path, mw, mh, w, h), -1);
+                    free(mask);
+                    break;
+                }
+            }
+            if ((size_t)w * h > map_cap) {
+                free(map);
+                map_cap = (size_t)w * h;
+                map = malloc(sizeof(float) * map_cap);
+            }
+            st = map ? pe_result_map(&res[i], w, h, 4.0f, map) : PE_ERR_NOMEM;
+            if (!st) st = pe_pixel_acc_add(acc, map, mask, w, h);
+            if (st) rc = (cli_error("%s: %s", ec->test[i]->path, pe_last_error()), -1);
+            free(mask);
+        }
+        free(map);
+        pe_pixel_metrics pm;
+        if (!rc && !(st = pe_pixel_acc_result(acc, 0.3, &pm))) {
+            m->p_auroc = pm.auroc;
+            m->pro = pm.pro;
+            m->p_auroc_bound = pm.auroc_bound;
+            m->pro_bound = pm.pro_bound;
+        } else if (!rc) {
+            rc = (cli_lib_error(st), -1);
+        }
+        pe_pixel_acc_free(acc);
+        if (rc) return -1;
+    }
+    if (si == 0 && seed == 0) write_examples(cs, &cs->run->settings[si], res, scores, lo, hi);
+    return 0;
+}
+
+static void free_feats(pe_features *f, int n)
+{
+    for (int i = 0; f && i < n; i++) pe_features_free(&f[i]);
+    free(f);
+}
+
+static int run_category(pe_model *model, const eval_opts *o, ev_run *run, int ci, int need_attn)
+{
+    ev_category *ec = &run->cats[ci];
+    const pe_category *cat = ec->cat;
+    const int n = ec->num_test;
+    cat_state cs = {model, o, run, ci, need_attn, NULL, NULL, NULL, NULL, NULL};
+    int rc = 0, max_shots = 0, need_train_feats = 0;
+    for (int s = 0; s < run->num_settings; s++) {
+        max_shots = EV_MAX(max_shots, run->settings[s].shots);
+        if (run->settings[s].shots && !run->settings[s].align) need_train_feats = 1;
+    }
+    if (max_shots > cat->num_train) {
+        cli_warn("%s: %d normal training image(s), fewer than %d shots: few-shot settings "
+                 "skipped for it%s", cat->name, cat->num_train, max_shots,
+                 cat->num_train ? "" : " (use --zeroshot)");
+    }
+    int few_ok = max_shots > 0 && max_shots <= cat->num_train;
+
+    cs.test_feats = calloc((size_t)n, sizeof *cs.test_feats);
+    cs.test_w = calloc((size_t)n, sizeof *cs.test_w);
+    cs.test_h = calloc((size_t)n, sizeof *cs.test_h);
+    cs.train_feats = calloc((size_t)EV_MAX(cat->num_train, 1), sizeof *cs.train_feats);
+    cs.perm = calloc((size_t)run->num_seed_list, sizeof *cs.perm);
+    pe_result *res = calloc((size_t)n, sizeof *res);
+    if (!cs.test_feats || !cs.test_w || !cs.test_h || !cs.train_feats || !cs.perm || !res) {
+        rc = cli_error("out of memory");
+        goto done;
+    }
+    /* the references each seed needs, then one extraction pass over test + needed train */
+    char *needed = calloc((size_t)EV_MAX(cat->num_train, 1), 1);
+    int num_needed = 0;
+    for (int seed = 0; few_ok && seed < run->num_seed_list && needed; seed++) {
+        cs.perm[seed] = malloc(sizeof(int) * (size_t)cat->num_train);
+        if (!cs.perm[seed]) break;
+        reference_order(run->seed_list[seed], cat->name, cat->num_train, cs.perm[seed]);
+        for (int k = 0; k < max_shots && need_train_feats; k++)
+            if (!needed[cs.perm[seed][k]]) {
+                needed[cs.perm[seed][k]] = 1;
+                num_needed++;
+            }
+    }
+    double t0 = cli_now();
+    char label[80];
+    snprintf(label, sizeof label, "%.40s", cat->name);
+    cli_progress bar;
+    cli_progress_begin(&bar, label, n + num_needed);
+    for (int i = 0; i < n && !rc; i++) {
+        if (extract_one(&cs, ec->test[i]->path, &cs.test_feats[i], &cs.test_w[i], &cs.test_h[i]))
+            rc = EXIT_ERROR;
+        cli_progress_step(&bar, i + 1);
+    }
+    for (int k = 0, done = 0; k < cat->num_train && !rc && needed; k++) {
+        if (!needed[k]) continue;
+        if (extract_one(&cs, cat->train[k].path, &cs.train_feats[k], NULL, NULL)) rc = EXIT_ERROR;
+        cli_progress_step(&bar, n + ++done);
+    }
+    cli_progress_end(&bar);
+    free(needed);
+    ec->extract_seconds = cli_now() - t0;
+    if (rc) goto done;
+
+    for (int s = 0; s < run->num_settings && !rc; s++) {
+        const ev_setting *set = &run->settings[s];
+        if (set->shots && !few_ok) continue;
+        for (int seed = 0; seed < set->num_seeds && !rc; seed++) {
+            double t1 = cli_now();
+            ev_metrics *m = ev_cell(run, s, ci, seed);
+            if (run_cell(&cs, s, seed, res) || cell_metrics(&cs, s, seed, res, m)) rc = EXIT_ERROR;
+            m->seconds = cli_now() - t1;
+            m->done = !rc;
+            for (int i = 0; i < n; i++) pe_result_free(&res[i]);
+        }
+    }
+done:
+    for (int seed = 0; cs.perm && seed < run->num_seed_list; seed++) free(cs.perm[seed]);
+    free(cs.perm);
+    free_feats(cs.test_feats, n);
+    free_feats(cs.train_feats, cat->num_train);
+    free(cs.test_w);
+    free(cs.test_h);
+    free(res);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ command */
+
+static int add_settings(ev_run *run, const eval_opts *o, int has_attn)
+{
+    int bases = o->num_shots + (o->zeroshot ? 1 : 0);
+    int variants = o->ablation ? 4 : 1;
+    int cap = o->num_presets * bases * variants;
+    run->settings = calloc((size_t)cap, sizeof *run->settings);
+    if (!run->settings) return cli_error("out of memory");
+    int skipped_mask = 0;
+    for (int p = 0; p < o->num_presets; p++)
+        for (int b = 0; b < bases; b++)
+            for (int v = 0; v < variants; v++) {
+                int align = o->ablation ? (v & 1) : o->align;
+                int mask = o->ablation ? (v >> 1) : o->mask;
+                if (mask && !has_attn) {
+                    skipped_mask = 1;
+                    continue;
+                }
+                ev_setting *s = &run->settings[run->num_settings++];
+                s->shots = b < o->num_shots ? o->shots[b] : 0;
+                s->align = align;
+                s->mask = mask;
+                snprintf(s->preset, sizeof s->preset, "%s", o->presets[p]);
+                s->num_seeds = s->shots ? o->num_seeds : 1;
+                char base[32];
+                if (s->shots) snprintf(base, sizeof base, "%d-shot", s->shots);
+                else snprintf(base, sizeof base, "zero-shot");
+                snprintf(s->name, sizeof s->name, "%s%s%s%s%s%s", base, align ? " +align" : "",
+                         mask ? " +mask" : "", o->num_presets > 1 ? " [" : "",
+                         o->num_presets > 1 ? s->preset : "", o->num_presets > 1 ? "]" : "");
+            }
+    if (skipped_mask)
+        cli_warn("the backbone has no CLS attention: masking variants of the ablation skipped");
+    return 0;
+}
 
 int cmd_eval(int argc, char **argv)
 {
-    (void)argc;
-    (void)argv;
-    return cli_error("eval: not implemented yet");
+    eval_opts o = {0};
+    o.out = "eval_out";
+    o.num_seeds = 3;
+    o.bins = PE_PIXEL_BINS_DEFAULT;
+    char *preset_text = NULL;
+    enum { O_SHOTS = 256, O_SEEDS, O_ZS, O_PRESET, O_SIZE, O_ALIGN, O_MASK, O_PLUS, O_ABL,
+           O_THREADS, O_MAXTEST, O_BINS, O_LAYOUT, O_CAT, O_QUIET };
+    static const struct option longopts[] = {
+        {"model", required_argument, 0, 'm'},   {"data", required_argument, 0, 'd'},
+        {"out", required_argument, 0, 'o'},     {"layout", required_argument, 0, O_LAYOUT},
+        {"category", required_argument, 0, O_CAT}, {"shots", required_argument, 0, O_SHOTS},
+        {"seeds", required_argument, 0, O_SEEDS}, {"zeroshot", no_argument, 0, O_ZS},
+        {"preset", required_argument, 0, O_PRESET}, {"size", required_argument, 0, O_SIZE},
+        {"align", no_argument, 0, O_ALIGN},     {"mask", no_argument, 0, O_MASK},
+        {"plus", no_argument, 0, O_PLUS},       {"ablation", no_argument, 0, O_ABL},
+        {"threads", required_argument, 0, O_THREADS}, {"max-test", required_argument, 0, O_MAXTEST},
+        {"pixel-bins", required_argument, 0, O_BINS}, {"quiet", no_argument, 0, O_QUIET},
+        {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
+    optind = 1;
+    int c;
+    while ((c = getopt_long(argc, argv, "m:d:o:h", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'm': o.model_path = optarg; break;
+        case 'd': o.data = optarg; break;
+        case 'o': o.out = optarg; break;
+        case O_LAYOUT: o.layout = optarg; break;
+        case O_CAT:
+            if (parse_list(optarg, &o.only, &o.num_only)) return cli_error("out of memory");
+            break;
+        case O_SHOTS:
+            if (parse_shots(optarg, &o)) return EXIT_USAGE;
+            break;
+        case O_SEEDS:
+            if (cli_parse_int("--seeds", optarg, 1, 100, &o.num_seeds)) return EXIT_USAGE;
+            break;
+        case O_ZS: o.zeroshot = 1; break;
+        case O_PRESET: preset_text = optarg; break;
+        case O_SIZE:
+            if (cli_parse_int("--size", optarg, 16, 4096, &o.size)) return EXIT_USAGE;
+            break;
+        case O_ALIGN: o.align = 1; break;
+        case O_MASK: o.mask = 1; break;
+        case O_PLUS: o.align = o.mask = 1; break;
+        case O_ABL: o.ablation = 1; break;
+        case O_THREADS:
+            if (cli_parse_int("--threads", optarg, 0, 1024, &o.threads)) return EXIT_USAGE;
+            break;
+        case O_MAXTEST:
+            if (cli_parse_int("--max-test", optarg, 2, 1 << 30, &o.max_test)) return EXIT_USAGE;
+            break;
+        case O_BINS:
+            if (cli_parse_int("--pixel-bins", optarg, 16, 1 << 24, &o.bins)) return EXIT_USAGE;
+            break;
+        case O_QUIET: cli_quiet = 1; break;
+        case 'h': usage(stdout); return EXIT_OK;
+        default: usage(stderr); return EXIT_USAGE;
+        }
+    }
+    if (optind < argc) {
+        cli_error("eval: unexpected argument '%s'", argv[optind]);
+        return EXIT_USAGE;
+    }
+    if (!o.model_path || !o.data) {
+        cli_error("eval needs --model and --data (see patchead eval --help)");
+        return EXIT_USAGE;
+    }
+    if (!o.num_shots && !o.zeroshot) {
+        cli_error("eval needs --shots LIST and/or --zeroshot");
+        return EXIT_USAGE;
+    }
+    {
+        char **names = NULL;
+        int nn = 0;
+        if (parse_list(preset_text ? preset_text : "patchead", &names, &nn) || nn > MAX_PRESETS) {
+            cli_free_paths(names, nn);
+            cli_error("--preset: at most %d names", MAX_PRESETS);
+            return EXIT_USAGE;
+        }
+        for (int i = 0; i < nn; i++) {
+            pe_score_params sp;
+            if (pe_score_preset(names[i], 0, &sp) != PE_OK) {
+                cli_error("--preset: %s", pe_last_error());
+                cli_free_paths(names, nn);
+                return EXIT_USAGE;
+            }
+            o.presets[i] = names[i];
+        }
+        o.num_presets = nn;
+        free(names);
+    }
+
+    double t_start = cli_now();
+    time_t now = time(NULL);
+    char started[32];
+    strftime(started, sizeof started, "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
+    pe_set_threads(o.threads);
+
+    int rc = EXIT_ERROR;
+    pe_model *model = NULL;
+    pe_dataset *ds = NULL;
+    ev_run run = {0};
+    pe_model_params mp = pe_model_default_params();
+    mp.threads = o.threads;
+    pe_status st = pe_model_load(o.model_path, &mp, &model);
+    if (st) {
+        cli_lib_error(st);
+        goto out;
+    }
+    pe_model_info info;
+    pe_model_get_info(model, &info);
+    if (o.mask && !info.has_attention) {
+        cli_error("--mask needs a ViT backbone with CLS attention; %s has none", info.name);
+        goto out;
+    }
+    if ((st = pe_dataset_open(o.data, o.layout, &ds))) {
+        cli_lib_error(st);
+        goto out;
+    }
+
+    /* categories (in dataset order), filtered by --category */
+    run.cats = calloc((size_t)ds->num_categories, sizeof *run.cats);
+    if (!run.cats) goto out;
+    for (int i = 0; i < ds->num_categories; i++) {
+        int keep = !o.num_only;
+        for (int k = 0; k < o.num_only && !keep; k++) keep = !strcmp(o.only[k], ds->categories[i].name);
+        if (keep) run.cats[run.num_categories++].cat = &ds->categories[i];
+    }
+    for (int k = 0; k < o.num_only; k++) {
+        int found = 0;
+        for (int i = 0; i < ds->num_categories && !found; i++)
+            found = !strcmp(o.only[k], ds->categories[i].name);
+        if (!found) {
+            char names[1024] = "";
+            for (int i = 0; i < ds->num_categories; i++) {
+                size_t l = strlen(names);
+                snprintf(names + l, sizeof names - l, "%s%s", i ? ", " : "", ds->categories[i].name);
+            }
+            cli_error("--category %s: not in %s (categories: %s)", o.only[k], o.data, names);
+            goto out;
+        }
+    }
+    for (int i = 0; i < run.num_categories; i++) {
+        ev_category *ec = &run.cats[i];
+        int total = ec->cat->num_test;
+        ec->num_test = o.max_test && o.max_test < total ? o.max_test : total;
+        ec->test = calloc((size_t)ec->num_test, sizeof *ec->test);
+        if (!ec->test) goto out;
+        for (int k = 0; k < ec->num_test; k++) /* evenly spaced when capped */
+            ec->test[k] = &ec->cat->test[(long)k * total / ec->num_test];
+        run.max_test_count = EV_MAX(run.max_test_count, ec->num_test);
+    }
+    if (add_settings(&run, &o, info.has_attention)) goto out;
+    if (run.num_settings == 0) {
+        cli_error("no setting left to run");
+        goto out;
+    }
+    int need_attn = 0;
+    for (int s = 0; s < run.num_settings; s++) need_attn |= run.settings[s].mask;
+    run.num_seed_list = o.num_shots ? o.num_seeds : 1;
+    int *seeds = malloc(sizeof(int) * (size_t)run.num_seed_list);
+    if (!seeds) goto out;
+    for (int i = 0; i < run.num_seed_list; i++) seeds[i] = i;
+    run.seed_list = seeds;
+    size_t cells = (size_t)run.num_settings * run.num_categories * run.num_seed_list;
+    run.metrics = calloc(cells, sizeof *run.metrics);
+    run.scores = malloc(sizeof(float) * cells * (size_t)EV_MAX(run.max_test_count, 1));
+    if (!run.metrics || !run.scores) {
+        cli_error("out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < cells * (size_t)EV_MAX(run.max_test_count, 1); i++) run.scores[i] = NAN;
+    for (size_t i = 0; i < cells; i++) {
+        ev_metrics *m = &run.metrics[i];
+        m->i_auroc = m->i_ap = m->f1_max = m->p_auroc = m->pro = NAN;
+        m->p_auroc_bound = m->pro_bound = NAN;
+    }
+    char hm[4200];
+    snprintf(hm, sizeof hm, "%s/heatmaps", o.out);
+    if (cli_mkdirs(hm)) goto out;
+
+    char commit[64];
+    git_commit(commit, sizeof commit);
+    run.version = PE_VERSION;
+    run.git_commit = commit;
+    run.started = started;
+    run.model_path = o.model_path;
+    run.backbone = info.name;
+    run.family = info.family;
+    run.weights_hash = info.weights_hash;
+    run.data_root = o.data;
+    run.layout = ds->layout;
+    run.out_dir = o.out;
+    run.size = o.size ? o.size : info.default_size;
+    run.threads = pe_get_threads();
+    run.max_test = o.max_test;
+    run.pixel_bins = o.bins;
+    run.map_sigma = 4.0f;
+
+    if (!cli_quiet)
+        fprintf(stderr, "eval: %s (%s), %d categor%s of %s (%s), %d setting(s)\n", info.name,
+                info.weights_hash, run.num_categories, run.num_categories == 1 ? "y" : "ies",
+                o.data, ds->layout, run.num_settings);
+    for (int ci = 0; ci < run.num_categories; ci++) {
+        double t = cli_now();
+        if (run_category(model, &o, &run, ci, need_attn)) goto out;
+        if (!cli_quiet) {
+            const ev_metrics *m = ev_cell(&run, 0, ci, 0);
+            fprintf(stderr, "  %-20s %4d test  I-AUROC %5.1f  P-AUROC %5.1f  (%.1fs)\n",
+                    run.cats[ci].cat->name, run.cats[ci].num_test, 100 * m->i_auroc,
+                    100 * m->p_auroc, cli_now() - t);
+        }
+    }
+    run.total_seconds = cli_now() - t_start;
+    run.peak_rss_kb = peak_rss_kb();
+    if (ev_write_scores(&run, o.out) || ev_write_csv(&run, o.out) || ev_write_json(&run, o.out) ||
+        ev_write_markdown(&run, o.out) || ev_write_html(&run, o.out))
+        goto out;
+    if (!cli_quiet) {
+        char md[4200];
+        snprintf(md, sizeof md, "%s/results.md", o.out);
+        FILE *f = fopen(md, "r");
+        char line[1024];
+        while (f && fgets(line, sizeof line, f)) fputs(line, stdout);
+        if (f) fclose(f);
+        fprintf(stderr, "eval: wrote %s/{results.md,results.csv,results.json,scores.csv,report.html} "
+                        "in %.1fs, peak RSS %.0f MiB\n",
+                o.out, run.total_seconds, run.peak_rss_kb / 1024.0);
+    }
+    rc = EXIT_OK;
+out:
+    if (run.cats)
+        for (int i = 0; i < run.num_categories; i++) free(run.cats[i].test);
+    free(run.cats);
+    free(run.settings);
+    free(run.metrics);
+    free(run.scores);
+    free((void *)run.seed_list);
+    for (int i = 0; i < o.num_presets; i++) free(o.presets[i]);
+    cli_free_paths(o.only, o.num_only);
+    pe_dataset_free(ds);
+    pe_model_free(model);
+    return rc;
 }
