@@ -97,6 +97,7 @@ typedef struct {
     void **owned;       /* float32 copies / fused tensors to free */
     int n_owned, cap_owned;
     char name[64];
+    char path[512]; /* weights file, for error messages */
 } vit_model;
 
 /* ------------------------------------------------------------------ loading */
@@ -612,6 +613,7 @@ pe_status vit_load(const st_file *weights, const cJSON *config, const char *path
     if (!m) return pe_fail(PE_ERR_NOMEM, "%s: out of memory", path);
     m->base.forward = vit_forward;
     m->base.destroy = vit_destroy;
+    snprintf(m->path, sizeof m->path, "%s", path);
     loader L = {weights, path, m, prefix, 0};
     pe_status s = read_config(&L, kind, config, &m->cfg);
     if (!s) s = load_weights(&L);
@@ -777,12 +779,15 @@ static pe_status vit_forward(backbone *self, const float *chw, int height, int w
     *features = NULL;
     if (attn) *attn = NULL;
     if (layer < 0 || layer > c->layers)
-        return pe_fail(PE_ERR_ARG, "--layer %d is outside 0..%d for %s", layer, c->layers, m->name);
+        return pe_fail(PE_ERR_ARG, "%s: --layer %d is outside 0..%d for %s", m->path, layer, c->layers,
+                       m->name);
     if (height % p || width % p || height <= 0 || width <= 0)
-        return pe_fail(PE_ERR_SHAPE, "input %dx%d is not a multiple of the patch size %d", width, height, p);
+        return pe_fail(PE_ERR_SHAPE, "%s: input %dx%d is not a multiple of the patch size %d", m->path,
+                       width, height, p);
     const int gh = height / p, gw = width / p, G = gh * gw;
     if ((int64_t)G + 1 + R > 65536)
-        return pe_fail(PE_ERR_LIMIT, "input %dx%d gives %d patches (max 65535)", width, height, G);
+        return pe_fail(PE_ERR_LIMIT, "%s: input %dx%d gives %d patches (max 65535)", m->path, width,
+                       height, G);
     const int T = 1 + R + G, first_patch = 1 + R;
     pe_status st = ensure_scratch(m, T, G);
     if (st) return st;
