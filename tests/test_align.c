@@ -20,7 +20,7 @@ static const double PI = 3.14159265358979323846;
 enum { DISC, RECT, SEGMENT, TRIANGLE };
 typedef struct {
     int kind;
-    double cx, cy, a, b, angle; /* centre, half sizes / radius, rotation */
+    double cx, cy, a, b, ca, sa; /* centre, half sizes / radius, cos / sin of the rotation */
     double x[3], y[3];          /* triangle / segment vertices */
     uint8_t color[3];
     double x0, y0, x1, y1; /* bounding box */
@@ -55,7 +55,8 @@ static void scene_make(scene *s, uint64_t seed, double wx0, double wy0, double w
         p->cy = wy0 + urand() * wh;
         p->a = 4 + urand() * 18;
         p->b = 3 + urand() * 12;
-        p->angle = urand() * 2 * PI;
+        double angle = urand() * 2 * PI;
+        p->ca = cos(angle), p->sa = sin(angle);
         for (int k = 0; k < 3; k++) {
             p->x[k] = p->cx + (urand() - 0.5) * 50;
             p->y[k] = p->cy + (urand() - 0.5) * 50;
@@ -114,7 +115,7 @@ static int inside(const shape *p, double x, double y)
     switch (p->kind) {
     case DISC: return (x - p->cx) * (x - p->cx) + (y - p->cy) * (y - p->cy) <= p->a * p->a;
     case RECT: {
-        double c = cos(p->angle), s = sin(p->angle), dx = x - p->cx, dy = y - p->cy;
+        double c = p->ca, s = p->sa, dx = x - p->cx, dy = y - p->cy;
         return fabs(c * dx + s * dy) <= p->a && fabs(-s * dx + c * dy) <= p->b;
     }
     case SEGMENT: {
