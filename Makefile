@@ -66,7 +66,7 @@ test: all $(TEST_BIN)
 	@BUILD=$(BUILD) bash tests/run.sh
 
 parity: all $(BUILD)/bench/cnn_bench
-	$(PYTHON) tools/parity.py --patchead $(BUILD)/patchead
+	$(PYTHON) tools/parity_vit.py --patchead $(BUILD)/patchead
 	$(PYTHON) tools/parity_cnn.py --patchead $(BUILD)/patchead
 
 fixtures:
