@@ -105,50 +105,62 @@ static int parse_list(const char *text, char ***items, int *n)
 
 /* ------------------------------------------------------------------ provenance */
 
-/* The commit of the source tree the binary was built in: walk up from the executable
- * looking for .git/HEAD (reads refs/heads/<branch> or packed-refs). "" if unknown. */
+/* Commit of the git checkout holding `dir` or one of its parents: reads .git/HEAD, then
+ * refs/heads/<branch> or packed-refs. Returns 1 when a checkout was found. */
+static int git_commit_from(char *dir, char *out, size_t cap)
+{
+    for (;;) {
+        char path[4400], line[256];
+        snprintf(path, sizeof path, "%s/.git/HEAD", dir);
+        FILE *f = fopen(path, "r");
+        if (f) {
+            int got = fgets(line, sizeof line, f) != NULL;
+            fclose(f);
+            if (!got) return 1;
+            line[strcspn(line, "\r\n")] = 0;
+            if (strncmp(line, "ref: ", 5)) { /* detached HEAD: the hash itself */
+                snprintf(out, cap, "%.40s", line);
+                return 1;
+            }
+            snprintf(path, sizeof path, "%s/.git/%s", dir, line + 5);
+            if ((f = fopen(path, "r"))) {
+                if (fgets(out, (int)cap, f)) out[strcspn(out, "\r\n")] = 0;
+                fclose(f);
+                return 1;
+            }
+            snprintf(path, sizeof path, "%s/.git/packed-refs", dir);
+            if ((f = fopen(path, "r"))) {
+                char row[512];
+                while (fgets(row, sizeof row, f)) {
+                    row[strcspn(row, "\r\n")] = 0;
+                    char *sp = strchr(row, ' ');
+                    if (sp && !strcmp(sp + 1, line + 5)) {
+                        snprintf(out, cap, "%.40s", row);
+                        break;
+                    }
+                }
+                fclose(f);
+            }
+            return 1;
+        }
+        char *slash = strrchr(dir, '/');
+        if (!slash || slash == dir) return 0;
+        *slash = 0;
+    }
+}
+
+/* The commit of the source tree the binary was built in (the checkout above the
+ * executable), else of the checkout the command runs in; "" if neither. */
 static void git_commit(char *out, size_t cap)
 {
     out[0] = 0;
     char dir[4096];
-    ssize_t n = readlink("/proc/self/exe", dir, sizeof dir - 64);
-    if (n <= 0) return;
-    dir[n] = 0;
-    for (char *slash; (slash = strrchr(dir, '/')) && slash != dir;) {
-        *slash = 0;
-        char path[4400], line[256];
-        snprintf(path, sizeof path, "%s/.git/HEAD", dir);
-        FILE *f = fopen(path, "r");
-        if (!f) continue;
-        int got = fgets(line, sizeof line, f) != NULL;
-        fclose(f);
-        if (!got) return;
-        line[strcspn(line, "\r\n")] = 0;
-        if (strncmp(line, "ref: ", 5)) { /* detached HEAD: the hash itself */
-            snprintf(out, cap, "%.40s", line);
-            return;
-        }
-        snprintf(path, sizeof path, "%s/.git/%s", dir, line + 5);
-        if ((f = fopen(path, "r"))) {
-            if (fgets(out, (int)cap, f)) out[strcspn(out, "\r\n")] = 0;
-            fclose(f);
-            return;
-        }
-        snprintf(path, sizeof path, "%s/.git/packed-refs", dir);
-        if ((f = fopen(path, "r"))) {
-            char row[512];
-            while (fgets(row, sizeof row, f)) {
-                row[strcspn(row, "\r\n")] = 0;
-                char *sp = strchr(row, ' ');
-                if (sp && !strcmp(sp + 1, line + 5)) {
-                    snprintf(out, cap, "%.40s", row);
-                    break;
-                }
-            }
-            fclose(f);
-        }
-        return;
+    ssize_t n = readlink("/proc/self/exe", dir, sizeof dir - 1);
+    if (n > 0) {
+        dir[n] = 0;
+        if (git_commit_from(dir, out, cap)) return;
     }
+    if (getcwd(dir, sizeof dir)) git_commit_from(dir, out, cap);
 }
 
 static long peak_rss_kb(void)
