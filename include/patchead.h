@@ -69,7 +69,9 @@ typedef struct {
 /* Decode PNG (8/16-bit, gray, gray+alpha, RGB, RGBA, palette), JPEG (gray, RGB,
  * CMYK) or BMP into 8-bit RGB. Alpha is dropped (composited on black is NOT done:
  * the colour channels are kept as stored). The format is found from the bytes,
- * not the file name. */
+ * not the file name. Pixels equal PIL's Image.open(f).convert('RGB'), quirks included:
+ * 16-bit colour keeps the high byte, 16-bit gray is clamped at 255, CMYK JPEGs are
+ * read with Adobe's inverted polarity. */
 pe_status pe_image_load(const char *path, pe_image *out);
 /* Same from memory; `name` is used in error messages. */
 pe_status pe_image_decode(const uint8_t *bytes, size_t n, const char *name, pe_image *out);
@@ -79,7 +81,8 @@ pe_status pe_image_save_png(const char *path, const pe_image *img);
 
 /* Resize to out_w x out_h with PIL's antialiased bicubic filter
  * (Image.resize(..., BICUBIC), a = -0.5, support scaled by the downscale factor),
- * results rounded and clamped to 0..255 as PIL does. */
+ * results rounded and clamped to 0..255 as PIL does; bit-identical to Pillow 13, whose
+ * order of the two passes it follows. */
 pe_status pe_image_resize(const pe_image *src, int out_w, int out_h, pe_image *out);
 
 /* ------------------------------------------------------------------ npy */

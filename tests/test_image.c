@@ -124,6 +124,59 @@ static void test_decode_bad_paths(void)
     }
 }
 
+/* libpng and libjpeg print nothing: every bad file, with stderr sent to a file. Also the
+ * warnings-only files (a JPEG with junk before a marker still decodes, silently). */
+static void test_no_library_noise(void)
+{
+    const char *log = "/tmp/pe_test_image_stderr.txt";
+    fflush(stderr);
+    int saved = dup(2);
+    FILE *sink = fopen(log, "w");
+    CHECK(saved >= 0 && sink != NULL);
+    if (saved < 0 || !sink) return;
+    dup2(fileno(sink), 2);
+    const char *bad[] = {"bad_truncated.png", "bad_crc.png", "bad_depth.png", "bad_truncated.jpg",
+                         "bad_header_only.jpg", "bad_corrupt.jpg", "bad_zero.jpg",
+                         "bad_truncated.bmp", "bad_random.bin"};
+    char path[512];
+    pe_image img;
+    int failures = 0;
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        failures += pe_image_load(path_of(path, sizeof path, bad[i]), &img) != PE_OK;
+    /* extraneous bytes between JPEG segments: a libjpeg warning, not an error */
+    uint8_t *bytes;
+    size_t n;
+    int junk_ok = 0;
+    if (pe_read_file(DIR "jpg_rgb420.jpg", &bytes, &n) == PE_OK) {
+        uint8_t *junk = malloc(n + 3);
+        size_t sos = 2;
+        while (sos + 1 < n && !(bytes[sos] == 0xFF && bytes[sos + 1] == 0xDA)) sos++;
+        memcpy(junk, bytes, sos);
+        memcpy(junk + sos, "\x01\x02\x03", 3);
+        memcpy(junk + sos + 3, bytes + sos, n - sos);
+        pe_image a, b;
+        if (pe_image_decode(junk, n + 3, "junk", &a) == PE_OK) {
+            junk_ok = pe_image_decode(bytes, n, "clean", &b) == PE_OK &&
+                      memcmp(a.rgb, b.rgb, (size_t)a.width * a.height * 3) == 0;
+            pe_image_free(&b);
+            pe_image_free(&a);
+        }
+        free(junk);
+        free(bytes);
+    }
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    fclose(sink);
+    uint8_t *text;
+    CHECK(pe_read_file(log, &text, &n) == PE_OK);
+    CHECK_MSG(n == 0, "libraries wrote to stderr: %.200s", n ? (char *)text : "");
+    free(text);
+    remove(log);
+    CHECK(failures == (int)(sizeof bad / sizeof bad[0]));
+    CHECK(junk_ok);
+}
+
 /* PE_ERR_LIMIT comes from the header alone: a 100000 x 100000 PNG of 57 bytes fails with
  * LIMIT (a decoder that allocated first would fail on the missing pixels as FORMAT, or
  * trip ASan's allocation limit). */
@@ -293,6 +346,7 @@ int main(void)
 {
     RUN(test_decode_vs_pil);
     RUN(test_decode_bad_paths);
+    RUN(test_no_library_noise);
     RUN(test_limits_before_allocation);
     RUN(test_resize_vs_pil);
     RUN(test_resize_args);

@@ -246,6 +246,30 @@ def main():
     cmyk = np.concatenate([255 - rgb, rng.integers(0, 128, (H, W, 1), dtype=np.uint8)], 2)
     ok("jpg_cmyk.jpg", pil_save(Image.frombytes("CMYK", (W, H), cmyk.tobytes()), "JPEG",
                                 quality=90))
+    # YCCK: PIL cannot write it, but a YCCK file is a 4-component JPEG whose Adobe marker
+    # says transform 2 and whose first three components hold YCbCr of what libjpeg is to
+    # output inverted. libjpeg outputs the stored (Adobe-inverted) CMYK, 255 - cmyk, so
+    # YCbCr of cmyk itself goes in, and K is stored as 255 - k. Encode those planes as a
+    # plain CMYK JPEG (transform 0) and patch the marker; the result decodes to the same
+    # picture as jpg_cmyk.jpg up to JPEG loss.
+    c = cmyk[..., :3].astype(np.float64)
+    ycc = np.stack([0.299 * c[..., 0] + 0.587 * c[..., 1] + 0.114 * c[..., 2],
+                    128 - 0.168736 * c[..., 0] - 0.331264 * c[..., 1] + 0.5 * c[..., 2],
+                    128 + 0.5 * c[..., 0] - 0.418688 * c[..., 1] - 0.081312 * c[..., 2]], 2)
+    stored = np.concatenate([np.clip(np.rint(ycc), 0, 255).astype(np.uint8),
+                             255 - cmyk[..., 3:]], 2)
+    # PIL writes CMYK inverted ("CMYK;I"): hand it 255 - stored to get stored in the file
+    raw = bytearray(pil_save(Image.frombytes("CMYK", (W, H), (255 - stored).tobytes()), "JPEG",
+                             quality=90))
+    adobe = raw.find(b"Adobe")
+    assert adobe > 0 and raw[adobe + 11] == 0
+    raw[adobe + 11] = 2
+    ok("jpg_ycck.jpg", bytes(raw))
+    # CMYK without an Adobe marker: PIL still assumes Adobe's inverted polarity
+    raw = pil_save(Image.frombytes("CMYK", (W, H), cmyk.tobytes()), "JPEG", quality=90)
+    app14 = raw.find(b"\xff\xee")
+    seg_len = struct.unpack(">H", raw[app14 + 2: app14 + 4])[0]
+    ok("jpg_cmyk_no_adobe.jpg", raw[:app14] + raw[app14 + 2 + seg_len:])
     exif = Image.Exif()
     exif[0x0112] = 6  # orientation: PIL's convert('RGB') ignores it, so do we
     ok("jpg_exif_rot.jpg", pil_save(im_rgb, "JPEG", quality=90, exif=exif.tobytes()))
