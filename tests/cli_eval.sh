@@ -35,11 +35,11 @@ done
 ln -s "$DATA/test/color/000.jpg" "$ds/test/color/000.jpg"
 ln -s "$DATA/ground_truth/color/000_mask.png" "$ds/ground_truth/color/000_mask.png"
 NTEST=5
-common=(--model "$WEIGHTS" --size 224 --pixel-bins 65536 --threads 2 --quiet)
+common=(--model "$WEIGHTS" --size 224 --pixel-bins 65536 --threads 1 --quiet)
 
-# 1. few-shot: 2 settings x 2 seeds
+# 1. few-shot (2 settings x 2 seeds) and batch zero-shot (1 run) in one eval
 out=$tmp/fs
-if "$PATCHEAD" eval "${common[@]}" --data "$ds" --shots 1,2 --seeds 2 --out "$out" >"$tmp/fs.log" 2>&1; then
+if "$PATCHEAD" eval "${common[@]}" --data "$ds" --shots 1,2 --seeds 2 --zeroshot --out "$out" >"$tmp/fs.log" 2>&1; then
     pass eval_fewshot_runs
 else
     fail eval_fewshot_runs "exit $? ($(tail -1 "$tmp/fs.log"))"
@@ -52,14 +52,17 @@ ls "$out"/heatmaps/*.png >/dev/null 2>&1 || missing="$missing heatmaps/*.png"
 [ -z "$missing" ] && pass eval_files_written || fail eval_files_written "missing:$missing"
 
 rows=$(($(wc -l <"$out/scores.csv") - 1))
-[ "$rows" -eq $((2 * 2 * NTEST)) ] && pass eval_scores_rows ||
-    fail eval_scores_rows "scores.csv has $rows rows, expected $((2 * 2 * NTEST)) (settings x seeds x test images)"
+[ "$rows" -eq $(((2 * 2 + 1) * NTEST)) ] && pass eval_scores_rows ||
+    fail eval_scores_rows "scores.csv has $rows rows, expected $(((2 * 2 + 1) * NTEST)) (settings x seeds x test images)"
+zrows=$(grep -c '^zero-shot,' "$out/scores.csv")
+[ "$zrows" -eq $NTEST ] && grep -q '^## zero-shot' "$out/results.md" && pass eval_zeroshot ||
+    fail eval_zeroshot "$zrows zero-shot rows in scores.csv, expected $NTEST"
 
 # every metric of every per-seed row is defined and within [0, 1]
 bad=$(awk -F, 'NR > 1 && $2 != "mean" { for (i = 8; i <= 12; i++) if ($i == "" || $i < 0 || $i > 1) print NR ": col " i " = " $i }' "$out/results.csv")
 nres=$(awk -F, 'NR > 1 && $2 != "mean"' "$out/results.csv" | wc -l)
-[ -z "$bad" ] && [ "$nres" -eq 4 ] && pass eval_metrics_in_range ||
-    fail eval_metrics_in_range "${bad:-$nres per-seed rows, expected 4}"
+[ -z "$bad" ] && [ "$nres" -eq 5 ] && pass eval_metrics_in_range ||
+    fail eval_metrics_in_range "${bad:-$nres per-seed rows, expected 5}"
 
 # I-AUROC recomputed from scores.csv (pairs, ties = 1/2) equals results.csv's
 check=$(awk -F, '
@@ -97,16 +100,7 @@ grep -q '^## 1-shot' "$out/results.md" && grep -q '^## 2-shot' "$out/results.md"
     grep -q '\*\*mean\*\*' "$out/results.md" && pass eval_markdown_tables ||
     fail eval_markdown_tables "results.md lacks the per-setting tables"
 
-# 2. zero-shot: one row per test image
-out=$tmp/zs
-if "$PATCHEAD" eval "${common[@]}" --data "$ds" --zeroshot --out "$out" >"$tmp/zs.log" 2>&1 &&
-    [ $(($(wc -l <"$out/scores.csv") - 1)) -eq $NTEST ] && grep -q '^## zero-shot' "$out/results.md"; then
-    pass eval_zeroshot
-else
-    fail eval_zeroshot "$(tail -1 "$tmp/zs.log")"
-fi
-
-# 3. masks missing: pixel metrics n/a, image metrics still there, no crash
+# 2. masks missing: pixel metrics n/a, image metrics still there, no crash
 nomask=$tmp/nomask
 cp -r "$ds" "$nomask" && rm -rf "$nomask/ground_truth"
 if "$PATCHEAD" eval "${common[@]}" --data "$nomask" --shots 1 --seeds 1 --out "$tmp/nm" >"$tmp/nm.log" 2>&1 &&
@@ -116,7 +110,7 @@ else
     fail eval_missing_masks_na "$(tail -1 "$tmp/nm.log"; grep nomask "$tmp/nm/results.md")"
 fi
 
-# 4. bad input: clear one-line errors, no output folder left behind
+# 3. bad input: clear one-line errors, no output folder left behind
 "$PATCHEAD" eval --model "$WEIGHTS" --shots 1 >/dev/null 2>"$tmp/e1"; rc=$?
 [ $rc -eq 2 ] && grep -q 'needs --model and --data' "$tmp/e1" && pass eval_usage_error ||
     fail eval_usage_error "exit $rc: $(cat "$tmp/e1")"
