@@ -685,7 +685,8 @@ static void resize_horizontal(const uint8_t *src, int src_w, int row0, int rows,
 }
 
 /* Vertical pass: src rows (row index relative to row0) -> out_h rows, each a weighted sum of
- * whole source rows; the inner loop runs along the row and vectorises. acc is scratch of
+ * whole source rows; the inner loops run along the row (omp simd: GCC's -O2 cost model
+ * would leave them scalar). acc is scratch of
  * threads x (width * 3) int32. */
 static void resize_vertical(const uint8_t *src, int row0, int width, uint8_t *dst, int out_h,
                             const resize_taps *t, int32_t *acc, int threads)
@@ -700,14 +701,17 @@ static void resize_vertical(const uint8_t *src, int row0, int width, uint8_t *ds
 #else
         int32_t *sum = acc;
 #endif
+#pragma omp simd
         for (int i = 0; i < n3; i++) sum[i] = 1 << (RESIZE_BITS - 1);
         const int32_t *c = t->coeff + (size_t)y * ksize;
         for (int k = 0, n = t->count[y]; k < n; k++) {
             const uint8_t *in = src + (size_t)(t->first[y] - row0 + k) * n3;
             const int32_t w = c[k];
+#pragma omp simd
             for (int i = 0; i < n3; i++) sum[i] += in[i] * w;
         }
         uint8_t *o = dst + (size_t)y * n3;
+#pragma omp simd
         for (int i = 0; i < n3; i++) o[i] = clip8(sum[i]);
     }
 }
