@@ -9,14 +9,16 @@
 CC      ?= cc
 PYTHON  ?= python3
 SANITIZE ?= 0
+# AVX2+FMA (x86-64-v3) by default; override with ARCH=-march=native or ARCH= for older CPUs.
+ARCH    ?= -march=x86-64-v3 -mtune=generic
 
 ifeq ($(SANITIZE),1)
 BUILD   ?= build-san
-OPT     := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
+OPT     := -O1 -g $(ARCH) -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
 SANFLAGS := -fsanitize=address,undefined
 else
 BUILD   ?= build
-OPT     := -O2 -g -march=x86-64-v3 -mtune=generic
+OPT     := -O2 -g $(ARCH)
 endif
 
 PKGS    := libpng libjpeg libcjson
