@@ -6,8 +6,9 @@
  *       "grid_h grid_w dim" on stdout.
  *   cnn_bench time MODEL SIZE THREADS [REPS]
  *       ms/image of pe_model_forward on a SIZE x SIZE input (best and median of REPS
- *       after one warm-up run), one line:
- *       "<name> size S threads T ms_best X ms_median Y grid GhxGw dim D". */
+ *       after one warm-up run) and the process CPU time per image (all threads; on a
+ *       busy machine the 1-thread CPU time is the steadier figure), one line:
+ *       "<name> size S threads T ms_best X ms_median Y cpu_ms Z grid GhxGw dim D". */
 #include "patchead.h"
 
 #include <stdio.h>
@@ -15,12 +16,14 @@
 #include <string.h>
 #include <time.h>
 
-static double now_ms(void)
+static double clock_ms(clockid_t id)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(id, &ts);
     return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
+#define now_ms() clock_ms(CLOCK_MONOTONIC)
+#define cpu_ms() clock_ms(CLOCK_PROCESS_CPUTIME_ID)
 
 static int cmp_double(const void *a, const void *b)
 {
@@ -86,15 +89,17 @@ static int cmd_time(int argc, char **argv)
     if (pe_model_forward(m, x, size, size, NULL, &feat)) return fail("forward"); /* warm-up: scratch */
     int gh = feat.grid_h, gw = feat.grid_w, dim = feat.dim;
     pe_features_free(&feat);
+    double cpu0 = cpu_ms();
     for (int r = 0; r < reps; r++) {
         double t0 = now_ms();
         if (pe_model_forward(m, x, size, size, NULL, &feat)) return fail("forward");
         ms[r] = now_ms() - t0;
         pe_features_free(&feat);
     }
+    double cpu = (cpu_ms() - cpu0) / reps;
     qsort(ms, (size_t)reps, sizeof *ms, cmp_double);
-    printf("%s size %d threads %d ms_best %.1f ms_median %.1f grid %dx%d dim %d\n", info.name, size,
-           pe_get_threads(), ms[0], ms[reps / 2], gh, gw, dim);
+    printf("%s size %d threads %d ms_best %.1f ms_median %.1f cpu_ms %.1f grid %dx%d dim %d\n", info.name,
+           size, pe_get_threads(), ms[0], ms[reps / 2], cpu, gh, gw, dim);
     free(ms);
     free(x);
     pe_model_free(m);
