@@ -176,6 +176,25 @@ int ev_write_markdown(const ev_run *r, const char *dir)
             r->backbone, r->family, r->weights_hash, r->size, r->map_sigma, seeds, r->version,
             r->git_commit[0] ? " @ " : "", r->git_commit, r->started, r->total_seconds,
             r->peak_rss_kb / 1024.0);
+    if (r->num_settings > 1) { /* overview: the mean row of every setting (Table 5 layout) */
+        fprintf(f, "## Summary (mean over categories)\n\n| Setting | Align | Mask | Preset |");
+        for (int k = 0; k < EV_NUM_METRICS; k++) fprintf(f, " %s |", ev_metric_names[k]);
+        fprintf(f, "\n|---|:---:|:---:|---|");
+        for (int k = 0; k < EV_NUM_METRICS; k++) fprintf(f, "---:|");
+        fputc('\n', f);
+        for (int s = 0; s < r->num_settings; s++) {
+            const ev_setting *set = &r->settings[s];
+            fprintf(f, "| %s | %s | %s | %s |", set->name, set->align ? "✓" : "", set->mask ? "✓" : "",
+                    set->preset);
+            for (int k = 0; k < EV_NUM_METRICS; k++) {
+                char cell[64];
+                ev_format_cell(r, s, -1, k, cell, sizeof cell);
+                fprintf(f, " %s |", cell);
+            }
+            fputc('\n', f);
+        }
+        fputc('\n', f);
+    }
     for (int s = 0; s < r->num_settings; s++) {
         const ev_setting *set = &r->settings[s];
         fprintf(f, "## %s (preset %s)%s\n\n", set->name, set->preset,
@@ -598,6 +617,26 @@ int ev_write_html(const ev_run *r, const char *dir)
             r->num_categories == 1 ? "y" : "ies", r->version, r->git_commit[0] ? " @ " : "",
             r->git_commit, r->started, r->total_seconds, r->peak_rss_kb / 1024.0);
 
+    if (r->num_settings > 1) {
+        fprintf(f, "<h2>Summary <span class=\"note\">mean over categories</span></h2>\n<table><tr>"
+                   "<th>Setting</th><th>Align</th><th>Mask</th><th>Preset</th>");
+        for (int k = 0; k < EV_NUM_METRICS; k++) fprintf(f, "<th>%s</th>", ev_metric_names[k]);
+        fprintf(f, "</tr>\n");
+        for (int s = 0; s < r->num_settings; s++) {
+            const ev_setting *set = &r->settings[s];
+            fprintf(f, "<tr><td>");
+            html_text(f, set->name);
+            fprintf(f, "</td><td>%s</td><td>%s</td><td>%s</td>", set->align ? "✓" : "",
+                    set->mask ? "✓" : "", set->preset);
+            for (int k = 0; k < EV_NUM_METRICS; k++) {
+                char cell[64];
+                ev_format_cell(r, s, -1, k, cell, sizeof cell);
+                fprintf(f, "<td>%s</td>", cell);
+            }
+            fprintf(f, "</tr>\n");
+        }
+        fprintf(f, "</table>\n");
+    }
     for (int s = 0; s < r->num_settings; s++) {
         fprintf(f, "<h2>");
         html_text(f, r->settings[s].name);
