@@ -75,6 +75,9 @@ void op_layernorm(float *out, const float *in, const float *gamma, const float *
  * including a row's tail (zero-padded into a vector), goes through the same vector
  * code, so results do not depend on an element's position. */
 #define VL 8
+/* Without AVX (e.g. the sanitizer build's plain x86-64) GCC warns that 32-byte vector
+ * arguments change the ABI; these helpers are static, so no ABI is crossed. */
+#pragma GCC diagnostic ignored "-Wpsabi"
 typedef float vf __attribute__((vector_size(VL * sizeof(float))));
 typedef int32_t vi __attribute__((vector_size(VL * sizeof(int32_t))));
 
