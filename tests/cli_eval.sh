@@ -100,6 +100,15 @@ grep -q '^## 1-shot' "$out/results.md" && grep -q '^## 2-shot' "$out/results.md"
     grep -q '\*\*mean\*\*' "$out/results.md" && pass eval_markdown_tables ||
     fail eval_markdown_tables "results.md lacks the per-setting tables"
 
+# reference sampling is reproducible: the 1-shot rows of a 1-shot-only run match
+"$PATCHEAD" eval "${common[@]}" --data "$ds" --shots 1 --seeds 2 --out "$tmp/again" >/dev/null 2>&1
+if [ -s "$tmp/again/scores.csv" ] &&
+    cmp -s <(grep '^1-shot,' "$out/scores.csv") <(grep '^1-shot,' "$tmp/again/scores.csv"); then
+    pass eval_seeds_reproducible
+else
+    fail eval_seeds_reproducible "1-shot scores differ between two runs with the same seeds"
+fi
+
 # 2. masks missing: pixel metrics n/a, image metrics still there, no crash
 nomask=$tmp/nomask
 cp -r "$ds" "$nomask" && rm -rf "$nomask/ground_truth"
