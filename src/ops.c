@@ -12,8 +12,18 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Work below this many elements stays on one thread (thread start-up would dominate). */
+/* Work below this many elements stays on one thread (thread start-up would dominate).
+ * PAR(n): whether a loop over n elements runs on the OpenMP team. */
 #define PAR_MIN 32768
+static _Thread_local int row_parallel = 1;
+#define PAR(n) (row_parallel && (size_t)(n) >= PAR_MIN)
+
+int op_set_row_parallel(int enabled)
+{
+    int previous = row_parallel;
+    row_parallel = enabled != 0;
+    return previous;
+}
 
 void op_gemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,
              const float *B, int ldb, float beta, float *C, int ldc)
@@ -25,7 +35,7 @@ void op_gemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const f
 void op_add_bias(float *x, const float *bias, int rows, int dim)
 {
     if (!bias) return;
-#pragma omp parallel for schedule(static) if ((size_t)rows * dim >= PAR_MIN)
+#pragma omp parallel for schedule(static) if (PAR((size_t)rows * dim))
     for (int r = 0; r < rows; r++) {
         float *row = x + (size_t)r * dim;
 #pragma omp simd
@@ -45,7 +55,7 @@ void op_linear(float *out, const float *in, const float *weight, const float *bi
 void op_layernorm(float *out, const float *in, const float *gamma, const float *beta, int rows,
                   int dim, float eps)
 {
-#pragma omp parallel for schedule(static) if ((size_t)rows * dim >= PAR_MIN)
+#pragma omp parallel for schedule(static) if (PAR((size_t)rows * dim))
     for (int r = 0; r < rows; r++) {
         const float *x = in + (size_t)r * dim;
         float *y = out + (size_t)r * dim;
@@ -147,7 +157,7 @@ float op_erf1(float x) { return v_erf(vsplat(x))[0]; }
 /* x[0..n) = F(x) in vector chunks, split over threads for large n. */
 #define MAP_INPLACE(x, n, F)                                                                       \
     do {                                                                                           \
-        _Pragma("omp parallel for schedule(static) if (n >= PAR_MIN)")                            \
+        _Pragma("omp parallel for schedule(static) if (PAR(n))")                            \
         for (size_t i = 0; i < n; i += VL) {                                                       \
             size_t k = n - i < VL ? n - i : VL;                                                    \
             vstore(x + i, F(vload(x + i, k, 0.0f)), k);                                            \
@@ -164,7 +174,7 @@ void op_relu6(float *x, size_t n) { MAP_INPLACE(x, n, v_relu6); }
 /* x (rows, dim) = F(x + bias) row by row (the fc1 epilogue: one pass over the hidden). */
 #define MAP_BIAS_ROWS(x, bias, rows, dim, F)                                                       \
     do {                                                                                           \
-        _Pragma("omp parallel for schedule(static) if ((size_t)rows * dim >= PAR_MIN)")           \
+        _Pragma("omp parallel for schedule(static) if (PAR((size_t)rows * dim))")           \
         for (int r = 0; r < rows; r++) {                                                           \
             float *row = x + (size_t)r * dim;                                                      \
             for (size_t i = 0; i < (size_t)dim; i += VL) {                                         \
@@ -190,7 +200,7 @@ void op_bias_quick_gelu(float *x, const float *bias, int rows, int dim)
 
 void op_softmax_rows(float *x, int rows, int cols, int ld)
 {
-#pragma omp parallel for schedule(static) if ((size_t)rows * cols >= PAR_MIN)
+#pragma omp parallel for schedule(static) if (PAR((size_t)rows * cols))
     for (int r = 0; r < rows; r++) {
         float *row = x + (size_t)r * ld;
         const size_t n = (size_t)cols;

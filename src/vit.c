@@ -721,7 +721,6 @@ static pe_status position_embeddings(vit_model *m, int gh, int gw, int height, i
 /* x (T, D) += scale (D or NULL) * (y (T, D) + bias (D)) */
 static void residual_add(float *x, const float *y, const float *bias, const float *scale, int T, int D)
 {
-#pragma omp parallel for schedule(static) if ((size_t)T * D >= 32768)
     for (int t = 0; t < T; t++) {
         float *xr = x + (size_t)t * D;
         const float *yr = y + (size_t)t * D;
@@ -770,8 +769,9 @@ static void block_forward(vit_model *m, const vit_block *b, int T, int first_pat
     residual_add(s->x, s->xn, b->fc2_b, b->ls2, T, D);
 }
 
-static pe_status vit_forward(backbone *self, const float *chw, int height, int width, int layer,
-                             float **features, int *grid_h, int *grid_w, int *dim, float **attn)
+static pe_status vit_forward_serial_rows(backbone *self, const float *chw, int height, int width,
+                                         int layer, float **features, int *grid_h, int *grid_w,
+                                         int *dim, float **attn)
 {
     vit_model *m = (vit_model *)self;
     const vit_config *c = &m->cfg;
@@ -791,7 +791,7 @@ static pe_status vit_forward(backbone *self, const float *chw, int height, int w
     const int T = 1 + R + G, first_patch = 1 + R;
     pe_status st = ensure_scratch(m, T, G);
     if (st) return st;
-    const float *pos;
+    const float *pos = NULL;
     st = position_embeddings(m, gh, gw, height, width, &pos);
     if (st) return st;
     vit_scratch *s = &m->s;
@@ -799,7 +799,6 @@ static pe_status vit_forward(backbone *self, const float *chw, int height, int w
     /* patch embedding: im2col (G, 3*p*p) in the conv weight's (c, ky, kx) order, one GEMM */
     const int kk = 3 * p * p;
     float *cols = s->hidden;
-#pragma omp parallel for schedule(static)
     for (int g = 0; g < G; g++) {
         const int py = g / gw, px = g % gw;
         float *dst = cols + (size_t)g * kk;
@@ -813,7 +812,6 @@ static pe_status vit_forward(backbone *self, const float *chw, int height, int w
     /* tokens: [CLS + pos0, registers, patches + pos[1:]] */
     for (int i = 0; i < D; i++) s->x[i] = m->w.cls[i] + pos[i];
     if (R) memcpy(s->x + D, m->w.reg, (size_t)R * D * sizeof(float));
-#pragma omp parallel for schedule(static)
     for (int g = 0; g < G; g++) {
         float *xr = s->x + (size_t)(first_patch + g) * D;
         const float *pr = pos + (size_t)(1 + g) * D;
@@ -850,4 +848,17 @@ static pe_status vit_forward(backbone *self, const float *chw, int height, int w
     *dim = D;
     if (attn) *attn = cls_attn;
     return PE_OK;
+}
+
+/* Threads: every GEMM is one multi-threaded OpenBLAS call; the row ops between them
+ * (layernorm, softmax, GELU, residuals: ~10% of the time) run on this thread, see
+ * op_set_row_parallel for why. */
+static pe_status vit_forward(backbone *self, const float *chw, int height, int width, int layer,
+                             float **features, int *grid_h, int *grid_w, int *dim, float **attn)
+{
+    int previous = op_set_row_parallel(0);
+    pe_status s = vit_forward_serial_rows(self, chw, height, width, layer, features, grid_h, grid_w,
+                                          dim, attn);
+    op_set_row_parallel(previous);
+    return s;
 }
