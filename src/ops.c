@@ -46,10 +46,13 @@ void op_add_bias(float *x, const float *bias, int rows, int dim)
 void op_linear(float *out, const float *in, const float *weight, const float *bias, int rows,
                int in_dim, int out_dim)
 {
-    /* out (rows, out_dim) = in (rows, in_dim) . weight^T, weight (out_dim, in_dim) */
+    /* out (rows, out_dim) = bias + in (rows, in_dim) . weight^T, weight (out_dim, in_dim).
+     * The bias is written first and the GEMM accumulates onto it (beta = 1), as PyTorch's
+     * addmm does: one pass over `out` fewer than zeroing (beta = 0) and adding afterwards. */
+    if (bias)
+        for (int r = 0; r < rows; r++) memcpy(out + (size_t)r * out_dim, bias, (size_t)out_dim * sizeof(float));
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, out_dim, in_dim, 1.0f, in, in_dim,
-                weight, in_dim, 0.0f, out, out_dim);
-    op_add_bias(out, bias, rows, out_dim);
+                weight, in_dim, bias ? 1.0f : 0.0f, out, out_dim);
 }
 
 void op_layernorm(float *out, const float *in, const float *gamma, const float *beta, int rows,

@@ -734,6 +734,20 @@ static void residual_add(float *x, const float *y, const float *bias, const floa
     }
 }
 
+/* x (T, D) += scale * (in (T, K) . W^T + bias), W (D, K). Without LayerScale the GEMM
+ * accumulates straight into x (beta = 1); with it, through tmp (T, D). */
+static void project_residual(float *x, const float *in, const float *w, const float *bias,
+                             const float *scale, float *tmp, int T, int K, int D)
+{
+    if (scale) {
+        op_linear(tmp, in, w, NULL, T, K, D);
+        residual_add(x, tmp, bias, scale, T, D);
+    } else {
+        op_gemm(0, 1, T, D, K, 1.0f, in, K, w, K, 1.0f, x, D);
+        op_add_bias(x, bias, T, D);
+    }
+}
+
 /* One transformer block on s->x (T, D). If cls_attn != NULL, the CLS row of the
  * attention over the G patch keys (after `first_patch` tokens), mean over heads. */
 static void block_forward(vit_model *m, const vit_block *b, int T, int first_patch, float *cls_attn)
@@ -757,16 +771,14 @@ static void block_forward(vit_model *m, const vit_block *b, int T, int first_pat
         /* ctx[:, h*dh:(h+1)*dh] (T, dh) = scores (T, T) . v_h (T, dh) */
         op_gemm(0, 0, T, dh, T, 1.0f, s->scores, T, v, 3 * D, 0.0f, s->ctx + h * dh, D);
     }
-    op_linear(s->xn, s->ctx, b->out_w, NULL, T, D, D);
-    residual_add(s->x, s->xn, b->out_b, b->ls1, T, D);
+    project_residual(s->x, s->ctx, b->out_w, b->out_b, b->ls1, s->xn, T, D, D);
 
     /* MLP: x += ls2 * (act(ln2(x) . W1^T + b1) . W2^T + b2) */
     op_layernorm(s->xn, s->x, b->ln2_w, b->ln2_b, T, D, c->eps);
-    op_linear(s->hidden, s->xn, b->fc1_w, NULL, T, D, M);
-    if (c->act == ACT_GELU) op_bias_gelu(s->hidden, b->fc1_b, T, M);
-    else op_bias_quick_gelu(s->hidden, b->fc1_b, T, M);
-    op_linear(s->xn, s->hidden, b->fc2_w, NULL, T, M, D);
-    residual_add(s->x, s->xn, b->fc2_b, b->ls2, T, D);
+    op_linear(s->hidden, s->xn, b->fc1_w, b->fc1_b, T, D, M);
+    if (c->act == ACT_GELU) op_gelu(s->hidden, (size_t)T * M);
+    else op_quick_gelu(s->hidden, (size_t)T * M);
+    project_residual(s->x, s->hidden, b->fc2_w, b->fc2_b, b->ls2, s->xn, T, M, D);
 }
 
 static pe_status vit_forward_serial_rows(backbone *self, const float *chw, int height, int width,
