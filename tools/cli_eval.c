@@ -517,10 +517,16 @@ static int run_category(pe_model *model, const eval_opts *o, ev_run *run, int ci
     ec->extract_seconds = cli_now() - t0;
     if (rc) goto done;
 
+    int cells = 0, cells_done = 0;
+    for (int s = 0; s < run->num_settings; s++)
+        if (!run->settings[s].shots || few_ok) cells += run->settings[s].num_seeds;
+    char score_label[96];
+    snprintf(score_label, sizeof score_label, "%.40s scoring", cat->name);
+    cli_progress_begin(&bar, score_label, cells);
     for (int s = 0; s < run->num_settings && !rc; s++) {
         const ev_setting *set = &run->settings[s];
         if (set->shots && !few_ok) continue;
-        for (int seed = 0; seed < set->num_seeds && !rc; seed++) {
+        for (int seed = 0; seed < set->num_seeds && !rc; seed++, cli_progress_step(&bar, ++cells_done)) {
             double t1 = cli_now();
             ev_metrics *m = ev_cell(run, s, ci, seed);
             if (run_cell(&cs, s, seed, res) || cell_metrics(&cs, s, seed, res, m)) rc = EXIT_ERROR;
@@ -529,6 +535,7 @@ static int run_category(pe_model *model, const eval_opts *o, ev_run *run, int ci
             for (int i = 0; i < n; i++) pe_result_free(&res[i]);
         }
     }
+    cli_progress_end(&bar);
 done:
     for (int seed = 0; cs.perm && seed < run->num_seed_list; seed++) free(cs.perm[seed]);
     free(cs.perm);
