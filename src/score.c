@@ -157,12 +157,15 @@ static void finish_patch_scores(const float *heaps, int n, int k, pe_order order
     }
 }
 
-/* Row side of a (rows, cols) tile of dot products C: for each row r,
+/* Reductions run serially on purpose: they are ~1/D of the GEMM's work, and an
+ * OpenMP region per tile alternating with OpenBLAS's own threads measured 2-4x
+ * slower on a loaded 2-core machine (two spinning thread pools).
+ *
+ * Row side of a (rows, cols) tile of dot products C: for each row r,
  * s = 1 - max_j(C[r][j] * col_inv[j]) * row_inv[r], offered to heaps[r]. */
 static void reduce_rows(const float *C, int rows, int cols, const float *row_inv,
                         const float *col_inv, float *heaps, int count, int k, pe_order order)
 {
-#pragma omp parallel for schedule(static)
     for (int r = 0; r < rows; r++) {
         const float *c = C + (size_t)r * cols;
         float m = -INFINITY;
@@ -178,7 +181,6 @@ static void reduce_cols(const float *C, int rows, int cols, const float *row_inv
 {
     int chunk = 256;
     int nchunks = (cols + chunk - 1) / chunk;
-#pragma omp parallel for schedule(static)
     for (int ch = 0; ch < nchunks; ch++) {
         int j0 = ch * chunk, j1 = PE_MIN(cols, j0 + chunk);
         for (int r = 0; r < rows; r++) {
@@ -384,7 +386,6 @@ pe_status pe_score_batch(const float *const *feats, int num_images, int patches,
             float *heap_b = heaps + (size_t)b * G * K;
             int cb = count[b];
             pe_order order = params->order;
-#pragma omp parallel for schedule(static)
             for (int j = 0; j < G; j++)
                 heap_offer(heap_b + (size_t)j * K, cb, K, key_of(cos_dist(colmax[j] * inv_b[j]), order));
             count[a]++;
