@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #ifdef _OPENMP
 #include <omp.h>
@@ -74,6 +75,11 @@ pe_status pe_read_file(const char *path, uint8_t **data, size_t *size)
     *size = 0;
     FILE *f = fopen(path, "rb");
     if (!f) return pe_fail(PE_ERR_IO, "%s: cannot open (%s)", path, strerror(errno));
+    struct stat st;
+    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
+        fclose(f);
+        return pe_fail(PE_ERR_IO, "%s: not a regular file", path);
+    }
     if (fseek(f, 0, SEEK_END) != 0) {
         fclose(f);
         return pe_fail(PE_ERR_IO, "%s: cannot read (not a regular file?)", path);

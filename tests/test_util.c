@@ -36,6 +36,8 @@ static void test_atomic_write(void)
     remove(path);
     CHECK(pe_read_file("/nonexistent/file", &data, &n) == PE_ERR_IO);
     CHECK(strstr(pe_last_error(), "/nonexistent/file") != NULL);
+    CHECK(pe_read_file("/tmp", &data, &n) == PE_ERR_IO);
+    CHECK(strstr(pe_last_error(), "not a regular file") != NULL);
 }
 
 static void test_fnv(void)
