@@ -122,7 +122,7 @@ typedef struct {
     int default_size;        /* default square input size S */
     int64_t num_params;      /* parameters loaded */
     float mean[3], std[3];   /* input normalisation */
-    char weights_hash[17];   /* 64-bit FNV-1a of the weights file, hex */
+    char weights_hash[17];   /* 64-bit hash of the whole weights file (pe_hash_fast), hex */
 } pe_model_info;
 pe_status pe_model_get_info(const pe_model *model, pe_model_info *info);
 

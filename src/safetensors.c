@@ -294,8 +294,7 @@ pe_status st_open(const char *path, st_file **out)
 
 void st_hash(const st_file *f, char out[17])
 {
-    uint64_t h = PE_FNV_SEED;
-    if (f) h = pe_fnv1a(h, f->map, f->map_size);
+    uint64_t h = f ? pe_hash_fast(f->map, f->map_size) : PE_FNV_SEED;
     snprintf(out, 17, "%016llx", (unsigned long long)h);
 }
 

@@ -45,6 +45,18 @@ static void test_fnv(void)
     /* FNV-1a 64 test vectors */
     CHECK(pe_fnv1a(PE_FNV_SEED, "", 0) == 0xcbf29ce484222325ULL);
     CHECK(pe_fnv1a(PE_FNV_SEED, "a", 1) == 0xaf63dc4c8601ec8cULL);
+    /* the fast hash sees every byte, the tail and the length */
+    uint8_t buf[100];
+    for (int i = 0; i < 100; i++) buf[i] = (uint8_t)i;
+    uint64_t base = pe_hash_fast(buf, 100);
+    CHECK(base == pe_hash_fast(buf, 100));
+    for (int pos = 0; pos < 100; pos += 9) {
+        buf[pos] ^= 1;
+        CHECK(pe_hash_fast(buf, 100) != base);
+        buf[pos] ^= 1;
+    }
+    CHECK(pe_hash_fast(buf, 99) != base);
+    CHECK(pe_hash_fast(buf, 64) != pe_hash_fast(buf, 65));
 }
 
 int main(void)
