@@ -50,13 +50,13 @@ int cmd_zeroshot(int argc, char **argv)
             break;
         case OPT_NO_MAPS: no_maps = 1; break;
         case 'h':
-        case OPT_HELP: printf(USAGE); return EXIT_OK;
-        default: fprintf(stderr, USAGE); return EXIT_USAGE;
+        case OPT_HELP: fputs(USAGE, stdout); return EXIT_OK;
+        default: fputs(USAGE, stderr); return EXIT_USAGE;
         }
     }
     if (!o.model || optind >= argc) {
         cli_error("zeroshot needs --model and at least two images");
-        fprintf(stderr, USAGE);
+        fputs(USAGE, stderr);
         return EXIT_USAGE;
     }
     pe_detect_params params;
