@@ -65,3 +65,11 @@ awk '
         for (t in peak) printf " %s thread(s) %.1f GFLOP/s", t, peak[t]
         printf "\n"
     }' "$T/sgemm" "$T/torch" "$T/ours"
+
+# Scoring (Eq. 1-4) throughput vs the sgemm peak of the same run: batch zero-shot of
+# 12 random MobileNetV2-sized feature maps at 448 (G = 56*56, D = 128) and a 4-shot query.
+if [ -x "$BUILD/bench/score_speed" ]; then
+    echo
+    echo "== scoring throughput (random features, G=3136, D=128)"
+    for t in $THREADS; do "$BUILD/bench/score_speed" 12 3136 128 "$t"; done
+fi

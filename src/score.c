@@ -169,8 +169,12 @@ static void reduce_rows(const float *C, int rows, int cols, const float *row_inv
     for (int r = 0; r < rows; r++) {
         const float *c = C + (size_t)r * cols;
         float m = -INFINITY;
+        /* a ternary, not fmaxf: GCC calls libm's fmaxf (NaN rules) unless -ffinite-math-only */
 #pragma omp simd reduction(max : m)
-        for (int j = 0; j < cols; j++) m = fmaxf(m, c[j] * col_inv[j]);
+        for (int j = 0; j < cols; j++) {
+            float v = c[j] * col_inv[j];
+            m = v > m ? v : m;
+        }
         float s = cos_dist(m * row_inv[r]);
         heap_offer(heaps + (size_t)r * k, count, k, key_of(s, order));
     }
@@ -187,7 +191,10 @@ static void reduce_cols(const float *C, int rows, int cols, const float *row_inv
             const float *c = C + (size_t)r * cols;
             float ri = row_inv[r];
 #pragma omp simd
-            for (int j = j0; j < j1; j++) colmax[j] = fmaxf(colmax[j], c[j] * ri);
+            for (int j = j0; j < j1; j++) {
+                float v = c[j] * ri;
+                colmax[j] = v > colmax[j] ? v : colmax[j];
+            }
         }
     }
 }
