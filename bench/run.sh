@@ -14,6 +14,8 @@ REPS=${REPS:-3}
 MODELS=${MODELS:-small base}
 SIZES=${SIZES:-224 448}
 THREADS=${THREADS:-1 2}
+# The CLI picks passive OpenMP waiting for itself (tools/patchead.c); the bench drivers too.
+if [ -z "${OMP_WAIT_POLICY:-}${GOMP_SPINCOUNT:-}" ]; then export OMP_WAIT_POLICY=passive GOMP_SPINCOUNT=0; fi
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
 
@@ -72,4 +74,13 @@ if [ -x "$BUILD/bench/score_speed" ]; then
     echo
     echo "== scoring throughput (random features, G=3136, D=128)"
     for t in $THREADS; do "$BUILD/bench/score_speed" 12 3136 128 "$t"; done
+fi
+
+# CNN backbones with the real weights from `make weights` (when present).
+if [ -x "$BUILD/bench/cnn_bench" ]; then
+    for m in mobilenet_v2 efficientnet_lite0; do
+        [ -e "weights/$m/model.safetensors" ] || { echo "(weights/$m missing: make weights)"; continue; }
+        [ "$m" = mobilenet_v2 ] && { echo; echo "== CNN forward, ms/image (real weights)"; }
+        for s in $SIZES; do for t in $THREADS; do "$BUILD/bench/cnn_bench" time "weights/$m" "$s" "$t" 7; done; done
+    done
 fi
