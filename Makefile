@@ -71,8 +71,10 @@ parity: all $(BUILD)/bench/cnn_bench
 	$(PYTHON) tools/parity_vit.py --patchead $(BUILD)/patchead
 	$(PYTHON) tools/parity_cnn.py --patchead $(BUILD)/patchead
 
+# Regenerate every committed fixture (developer machines: needs torch, transformers,
+# open_clip, Pillow, scikit-learn, scipy).
 fixtures:
-	$(PYTHON) tools/make_fixtures.py
+	for f in tools/make_*_fixtures.py; do echo "== $$f"; $(PYTHON) $$f || exit 1; done
 
 weights:
 	bash tools/make_weights.sh
