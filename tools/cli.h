@@ -55,4 +55,8 @@ void cli_progress_end(cli_progress *p);
 
 double cli_now(void); /* seconds, monotonic */
 
+/* Output helpers for scores.csv / scores.jsonl / results.* */
+void cli_csv_field(FILE *f, const char *s);
+void cli_json_string(FILE *f, const char *s);
+
 #endif

@@ -75,31 +75,6 @@ void det_free_items(det_item *items, int n)
     free(items);
 }
 
-static void csv_field(FILE *f, const char *s)
-{
-    if (!strpbrk(s, ",\"\n\r")) {
-        fputs(s, f);
-        return;
-    }
-    fputc('"', f);
-    for (; *s; s++) {
-        if (*s == '"') fputc('"', f);
-        fputc(*s, f);
-    }
-    fputc('"', f);
-}
-
-static void json_string(FILE *f, const char *s)
-{
-    fputc('"', f);
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if (*p == '"' || *p == '\\') fprintf(f, "\\%c", *p);
-        else if (*p < 0x20) fprintf(f, "\\u%04x", *p);
-        else fputc(*p, f);
-    }
-    fputc('"', f);
-}
-
 /* Open <dir>/<name>.tmp.<pid>; commit renames it over <dir>/<name>. */
 static FILE *open_tmp(const char *dir, const char *name, char *tmp, size_t cap)
 {
@@ -139,9 +114,9 @@ int det_write_scores(const char *dir, const det_item *items, int n, float thresh
     fprintf(csv, flag ? "path,score,is_anomalous\n" : "path,score\n");
     for (int i = 0; i < n; i++) {
         const det_item *it = &items[i];
-        csv_field(csv, it->path);
+        cli_csv_field(csv, it->path);
         fputs("{\"path\": ", js);
-        json_string(js, it->path);
+        cli_json_string(js, it->path);
         if (it->ok) {
             float s = it->result.image_score;
             fprintf(csv, ",%.7g", s);
@@ -159,7 +134,7 @@ int det_write_scores(const char *dir, const det_item *items, int n, float thresh
         } else {
             fputs(flag ? ",," : ",", csv);
             fputs(", \"error\": ", js);
-            json_string(js, it->error);
+            cli_json_string(js, it->error);
         }
         fputc('\n', csv);
         fputs("}\n", js);

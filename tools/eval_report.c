@@ -97,21 +97,6 @@ static int out_close(out_file *o)
     return 0;
 }
 
-/* CSV field: quoted when it holds a comma, quote or newline. */
-static void csv_field(FILE *f, const char *s)
-{
-    if (!strpbrk(s, ",\"\n\r")) {
-        fputs(s, f);
-        return;
-    }
-    fputc('"', f);
-    for (; *s; s++) {
-        if (*s == '"') fputc('"', f);
-        fputc(*s, f);
-    }
-    fputc('"', f);
-}
-
 static void csv_num(FILE *f, double v)
 {
     if (isnan(v)) fputs(",", f);
@@ -244,12 +229,12 @@ int ev_write_csv(const ev_run *r, const char *dir)
         const ev_setting *set = &r->settings[s];
         for (int c = 0; c <= r->num_categories; c++)
             for (int seed = 0; seed < set->num_seeds; seed++) {
-                csv_field(f, set->name);
+                cli_csv_field(f, set->name);
                 fputc(',', f);
                 if (c < r->num_categories) {
                     const ev_metrics *m = ev_cell(r, s, c, seed);
                     if (!m->done) continue;
-                    csv_field(f, r->cats[c].cat->name);
+                    cli_csv_field(f, r->cats[c].cat->name);
                     fprintf(f, ",%d,%d,%d,%d,%s", r->seed_list[seed], set->shots, set->align,
                             set->mask, set->preset);
                     csv_num(f, m->i_auroc);
@@ -285,11 +270,11 @@ int ev_write_scores(const ev_run *r, const char *dir)
                 const float *sc = ev_scores(r, s, c, seed);
                 const ev_category *ec = &r->cats[c];
                 for (int i = 0; i < ec->num_test; i++) {
-                    csv_field(f, r->settings[s].name);
+                    cli_csv_field(f, r->settings[s].name);
                     fputc(',', f);
-                    csv_field(f, ec->cat->name);
+                    cli_csv_field(f, ec->cat->name);
                     fprintf(f, ",%d,", r->seed_list[seed]);
-                    csv_field(f, ec->test[i]->path);
+                    cli_csv_field(f, ec->test[i]->path);
                     fprintf(f, ",%d,%.9g\n", ec->test[i]->label, sc[i]);
                 }
             }
