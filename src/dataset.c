@@ -294,27 +294,25 @@ static char *mvtec_mask(const char *cat, const char *defect, const char *stem)
     return m;
 }
 
-/* normal = "good" (MVTec) or "ok" (BTAD): the training folder and the normal test type. */
-static pe_status build_mvtec_like(const char *cat, const char *normal, pe_category *c)
+/* The layouts with one folder per test type: CAT/train/NORMAL[SUB]/ and
+ * CAT/test/TYPE[SUB]/, where normal = "good" (MVTec, MVTec 3D, LOCO) or "ok" (BTAD) is
+ * the normal test type and SUB is "/rgb" for MVTec 3D, "" otherwise. */
+static pe_status build_typed_folders(const char *cat, const char *normal, const char *sub,
+                                     mask_finder mask, pe_category *c)
 {
     sample_list train = {0}, test = {0};
-    char *tr = join(cat, "train"), *trn = tr ? join(tr, normal) : NULL;
-    char *te = join(cat, "test");
-    pe_status st = (tr && trn && te) ? PE_OK : pe_fail(PE_ERR_NOMEM, "dataset: out of memory");
-    if (!st) st = add_folder(&train, trn, "good", 0, cat, NULL);
+    char path[4096];
+    pathf(path, sizeof path, "%s/train/%s%s", cat, normal, sub);
+    pe_status st = add_folder(&train, path, "good", 0, cat, NULL);
+    pathf(path, sizeof path, "%s/test", cat);
     name_list types = {0};
-    if (!st) st = list_dir(te, LIST_DIRS, &types);
+    if (!st) st = list_dir(path, LIST_DIRS, &types);
     for (int i = 0; i < types.n && !st; i++) {
-        char *dir = join(te, types.items[i]);
+        pathf(path, sizeof path, "%s/test/%s%s", cat, types.items[i], sub);
         int label = strcmp(types.items[i], normal) != 0;
-        st = dir ? add_folder(&test, dir, label ? types.items[i] : "good", label, cat, mvtec_mask)
-                 : pe_fail(PE_ERR_NOMEM, "dataset: out of memory");
-        free(dir);
+        st = add_folder(&test, path, label ? types.items[i] : "good", label, cat, mask);
     }
     names_free(&types);
-    free(tr);
-    free(trn);
-    free(te);
     finish_category(c, &train, &test);
     return st;
 }
@@ -328,25 +326,6 @@ static char *mvtec3d_mask(const char *cat, const char *defect, const char *stem)
     return find_stem(path, stem, "");
 }
 
-static pe_status build_mvtec3d(const char *cat, pe_category *c)
-{
-    sample_list train = {0}, test = {0};
-    char path[4096];
-    pathf(path, sizeof path, "%s/train/good/rgb", cat);
-    pe_status st = add_folder(&train, path, "good", 0, cat, NULL);
-    pathf(path, sizeof path, "%s/test", cat);
-    name_list types = {0};
-    if (!st) st = list_dir(path, LIST_DIRS, &types);
-    for (int i = 0; i < types.n && !st; i++) {
-        pathf(path, sizeof path, "%s/test/%s/rgb", cat, types.items[i]);
-        int label = strcmp(types.items[i], "good") != 0;
-        st = add_folder(&test, path, types.items[i], label, cat, mvtec3d_mask);
-    }
-    names_free(&types);
-    finish_category(c, &train, &test);
-    return st;
-}
-
 /* ---- loco: masks are folders ground_truth/<type>/<stem>/ of one PNG per defect */
 
 static char *loco_mask(const char *cat, const char *defect, const char *stem)
@@ -355,25 +334,6 @@ static char *loco_mask(const char *cat, const char *defect, const char *stem)
     pathf(path, sizeof path, "%s/ground_truth/%s/%s", cat, defect, stem);
     if (is_dir(path)) return strdup(path);
     return mvtec_mask(cat, defect, stem); /* tolerate MVTec-style single files */
-}
-
-static pe_status build_loco(const char *cat, pe_category *c)
-{
-    sample_list train = {0}, test = {0};
-    char path[4096];
-    pathf(path, sizeof path, "%s/train/good", cat);
-    pe_status st = add_folder(&train, path, "good", 0, cat, NULL);
-    pathf(path, sizeof path, "%s/test", cat);
-    name_list types = {0};
-    if (!st) st = list_dir(path, LIST_DIRS, &types);
-    for (int i = 0; i < types.n && !st; i++) {
-        pathf(path, sizeof path, "%s/test/%s", cat, types.items[i]);
-        int label = strcmp(types.items[i], "good") != 0;
-        st = add_folder(&test, path, types.items[i], label, cat, loco_mask);
-    }
-    names_free(&types);
-    finish_category(c, &train, &test);
-    return st;
 }
 
 /* ---- dagm: ClassN/{Train,Test}/ with Label/Labels.txt */
@@ -685,10 +645,10 @@ static pe_status build(pe_dataset *ds, int layout, const char *dir)
 {
     pe_category *c = &ds->categories[ds->num_categories - 1];
     switch (layout) {
-    case L_MVTEC: return build_mvtec_like(dir, "good", c);
-    case L_BTAD: return build_mvtec_like(dir, "ok", c);
-    case L_MVTEC3D: return build_mvtec3d(dir, c);
-    case L_LOCO: return build_loco(dir, c);
+    case L_MVTEC: return build_typed_folders(dir, "good", "", mvtec_mask, c);
+    case L_BTAD: return build_typed_folders(dir, "ok", "", mvtec_mask, c);
+    case L_MVTEC3D: return build_typed_folders(dir, "good", "/rgb", mvtec3d_mask, c);
+    case L_LOCO: return build_typed_folders(dir, "good", "", loco_mask, c);
     case L_DAGM: return build_dagm(dir, c);
     case L_KSDD: return build_ksdd(dir, c);
     default: return pe_fail(PE_ERR_ARG, "dataset: internal layout %d", layout);
