@@ -22,16 +22,19 @@ OPT     := -O2 -g $(ARCH)
 endif
 
 PKGS    := libpng libjpeg libcjson
-CFLAGS  := -std=c11 -D_GNU_SOURCE $(OPT) -Wall -Wextra -Werror -fopenmp -Iinclude -Isrc \
+BASE_CFLAGS := -std=c11 -D_GNU_SOURCE $(OPT) -Wall -Wextra -Werror -fopenmp -Iinclude \
            $(shell pkg-config --cflags $(PKGS) 2>/dev/null) $(EXTRA_CFLAGS)
+# The library (and its white-box tests/benches) see src/; the CLI sees only include/patchead.h.
+CFLAGS  := $(BASE_CFLAGS) -Isrc
+CLI_CFLAGS := $(BASE_CFLAGS) -Icli
 LDLIBS  := $(shell pkg-config --libs $(PKGS) 2>/dev/null || echo -lpng -ljpeg -lcjson) \
            -lopenblas -lm -lpthread
 LDFLAGS := -fopenmp $(SANFLAGS) $(EXTRA_LDFLAGS)
 
 LIB_SRC  := $(sort $(wildcard src/*.c))
 LIB_OBJ  := $(LIB_SRC:src/%.c=$(BUILD)/obj/%.o)
-CLI_SRC  := $(sort $(wildcard tools/*.c))
-CLI_OBJ  := $(CLI_SRC:tools/%.c=$(BUILD)/cli/%.o)
+CLI_SRC  := $(sort $(wildcard cli/*.c))
+CLI_OBJ  := $(CLI_SRC:cli/%.c=$(BUILD)/cli/%.o)
 TEST_SRC := $(sort $(wildcard tests/test_*.c))
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 BENCH_SRC := $(sort $(wildcard bench/*.c))
@@ -44,9 +47,9 @@ $(BUILD)/obj/%.o: src/%.c $(wildcard src/*.h) include/patchead.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
-$(BUILD)/cli/%.o: tools/%.c $(wildcard tools/*.h) include/patchead.h
+$(BUILD)/cli/%.o: cli/%.c $(wildcard cli/*.h) include/patchead.h
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -Itools -c $< -o $@
+	$(CC) $(CLI_CFLAGS) -c $< -o $@
 
 $(BUILD)/libpatchead.a: $(LIB_OBJ)
 	@rm -f $@

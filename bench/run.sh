@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # bench/run.sh BUILD — `make bench`: one run that measures
 #   1. OpenBLAS sgemm peak (2048^3, 1 and 2 threads) and which kernel OpenBLAS picked;
-#   2. patchead ms/image, achieved GFLOP/s (FLOPs counted as in tools/cli_bench.c) and
+#   2. patchead ms/image, achieved GFLOP/s (FLOPs counted as in cli/bench.c) and
 #      peak RSS for random-weight DINOv2 ViT-S/14 and ViT-B/14 at 224 and 448, 1 and 2
 #      threads (one process per configuration, so the RSS is that configuration's);
 #   3. the same configurations in PyTorch (tools/bench_torch.py) when torch is importable,
@@ -14,7 +14,7 @@ REPS=${REPS:-3}
 MODELS=${MODELS:-small base}
 SIZES=${SIZES:-224 448}
 THREADS=${THREADS:-1 2}
-# The CLI picks passive OpenMP waiting for itself (tools/patchead.c); the bench drivers too.
+# The CLI picks passive OpenMP waiting for itself (cli/main.c); the bench drivers too.
 if [ -z "${OMP_WAIT_POLICY:-}${GOMP_SPINCOUNT:-}" ]; then export OMP_WAIT_POLICY=passive GOMP_SPINCOUNT=0; fi
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT

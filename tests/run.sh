@@ -4,7 +4,7 @@
 set -u
 BUILD=${BUILD:-build}
 export PATCHEAD="$BUILD/patchead"
-# Same OpenMP wait policy the CLI picks for itself (see tools/patchead.c).
+# Same OpenMP wait policy the CLI picks for itself (see cli/main.c).
 if [ -z "${OMP_WAIT_POLICY:-}${GOMP_SPINCOUNT:-}" ]; then export OMP_WAIT_POLICY=passive GOMP_SPINCOUNT=0; fi
 passed=0 failed=0
 log=$(mktemp)

@@ -1,4 +1,4 @@
-/* patchead.c — the `patchead` command: dispatches to one subcommand per file. */
+/* main.c — the `patchead` command: dispatches to one subcommand per file. */
 #include "cli.h"
 
 #include <stdlib.h>

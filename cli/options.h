@@ -1,4 +1,4 @@
-/* detect_opts.h — options shared by `patchead fit` and `patchead zeroshot`:
+/* options.h — options shared by `patchead fit` and `patchead zeroshot`:
  * model, input size, layer, scoring preset and its overrides, PatchEAD+ switches. */
 #ifndef PE_DETECT_OPTS_H
 #define PE_DETECT_OPTS_H

@@ -1,8 +1,8 @@
-/* cli_zeroshot.c — `patchead zeroshot`: batch zero-shot, every image scored against
+/* zeroshot.c — `patchead zeroshot`: batch zero-shot, every image scored against
  * all the others (no reference images needed; assumes most images are normal). */
 #include "cli.h"
-#include "detect_opts.h"
-#include "detect_output.h"
+#include "options.h"
+#include "output.h"
 
 #include <math.h>
 #include <stdlib.h>

@@ -1,4 +1,4 @@
-/* cli_info.c — `patchead info`: what a weights file or hub folder holds. */
+/* info.c — `patchead info`: what a weights file or hub folder holds. */
 #include "cli.h"
 
 #include <getopt.h>

@@ -1,4 +1,4 @@
-/* cli_common.c — error printing, number parsing, input collection, progress bar. */
+/* common.c — error printing, number parsing, input collection, progress bar. */
 #include "cli.h"
 
 #include <ctype.h>

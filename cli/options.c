@@ -1,5 +1,5 @@
-/* detect_opts.c — shared options of fit / zeroshot (see detect_opts.h). */
-#include "detect_opts.h"
+/* options.c — shared options of fit / zeroshot (see options.h). */
+#include "options.h"
 #include "cli.h"
 
 #include <stdlib.h>

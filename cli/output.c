@@ -1,5 +1,5 @@
-/* detect_output.c — scores.csv / scores.jsonl / maps / heatmaps (see detect_output.h). */
-#include "detect_output.h"
+/* output.c — scores.csv / scores.jsonl / maps / heatmaps (see output.h). */
+#include "output.h"
 #include "cli.h"
 
 #include <errno.h>

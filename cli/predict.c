@@ -1,7 +1,7 @@
-/* cli_predict.c — `patchead predict`: score images against a bank. */
+/* predict.c — `patchead predict`: score images against a bank. */
 #include "cli.h"
-#include "detect_opts.h"
-#include "detect_output.h"
+#include "options.h"
+#include "output.h"
 
 #include <math.h>
 #include <stdlib.h>

@@ -1,4 +1,4 @@
-/* eval_report.h — the result files of `patchead eval`: results.md (paper-style tables),
+/* report.h — the result files of `patchead eval`: results.md (paper-style tables),
  * results.csv, results.json, scores.csv and the self-contained report.html (tables,
  * ROC / PR curves and score histograms as inline SVG, example heatmaps as PNG data URIs).
  *

@@ -1,6 +1,6 @@
-/* cli_fit.c — `patchead fit`: build a reference bank (.pead) from normal images. */
+/* fit.c — `patchead fit`: build a reference bank (.pead) from normal images. */
 #include "cli.h"
-#include "detect_opts.h"
+#include "options.h"
 
 #include <math.h>
 #include <stdint.h>

@@ -1,4 +1,4 @@
-/* cli_eval.c — `patchead eval`: run PatchEAD over a dataset (few-shot with seeded
+/* eval.c — `patchead eval`: run PatchEAD over a dataset (few-shot with seeded
  * reference sampling, and/or batch zero-shot; optional PatchEAD+ switches and the 2x2
  * alignment x masking ablation) and write the result tables and the HTML report.
  *
@@ -9,7 +9,7 @@
  * Pixel metrics stream each anomaly map into a histogram accumulator (pe_pixel_acc):
  * memory is O(bins + one image), whatever the number of pixels. */
 #include "cli.h"
-#include "eval_report.h"
+#include "report.h"
 
 #include <getopt.h>
 #include <math.h>

@@ -1,4 +1,4 @@
-/* cli_bench.c — `patchead bench`: the measurements behind `make bench` (bench/run.sh).
+/* bench.c — `patchead bench`: the measurements behind `make bench` (bench/run.sh).
  *
  *   patchead bench --sgemm [--threads N] [--n N]
  *       OpenBLAS sgemm peak: best GFLOP/s of a large square GEMM; names the kernel.

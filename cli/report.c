@@ -1,8 +1,8 @@
-/* eval_report.c — writes the result files of `patchead eval` (see eval_report.h):
+/* report.c — writes the result files of `patchead eval` (see report.h):
  * results.md, results.csv, results.json (cJSON), scores.csv and report.html, each
  * atomically (temp file + rename). The HTML is self-contained: inline CSS, inline SVG
  * charts drawn here, example heatmaps embedded as base64 PNG data URIs. */
-#include "eval_report.h"
+#include "report.h"
 #include "cli.h"
 
 #include <cjson/cJSON.h>

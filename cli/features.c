@@ -1,4 +1,4 @@
-/* cli_features.c — `patchead features`: one image's patch features (and CLS
+/* features.c — `patchead features`: one image's patch features (and CLS
  * attention) as .npy. Also the parity tools' entry point: --input-npy feeds an
  * already-normalised (3, H, W) tensor straight to the backbone (pe_model_forward). */
 #include "cli.h"

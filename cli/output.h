@@ -1,4 +1,4 @@
-/* detect_output.h — result files of `patchead predict` / `zeroshot` (and reusable by
+/* output.h — result files of `patchead predict` / `zeroshot` (and reusable by
  * eval): scores.csv, scores.jsonl, maps/<stem>.npy, heatmaps/<stem>.png.
  *
  *   scores.csv    header "path,score[,is_anomalous]", one row per input in input
