@@ -13,9 +13,35 @@
 # efficientnet-lite-pytorch is fetched and checked as well: tools/parity_cnn.py imports
 # the reference PyTorch classes straight from the cached wheels.
 # Idempotent: when every output is present with the recorded checksum, nothing is done.
+#
+# Which Python: NOT whatever `python3` comes first on PATH (a pyenv or conda python3 without
+# numpy is common on developer and CI images). The first of these that can import numpy
+# and run pip is used:
+#   1. $PATCHEAD_PYTHON, when set (an explicit choice; an error if it lacks numpy or pip),
+#   2. /usr/bin/python3 — Debian's interpreter, which sees the python3-numpy and
+#      python3-pip that scripts/install-deps.sh installs,
+#   3. python3 on PATH (non-Debian developer machines).
+# `pip download` only fetches files, so Debian's "externally managed" rule does not apply.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PYTHON=${PYTHON:-python3}
+
+usable() { "$1" -c 'import numpy, pip' >/dev/null 2>&1; }
+if [ -n "${PATCHEAD_PYTHON:-}" ]; then
+    usable "$PATCHEAD_PYTHON" || {
+        echo "make_weights: error: PATCHEAD_PYTHON=$PATCHEAD_PYTHON cannot import numpy and pip" >&2
+        exit 1
+    }
+    PYTHON=$PATCHEAD_PYTHON
+elif usable /usr/bin/python3; then
+    PYTHON=/usr/bin/python3
+elif command -v python3 >/dev/null && usable python3; then
+    PYTHON=python3
+else
+    echo "make_weights: error: no Python with numpy and pip: run scripts/install-deps.sh" \
+        "(Debian's python3-numpy, python3-pip for /usr/bin/python3) or set PATCHEAD_PYTHON" >&2
+    exit 1
+fi
+echo "make_weights: using $PYTHON ($("$PYTHON" -c 'import sys, numpy; print("Python", sys.version.split()[0], "numpy", numpy.__version__)'))"
 OUT=weights
 CACHE=$OUT/.cache/wheels
 SUMS=tools/weights.sha256
