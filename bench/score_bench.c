@@ -5,8 +5,8 @@
  *
  *   build/bench/score_bench MODEL DATA_DIR SIZE ZS_SIZE OUT.csv
  * e.g. build/bench/score_bench weights/mobilenet_v2 ../shared/data/mvtec3d_tire 448 224 s.csv
- * Shots are sampled exactly as `patchead fit --shots N --seed X` does (splitmix64 +
- * Fisher-Yates over the sorted train/good paths). */
+ * Shots are sampled exactly as `patchead fit --shots N --seed X` and eval do
+ * (pe_sample_refs over the sorted train/good paths). */
 #include "patchead.h"
 
 #include <cblas.h>
@@ -44,14 +44,6 @@ static int list_dir(const char *dir, char ***out)
     qsort(v, (size_t)n, sizeof *v, cmp_str);
     *out = v;
     return n;
-}
-
-static uint64_t splitmix64(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
 }
 
 static double t_backbone = 0;
@@ -131,14 +123,10 @@ int main(int argc, char **argv)
         for (int seed = 0; seed < 3; seed++) {
             int shots = shots_list[si];
             char **p = malloc(sizeof *p * ntrain);
-            memcpy(p, train, sizeof *p * ntrain);
-            uint64_t st = (uint64_t)seed;
-            for (int i = 0; i < shots && i < ntrain - 1; i++) {
-                int j = i + (int)(splitmix64(&st) % (uint64_t)(ntrain - i));
-                char *x = p[i];
-                p[i] = p[j];
-                p[j] = x;
-            }
+            int *perm = malloc(sizeof *perm * ntrain);
+            pe_sample_refs((uint64_t)seed, ntrain, perm);
+            for (int i = 0; i < ntrain; i++) p[i] = train[perm[i]];
+            free(perm);
             pe_features rf[16];
             for (int k = 0; k < shots; k++) extract(model, p[k], size, &rf[k]);
             pe_detect_params dp = pe_detect_default_params(0);

@@ -404,6 +404,19 @@ const char *const *pe_dataset_layouts(void);
  * any channel). A folder (LOCO) is the union of the masks in it. *mask is malloc'd. */
 pe_status pe_mask_load(const char *path, int *width, int *height, uint8_t **mask);
 
+/* ------------------------------------------------------------------ reference sampling */
+
+/* The one seeded sampler of few-shot references (used by `fit --shots N --seed S` and by
+ * `eval --shots N`, seed S, so an eval row can be reproduced with fit + predict).
+ * Given n candidate images in a fixed order (the CLI: sorted by path), fills perm[0..n)
+ * with a permutation of 0..n-1; the N-shot references of `seed` are perm[0..N), so the
+ * N-shot set is inside the (N+1)-shot set. Rule: state = seed; for i = 0 .. n-2:
+ * j = i + pe_splitmix64(&state) mod (n - i), swap perm[i] and perm[j] (a forward
+ * Fisher-Yates shuffle). Depends on nothing else (no category name, no run order). */
+pe_status pe_sample_refs(uint64_t seed, int n, int *perm);
+/* One step of splitmix64 (Steele, Lea, Flood 2014): advances *state, returns 64 bits. */
+uint64_t pe_splitmix64(uint64_t *state);
+
 #ifdef __cplusplus
 }
 #endif

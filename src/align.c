@@ -596,14 +596,6 @@ static pe_status match_features(const feature_set *r, const feature_set *q, matc
 
 /* ------------------------------------------------------------------ robust fit */
 
-static uint64_t rng_next(uint64_t *state) /* splitmix64 */
-{
-    uint64_t z = (*state += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
-
 static double wrap_angle(double a) /* into (-pi, pi] */
 {
     a = fmod(a, 2 * PI);
@@ -668,7 +660,7 @@ static int fit_rigid(const match *m, int n, const pe_align_params *p, rigid *bes
     double best_err = 0;
     long needed = p->ransac_iters;
     for (long it = 0; it < needed && it < p->ransac_iters; it++) {
-        int i = (int)(rng_next(&rng) % (uint64_t)n), j = (int)(rng_next(&rng) % (uint64_t)n);
+        int i = (int)(pe_splitmix64(&rng) % (uint64_t)n), j = (int)(pe_splitmix64(&rng) % (uint64_t)n);
         if (i == j) continue;
         double vrx = m[j].rx - m[i].rx, vry = m[j].ry - m[i].ry;
         double vqx = m[j].qx - m[i].qx, vqy = m[j].qy - m[i].qy;
