@@ -12,9 +12,9 @@
  * FLOPs of a ViT forward (multiply-add = 2), T tokens, G patches, width D, MLP 4D:
  *   patch embedding 2 G (3 p^2) D + per block 2 T D (3D + D + 4D + 4D) + 4 T^2 D. */
 #include "cli.h"
+#include "options.h"
 
 #include <cblas.h>
-#include <getopt.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -25,20 +25,12 @@
 char *openblas_get_corename(void);
 char *openblas_get_config(void);
 
-static void usage(FILE *out)
-{
-    fprintf(out,
-            "usage: patchead bench --sgemm [--threads N] [--n N]\n"
-            "       patchead bench --model PATH [--size S] [--threads N] [--reps R]\n"
-            "       patchead bench --random-vit small|base|large -o DIR\n\n"
-            "Speed figures (see bench/run.sh, `make bench`):\n"
-            "  --sgemm            OpenBLAS sgemm GFLOP/s on an N x N x N product (default N 2048)\n"
-            "  --model PATH       ms/image, GFLOP/s and peak RSS of the backbone at S x S\n"
-            "                     (default S = the model's 448; R = 3 timed runs after a warm-up)\n"
-            "  --random-vit SIZE  write random DINOv2 ViT-S/B/L-14 weights as a hub folder DIR\n"
-            "  -t, --threads N    worker threads (default: all cores)\n"
-            "  -h, --help         this help\n");
-}
+static const char *USAGE =
+    "usage: patchead bench --sgemm [--threads N] [--n N]\n"
+    "       patchead bench --model PATH [--size S] [--threads N] [--reps R]\n"
+    "       patchead bench --random-vit small|base|large -o DIR\n\n"
+    "--sgemm: OpenBLAS sgemm GFLOP/s. --model: ms/image, GFLOP/s and peak RSS of the\n"
+    "backbone at S x S (default S = the model's, 448). --random-vit: random weights.\n";
 
 static int cmp_double(const void *a, const void *b)
 {
@@ -292,46 +284,14 @@ static int bench_model(const char *path, int size, int threads, int reps)
 
 int cmd_bench(int argc, char **argv)
 {
-    static const struct option opts[] = {{"sgemm", no_argument, 0, 'g'},
-                                         {"n", required_argument, 0, 'n'},
-                                         {"model", required_argument, 0, 'm'},
-                                         {"size", required_argument, 0, 's'},
-                                         {"threads", required_argument, 0, 't'},
-                                         {"reps", required_argument, 0, 'r'},
-                                         {"random-vit", required_argument, 0, 'v'},
-                                         {"output", required_argument, 0, 'o'},
-                                         {"help", no_argument, 0, 'h'},
-                                         {0, 0, 0, 0}};
-    int sgemm = 0, n = 2048, size = 0, threads = 0, reps = 3, c;
-    const char *model = NULL, *random = NULL, *output = NULL;
-    optind = 1;
-    opterr = 0;
-    while ((c = getopt_long(argc, argv, "m:s:t:o:h", opts, NULL)) != -1) {
-        switch (c) {
-        case 'g': sgemm = 1; break;
-        case 'n':
-            if (cli_parse_int("--n", optarg, 64, 16384, &n)) return EXIT_USAGE;
-            break;
-        case 'm': model = optarg; break;
-        case 's':
-            if (cli_parse_int("--size", optarg, 32, 4096, &size)) return EXIT_USAGE;
-            break;
-        case 't':
-            if (cli_parse_int("--threads", optarg, 0, 1024, &threads)) return EXIT_USAGE;
-            break;
-        case 'r':
-            if (cli_parse_int("--reps", optarg, 1, 1000, &reps)) return EXIT_USAGE;
-            break;
-        case 'v': random = optarg; break;
-        case 'o': output = optarg; break;
-        case 'h': usage(stdout); return EXIT_OK;
-        default:
-            cli_error("bench: unknown or incomplete option '%s' (see patchead bench --help)", argv[optind - 1]);
-            return EXIT_USAGE;
-        }
-    }
-    if (optind < argc) {
-        cli_error("bench: unexpected argument '%s'", argv[optind]);
+    cli_opts o;
+    cli_opts_init(&o);
+    int first, r = cli_parse_options(CMD_BENCH, USAGE, argc, argv, &o, &first);
+    if (r) return r > 0 ? EXIT_OK : EXIT_USAGE;
+    int sgemm = o.sgemm, n = o.n, size = o.size, threads = o.threads, reps = o.reps;
+    const char *model = o.model, *random = o.random_vit, *output = o.output;
+    if (first < argc) {
+        cli_error("bench: unexpected argument '%s'", argv[first]);
         return EXIT_USAGE;
     }
     if (sgemm + (model != NULL) + (random != NULL) != 1) {

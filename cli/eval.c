@@ -9,9 +9,9 @@
  * Pixel metrics stream each anomaly map into a histogram accumulator (pe_pixel_acc):
  * memory is O(bins + one image), whatever the number of pixels. */
 #include "cli.h"
+#include "options.h"
 #include "report.h"
 
-#include <getopt.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +24,7 @@
 #define EXAMPLE_SIDE 256 /* longest side of the report's example heatmaps */
 
 typedef struct {
+    const cli_opts *cli;  /* the parsed options (scoring overrides) */
     const char *model_path, *data, *layout, *out;
     char *presets[MAX_PRESETS];
     int num_presets;
@@ -31,40 +32,17 @@ typedef struct {
     int num_only;
     int shots[MAX_SHOTS], num_shots;
     int num_seeds, zeroshot;
-    int size, align, mask, ablation, threads, max_test, bins;
+    int size, layer, align, mask, ablation, threads, max_test, bins;
+    float sigma; /* anomaly map Gaussian sigma (pixels) */
 } eval_opts;
 
-static void usage(FILE *out)
-{
-    fprintf(out,
-            "usage: patchead eval --model M --data ROOT (--shots 1,2,4 [--seeds 3] | --zeroshot)\n"
-            "                     [options]\n\n"
-            "Evaluates PatchEAD on a dataset and writes results.md, results.csv, results.json,\n"
-            "scores.csv and report.html into --out.\n\n"
-            "  --model M          backbone (.safetensors or folder)\n"
-            "  --data ROOT        dataset root or one category folder\n"
-            "  --layout L         auto (default), mvtec, mvtec3d, visa, btad, ksdd, dagm, loco\n"
-            "                     (mpdd, dtd = mvtec); see docs/DATASETS.md\n"
-            "  --category C       evaluate only these categories (repeat or comma-separate)\n"
-            "  --shots LIST       few-shot settings, e.g. 1,2,4 (references sampled from the\n"
-            "                     normal training images, per seed, reproducibly)\n"
-            "  --seeds N          seeds 0..N-1 for few-shot (default 3)\n"
-            "  --zeroshot         batch zero-shot (all test images of a category as the batch)\n"
-            "  --preset P         scoring preset(s): patchead (default), anomalydino, musc;\n"
-            "                     comma-separated for several\n"
-            "  --size S           input side (default: the model's)\n"
-            "  --align            PatchEAD+ alignment\n"
-            "  --mask             PatchEAD+ attention masking (ViT backbones only)\n"
-            "  --plus             both (= --align --mask)\n"
-            "  --ablation         run the 2x2 alignment x masking table for each setting\n"
-            "  --out DIR          output folder (default eval_out)\n"
-            "  --threads N        threads (default: all cores)\n"
-            "  --max-test N       at most N test images per category, evenly spaced in path\n"
-            "                     order (quick runs; default all)\n"
-            "  --pixel-bins N     histogram bins of the pixel metrics (default %d)\n"
-            "  --quiet            no progress or warnings\n",
-            PE_PIXEL_BINS_DEFAULT);
-}
+static const char *USAGE =
+    "usage: patchead eval --model M --data ROOT (--shots 1,2,4 [--seeds 3] | --zeroshot)\n"
+    "                     [options]\n\n"
+    "Evaluates PatchEAD on a dataset and writes results.md, results.csv, results.json,\n"
+    "scores.csv and report.html into --out. The scoring options (--preset, --order, --k,\n"
+    "--top) apply to every setting; few-shot references of seed S are those of\n"
+    "patchead fit --shots N --seed S on the category's normal training images.\n";
 
 static int parse_shots(const char *text, eval_opts *o)
 {
@@ -169,32 +147,6 @@ static long peak_rss_kb(void)
     return getrusage(RUSAGE_SELF, &ru) == 0 ? ru.ru_maxrss : 0;
 }
 
-/* ------------------------------------------------------------------ reference sampling */
-
-static uint64_t splitmix64(uint64_t *state)
-{
-    uint64_t z = (*state += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
-
-/* Seeded permutation of 0..n-1 (Fisher-Yates); the first N entries are the N-shot
- * references, so the 1-shot set is inside the 2-shot set, and so on. Depends only on
- * the seed and the category name, not on the order of the run. */
-static void reference_order(int seed, const char *category, int n, int *perm)
-{
-    uint64_t state = 0x5eedULL * (uint64_t)(seed + 1);
-    for (const char *p = category; *p; p++) state = (state ^ (uint8_t)*p) * 0x100000001b3ULL;
-    for (int i = 0; i < n; i++) perm[i] = i;
-    for (int i = n - 1; i > 0; i--) {
-        int j = (int)(splitmix64(&state) % (uint64_t)(i + 1));
-        int t = perm[i];
-        perm[i] = perm[j];
-        perm[j] = t;
-    }
-}
-
 /* ------------------------------------------------------------------ one category */
 
 typedef struct {
@@ -222,6 +174,7 @@ static int extract_one(cat_state *cs, const char *path, pe_features *f, int *w, 
     if (load_image(path, &img)) return -1;
     pe_extract_params ep = pe_extract_default_params();
     ep.size = cs->o->size;
+    ep.layer = cs->o->layer;
     ep.want_attn = cs->need_attn;
     pe_status st = pe_model_extract(cs->model, &img, &ep, f);
     if (w) *w = img.width;
@@ -277,7 +230,7 @@ static void write_examples(cat_state *cs, const ev_setting *set, const pe_result
         char path[4096];
         snprintf(path, sizeof path, "%s/%s", cs->o->out, ex->file);
         pe_status st = map ? pe_image_resize(&img, sw, sh, &small) : PE_ERR_NOMEM;
-        if (!st) st = pe_result_map(&res[i], sw, sh, (float)(4.0 * f), map);
+        if (!st) st = pe_result_map(&res[i], sw, sh, (float)(cs->o->sigma * f), map);
         if (!st) st = pe_save_heatmap_png(path, &small, map, lo, hi);
         if (st) {
             cli_warn("%s: example heatmap not written (%s)", path, pe_last_error());
@@ -306,7 +259,10 @@ static int run_cell(cat_state *cs, int si, int seed, pe_result *res)
     pe_detect_params dp = pe_detect_default_params(set->shots == 0);
     pe_status st = pe_score_preset(set->preset, set->shots == 0, &dp.score);
     if (st) return cli_lib_error(st), -1;
+    if (cli_score_overrides(cs->o->cli, &dp.score)) return -1;
     dp.size = cs->o->size;
+    dp.layer = cs->o->layer;
+    dp.map_sigma = cs->o->sigma;
     dp.align = set->align;
     dp.mask = set->mask;
 
@@ -428,7 +384,7 @@ static int cell_metrics(cat_state *cs, int si, int seed, const pe_result *res, e
                 map_cap = (size_t)w * h;
                 map = malloc(sizeof(float) * map_cap);
             }
-            st = map ? pe_result_map(&res[i], w, h, 4.0f, map) : PE_ERR_NOMEM;
+            st = map ? pe_result_map(&res[i], w, h, cs->o->sigma, map) : PE_ERR_NOMEM;
             if (!st) st = pe_pixel_acc_add(acc, map, mask, w, h);
             if (st) rc = (cli_error("%s: %s", ec->test[i]->path, pe_last_error()), -1);
             free(mask);
@@ -490,7 +446,7 @@ static int run_category(pe_model *model, const eval_opts *o, ev_run *run, int ci
     for (int seed = 0; few_ok && seed < run->num_seed_list && needed; seed++) {
         cs.perm[seed] = malloc(sizeof(int) * (size_t)cat->num_train);
         if (!cs.perm[seed]) break;
-        reference_order(run->seed_list[seed], cat->name, cat->num_train, cs.perm[seed]);
+        pe_sample_refs((uint64_t)run->seed_list[seed], cat->num_train, cs.perm[seed]);
         for (int k = 0; k < max_shots && need_train_feats; k++)
             if (!needed[cs.perm[seed][k]]) {
                 needed[cs.perm[seed][k]] = 1;
@@ -586,74 +542,50 @@ static int add_settings(ev_run *run, const eval_opts *o, int has_attn)
 
 int cmd_eval(int argc, char **argv)
 {
-    eval_opts o = {0};
-    o.out = "eval_out";
-    o.num_seeds = 3;
-    o.bins = PE_PIXEL_BINS_DEFAULT;
-    char *preset_text = NULL;
-    enum { O_SHOTS = 256, O_SEEDS, O_ZS, O_PRESET, O_SIZE, O_ALIGN, O_MASK, O_PLUS, O_ABL,
-           O_THREADS, O_MAXTEST, O_BINS, O_LAYOUT, O_CAT, O_QUIET };
-    static const struct option longopts[] = {
-        {"model", required_argument, 0, 'm'},   {"data", required_argument, 0, 'd'},
-        {"out", required_argument, 0, 'o'},     {"layout", required_argument, 0, O_LAYOUT},
-        {"category", required_argument, 0, O_CAT}, {"shots", required_argument, 0, O_SHOTS},
-        {"seeds", required_argument, 0, O_SEEDS}, {"zeroshot", no_argument, 0, O_ZS},
-        {"preset", required_argument, 0, O_PRESET}, {"size", required_argument, 0, O_SIZE},
-        {"align", no_argument, 0, O_ALIGN},     {"mask", no_argument, 0, O_MASK},
-        {"plus", no_argument, 0, O_PLUS},       {"ablation", no_argument, 0, O_ABL},
-        {"threads", required_argument, 0, O_THREADS}, {"max-test", required_argument, 0, O_MAXTEST},
-        {"pixel-bins", required_argument, 0, O_BINS}, {"quiet", no_argument, 0, O_QUIET},
-        {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
-    optind = 1;
-    int c;
-    while ((c = getopt_long(argc, argv, "m:d:o:h", longopts, NULL)) != -1) {
-        switch (c) {
-        case 'm': o.model_path = optarg; break;
-        case 'd': o.data = optarg; break;
-        case 'o': o.out = optarg; break;
-        case O_LAYOUT: o.layout = optarg; break;
-        case O_CAT:
-            if (parse_list(optarg, &o.only, &o.num_only)) return cli_error("out of memory");
-            break;
-        case O_SHOTS:
-            if (parse_shots(optarg, &o)) return EXIT_USAGE;
-            break;
-        case O_SEEDS:
-            if (cli_parse_int("--seeds", optarg, 1, 100, &o.num_seeds)) return EXIT_USAGE;
-            break;
-        case O_ZS: o.zeroshot = 1; break;
-        case O_PRESET: preset_text = optarg; break;
-        case O_SIZE:
-            if (cli_parse_int("--size", optarg, 16, 4096, &o.size)) return EXIT_USAGE;
-            break;
-        case O_ALIGN: o.align = 1; break;
-        case O_MASK: o.mask = 1; break;
-        case O_PLUS: o.align = o.mask = 1; break;
-        case O_ABL: o.ablation = 1; break;
-        case O_THREADS:
-            if (cli_parse_int("--threads", optarg, 0, 1024, &o.threads)) return EXIT_USAGE;
-            break;
-        case O_MAXTEST:
-            if (cli_parse_int("--max-test", optarg, 2, 1 << 30, &o.max_test)) return EXIT_USAGE;
-            break;
-        case O_BINS:
-            if (cli_parse_int("--pixel-bins", optarg, 16, 1 << 24, &o.bins)) return EXIT_USAGE;
-            break;
-        case O_QUIET: cli_quiet = 1; break;
-        case 'h': usage(stdout); return EXIT_OK;
-        default: usage(stderr); return EXIT_USAGE;
-        }
+    cli_opts co;
+    cli_opts_init(&co);
+    int first, r = cli_parse_options(CMD_EVAL, USAGE, argc, argv, &co, &first);
+    if (r) {
+        cli_opts_free(&co);
+        return r > 0 ? EXIT_OK : EXIT_USAGE;
     }
-    if (optind < argc) {
-        cli_error("eval: unexpected argument '%s'", argv[optind]);
+    eval_opts o = {0};
+    o.cli = &co;
+    o.model_path = co.model;
+    o.data = co.data;
+    o.layout = co.layout;
+    o.out = co.out ? co.out : "eval_out";
+    o.only = co.categories.items;
+    o.num_only = co.categories.n;
+    o.num_seeds = co.seeds;
+    o.zeroshot = co.zeroshot;
+    o.size = co.size;
+    o.layer = co.layer;
+    o.align = co.align;
+    o.mask = co.mask;
+    o.ablation = co.ablation;
+    o.threads = co.threads;
+    o.max_test = co.max_test;
+    o.bins = co.pixel_bins;
+    o.sigma = co.sigma >= 0 ? (float)co.sigma : pe_detect_default_params(0).map_sigma;
+    const char *preset_text = co.preset;
+    if (co.shots_list && parse_shots(co.shots_list, &o)) {
+        cli_opts_free(&co);
+        return EXIT_USAGE;
+    }
+    if (first < argc) {
+        cli_error("eval: unexpected argument '%s'", argv[first]);
+        cli_opts_free(&co);
         return EXIT_USAGE;
     }
     if (!o.model_path || !o.data) {
         cli_error("eval needs --model and --data (see patchead eval --help)");
+        cli_opts_free(&co);
         return EXIT_USAGE;
     }
     if (!o.num_shots && !o.zeroshot) {
         cli_error("eval needs --shots LIST and/or --zeroshot");
+        cli_opts_free(&co);
         return EXIT_USAGE;
     }
     {
@@ -661,6 +593,7 @@ int cmd_eval(int argc, char **argv)
         int nn = 0;
         if (parse_list(preset_text ? preset_text : "patchead", &names, &nn) || nn > MAX_PRESETS) {
             cli_free_paths(names, nn);
+            cli_opts_free(&co);
             cli_error("--preset: at most %d names", MAX_PRESETS);
             return EXIT_USAGE;
         }
@@ -669,6 +602,7 @@ int cmd_eval(int argc, char **argv)
             if (pe_score_preset(names[i], 0, &sp) != PE_OK) {
                 cli_error("--preset: %s", pe_last_error());
                 cli_free_paths(names, nn);
+                cli_opts_free(&co);
                 return EXIT_USAGE;
             }
             o.presets[i] = names[i];
@@ -782,7 +716,7 @@ int cmd_eval(int argc, char **argv)
     run.threads = pe_get_threads();
     run.max_test = o.max_test;
     run.pixel_bins = o.bins;
-    run.map_sigma = 4.0f;
+    run.map_sigma = o.sigma;
 
     if (!cli_quiet)
         fprintf(stderr, "eval: %s (%s), %d categor%s of %s (%s), %d setting(s)\n", info.name,
@@ -824,7 +758,7 @@ out:
     free(run.scores);
     free((void *)run.seed_list);
     for (int i = 0; i < o.num_presets; i++) free(o.presets[i]);
-    cli_free_paths(o.only, o.num_only);
+    cli_opts_free(&co);
     pe_dataset_free(ds);
     pe_model_free(model);
     return rc;

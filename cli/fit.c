@@ -11,82 +11,29 @@ static const char *USAGE =
     "usage: patchead fit --model M -o BANK.pead [options] REF...\n\n"
     "Builds a few-shot reference bank from normal images (files or folders, walked\n"
     "recursively in sorted order). A label-free threshold is stored: every reference\n"
-    "scored against the others (leave-one-out), the largest of those scores.\n\n"
-    "options:\n"
-    "  -o, --output BANK  the bank file to write (.pead)\n"
-    "  --shots N          use N references sampled from REF... (reproducible: --seed)\n"
-    "  --seed X           sampling seed (default 0): splitmix64 + Fisher-Yates over\n"
-    "                     the sorted path list, the first N of the shuffle\n" DETECT_OPTS_HELP;
-
-/* splitmix64: a tiny, well-mixed, documented PRNG for reproducible shot sampling. */
-static uint64_t splitmix64(uint64_t *state)
-{
-    uint64_t z = (*state += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
-
-/* Partial Fisher-Yates: paths[0..shots) become a uniform sample (in shuffle order). */
-static void sample_paths(char **paths, int n, int shots, uint64_t seed)
-{
-    uint64_t st = seed;
-    for (int i = 0; i < shots && i < n - 1; i++) {
-        int j = i + (int)(splitmix64(&st) % (uint64_t)(n - i));
-        char *t = paths[i];
-        paths[i] = paths[j];
-        paths[j] = t;
-    }
-}
+    "scored against the others (leave-one-out), the largest of those scores.\n"
+    "--shots N --seed S picks the references pe_sample_refs draws for seed S from the\n"
+    "sorted paths: the same as eval --shots N, seed S, on a category's train/good folder.\n";
 
 int cmd_fit(int argc, char **argv)
 {
-    detect_opts o = {0};
-    o.sigma = -1;
-    const char *output = NULL;
-    int shots = 0;
-    long long seed = 0;
-    static const struct option longs[] = {DETECT_LONG_OPTS,
-                                          {"output", required_argument, 0, 'o'},
-                                          {"shots", required_argument, 0, OPT_SHOTS},
-                                          {"seed", required_argument, 0, OPT_SEED},
-                                          {0, 0, 0, 0}};
-    optind = 1;
-    int c;
-    while ((c = getopt_long(argc, argv, "o:h", longs, NULL)) != -1) {
-        int r = detect_opt(&o, c, optarg);
-        if (r < 0) return EXIT_USAGE;
-        if (r) continue;
-        switch (c) {
-        case 'o': output = optarg; break;
-        case OPT_SHOTS:
-            if (cli_parse_int("--shots", optarg, 1, 100000, &shots)) return EXIT_USAGE;
-            break;
-        case OPT_SEED: {
-            char *end;
-            seed = strtoll(optarg, &end, 10);
-            if (*end || end == optarg) {
-                cli_error("--seed expects an integer, got '%s'", optarg);
-                return EXIT_USAGE;
-            }
-            break;
-        }
-        case 'h':
-        case OPT_HELP: fputs(USAGE, stdout); return EXIT_OK;
-        default: fputs(USAGE, stderr); return EXIT_USAGE;
-        }
-    }
-    if (!o.model || !output || optind >= argc) {
-        cli_error("fit needs --model, -o BANK.pead and at least one reference image");
-        fputs(USAGE, stderr);
+    cli_opts o;
+    cli_opts_init(&o);
+    int first, r = cli_parse_options(CMD_FIT, USAGE, argc, argv, &o, &first);
+    if (r) return r > 0 ? EXIT_OK : EXIT_USAGE;
+    if (!o.model || !o.output || first >= argc) {
+        cli_error("fit needs --model, -o BANK.pead and at least one reference image "
+                  "(see patchead fit --help)");
         return EXIT_USAGE;
     }
+    const char *output = o.output;
+    int shots = o.shots;
     pe_detect_params params;
-    if (detect_params_from(&o, 0, &params)) return EXIT_USAGE;
+    if (cli_detect_params(&o, 0, &params)) return EXIT_USAGE;
     if (o.threads) pe_set_threads(o.threads);
 
     char **paths;
-    int n = cli_collect_images(argv + optind, argc - optind, &paths);
+    int n = cli_collect_images(argv + first, argc - first, &paths);
     if (n < 0) return EXIT_ERROR;
     if (n == 0) {
         cli_free_paths(paths, n);
@@ -98,7 +45,19 @@ int cmd_fit(int argc, char **argv)
             cli_free_paths(paths, n);
             return cli_error("fit: --shots %d but only %d reference images", shots, n);
         }
-        sample_paths(paths, n, shots, (uint64_t)seed);
+        /* the first `shots` of the seeded order; the rest are freed with the list */
+        int *perm = malloc(sizeof(int) * (size_t)n);
+        char **picked = malloc(sizeof(char *) * (size_t)n);
+        if (!perm || !picked || pe_sample_refs((uint64_t)o.seed, n, perm)) {
+            free(perm);
+            free(picked);
+            cli_free_paths(paths, n);
+            return cli_error("fit: out of memory");
+        }
+        for (int i = 0; i < n; i++) picked[i] = paths[perm[i]];
+        memcpy(paths, picked, sizeof(char *) * (size_t)n);
+        free(perm);
+        free(picked);
         used = shots;
     }
 

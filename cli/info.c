@@ -1,49 +1,32 @@
 /* info.c — `patchead info`: what a weights file or hub folder holds. */
 #include "cli.h"
+#include "options.h"
 
-#include <getopt.h>
 #include <string.h>
 
-static void usage(FILE *out)
-{
-    fprintf(out,
-            "usage: patchead info --model PATH [--json]\n\n"
-            "Load a backbone (a .safetensors file or a hub folder with model.safetensors +\n"
-            "config.json) and print its family, name, sizes, dtype, parameter count, patch\n"
-            "size, feature dimension, input normalisation and weights hash.\n\n"
-            "  -m, --model PATH   weights file or folder (required)\n"
-            "      --json         one JSON object instead of the table\n"
-            "  -h, --help         this help\n");
-}
+static const char *USAGE =
+    "usage: patchead info --model PATH [--json]\n\n"
+    "Load a backbone (a .safetensors file or a hub folder with model.safetensors +\n"
+    "config.json) and print its family, name, sizes, dtype, parameter count, patch\n"
+    "size, feature dimension, input normalisation and weights hash.\n";
 
 int cmd_info(int argc, char **argv)
 {
-    static const struct option opts[] = {{"model", required_argument, 0, 'm'},
-                                         {"json", no_argument, 0, 'j'},
-                                         {"help", no_argument, 0, 'h'},
-                                         {0, 0, 0, 0}};
-    const char *model_path = NULL;
-    int json = 0, c;
-    optind = 1;
-    opterr = 0;
-    while ((c = getopt_long(argc, argv, "m:h", opts, NULL)) != -1) {
-        switch (c) {
-        case 'm': model_path = optarg; break;
-        case 'j': json = 1; break;
-        case 'h': usage(stdout); return EXIT_OK;
-        default:
-            cli_error("info: unknown or incomplete option '%s' (see patchead info --help)", argv[optind - 1]);
-            return EXIT_USAGE;
-        }
-    }
-    if (optind < argc) {
-        cli_error("info: unexpected argument '%s'", argv[optind]);
+    cli_opts o;
+    cli_opts_init(&o);
+    int first, r = cli_parse_options(CMD_INFO, USAGE, argc, argv, &o, &first);
+    if (r) return r > 0 ? EXIT_OK : EXIT_USAGE;
+    const char *model_path = o.model;
+    int json = o.json;
+    if (first < argc) {
+        cli_error("info: unexpected argument '%s'", argv[first]);
         return EXIT_USAGE;
     }
     if (!model_path) {
         cli_error("info: --model PATH is required (see patchead info --help)");
         return EXIT_USAGE;
     }
+    if (o.threads) pe_set_threads(o.threads);
     pe_model *m = NULL;
     pe_status s = pe_model_load(model_path, NULL, &m);
     if (s) return cli_lib_error(s);

@@ -1,57 +1,116 @@
-/* options.h — options shared by `patchead fit` and `patchead zeroshot`:
- * model, input size, layer, scoring preset and its overrides, PatchEAD+ switches. */
-#ifndef PE_DETECT_OPTS_H
-#define PE_DETECT_OPTS_H
+/* options.h — the ONE option table of the `patchead` command (cli/options.c).
+ *
+ * Every option of every subcommand is one row of cli_option_table[]: its name, value type,
+ * range, help text, the field of cli_opts it sets and the subcommands that take it. One
+ * parser (cli_parse_options) reads argv with getopt_long built from the rows of that
+ * subcommand, checks every value with the same range and message, and one printer
+ * (cli_print_help) writes --help. An option taken by several subcommands (a "shared"
+ * option) is therefore parsed, checked and listed identically everywhere.
+ *
+ * Adding an option: a field in cli_opts (with its default in cli_opts_init if it is not
+ * zero) and one row appended to its block in cli_option_table[]. */
+#ifndef PE_CLI_OPTIONS_H
+#define PE_CLI_OPTIONS_H
 
 #include "patchead.h"
 
-#include <getopt.h>
+#include <stddef.h>
+#include <stdio.h>
 
+/* Subcommands, as bits of cli_option.cmds. */
 enum {
-    OPT_SIZE = 1000, OPT_LAYER, OPT_PRESET, OPT_ORDER, OPT_K, OPT_TOP, OPT_ALIGN, OPT_MASK,
-    OPT_PLUS, OPT_THREADS, OPT_QUIET, OPT_SHOTS, OPT_SEED, OPT_BANK, OPT_OUT, OPT_THRESHOLD,
-    OPT_NO_MAPS, OPT_MODEL, OPT_HELP, OPT_SIGMA
+    CMD_INFO = 1 << 0,
+    CMD_FEATURES = 1 << 1,
+    CMD_FIT = 1 << 2,
+    CMD_PREDICT = 1 << 3,
+    CMD_ZEROSHOT = 1 << 4,
+    CMD_EVAL = 1 << 5,
+    CMD_BENCH = 1 << 6,
 };
+#define CMD_DETECT (CMD_FIT | CMD_ZEROSHOT | CMD_EVAL) /* the scoring options */
+#define CMD_ALL (CMD_INFO | CMD_FEATURES | CMD_FIT | CMD_PREDICT | CMD_ZEROSHOT | CMD_EVAL | CMD_BENCH)
 
-/* getopt_long entries for the shared options (terminate your own table after them). */
-#define DETECT_LONG_OPTS                                                                       \
-    {"model", required_argument, 0, OPT_MODEL}, {"size", required_argument, 0, OPT_SIZE},     \
-        {"layer", required_argument, 0, OPT_LAYER},                                           \
-        {"preset", required_argument, 0, OPT_PRESET},                                         \
-        {"order", required_argument, 0, OPT_ORDER}, {"k", required_argument, 0, OPT_K},       \
-        {"top", required_argument, 0, OPT_TOP}, {"align", no_argument, 0, OPT_ALIGN},         \
-        {"mask", no_argument, 0, OPT_MASK}, {"plus", no_argument, 0, OPT_PLUS},               \
-        {"sigma", required_argument, 0, OPT_SIGMA},                                           \
-        {"threads", required_argument, 0, OPT_THREADS},                                       \
-        {"quiet", no_argument, 0, OPT_QUIET}, {"help", no_argument, 0, OPT_HELP }
-
-#define DETECT_OPTS_HELP                                                                       \
-    "  --model PATH      backbone weights (file or hub folder)\n"                             \
-    "  --size S          square input side (default: the model's, 448)\n"                     \
-    "  --layer L         ViT block whose output is used (default: last)\n"                    \
-    "  --preset P        scoring preset: patchead (default), anomalydino, musc\n"             \
-    "  --order O         Eq. 3 reference selection: lowest or highest\n"                      \
-    "  --k K             Eq. 3 K: a count (3) or a fraction of M (0.3 or 30%)\n"              \
-    "  --top R           Eq. 4: mean of the top R (fraction 0.01 / 1%) or count (5) patches\n" \
-    "  --align           PatchEAD+ alignment of the references to each query\n"               \
-    "  --mask            PatchEAD+ attention masking (ViT backbones only)\n"                  \
-    "  --plus            both --align and --mask\n"                                           \
-    "  --sigma PX        Gaussian sigma of the anomaly maps in pixels (default 4)\n"          \
-    "  --threads N       worker threads (default: all cores)\n"                               \
-    "  --quiet           no progress bar or warnings\n"
+typedef enum {
+    ARG_FLAG,   /* no value: sets an int field to 1 */
+    ARG_INT,    /* int field, min..max */
+    ARG_FLOAT,  /* double field, min..max */
+    ARG_TEXT,   /* const char * field (points into argv) */
+    ARG_COUNT_FRACTION, /* const char * field, checked: "3", "0.3" or "30%" (see cli_count_or_fraction) */
+    ARG_LIST,   /* cli_list field: comma-separated, repeatable */
+} cli_opt_type;
 
 typedef struct {
-    const char *model;
-    const char *preset;
-    const char *order, *k, *top; /* overrides, NULL if not given */
-    int size, layer, align, mask, threads;
-    double sigma;
-} detect_opts;
+    char **items; /* malloc'd strings */
+    int n;
+} cli_list;
 
-/* Handle one shared option; 1 if handled, 0 if not ours, -1 on a bad value. */
-int detect_opt(detect_opts *o, int c, const char *arg);
-/* Build detect params from the options (preset then overrides). -1 on a bad value. */
-int detect_params_from(const detect_opts *o, int zeroshot, pe_detect_params *p);
+/* Every option value of every subcommand; cli_opts_init sets the defaults. */
+typedef struct {
+    /* shared: backbone, input, scoring, PatchEAD+, maps, run */
+    const char *model;
+    int size, layer;
+    const char *preset, *order, *k, *top; /* NULL: the preset's */
+    int align, mask, plus;
+    double sigma; /* < 0: the default (4 px, or the bank's) */
+    int threads, quiet;
+    /* outputs */
+    const char *output; /* -o FILE of fit, features, bench */
+    const char *out;    /* --out DIR of predict, zeroshot, eval */
+    double threshold;   /* NAN: none (zeroshot) / the bank's (predict) */
+    int no_maps;
+    /* info */
+    int json;
+    /* features */
+    const char *attn, *input_npy;
+    /* fit */
+    int shots;
+    int seed;
+    /* predict */
+    const char *bank;
+    /* eval */
+    const char *data, *layout, *shots_list;
+    cli_list categories;
+    int seeds, zeroshot, ablation, max_test, pixel_bins;
+    /* bench */
+    int sgemm, n, reps;
+    const char *random_vit;
+} cli_opts;
+
+typedef struct {
+    const char *name;    /* long name: --name */
+    char short_name;     /* -x, or 0 */
+    cli_opt_type type;
+    size_t offset;       /* offsetof(cli_opts, field) */
+    double min, max;     /* ARG_INT / ARG_FLOAT range */
+    const char *metavar; /* "S", "PATH", ... (NULL for flags) */
+    const char *help;    /* one or more lines ('\n' between them) */
+    unsigned cmds;       /* CMD_* bits of the subcommands that take it */
+} cli_option;
+
+extern const cli_option cli_option_table[];
+
+void cli_opts_init(cli_opts *o);
+void cli_opts_free(cli_opts *o); /* frees the cli_list fields */
+
+/* Parse argv (argv[0] = the subcommand's name) for subcommand `cmd` (one CMD_* bit).
+ * `usage` is the text before the option list in --help (usage line and description).
+ * Returns 0 with the positional arguments in argv[*first_arg .. argc); 1 when --help was
+ * printed (exit 0); -1 after a usage error was printed (exit 2). Sets cli_quiet. */
+int cli_parse_options(unsigned cmd, const char *usage, int argc, char **argv, cli_opts *o,
+                      int *first_arg);
+
+/* --help: `usage`, then "options:" (rows of this subcommand only) and "shared options:"
+ * (rows that several subcommands take), in table order. */
+void cli_print_help(FILE *f, unsigned cmd, const char *usage);
+
+/* Detect parameters from the options: preset (the first of a comma list), then the
+ * --order / --k / --top overrides, size, layer, align, mask, sigma. -1 on a bad value. */
+int cli_detect_params(const cli_opts *o, int zeroshot, pe_detect_params *p);
+/* Apply --order / --k / --top to scoring parameters (after a preset). -1 on a bad value. */
+int cli_score_overrides(const cli_opts *o, pe_score_params *s);
+/* "3" -> count 3; "0.3" or "30%" -> fraction 0.3 (the other set to 0). -1 + message if bad. */
+int cli_count_or_fraction(const char *opt, const char *text, int *count, float *fraction);
+
 /* "lowest K=30% top 1%" — a short description of the scoring rule. */
 void detect_describe(const pe_score_params *s, char *buf, size_t cap);
 

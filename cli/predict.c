@@ -12,61 +12,24 @@ static const char *USAGE =
     "Scores each query image (files or folders) against the bank's references and\n"
     "writes DIR/scores.csv, DIR/scores.jsonl, DIR/maps/<stem>.npy and\n"
     "DIR/heatmaps/<stem>.png. An unreadable image is reported and skipped (empty\n"
-    "score in the CSV); the exit status is then 3.\n\n"
-    "options:\n"
-    "  --bank BANK       the bank written by patchead fit\n"
-    "  --model PATH      backbone (default: the path recorded in the bank; must be the\n"
-    "                    same weights)\n"
-    "  --out DIR         output folder (default ./patchead-out)\n"
-    "  --threshold T     is_anomalous = score > T (default: the bank's threshold)\n"
-    "  --no-maps         only scores.csv / scores.jsonl\n"
-    "  --sigma PX        Gaussian sigma of the anomaly maps (default: the bank's, 4)\n"
-    "  --threads N       worker threads (default: all cores)\n"
-    "  --quiet           no progress bar or warnings\n";
+    "score in the CSV); the exit status is then 3. The scoring rule, input size and\n"
+    "PatchEAD+ switches are the bank's (set them at fit).\n";
 
 int cmd_predict(int argc, char **argv)
 {
-    const char *bank_path = NULL, *model_path = NULL, *out = "patchead-out";
-    double threshold = NAN, sigma = -1;
-    int no_maps = 0, threads = 0;
-    static const struct option longs[] = {{"bank", required_argument, 0, OPT_BANK},
-                                          {"model", required_argument, 0, OPT_MODEL},
-                                          {"out", required_argument, 0, OPT_OUT},
-                                          {"threshold", required_argument, 0, OPT_THRESHOLD},
-                                          {"no-maps", no_argument, 0, OPT_NO_MAPS},
-                                          {"sigma", required_argument, 0, OPT_SIGMA},
-                                          {"threads", required_argument, 0, OPT_THREADS},
-                                          {"quiet", no_argument, 0, OPT_QUIET},
-                                          {"help", no_argument, 0, OPT_HELP},
-                                          {0, 0, 0, 0}};
-    optind = 1;
-    int c;
-    while ((c = getopt_long(argc, argv, "h", longs, NULL)) != -1) {
-        switch (c) {
-        case OPT_BANK: bank_path = optarg; break;
-        case OPT_MODEL: model_path = optarg; break;
-        case OPT_OUT: out = optarg; break;
-        case OPT_THRESHOLD:
-            if (cli_parse_float("--threshold", optarg, -1e30, 1e30, &threshold)) return EXIT_USAGE;
-            break;
-        case OPT_NO_MAPS: no_maps = 1; break;
-        case OPT_SIGMA:
-            if (cli_parse_float("--sigma", optarg, 0, 1000, &sigma)) return EXIT_USAGE;
-            break;
-        case OPT_THREADS:
-            if (cli_parse_int("--threads", optarg, 1, 4096, &threads)) return EXIT_USAGE;
-            break;
-        case OPT_QUIET: cli_quiet = 1; break;
-        case 'h':
-        case OPT_HELP: fputs(USAGE, stdout); return EXIT_OK;
-        default: fputs(USAGE, stderr); return EXIT_USAGE;
-        }
-    }
-    if (!bank_path || optind >= argc) {
-        cli_error("predict needs --bank BANK.pead and at least one query image");
-        fputs(USAGE, stderr);
+    cli_opts o;
+    cli_opts_init(&o);
+    int first, r = cli_parse_options(CMD_PREDICT, USAGE, argc, argv, &o, &first);
+    if (r) return r > 0 ? EXIT_OK : EXIT_USAGE;
+    if (!o.bank || first >= argc) {
+        cli_error("predict needs --bank BANK.pead and at least one query image "
+                  "(see patchead predict --help)");
         return EXIT_USAGE;
     }
+    const char *bank_path = o.bank, *model_path = o.model;
+    const char *out = o.out ? o.out : "patchead-out";
+    double threshold = o.threshold, sigma = o.sigma;
+    int no_maps = o.no_maps, threads = o.threads;
     if (threads) pe_set_threads(threads);
 
     pe_bank *bank = NULL;
@@ -93,7 +56,7 @@ int cmd_predict(int argc, char **argv)
     if (sigma < 0) sigma = pe_bank_params(bank)->map_sigma;
 
     char **paths = NULL;
-    int n = cli_collect_images(argv + optind, argc - optind, &paths);
+    int n = cli_collect_images(argv + first, argc - first, &paths);
     int rc = EXIT_ERROR, failed = 0;
     det_item *items = n > 0 ? calloc((size_t)n, sizeof *items) : NULL;
     if (n < 0) goto done;

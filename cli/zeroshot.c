@@ -11,13 +11,9 @@
 static const char *USAGE =
     "usage: patchead zeroshot --model M [options] QUERY...\n\n"
     "Batch zero-shot: each image (files or folders) is scored against all the others\n"
-    "(default rule: mean of the lowest 30%% of its per-image distances). Writes\n"
+    "(default rule: mean of the lowest 30% of its per-image distances). Writes\n"
     "DIR/scores.csv, scores.jsonl, maps/ and heatmaps/ as predict does. An unreadable\n"
-    "image is reported and left out of the batch; the exit status is then 3.\n\n"
-    "options:\n"
-    "  --out DIR         output folder (default ./patchead-out)\n"
-    "  --threshold T     add is_anomalous = score > T\n"
-    "  --no-maps         only scores.csv / scores.jsonl\n" DETECT_OPTS_HELP;
+    "image is reported and left out of the batch; the exit status is then 3.\n";
 
 static void on_progress(int done, int total, void *user)
 {
@@ -27,44 +23,23 @@ static void on_progress(int done, int total, void *user)
 
 int cmd_zeroshot(int argc, char **argv)
 {
-    detect_opts o = {0};
-    o.sigma = -1;
-    const char *out = "patchead-out";
-    double threshold = NAN;
-    int no_maps = 0;
-    static const struct option longs[] = {DETECT_LONG_OPTS,
-                                          {"out", required_argument, 0, OPT_OUT},
-                                          {"threshold", required_argument, 0, OPT_THRESHOLD},
-                                          {"no-maps", no_argument, 0, OPT_NO_MAPS},
-                                          {0, 0, 0, 0}};
-    optind = 1;
-    int c;
-    while ((c = getopt_long(argc, argv, "h", longs, NULL)) != -1) {
-        int r = detect_opt(&o, c, optarg);
-        if (r < 0) return EXIT_USAGE;
-        if (r) continue;
-        switch (c) {
-        case OPT_OUT: out = optarg; break;
-        case OPT_THRESHOLD:
-            if (cli_parse_float("--threshold", optarg, -1e30, 1e30, &threshold)) return EXIT_USAGE;
-            break;
-        case OPT_NO_MAPS: no_maps = 1; break;
-        case 'h':
-        case OPT_HELP: fputs(USAGE, stdout); return EXIT_OK;
-        default: fputs(USAGE, stderr); return EXIT_USAGE;
-        }
-    }
-    if (!o.model || optind >= argc) {
-        cli_error("zeroshot needs --model and at least two images");
-        fputs(USAGE, stderr);
+    cli_opts o;
+    cli_opts_init(&o);
+    int first, r = cli_parse_options(CMD_ZEROSHOT, USAGE, argc, argv, &o, &first);
+    if (r) return r > 0 ? EXIT_OK : EXIT_USAGE;
+    if (!o.model || first >= argc) {
+        cli_error("zeroshot needs --model and at least two images (see patchead zeroshot --help)");
         return EXIT_USAGE;
     }
+    const char *out = o.out ? o.out : "patchead-out";
+    double threshold = o.threshold;
+    int no_maps = o.no_maps;
     pe_detect_params params;
-    if (detect_params_from(&o, 1, &params)) return EXIT_USAGE;
+    if (cli_detect_params(&o, 1, &params)) return EXIT_USAGE;
     if (o.threads) pe_set_threads(o.threads);
 
     char **paths = NULL;
-    int n = cli_collect_images(argv + optind, argc - optind, &paths);
+    int n = cli_collect_images(argv + first, argc - first, &paths);
     if (n < 0) return EXIT_ERROR;
     int rc = EXIT_ERROR, failed = 0, loaded = 0;
     pe_model *model = NULL;
