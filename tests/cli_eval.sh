@@ -1,19 +1,21 @@
 #!/usr/bin/env bash
 # cli_eval.sh — `patchead eval` end to end on a tiny MVTec-layout dataset built in /tmp
-# from the shared leather subset (real images, CC BY-NC-SA, © MVTec) with the real
-# MobileNetV2 weights. SKIPs when either is absent. One PASS/FAIL line per check.
+# from the MVTec AD leather subset under $PATCHEAD_DATA (real images, CC BY-NC-SA, © MVTec)
+# with the real MobileNetV2 weights. SKIPs when PATCHEAD_DATA is unset or the weights are
+# absent; fails when PATCHEAD_DATA is set but lacks the subset. One PASS/FAIL line per check.
 set -u
 PATCHEAD=${PATCHEAD:-build/patchead}
 WEIGHTS=weights/mobilenet_v2
-DATA=""
-for d in ../shared/data/mvtec_leather_subset /work/shared/data/mvtec_leather_subset; do
-    [ -d "$d" ] && DATA=$(cd "$d" && pwd) && break
-done
 if [ ! -x "$PATCHEAD" ]; then echo "FAIL cli_eval: $PATCHEAD not built"; exit 1; fi
-if [ -z "$DATA" ] || [ ! -f "$WEIGHTS/model.safetensors" ]; then
-    echo "SKIP cli_eval: needs ../shared/data/mvtec_leather_subset and $WEIGHTS (make weights)"
+if [ -z "${PATCHEAD_DATA:-}" ] || [ ! -f "$WEIGHTS/model.safetensors" ]; then
+    echo "SKIP cli_eval: needs PATCHEAD_DATA (with mvtec_leather_subset/) and $WEIGHTS (make weights)"
     exit 0
 fi
+if [ ! -d "$PATCHEAD_DATA/mvtec_leather_subset" ]; then
+    echo "FAIL cli_eval: PATCHEAD_DATA=$PATCHEAD_DATA has no mvtec_leather_subset/"
+    exit 1
+fi
+DATA=$(cd "$PATCHEAD_DATA/mvtec_leather_subset" && pwd)
 
 tmp=$(mktemp -d /tmp/pe_cli_eval.XXXXXX)
 trap 'rm -rf "$tmp"' EXIT

@@ -1,7 +1,7 @@
 /* test_align.c — PatchEAD+ alignment: transform recovery on synthetic scenes with a
  * known rigid motion, clean fallback on flat / unrelated images, determinism, the
  * warp against PyTorch's grid_sample (tests/fixtures/align, tools/make_align_fixtures.py),
- * rotate180, and argument errors. Optionally a real tire image from ../shared data.
+ * rotate180, and argument errors. Optionally a real tire image from $PATCHEAD_DATA.
  *
  * The scenes are drawn analytically: a scene is a list of shapes in a world plane;
  * a reference pixel (x, y) shows world point (x, y), and a query pixel q shows world
@@ -462,22 +462,19 @@ static void test_errors(void)
     pe_image_free(&out);
 }
 
-/* A real tire image (../shared data, if present), rotated by 180 degrees + shifted by
+/* A real tire image ($PATCHEAD_DATA/mvtec3d_tire), rotated by 180 degrees + shifted by
  * the warp with a known transform; its 3-D surface makes this a realistic texture. */
 static void test_real_tire(void)
 {
-    const char *paths[] = {"../shared/data/mvtec3d_tire/train/good/t000.jpg",
-                           "/work/shared/data/mvtec3d_tire/train/good/t000.jpg"};
-    pe_image tire = {0};
-    for (int i = 0; i < 2 && !tire.rgb; i++)
-        if (access(paths[i], R_OK) == 0 && pe_image_load(paths[i], &tire) != PE_OK) {
-            SKIP("image decoding not available");
-            return;
-        }
-    if (!tire.rgb) {
-        SKIP("../shared/data/mvtec3d_tire not present");
+    char buf[4096];
+    const char *path = test_data_path("mvtec3d_tire/train/good/t000.jpg", buf, sizeof buf);
+    if (!path) {
+        SKIP("PATCHEAD_DATA not set (optional MVTec data)");
         return;
     }
+    pe_image tire = {0};
+    CHECK_MSG(pe_image_load(path, &tire) == PE_OK, "%s", pe_last_error());
+    if (!tire.rgb) return;
     const double cases[][3] = {{180, 11, -6}, {-12, -15, 8}};
     for (int i = 0; i < 2; i++) {
         double tx, ty;

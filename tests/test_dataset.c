@@ -351,16 +351,14 @@ static void test_errors(void)
 
 static void test_real_data(void)
 {
-    const char *roots[2] = {"../shared/data/mvtec3d_tire", "/work/shared/data/mvtec3d_tire"};
-    const char *root = NULL;
-    for (int i = 0; i < 2 && !root; i++)
-        if (access(roots[i], F_OK) == 0) root = roots[i];
+    char buf[4096];
+    const char *root = test_data_path("mvtec3d_tire", buf, sizeof buf);
     if (!root) {
-        SKIP("no shared data");
+        SKIP("PATCHEAD_DATA not set (optional MVTec data)");
         return;
     }
-    pe_dataset *ds;
-    CHECK(pe_dataset_open(root, NULL, &ds) == PE_OK);
+    pe_dataset *ds = NULL;
+    CHECK_MSG(pe_dataset_open(root, NULL, &ds) == PE_OK, "%s", pe_last_error());
     if (!ds) return;
     const pe_category *c = &ds->categories[0];
     /* README: train/good 239; test good 25, contamination 28, cut 27, hole 27, combined 5 */

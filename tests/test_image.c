@@ -298,23 +298,20 @@ static void test_save_png(void)
     pe_image_free(&src);
 }
 
-/* Real dataset images (when ../shared or /work/shared has them): PIL's decode and its
- * 448 / 224 bicubic resize, compared through FNV-1a hashes of the bytes. */
+/* Real dataset images (under $PATCHEAD_DATA): PIL's decode and its 448 / 224 bicubic
+ * resize, compared through FNV-1a hashes of the bytes. */
 static void test_real_data(void)
 {
-    const char *roots[] = {"../shared/data", "/work/shared/data"};
-    const char *root = NULL;
-    struct stat st;
-    for (int i = 0; i < 2 && !root; i++)
-        if (stat(roots[i], &st) == 0 && S_ISDIR(st.st_mode)) root = roots[i];
+    char rootbuf[4096];
+    const char *root = test_data_path("", rootbuf, sizeof rootbuf);
     if (!root) {
-        SKIP("shared data not found");
+        SKIP("PATCHEAD_DATA not set (optional MVTec data)");
         return;
     }
     FILE *list = fopen(DIR "real.txt", "r");
     CHECK(list != NULL);
     if (!list) return;
-    char line[512], rel[256], path[600];
+    char line[512], rel[256], path[4400];
     unsigned long long decode_hash, resize_hash;
     int w, h, size, checked = 0;
     while (fgets(line, sizeof line, list)) {

@@ -1,6 +1,7 @@
 /* testlib.h — a minimal test harness. Each test binary prints one line per check
- * group ("PASS name" / "FAIL name: why") and ends with "# passed P failed F";
- * tests/run.sh sums these into the final "N passed, N failed" line.
+ * group ("PASS name" / "FAIL name: why" / "SKIP name: why") and ends with
+ * "# passed P failed F skipped S"; tests/run.sh counts the lines into the final
+ * "N passed, N failed, N skipped" line.
  *
  *   static void test_something(void) { CHECK(x == 1); CHECK_NEAR(a, b, 1e-6); }
  *   int main(void) { RUN(test_something); return test_summary(); }
@@ -13,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int tl_passed, tl_failed, tl_current_failed;
+static int tl_passed, tl_failed, tl_skipped, tl_current_failed, tl_current_skipped;
 static const char *tl_current;
 
 #define CHECK(cond)                                                                          \
@@ -47,9 +48,10 @@ static const char *tl_current;
 #define RUN(fn)                                                                              \
     do {                                                                                     \
         tl_current = #fn;                                                                    \
-        tl_current_failed = 0;                                                               \
+        tl_current_failed = tl_current_skipped = 0;                                          \
         fn();                                                                                \
         if (tl_current_failed) tl_failed++;                                                  \
+        else if (tl_current_skipped) tl_skipped++;                                           \
         else {                                                                               \
             tl_passed++;                                                                     \
             printf("PASS %s\n", #fn);                                                        \
@@ -57,13 +59,26 @@ static const char *tl_current;
         fflush(stdout);                                                                      \
     } while (0)
 
-/* Print a skip line (counts neither way), e.g. when optional data is absent. */
-#define SKIP(why) printf("SKIP %s: %s\n", tl_current, why)
+/* Print a skip line, e.g. when optional data is absent: the group is counted as skipped
+ * (not passed) unless a check of it failed before. Return from the test after it. */
+#define SKIP(why) (printf("SKIP %s: %s\n", tl_current, why), tl_current_skipped = 1)
 
 static inline int test_summary(void)
 {
-    printf("# passed %d failed %d\n", tl_passed, tl_failed);
+    printf("# passed %d failed %d skipped %d\n", tl_passed, tl_failed, tl_skipped);
     return tl_failed ? 1 : 0;
+}
+
+/* Optional real data (MVTec subsets, not in the repository) is found ONLY through the
+ * environment variable PATCHEAD_DATA (CI: ../shared/data). Writes "$PATCHEAD_DATA/rel"
+ * into buf and returns it, or returns NULL when the variable is unset or empty (the test
+ * then SKIPs; when it is set, missing files are failures, not skips). */
+static inline const char *test_data_path(const char *rel, char *buf, size_t cap)
+{
+    const char *root = getenv("PATCHEAD_DATA");
+    if (!root || !*root) return NULL;
+    snprintf(buf, cap, "%s/%s", root, rel);
+    return buf;
 }
 
 /* Path of the repository's tests/fixtures folder (tests run from the repo root). */
