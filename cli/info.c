@@ -33,14 +33,16 @@ int cmd_info(int argc, char **argv)
     pe_model_info in;
     pe_model_get_info(m, &in);
     if (json) {
-        printf("{\"family\": \"%s\", \"name\": \"%s\", \"dtype\": \"%s\", \"is_vit\": %s, "
-               "\"has_attention\": %s, \"patch_size\": %d, \"feature_dim\": %d, \"num_layers\": %d, "
-               "\"hidden_dim\": %d, \"default_size\": %d, \"num_params\": %lld, "
-               "\"mean\": [%.8g, %.8g, %.8g], \"std\": [%.8g, %.8g, %.8g], \"weights_hash\": \"%s\"}\n",
-               in.family, in.name, in.dtype, in.is_vit ? "true" : "false",
-               in.has_attention ? "true" : "false", in.patch_size, in.feature_dim, in.num_layers,
-               in.hidden_dim, in.default_size, (long long)in.num_params, in.mean[0], in.mean[1],
-               in.mean[2], in.std[0], in.std[1], in.std[2], in.weights_hash);
+        printf(
+            "{\"family\": \"%s\", \"name\": \"%s\", \"dtype\": \"%s\", \"is_vit\": %s, "
+            "\"has_attention\": %s, \"patch_size\": %d, \"feature_dim\": %d, \"num_layers\": %d, "
+            "\"hidden_dim\": %d, \"default_size\": %d, \"num_params\": %lld, "
+            "\"mean\": [%.8g, %.8g, %.8g], \"std\": [%.8g, %.8g, %.8g], \"weights_hash\": "
+            "\"%s\"}\n",
+            in.family, in.name, in.dtype, in.is_vit ? "true" : "false",
+            in.has_attention ? "true" : "false", in.patch_size, in.feature_dim, in.num_layers,
+            in.hidden_dim, in.default_size, (long long)in.num_params, in.mean[0], in.mean[1],
+            in.mean[2], in.std[0], in.std[1], in.std[2], in.weights_hash);
     } else {
         int S = in.default_size, g = in.patch_size > 0 ? S / in.patch_size : 0;
         printf("model         %s\n", model_path);

@@ -22,7 +22,8 @@ const cli_option cli_option_table[] = {
     {"output", 'o', ARG_TEXT, F(output), 0, 0, "OUT", "the (G, D) float32 features .npy (required)",
      CMD_FEATURES},
     {"attn", 0, ARG_TEXT, F(attn), 0, 0, "FILE",
-     "also the last block's CLS->patch attention, mean over heads,\nas a (S/p, S/p) .npy (ViT backbones)",
+     "also the last block's CLS->patch attention, mean over heads,\nas a (S/p, S/p) .npy (ViT "
+     "backbones)",
      CMD_FEATURES},
     {"input-npy", 0, ARG_TEXT, F(input_npy), 0, 0, "X",
      "developer: feed a normalised (3, H, W) float tensor instead\nof IMAGE", CMD_FEATURES},
@@ -33,7 +34,8 @@ const cli_option cli_option_table[] = {
      "use N references sampled from REF... (the references of eval's\n--shots N for --seed X)",
      CMD_FIT},
     {"seed", 0, ARG_INT, F(seed), 0, 2147483647, "X",
-     "sampling seed (default 0): pe_sample_refs over the sorted\npaths, see docs/METHOD.md", CMD_FIT},
+     "sampling seed (default 0): pe_sample_refs over the sorted\npaths, see docs/METHOD.md",
+     CMD_FIT},
     /* ---- predict */
     {"bank", 0, ARG_TEXT, F(bank), 0, 0, "BANK", "the bank written by patchead fit (required)",
      CMD_PREDICT},
@@ -74,15 +76,16 @@ const cli_option cli_option_table[] = {
     {"pixel-bins", 0, ARG_INT, F(pixel_bins), 16, 1 << 24, "N",
      "histogram bins of the pixel metrics (default 262144)", CMD_EVAL},
     /* ---- bench */
-    {"sgemm", 0, ARG_FLAG, F(sgemm), 0, 0, NULL,
-     "OpenBLAS sgemm GFLOP/s on an N x N x N product", CMD_BENCH},
+    {"sgemm", 0, ARG_FLAG, F(sgemm), 0, 0, NULL, "OpenBLAS sgemm GFLOP/s on an N x N x N product",
+     CMD_BENCH},
     {"n", 0, ARG_INT, F(n), 64, 16384, "N", "--sgemm matrix side (default 2048)", CMD_BENCH},
     {"reps", 0, ARG_INT, F(reps), 1, 1000, "R", "--model: timed runs after a warm-up (default 3)",
      CMD_BENCH},
     {"random-vit", 0, ARG_TEXT, F(random_vit), 0, 0, "SIZE",
      "write random DINOv2 ViT-S/B/L-14 weights (small|base|large)\nas a hub folder -o DIR",
      CMD_BENCH},
-    {"output", 'o', ARG_TEXT, F(output), 0, 0, "DIR", "--random-vit: the folder to write", CMD_BENCH},
+    {"output", 'o', ARG_TEXT, F(output), 0, 0, "DIR", "--random-vit: the folder to write",
+     CMD_BENCH},
 
     /* ---- shared options (several subcommands; one meaning, range and message) */
     {"model", 'm', ARG_TEXT, F(model), 0, 0, "PATH",
@@ -96,12 +99,12 @@ const cli_option cli_option_table[] = {
      CMD_DETECT},
     {"order", 0, ARG_TEXT, F(order), 0, 0, "O", "Eq. 3 reference selection: lowest or highest",
      CMD_DETECT},
-    {"k", 0, ARG_COUNT_FRACTION, F(k), 0, 0, "K", "Eq. 3 K: a count (3) or a fraction of M (0.3 or 30%)",
-     CMD_DETECT},
+    {"k", 0, ARG_COUNT_FRACTION, F(k), 0, 0, "K",
+     "Eq. 3 K: a count (3) or a fraction of M (0.3 or 30%)", CMD_DETECT},
     {"top", 0, ARG_COUNT_FRACTION, F(top), 0, 0, "R",
      "Eq. 4: mean of the top R (fraction 0.01 / 1%) or count (5)\npatches", CMD_DETECT},
-    {"align", 0, ARG_FLAG, F(align), 0, 0, NULL, "PatchEAD+ alignment of the references to each query",
-     CMD_DETECT},
+    {"align", 0, ARG_FLAG, F(align), 0, 0, NULL,
+     "PatchEAD+ alignment of the references to each query", CMD_DETECT},
     {"mask", 0, ARG_FLAG, F(mask), 0, 0, NULL, "PatchEAD+ attention masking (ViT backbones only)",
      CMD_DETECT},
     {"plus", 0, ARG_FLAG, F(plus), 0, 0, NULL, "both --align and --mask", CMD_DETECT},
@@ -307,7 +310,8 @@ int cli_score_overrides(const cli_opts *o, pe_score_params *s)
         else return cli_error("--order expects lowest or highest, got '%s'", o->order), -1;
     }
     if (o->k && cli_count_or_fraction("--k", o->k, &s->k_count, &s->k_fraction)) return -1;
-    if (o->top && cli_count_or_fraction("--top", o->top, &s->top_count, &s->top_fraction)) return -1;
+    if (o->top && cli_count_or_fraction("--top", o->top, &s->top_count, &s->top_fraction))
+        return -1;
     return 0;
 }
 
@@ -332,5 +336,6 @@ void detect_describe(const pe_score_params *s, char *buf, size_t cap)
     else snprintf(k, sizeof k, "%g%%", 100.0 * s->k_fraction);
     if (s->top_count > 0) snprintf(top, sizeof top, "%d", s->top_count);
     else snprintf(top, sizeof top, "%g%%", 100.0 * s->top_fraction);
-    snprintf(buf, cap, "%s K=%s, top %s", s->order == PE_ORDER_LOWEST ? "lowest" : "highest", k, top);
+    snprintf(buf, cap, "%s K=%s, top %s", s->order == PE_ORDER_LOWEST ? "lowest" : "highest", k,
+             top);
 }

@@ -28,15 +28,16 @@ enum {
     CMD_BENCH = 1 << 6,
 };
 #define CMD_DETECT (CMD_FIT | CMD_ZEROSHOT | CMD_EVAL) /* the scoring options */
-#define CMD_ALL (CMD_INFO | CMD_FEATURES | CMD_FIT | CMD_PREDICT | CMD_ZEROSHOT | CMD_EVAL | CMD_BENCH)
+#define CMD_ALL                                                                                    \
+    (CMD_INFO | CMD_FEATURES | CMD_FIT | CMD_PREDICT | CMD_ZEROSHOT | CMD_EVAL | CMD_BENCH)
 
 typedef enum {
-    ARG_FLAG,   /* no value: sets an int field to 1 */
-    ARG_INT,    /* int field, min..max */
-    ARG_FLOAT,  /* double field, min..max */
-    ARG_TEXT,   /* const char * field (points into argv) */
+    ARG_FLAG,           /* no value: sets an int field to 1 */
+    ARG_INT,            /* int field, min..max */
+    ARG_FLOAT,          /* double field, min..max */
+    ARG_TEXT,           /* const char * field (points into argv) */
     ARG_COUNT_FRACTION, /* const char * field, checked: "3", "0.3" or "30%" (see cli_count_or_fraction) */
-    ARG_LIST,   /* cli_list field: comma-separated, repeatable */
+    ARG_LIST,           /* cli_list field: comma-separated, repeatable */
 } cli_opt_type;
 
 typedef struct {
@@ -77,8 +78,8 @@ typedef struct {
 } cli_opts;
 
 typedef struct {
-    const char *name;    /* long name: --name */
-    char short_name;     /* -x, or 0 */
+    const char *name; /* long name: --name */
+    char short_name;  /* -x, or 0 */
     cli_opt_type type;
     size_t offset;       /* offsetof(cli_opts, field) */
     double min, max;     /* ARG_INT / ARG_FLOAT range */

@@ -95,13 +95,12 @@ int cmd_zeroshot(int argc, char **argv)
     }
     if (det_write_scores(out, items, n, (float)threshold, !no_maps)) goto done;
     int map_failed = 0;
-    if (!no_maps &&
-        det_write_maps(out, items, n, params.map_sigma, &map_failed))
-        goto done;
+    if (!no_maps && det_write_maps(out, items, n, params.map_sigma, &map_failed)) goto done;
     if (!cli_quiet) {
         char rule[96];
         detect_describe(&params.score, rule, sizeof rule);
-        fprintf(stderr, "patchead: zero-shot over %d images in %.1fs (%s)\n", loaded, elapsed, rule);
+        fprintf(stderr, "patchead: zero-shot over %d images in %.1fs (%s)\n", loaded, elapsed,
+                rule);
         fprintf(stderr, "patchead: scores in %s/scores.csv%s\n", out,
                 no_maps ? "" : ", heatmaps in heatmaps/, maps in maps/");
     }

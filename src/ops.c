@@ -284,7 +284,7 @@ static int axis_setup(axis_weights *ax, int in, int out, int antialias)
             if (xmax > in) xmax = in;
             int n = xmax - xmin;
             if (n > ax->taps) n = ax->taps;
-            double total = 0.0, wt[64];
+            double total = 0.0, wt[64] = {0}; /* = {0}: cppcheck cannot see k < n guards the read */
             for (int k = 0; k < n; k++) {
                 wt[k] = cubic_kernel((k + xmin - center + 0.5) * invscale, -0.5);
                 total += wt[k];

@@ -43,8 +43,8 @@ static void test_fixture(void)
             for (int i = 0; i < n; i++) {
                 int want;
                 CHECK(fscanf(f, "%d", &want) == 1);
-                CHECK_MSG(perm[i] == want, "seed %" PRIu64 " n %d: perm[%d] = %d, want %d", seed,
-                          n, i, perm[i], want);
+                CHECK_MSG(perm[i] == want, "seed %" PRIu64 " n %d: perm[%d] = %d, want %d", seed, n,
+                          i, perm[i], want);
             }
         }
         records++;
