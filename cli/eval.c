@@ -635,7 +635,8 @@ int cmd_eval(int argc, char **argv)
         goto out;
     }
     if ((st = pe_dataset_open(o.data, o.layout, &ds))) {
-        cli_lib_error(st);
+        if (st == PE_ERR_FORMAT && !o.layout) cli_error("%s (see --layout)", pe_last_error());
+        else cli_lib_error(st);
         goto out;
     }
 

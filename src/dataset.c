@@ -757,7 +757,7 @@ pe_status pe_dataset_open(const char *root, const char *layout, pe_dataset **out
             char names[256];
             describe(cand, names, sizeof names);
             st = pe_fail(PE_ERR_FORMAT,
-                         cand ? "%s: ambiguous dataset layout (matches %s); pass --layout"
+                         cand ? "%s: ambiguous dataset layout (matches %s); name the layout"
                               : "%s: unknown dataset layout%s (expected one of: mvtec, mvtec3d, "
                                 "visa, btad, ksdd, dagm, loco; see docs/DATASETS.md)",
                          root, names);

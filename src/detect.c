@@ -45,8 +45,8 @@ static pe_status check_mask_support(pe_model *model, const pe_detect_params *p)
     if (s) return s;
     if (!info.has_attention)
         return pe_fail(PE_ERR_UNSUPPORTED,
-                       "--mask needs CLS attention, which %s (a %s) does not have; use a ViT "
-                       "backbone or drop --mask",
+                       "attention masking needs CLS attention, which %s (a %s) does not have; "
+                       "use a ViT backbone or turn masking off",
                        info.name, info.is_vit ? "ViT without attention output" : "CNN");
     return PE_OK;
 }
@@ -127,7 +127,7 @@ static pe_status predict_core(const pe_bank *b, pe_model *model, const pe_featur
     if (q->dim != b->dim)
         return pe_fail(PE_ERR_SHAPE, "query features have dim %d, the bank %d", q->dim, b->dim);
     if (p->mask && !q->attn)
-        return pe_fail(PE_ERR_ARG, "bank uses --mask but the query features carry no attention");
+        return pe_fail(PE_ERR_ARG, "the bank uses attention masking but the query features carry no attention");
     const int gq = q->grid_h * q->grid_w;
     ref_views v = {0};
     float *q_inv = pe_alloc((size_t)gq, sizeof(float), "query norms");
@@ -304,7 +304,7 @@ pe_status pe_bank_fit_features(pe_model *model, const pe_features *refs, int num
     if (s) return s;
     for (int k = 0; params->mask && k < num_refs; k++)
         if (!refs[k].attn)
-            return pe_fail(PE_ERR_ARG, "fit: --mask needs attention with reference %d's features", k);
+            return pe_fail(PE_ERR_ARG, "fit: attention masking needs reference %d's features with attention", k);
     pe_bank *b;
     s = bank_from_features(model, refs, num_refs, params, &b);
     if (s) return s;
@@ -408,7 +408,7 @@ pe_status pe_zeroshot_features(const pe_features *feats, int n, const pe_detect_
                            "images must use one input size)",
                            b, feats[b].grid_h, feats[b].grid_w, feats[b].dim, gh, gw, dim);
         if (params->mask && !feats[b].attn)
-            return pe_fail(PE_ERR_ARG, "zero-shot: --mask needs attention with image %d's features",
+            return pe_fail(PE_ERR_ARG, "zero-shot: attention masking needs image %d's features with attention",
                            b);
     }
     const float **views = malloc((size_t)n * sizeof *views);

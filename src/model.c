@@ -188,10 +188,10 @@ pe_status pe_model_extract(pe_model *m, const pe_image *img, const pe_extract_pa
     const pe_model_info *info = &m->net->info;
     int size = params->size > 0 ? params->size : info->default_size;
     if (info->is_vit && size % info->patch_size)
-        return pe_fail(PE_ERR_ARG, "--size %d is not a multiple of the patch size %d of %s", size,
-                       info->patch_size, info->name);
+        return pe_fail(PE_ERR_ARG, "input size %d is not a multiple of the patch size %d of %s",
+                       size, info->patch_size, info->name);
     if (size < 32 || size > 4096)
-        return pe_fail(PE_ERR_ARG, "--size %d is outside 32..4096", size);
+        return pe_fail(PE_ERR_ARG, "input size %d is outside 32..4096", size);
 
     pe_image resized = {0};
     pe_status s = pe_image_resize(img, size, size, &resized);

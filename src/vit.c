@@ -791,7 +791,7 @@ static pe_status vit_forward_serial_rows(backbone *self, const float *chw, int h
     *features = NULL;
     if (attn) *attn = NULL;
     if (layer < 0 || layer > c->layers)
-        return pe_fail(PE_ERR_ARG, "%s: --layer %d is outside 0..%d for %s", m->path, layer, c->layers,
+        return pe_fail(PE_ERR_ARG, "%s: layer %d is outside 0..%d for %s", m->path, layer, c->layers,
                        m->name);
     if (height % p || width % p || height <= 0 || width <= 0)
         return pe_fail(PE_ERR_SHAPE, "%s: input %dx%d is not a multiple of the patch size %d", m->path,
