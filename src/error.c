@@ -17,8 +17,6 @@ pe_status pe_fail(pe_status status, const char *fmt, ...)
     return status;
 }
 
-void pe_clear_error(void) { last_error[0] = '\0'; }
-
 const char *pe_last_error(void) { return last_error; }
 
 const char *pe_status_name(pe_status status)

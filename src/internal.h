@@ -11,7 +11,6 @@
 /* Record an error for pe_last_error() and return `status`.
  * Message style: "<file>: <problem>" on one line, no trailing newline. */
 pe_status pe_fail(pe_status status, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-void pe_clear_error(void);
 
 /* 64-byte aligned allocation (free with free()); NULL on overflow/failure with an
  * error recorded. `what` names the buffer in the error message. */

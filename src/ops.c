@@ -151,11 +151,6 @@ static inline vf v_erf(vf x)
 
 static inline vf v_gelu(vf x) { return 0.5f * x * (1.0f + v_erf(x * 0.70710678118654752f)); }
 static inline vf v_quick_gelu(vf x) { return x / (1.0f + v_exp(-1.702f * x)); }
-static inline vf v_silu(vf x) { return x / (1.0f + v_exp(-x)); }
-static inline vf v_relu(vf x) { return vsel(x > 0.0f, x, vsplat(0.0f)); }
-static inline vf v_relu6(vf x) { return vsel(x < 6.0f, v_relu(x), vsplat(6.0f)); }
-
-float op_erf1(float x) { return v_erf(vsplat(x))[0]; }
 
 /* x[0..n) = F(x) in vector chunks, split over threads for large n. */
 #define MAP_INPLACE(x, n, F)                                                                       \
@@ -167,12 +162,8 @@ float op_erf1(float x) { return v_erf(vsplat(x))[0]; }
         }                                                                                          \
     } while (0)
 
-void op_exp(float *x, size_t n) { MAP_INPLACE(x, n, v_exp); }
 void op_gelu(float *x, size_t n) { MAP_INPLACE(x, n, v_gelu); }
 void op_quick_gelu(float *x, size_t n) { MAP_INPLACE(x, n, v_quick_gelu); }
-void op_silu(float *x, size_t n) { MAP_INPLACE(x, n, v_silu); }
-void op_relu(float *x, size_t n) { MAP_INPLACE(x, n, v_relu); }
-void op_relu6(float *x, size_t n) { MAP_INPLACE(x, n, v_relu6); }
 
 /* x (rows, dim) = F(x + bias) row by row (the fc1 epilogue: one pass over the hidden). */
 #define MAP_BIAS_ROWS(x, bias, rows, dim, F)                                                       \
@@ -192,11 +183,6 @@ void op_relu6(float *x, size_t n) { MAP_INPLACE(x, n, v_relu6); }
 void op_bias_gelu(float *x, const float *bias, int rows, int dim)
 {
     MAP_BIAS_ROWS(x, bias, rows, dim, v_gelu);
-}
-
-void op_bias_quick_gelu(float *x, const float *bias, int rows, int dim)
-{
-    MAP_BIAS_ROWS(x, bias, rows, dim, v_quick_gelu);
 }
 
 /* ---------------------------------------------------------------- softmax */

@@ -41,21 +41,12 @@ void op_layernorm(float *out, const float *in, const float *gamma, const float *
 /* In place, n elements: */
 void op_gelu(float *x, size_t n);       /* exact GELU: 0.5 x (1 + erf(x / sqrt 2)) (nn.GELU()) */
 void op_quick_gelu(float *x, size_t n); /* x * sigmoid(1.702 x) (CLIP's QuickGELU) */
-void op_relu(float *x, size_t n);
-void op_relu6(float *x, size_t n);      /* min(max(x, 0), 6) */
-void op_silu(float *x, size_t n);       /* x * sigmoid(x) */
 
 /* x (rows, dim) += bias (dim) then exact GELU, one pass (fc1 epilogue). bias may be NULL. */
 void op_bias_gelu(float *x, const float *bias, int rows, int dim);
-/* x (rows, dim) += bias (dim) then QuickGELU, one pass. bias may be NULL. */
-void op_bias_quick_gelu(float *x, const float *bias, int rows, int dim);
 
 /* In place row softmax of x (rows, cols) with leading dimension ld (>= cols). */
 void op_softmax_rows(float *x, int rows, int cols, int ld);
-
-/* exp and erf for float vectors (vectorisable; ~1-2 ulp / 2e-7 absolute). */
-void op_exp(float *x, size_t n);
-float op_erf1(float x);
 
 /* Bicubic resize of a channels-last grid: in (in_h, in_w, C) -> out (out_h, out_w, C),
  * align_corners=False, as torch.nn.functional.interpolate(..., size=(out_h, out_w),
