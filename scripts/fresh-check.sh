@@ -93,7 +93,8 @@ printf '#!/bin/sh\nexec /usr/bin/python3 -S "$@"\n' >"$ROOT/opt/pyenv-shims/pyth
 chmod +x "$ROOT/opt/pyenv-shims/python3"
 
 for dir in patchead patchead-pyenv; do
-    git clone -q "$REPO" "$ROOT/root/$dir" && git -C "$ROOT/root/$dir" checkout -q "$HEAD" ||
+    git clone -q --no-checkout "$REPO" "$ROOT/root/$dir" &&
+        git -c advice.detachedHead=false -C "$ROOT/root/$dir" checkout -q "$HEAD" ||
         die "cannot clone $REPO into the root"
 done
 
