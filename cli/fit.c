@@ -2,6 +2,8 @@
 #include "cli.h"
 #include "options.h"
 
+#include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -64,9 +66,11 @@ int cmd_fit(int argc, char **argv)
             break;
         case OPT_SEED: {
             char *end;
+            errno = 0;
             seed = strtoll(optarg, &end, 10);
-            if (*end || end == optarg) {
-                cli_error("--seed expects an integer, got '%s'", optarg);
+            if (*end || end == optarg || errno == ERANGE) { /* ERANGE: out of 64 bits */
+                cli_error("--seed expects an integer in %lld..%lld, got '%s'", LLONG_MIN,
+                          LLONG_MAX, optarg);
                 return EXIT_USAGE;
             }
             break;
