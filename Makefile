@@ -91,3 +91,28 @@ lint:
 
 clean:
 	rm -rf build build-san
+
+# ------------------------------------------------------------------ fuzzing (fuzz/README.md)
+# make fuzz        libFuzzer targets (clang-14, ASan + UBSan) in build-fuzz/fuzz_<name>
+# make fuzz-smoke  each target for FUZZ_SECONDS (default 45) on its committed seed corpus
+FUZZ_CC      ?= clang-14
+FUZZ_BUILD   ?= build-fuzz
+FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=undefined
+FUZZ_CFLAGS  := -std=c11 -D_GNU_SOURCE -O1 -g -fno-omit-frame-pointer -Wall -Wextra -Werror -Wno-pass-failed \
+                -fopenmp -Iinclude -Isrc $(shell pkg-config --cflags $(PKGS) 2>/dev/null) $(FUZZ_SAN)
+FUZZ_NAMES   := $(sort $(patsubst fuzz/fuzz_%.c,%,$(wildcard fuzz/fuzz_*.c)))
+FUZZ_BIN     := $(FUZZ_NAMES:%=$(FUZZ_BUILD)/fuzz_%)
+FUZZ_LIB_OBJ := $(LIB_SRC:src/%.c=$(FUZZ_BUILD)/obj/%.o)
+.PHONY: fuzz fuzz-smoke
+.SECONDARY: $(FUZZ_LIB_OBJ)
+fuzz: $(FUZZ_BIN)
+
+$(FUZZ_BUILD)/obj/%.o: src/%.c $(wildcard src/*.h) include/patchead.h
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c $< -o $@
+
+$(FUZZ_BUILD)/fuzz_%: fuzz/fuzz_%.c fuzz/fuzz_util.h $(FUZZ_LIB_OBJ)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< $(FUZZ_LIB_OBJ) $(LDLIBS)
+
+fuzz-smoke: fuzz
+	FUZZ_BUILD=$(FUZZ_BUILD) bash fuzz/smoke.sh

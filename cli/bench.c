@@ -172,12 +172,13 @@ static int write_random_vit(const char *size, const char *dir)
 
     char path[4200];
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
-    FILE *f = fopen(path, "wb");
-    if (!f) {
+    pe_atomic_file *af;
+    if (pe_atomic_open(path, &af)) {
         free(hdr);
         free(s);
-        return cli_error("%s: cannot write", path);
+        return cli_lib_error(PE_ERR_IO);
     }
+    FILE *f = pe_atomic_stream(af);
     uint64_t len = hl;
     unsigned char le[8];
     for (int i = 0; i < 8; i++) le[i] = (unsigned char)(len >> (8 * i));
@@ -208,21 +209,18 @@ static int write_random_vit(const char *size, const char *dir)
             left -= chunk;
         }
     }
-    int bad = ferror(f);
-    bad |= fclose(f) != 0;
     free(buf);
     free(hdr);
     free(s);
-    if (bad) return cli_error("%s: write failed", path);
+    if (pe_atomic_commit(af)) return cli_lib_error(PE_ERR_IO);
     snprintf(path, sizeof path, "%s/config.json", dir);
-    f = fopen(path, "w");
-    if (!f) return cli_error("%s: cannot write", path);
-    fprintf(f,
+    if (pe_atomic_open(path, &af)) return cli_lib_error(PE_ERR_IO);
+    fprintf(pe_atomic_stream(af),
             "{\"model_type\": \"dinov2\", \"hidden_size\": %d, \"num_hidden_layers\": %d, "
             "\"num_attention_heads\": %d, \"mlp_ratio\": 4, \"patch_size\": %d, \"image_size\": %d, "
             "\"layer_norm_eps\": 1e-06, \"hidden_act\": \"gelu\", \"layerscale_value\": 1.0}\n",
             D, L, H, p, grid * p);
-    if (fclose(f) != 0) return cli_error("%s: write failed", path);
+    if (pe_atomic_commit(af)) return cli_lib_error(PE_ERR_IO);
     printf("%s: random dinov2-%s weights\n", dir, size);
     return EXIT_OK;
 }

@@ -31,10 +31,17 @@ int cli_parse_int(const char *opt, const char *text, int min, int max, int *out)
 int cli_parse_float(const char *opt, const char *text, double min, double max, double *out);
 
 /* Image inputs: each arg is a file or a folder (walked recursively, sorted by path).
- * Folder entries whose extension is not an image (.png .jpg .jpeg .bmp, any case)
- * are skipped with a warning; explicitly named files are kept as given (decode
- * errors are reported later). Returns the number of paths (malloc'd array of
- * malloc'd strings in *paths), or -1 with an error printed. */
+ * Links are followed; each folder is walked once and each file taken once (device +
+ * inode), so link loops end and duplicates are skipped with a warning. Folder entries
+ * whose extension is not an image (.png .jpg .jpeg .bmp, any case), that are not regular
+ * files, or that cannot be stat'ed are skipped with a warning, as are folders deeper than
+ * CLI_MAX_DEPTH. An arg that is not a folder is kept as given even when missing or
+ * unreadable: reading it fails later with the reason (predict/zeroshot: that input's
+ * row gets the error, exit 3; fit: an error). Returns the number of paths (malloc'd
+ * array of malloc'd strings in *paths), or -1 with an error printed (more than
+ * CLI_MAX_INPUTS inputs, out of memory). */
+#define CLI_MAX_INPUTS 1000000
+#define CLI_MAX_DEPTH 64
 int cli_collect_images(char **args, int nargs, char ***paths);
 void cli_free_paths(char **paths, int n);
 int cli_is_image_name(const char *path);

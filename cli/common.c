@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <stdint.h>
 #include <unistd.h>
 
 int cli_quiet = 0;
@@ -84,15 +85,21 @@ typedef struct {
 
 static int push_path(path_list *l, const char *p)
 {
+    if (l->n >= CLI_MAX_INPUTS) {
+        cli_error("more than %d inputs in one run (at %s); split the run", CLI_MAX_INPUTS, p);
+        return -1;
+    }
     if (l->n == l->cap) {
         int cap = l->cap ? 2 * l->cap : 64;
         char **items = realloc(l->items, (size_t)cap * sizeof *items);
-        if (!items) return -1;
+        if (!items) return cli_error("out of memory collecting inputs"), -1;
         l->items = items;
         l->cap = cap;
     }
     l->items[l->n] = strdup(p);
-    return l->items[l->n++] ? 0 : -1;
+    if (!l->items[l->n]) return cli_error("out of memory collecting inputs"), -1;
+    l->n++;
+    return 0;
 }
 
 static int cmp_str(const void *a, const void *b)
@@ -100,32 +107,129 @@ static int cmp_str(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-static int walk(const char *dir, path_list *l, int *skipped)
+/* Set of (device, inode) pairs: each folder is walked once and each file taken once,
+ * whatever the links (a link back to an ancestor would otherwise loop forever). */
+typedef struct {
+    struct { dev_t dev; ino_t ino; int used; } *slot;
+    size_t cap, n;
+} id_set;
+
+/* 1 if (dev, ino) was new and is now in the set, 0 if already there, -1 on no memory. */
+static int id_add(id_set *s, dev_t dev, ino_t ino)
 {
+    if (2 * (s->n + 1) > s->cap) {
+        size_t cap = s->cap ? 2 * s->cap : 256;
+        id_set g = {calloc(cap, sizeof *s->slot), cap, 0};
+        if (!g.slot) return -1;
+        for (size_t i = 0; i < s->cap; i++)
+            if (s->slot[i].used) id_add(&g, s->slot[i].dev, s->slot[i].ino);
+        free(s->slot);
+        *s = g;
+    }
+    size_t h = (size_t)(((uint64_t)dev * 0x9e3779b97f4a7c15ULL) ^ ((uint64_t)ino * 0xbf58476d1ce4e5b9ULL));
+    for (size_t i = h & (s->cap - 1);; i = (i + 1) & (s->cap - 1)) {
+        if (!s->slot[i].used) {
+            s->slot[i].dev = dev;
+            s->slot[i].ino = ino;
+            s->slot[i].used = 1;
+            s->n++;
+            return 1;
+        }
+        if (s->slot[i].dev == dev && s->slot[i].ino == ino) return 0;
+    }
+}
+
+typedef struct {
+    path_list out;
+    id_set dirs, files;
+    int skipped;
+} walk_state;
+
+/* Take a file once (by device + inode). */
+static int take_file(walk_state *w, const char *path, const struct stat *st)
+{
+    int fresh = id_add(&w->files, st->st_dev, st->st_ino);
+    if (fresh < 0) return cli_error("out of memory collecting inputs"), -1;
+    if (!fresh) {
+        cli_warn("%s: skipped (the same file as an earlier input)", path);
+        w->skipped++;
+        return 0;
+    }
+    return push_path(&w->out, path);
+}
+
+static int walk(walk_state *w, const char *dir, const struct stat *dst, int depth)
+{
+    int fresh = id_add(&w->dirs, dst->st_dev, dst->st_ino);
+    if (fresh < 0) return cli_error("out of memory collecting inputs"), -1;
+    if (!fresh) {
+        cli_warn("%s: skipped (folder already walked: a link loop or a second link to it)", dir);
+        w->skipped++;
+        return 0;
+    }
+    if (depth > CLI_MAX_DEPTH) {
+        cli_warn("%s: skipped (more than %d folder levels)", dir, CLI_MAX_DEPTH);
+        w->skipped++;
+        return 0;
+    }
     DIR *d = opendir(dir);
     if (!d) {
-        cli_error("%s: cannot open folder (%s)", dir, strerror(errno));
-        return -1;
+        cli_warn("%s: skipped (cannot open folder: %s)", dir, strerror(errno));
+        w->skipped++;
+        return 0;
     }
     path_list here = {0};
     struct dirent *e;
-    while ((e = readdir(d))) {
+    int rc = 0;
+    while (rc == 0 && (e = readdir(d))) {
         if (e->d_name[0] == '.') continue;
-        char full[4096];
-        snprintf(full, sizeof full, "%s/%s", dir, e->d_name);
-        if (push_path(&here, full)) break;
+        size_t len = strlen(dir) + strlen(e->d_name) + 2;
+        if (len > 4096) {
+            cli_warn("%s/%s: skipped (path longer than 4096 bytes)", dir, e->d_name);
+            w->skipped++;
+            continue;
+        }
+        char *full = malloc(len);
+        if (!full) {
+            cli_error("out of memory collecting inputs");
+            rc = -1;
+            break;
+        }
+        memcpy(full, dir, strlen(dir));
+        full[strlen(dir)] = '/';
+        memcpy(full + strlen(dir) + 1, e->d_name, strlen(e->d_name) + 1);
+        if (here.n == here.cap) {
+            int cap = here.cap ? 2 * here.cap : 64;
+            char **items = realloc(here.items, (size_t)cap * sizeof *items);
+            if (!items) {
+                free(full);
+                cli_error("out of memory collecting inputs");
+                rc = -1;
+                break;
+            }
+            here.items = items;
+            here.cap = cap;
+        }
+        here.items[here.n++] = full;
     }
     closedir(d);
     if (here.n) qsort(here.items, (size_t)here.n, sizeof *here.items, cmp_str);
-    int rc = 0;
     for (int i = 0; i < here.n && rc == 0; i++) {
-        struct stat st;
-        if (stat(here.items[i], &st) != 0) continue;
-        if (S_ISDIR(st.st_mode)) rc = walk(here.items[i], l, skipped);
-        else if (cli_is_image_name(here.items[i])) rc = push_path(l, here.items[i]);
-        else {
-            cli_warn("%s: skipped (not an image file name)", here.items[i]);
-            (*skipped)++;
+        const char *p = here.items[i];
+        struct stat st; /* stat, not lstat: links are followed (loops caught above) */
+        if (stat(p, &st) != 0) {
+            cli_warn("%s: skipped (%s)", p, strerror(errno));
+            w->skipped++;
+        } else if (S_ISDIR(st.st_mode)) {
+            rc = walk(w, p, &st, depth + 1);
+        } else if (!cli_is_image_name(p)) {
+            cli_warn("%s: skipped (not an image file name)", p);
+            w->skipped++;
+        } else if (!S_ISREG(st.st_mode)) {
+            cli_warn("%s: skipped (not a regular file)", p);
+            w->skipped++;
+        } else {
+            rc = take_file(w, p, &st);
         }
     }
     cli_free_paths(here.items, here.n);
@@ -134,23 +238,24 @@ static int walk(const char *dir, path_list *l, int *skipped)
 
 int cli_collect_images(char **args, int nargs, char ***paths)
 {
-    path_list l = {0};
-    int skipped = 0;
-    for (int i = 0; i < nargs; i++) {
+    walk_state w = {0};
+    int rc = 0;
+    for (int i = 0; i < nargs && rc == 0; i++) {
         struct stat st;
-        if (stat(args[i], &st) != 0) {
-            cli_error("%s: no such file or directory", args[i]);
-            cli_free_paths(l.items, l.n);
-            return -1;
-        }
-        int rc = S_ISDIR(st.st_mode) ? walk(args[i], &l, &skipped) : push_path(&l, args[i]);
-        if (rc) {
-            cli_free_paths(l.items, l.n);
-            return -1;
-        }
+        if (stat(args[i], &st) == 0 && S_ISDIR(st.st_mode)) rc = walk(&w, args[i], &st, 0);
+        else if (stat(args[i], &st) == 0 && S_ISREG(st.st_mode)) rc = take_file(&w, args[i], &st);
+        /* missing, unreadable, a link loop, a FIFO or a device: kept as an input; reading
+         * it fails with the reason, like any other unreadable input */
+        else rc = push_path(&w.out, args[i]);
     }
-    *paths = l.items;
-    return l.n;
+    free(w.dirs.slot);
+    free(w.files.slot);
+    if (rc) {
+        cli_free_paths(w.out.items, w.out.n);
+        return -1;
+    }
+    *paths = w.out.items;
+    return w.out.n;
 }
 
 void cli_free_paths(char **paths, int n)
@@ -219,7 +324,8 @@ void cli_progress_end(cli_progress *p)
     p->active = 0;
 }
 
-/* CSV field: quoted (quotes doubled) when it holds a comma, quote or newline. */
+/* CSV field per RFC 4180: quoted (quotes doubled) when it holds a comma, quote, CR or LF;
+ * the bytes themselves are written unchanged (a path that is not UTF-8 stays exact). */
 void cli_csv_field(FILE *f, const char *s)
 {
     if (!strpbrk(s, ",\"\n\r")) {
@@ -234,14 +340,45 @@ void cli_csv_field(FILE *f, const char *s)
     fputc('"', f);
 }
 
-/* JSON string literal with quotes, backslashes and control characters escaped. */
+/* Length of the valid UTF-8 sequence at p, 0 if invalid (overlong, surrogate, > U+10FFFF,
+ * truncated). */
+static int utf8_seq(const unsigned char *p)
+{
+    unsigned c = p[0], cp, min;
+    int len;
+    if (c < 0x80) return 1;
+    if (c >= 0xC2 && c <= 0xDF) len = 2, min = 0x80;
+    else if (c >= 0xE0 && c <= 0xEF) len = 3, min = 0x800;
+    else if (c >= 0xF0 && c <= 0xF4) len = 4, min = 0x10000;
+    else return 0;
+    cp = c & (0xFFu >> (len + 1));
+    for (int i = 1; i < len; i++) {
+        if ((p[i] & 0xC0) != 0x80) return 0; /* also stops at the NUL */
+        cp = cp << 6 | (p[i] & 0x3F);
+    }
+    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
+    return len;
+}
+
+/* JSON string literal per RFC 8259: quote, backslash and control characters escaped;
+ * bytes that are not valid UTF-8 are replaced by U+FFFD (JSON text must be Unicode). */
 void cli_json_string(FILE *f, const char *s)
 {
     fputc('"', f);
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if (*p == '"' || *p == '\\') fprintf(f, "\\%c", *p);
-        else if (*p < 0x20) fprintf(f, "\\u%04x", *p);
-        else fputc(*p, f);
+    for (const unsigned char *p = (const unsigned char *)s; *p;) {
+        int n = utf8_seq(p);
+        if (n == 0) {
+            fputs("\\ufffd", f);
+            p++;
+        } else if (n > 1) {
+            fwrite(p, 1, (size_t)n, f);
+            p += n;
+        } else {
+            if (*p == '"' || *p == '\\') fprintf(f, "\\%c", *p);
+            else if (*p < 0x20) fprintf(f, "\\u%04x", *p);
+            else fputc(*p, f);
+            p++;
+        }
     }
     fputc('"', f);
 }

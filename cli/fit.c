@@ -2,6 +2,8 @@
 #include "cli.h"
 #include "options.h"
 
+#include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>

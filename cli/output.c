@@ -1,4 +1,4 @@
-/* output.c — scores.csv / scores.jsonl / maps / heatmaps (see output.h). */
+/* output.c — scores.csv / scores.jsonl / maps / heatmaps of a run (see output.h). */
 #include "output.h"
 #include "cli.h"
 
@@ -6,63 +6,22 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
-
-static char *stem_of(const char *path, int with_parent)
-{
-    const char *base = strrchr(path, '/');
-    base = base ? base + 1 : path;
-    const char *dot = strrchr(base, '.');
-    size_t n = dot && dot != base ? (size_t)(dot - base) : strlen(base);
-    char parent[256] = "";
-    if (with_parent && base != path) {
-        const char *end = base - 1; /* the slash before base */
-        const char *start = end;
-        while (start > path && start[-1] != '/') start--;
-        snprintf(parent, sizeof parent, "%.*s_", (int)(end - start), start);
-    }
-    size_t len = strlen(parent) + n + 1;
-    char *s = malloc(len);
-    if (s) snprintf(s, len, "%s%.*s", parent, (int)n, base);
-    return s;
-}
 
 int det_assign_stems(det_item *items, int n)
 {
-    for (int i = 0; i < n; i++) {
-        items[i].stem = stem_of(items[i].path, 0);
-        if (!items[i].stem) return -1;
-    }
-    /* same stem twice -> parent_stem for all of them */
-    char *dup = calloc((size_t)n + 1, 1);
-    if (!dup) return -1;
-    for (int i = 0; i < n; i++)
-        for (int j = i + 1; j < n; j++)
-            if (!strcmp(items[i].stem, items[j].stem)) dup[i] = dup[j] = 1;
-    for (int i = 0; i < n; i++)
-        if (dup[i]) {
-            free(items[i].stem);
-            if (!(items[i].stem = stem_of(items[i].path, 1))) {
-                free(dup);
-                return -1;
-            }
+    const char **paths = calloc((size_t)(n > 0 ? n : 1), sizeof *paths);
+    char **stems = malloc(sizeof *stems * (size_t)(n > 0 ? n : 1));
+    int rc = -1;
+    if (paths && stems) {
+        for (int i = 0; i < n; i++) paths[i] = items[i].path;
+        if (pe_output_stems(paths, n, stems) == PE_OK) {
+            for (int i = 0; i < n; i++) items[i].stem = stems[i];
+            rc = 0;
         }
-    free(dup);
-    /* still clashing (same parent folder name) -> numbered suffixes */
-    for (int i = 0; i < n; i++) {
-        int copy = 1;
-        for (int j = 0; j < i; j++)
-            if (!strcmp(items[i].stem, items[j].stem)) {
-                char buf[600];
-                snprintf(buf, sizeof buf, "%s_%d", items[i].stem, ++copy);
-                char *s = strdup(buf);
-                if (!s) return -1;
-                free(items[i].stem);
-                items[i].stem = s;
-                j = -1; /* re-check against all earlier ones */
-            }
     }
-    return 0;
+    free(paths);
+    free(stems);
+    return rc;
 }
 
 void det_free_items(det_item *items, int n)
@@ -75,42 +34,30 @@ void det_free_items(det_item *items, int n)
     free(items);
 }
 
-/* Open <dir>/<name>.tmp.<pid>; commit renames it over <dir>/<name>. */
-static FILE *open_tmp(const char *dir, const char *name, char *tmp, size_t cap)
+pe_run_dir *det_begin(const char *dir)
 {
-    snprintf(tmp, cap, "%s/%s.tmp.%ld", dir, name, (long)getpid());
-    FILE *f = fopen(tmp, "w");
-    if (!f) cli_error("%s/%s: cannot write (%s)", dir, name, strerror(errno));
-    return f;
+    pe_run_dir *run = NULL;
+    pe_status s = pe_run_begin(dir, &run);
+    if (s) cli_lib_error(s);
+    return run;
 }
 
-static int commit_tmp(FILE *f, const char *tmp, const char *dir, const char *name)
+/* scores.csv and scores.jsonl into dir, each through the atomic writer. */
+static int write_scores(const char *dir, const det_item *items, int n, float threshold)
 {
-    char final[4200];
-    snprintf(final, sizeof final, "%s/%s", dir, name);
-    int bad = ferror(f);
-    if (fclose(f) != 0) bad = 1;
-    if (bad || rename(tmp, final) != 0) {
-        remove(tmp);
-        cli_error("%s: write failed (%s)", final, strerror(errno));
-        return -1;
-    }
-    return 0;
-}
-
-int det_write_scores(const char *dir, const det_item *items, int n, float threshold, int write_maps)
-{
-    if (cli_mkdirs(dir)) return -1;
     const int flag = !isnan(threshold);
-    char tcsv[4200], tjson[4200];
-    FILE *csv = open_tmp(dir, "scores.csv", tcsv, sizeof tcsv);
-    if (!csv) return -1;
-    FILE *js = open_tmp(dir, "scores.jsonl", tjson, sizeof tjson);
-    if (!js) {
-        fclose(csv);
-        remove(tcsv);
+    char pcsv[4200], pjson[4200];
+    snprintf(pcsv, sizeof pcsv, "%s/scores.csv", dir);
+    snprintf(pjson, sizeof pjson, "%s/scores.jsonl", dir);
+    pe_atomic_file *acsv = NULL, *ajs = NULL;
+    pe_status s = pe_atomic_open(pcsv, &acsv);
+    if (!s) s = pe_atomic_open(pjson, &ajs);
+    if (s) {
+        cli_lib_error(s);
+        pe_atomic_abort(acsv);
         return -1;
     }
+    FILE *csv = pe_atomic_stream(acsv), *js = pe_atomic_stream(ajs);
     fprintf(csv, flag ? "path,score,is_anomalous\n" : "path,score\n");
     for (int i = 0; i < n; i++) {
         const det_item *it = &items[i];
@@ -118,16 +65,22 @@ int det_write_scores(const char *dir, const det_item *items, int n, float thresh
         fputs("{\"path\": ", js);
         cli_json_string(js, it->path);
         if (it->ok) {
-            float s = it->result.image_score;
-            fprintf(csv, ",%.7g", s);
-            fprintf(js, ", \"score\": %.7g", s);
+            float sc = it->result.image_score;
+            fprintf(csv, ",%.7g", sc);
+            fprintf(js, ", \"score\": %.7g", sc);
             if (flag) {
-                fprintf(csv, ",%d", s > threshold);
-                fprintf(js, ", \"is_anomalous\": %s", s > threshold ? "true" : "false");
+                fprintf(csv, ",%d", sc > threshold);
+                fprintf(js, ", \"is_anomalous\": %s", sc > threshold ? "true" : "false");
             }
-            if (write_maps)
-                fprintf(js, ", \"map\": \"maps/%s.npy\", \"heatmap\": \"heatmaps/%s.png\"", it->stem,
-                        it->stem);
+            if (it->has_map) {
+                char rel[600];
+                snprintf(rel, sizeof rel, "maps/%s.npy", it->stem);
+                fputs(", \"map\": ", js);
+                cli_json_string(js, rel);
+                snprintf(rel, sizeof rel, "heatmaps/%s.png", it->stem);
+                fputs(", \"heatmap\": ", js);
+                cli_json_string(js, rel);
+            }
             fprintf(js, ", \"grid\": [%d, %d], \"aligned\": %d, \"align_failed\": %d",
                     it->result.grid_h, it->result.grid_w, it->result.aligned,
                     it->result.align_failed);
@@ -139,12 +92,22 @@ int det_write_scores(const char *dir, const det_item *items, int n, float thresh
         fputc('\n', csv);
         fputs("}\n", js);
     }
-    int rc = commit_tmp(csv, tcsv, dir, "scores.csv");
-    if (commit_tmp(js, tjson, dir, "scores.jsonl")) rc = -1;
-    return rc;
+    s = pe_atomic_commit(acsv);
+    if (s) {
+        cli_lib_error(s);
+        pe_atomic_abort(ajs);
+        return -1;
+    }
+    s = pe_atomic_commit(ajs);
+    if (s) cli_lib_error(s);
+    return s ? -1 : 0;
 }
 
-int det_write_maps(const char *dir, det_item *items, int n, float sigma, int *failed)
+/* maps/<stem>.npy and heatmaps/<stem>.png into dir; sets has_map per item. An input that
+ * cannot be re-read for its map (changed since it was scored) is reported and counted
+ * (exit status 3, no map fields in its JSON line); an output file that cannot be written
+ * (disk full, file too large) fails the whole run: nothing is published. */
+static int write_maps(const char *dir, det_item *items, int n, float sigma, int *failed)
 {
     char maps[4200], heat[4200];
     snprintf(maps, sizeof maps, "%s/maps", dir);
@@ -165,8 +128,8 @@ int det_write_maps(const char *dir, det_item *items, int n, float sigma, int *fa
     }
     cli_progress bar;
     cli_progress_begin(&bar, "maps", todo);
-    int done = 0;
-    for (int i = 0; i < n; i++) {
+    int done = 0, rc = 0;
+    for (int i = 0; i < n && rc == 0; i++) {
         if (!items[i].ok) continue;
         pe_image img = {0};
         float *map = NULL;
@@ -177,23 +140,54 @@ int det_write_maps(const char *dir, det_item *items, int n, float sigma, int *fa
                     : PE_ERR_NOMEM;
         }
         char path[4400];
+        int disk = 0;
         if (!s) {
             int64_t shape[2] = {img.height, img.width};
             snprintf(path, sizeof path, "%s/%s.npy", maps, items[i].stem);
             s = pe_npy_save(path, map, 2, shape);
+            disk = s != PE_OK;
         }
         if (!s) {
             snprintf(path, sizeof path, "%s/%s.png", heat, items[i].stem);
             s = pe_save_heatmap_png(path, &img, map, vmin, vmax);
+            disk = s != PE_OK;
         }
-        if (s) {
+        if (s && disk) {
+            cli_lib_error(s);
+            rc = -1;
+        } else if (s) {
             cli_warn("%s: map not written: %s", items[i].path, pe_last_error());
             (*failed)++;
+        } else {
+            items[i].has_map = 1;
         }
         free(map);
         pe_image_free(&img);
         cli_progress_step(&bar, ++done);
     }
     cli_progress_end(&bar);
-    return 0;
+    return rc;
+}
+
+int det_publish(pe_run_dir *run, det_item *items, int n, float threshold, int write_maps_too,
+                float sigma, int *map_failed)
+{
+    const char *stage = pe_run_path(run);
+    char out[4096];
+    snprintf(out, sizeof out, "%s", pe_run_output(run));
+    int rc = 0;
+    if (write_maps_too) rc = write_maps(stage, items, n, sigma, map_failed);
+    if (!rc) rc = write_scores(stage, items, n, threshold);
+    if (rc) {
+        pe_run_abort(run);
+    } else {
+        pe_status s = pe_run_commit(run);
+        if (s) {
+            cli_lib_error(s);
+            rc = -1;
+        }
+    }
+    if (rc) cli_error("%s: results not published; the previous contents (if any) are unchanged",
+                      out);
+    return rc;
 }

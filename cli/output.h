@@ -2,14 +2,20 @@
  * eval): scores.csv, scores.jsonl, maps/<stem>.npy, heatmaps/<stem>.png.
  *
  *   scores.csv    header "path,score[,is_anomalous]", one row per input in input
- *                 order; an input that failed has an empty score (and flag).
+ *                 order; an input that failed has an empty score (and flag). RFC 4180
+ *                 quoting (fields with , " CR LF are quoted, quotes doubled; LF line
+ *                 ends); the path is written with its exact bytes.
  *   scores.jsonl  one JSON object per input: path, score, is_anomalous (when a
- *                 threshold is known), map, heatmap, aligned, align_failed, or error.
+ *                 threshold is known), map, heatmap (only when that input's map files
+ *                 were written), grid, aligned, align_failed, or error. RFC 8259: every
+ *                 string is escaped; bytes that are not valid UTF-8 become U+FFFD.
  *   maps/         (H, W) float32 anomaly map at the input's own size (.npy)
  *   heatmaps/     map over the image, colour scale shared by the whole run, with a
  *                 colour bar on the right (top = vmax, bottom = vmin).
- * Stems: the file name without extension; when two inputs share one, both become
- * "<parent>_<stem>", and any remaining clash gets "_2", "_3", ...
+ * Stems: pe_output_stems (file name without extension, parent folders in front when
+ * names clash, then _2, _3, ...).
+ * Commit point: everything is written into a staging folder and published as a whole
+ * (pe_run_*): a run that fails leaves the previous output folder untouched.
  */
 #ifndef PE_DETECT_OUTPUT_H
 #define PE_DETECT_OUTPUT_H
@@ -20,6 +26,7 @@ typedef struct {
     const char *path;   /* input path as given */
     char *stem;         /* unique output stem (det_assign_stems) */
     int ok;             /* scored */
+    int has_map;        /* its map + heatmap were written */
     char error[512];    /* why not, when !ok */
     pe_result result;   /* when ok */
 } det_item;
@@ -28,15 +35,16 @@ typedef struct {
 int det_assign_stems(det_item *items, int n);
 void det_free_items(det_item *items, int n);
 
-/* Write scores.csv and scores.jsonl into dir (atomically: temp + rename). threshold is
- * NAN when unknown (no is_anomalous column). write_maps: whether map/heatmap files are
- * (to be) written, so the JSON names them. Returns 0 or -1 with an error printed. */
-int det_write_scores(const char *dir, const det_item *items, int n, float threshold, int write_maps);
+/* Start a run into the output folder `dir` (checked now, before any work): NULL with an
+ * error printed when it cannot be used. */
+pe_run_dir *det_begin(const char *dir);
 
-/* Second pass: reload each scored image and write maps/<stem>.npy and
- * heatmaps/<stem>.png with one colour scale [min, max] of all patch scores of the
- * run. Failures are reported and counted in *failed (the item is kept in the CSV).
- * progress label shown on stderr. Returns 0, or -1 when the folders cannot be made. */
-int det_write_maps(const char *dir, det_item *items, int n, float sigma, int *failed);
+/* Write the run's files into the staging folder and publish them as one: maps (when
+ * write_maps; failures are reported and counted in *map_failed, the item keeps its
+ * score but gets no map fields), then scores.csv and scores.jsonl, then the commit.
+ * threshold is NAN when unknown (no is_anomalous column). Returns 0, or -1 with an error
+ * printed that says the previous outputs were left unchanged (run is freed either way). */
+int det_publish(pe_run_dir *run, det_item *items, int n, float threshold, int write_maps,
+                float sigma, int *map_failed);
 
 #endif

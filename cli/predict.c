@@ -58,6 +58,7 @@ int cmd_predict(int argc, char **argv)
     char **paths = NULL;
     int n = cli_collect_images(argv + first, argc - first, &paths);
     int rc = EXIT_ERROR, failed = 0;
+    pe_run_dir *run = n > 0 ? det_begin(out) : NULL; /* output folder checked before any work */
     det_item *items = n > 0 ? calloc((size_t)n, sizeof *items) : NULL;
     if (n < 0) goto done;
     if (n == 0) {
@@ -68,6 +69,7 @@ int cmd_predict(int argc, char **argv)
         cli_error("predict: out of memory");
         goto done;
     }
+    if (!run) goto done;
     for (int i = 0; i < n; i++) items[i].path = paths[i];
     if (det_assign_stems(items, n)) {
         cli_error("predict: out of memory");
@@ -93,9 +95,10 @@ int cmd_predict(int argc, char **argv)
     }
     cli_progress_end(&bar);
     double elapsed = cli_now() - t0;
-    if (det_write_scores(out, items, n, (float)threshold, !no_maps)) goto done;
     int map_failed = 0;
-    if (!no_maps && det_write_maps(out, items, n, (float)sigma, &map_failed)) goto done;
+    pe_run_dir *pub = run;
+    run = NULL; /* det_publish frees it */
+    if (det_publish(pub, items, n, (float)threshold, !no_maps, (float)sigma, &map_failed)) goto done;
     if (!cli_quiet) {
         fprintf(stderr, "patchead: scored %d of %d images in %.1fs (%.0f ms/image)\n", n - failed,
                 n, elapsed, n - failed > 0 ? 1000 * elapsed / (n - failed) : 0.0);
@@ -104,6 +107,7 @@ int cmd_predict(int argc, char **argv)
     }
     rc = failed || map_failed ? EXIT_SOME_FAILED : EXIT_OK;
 done:
+    pe_run_abort(run);
     det_free_items(items, n > 0 ? n : 0);
     cli_free_paths(paths, n > 0 ? n : 0);
     pe_bank_free(bank);

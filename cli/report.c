@@ -1,6 +1,6 @@
 /* report.c — writes the result files of `patchead eval` (see report.h):
  * results.md, results.csv, results.json (cJSON), scores.csv and report.html, each
- * atomically (temp file + rename). The HTML is self-contained: inline CSS, inline SVG
+ * atomically (pe_atomic_*: temp file + fsync + rename). The HTML is self-contained: inline CSS, inline SVG
  * charts drawn here, example heatmaps embedded as base64 PNG data URIs. */
 #include "report.h"
 #include "cli.h"
@@ -69,29 +69,30 @@ void ev_format_cell(const ev_run *r, int s, int c, int which, char *buf, size_t 
 
 /* ------------------------------------------------------------------ file helpers */
 
+/* Each result file goes through the library's atomic writer (temp + fsync + rename). */
 typedef struct {
     FILE *f;
-    char tmp[4300], path[4200];
+    pe_atomic_file *af;
+    char path[4200];
 } out_file;
 
 static int out_open(out_file *o, const char *dir, const char *name)
 {
     snprintf(o->path, sizeof o->path, "%s/%s", dir, name);
-    snprintf(o->tmp, sizeof o->tmp, "%s.tmp", o->path);
-    o->f = fopen(o->tmp, "w");
-    if (!o->f) {
-        cli_error("%s: cannot write", o->tmp);
+    pe_status s = pe_atomic_open(o->path, &o->af);
+    if (s) {
+        cli_lib_error(s);
         return -1;
     }
+    o->f = pe_atomic_stream(o->af);
     return 0;
 }
 
 static int out_close(out_file *o)
 {
-    int bad = ferror(o->f);
-    if (fclose(o->f) != 0 || bad || rename(o->tmp, o->path) != 0) {
-        remove(o->tmp);
-        cli_error("%s: write failed", o->path);
+    pe_status s = pe_atomic_commit(o->af);
+    if (s) {
+        cli_lib_error(s);
         return -1;
     }
     return 0;

@@ -43,6 +43,11 @@ int cmd_zeroshot(int argc, char **argv)
     if (n < 0) return EXIT_ERROR;
     int rc = EXIT_ERROR, failed = 0, loaded = 0;
     pe_model *model = NULL;
+    pe_run_dir *run = det_begin(out); /* output folder checked before any work */
+    if (!run) {
+        cli_free_paths(paths, n);
+        return EXIT_ERROR;
+    }
     det_item *items = calloc((size_t)n + 1, sizeof *items);
     pe_image *imgs = calloc((size_t)n + 1, sizeof *imgs);
     int *index = calloc((size_t)n + 1, sizeof *index); /* batch slot -> input */
@@ -93,9 +98,11 @@ int cmd_zeroshot(int argc, char **argv)
         memset(&results[b], 0, sizeof results[b]);
         pe_image_free(&imgs[b]); /* maps reload images one at a time */
     }
-    if (det_write_scores(out, items, n, (float)threshold, !no_maps)) goto done;
     int map_failed = 0;
-    if (!no_maps && det_write_maps(out, items, n, params.map_sigma, &map_failed)) goto done;
+    pe_run_dir *pub = run;
+    run = NULL; /* det_publish frees it */
+    if (det_publish(pub, items, n, (float)threshold, !no_maps, params.map_sigma, &map_failed))
+        goto done;
     if (!cli_quiet) {
         char rule[96];
         detect_describe(&params.score, rule, sizeof rule);
@@ -106,6 +113,7 @@ int cmd_zeroshot(int argc, char **argv)
     }
     rc = failed || map_failed ? EXIT_SOME_FAILED : EXIT_OK;
 done:
+    pe_run_abort(run);
     for (int b = 0; imgs && b < n; b++) pe_image_free(&imgs[b]);
     for (int b = 0; results && b < n; b++) pe_result_free(&results[b]);
     free(imgs);

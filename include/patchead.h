@@ -20,6 +20,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -52,6 +53,53 @@ const char *pe_status_name(pe_status status);
  * (OpenMP). n <= 0 means "number of cores". */
 void pe_set_threads(int n);
 int pe_get_threads(void);
+
+/* ------------------------------------------------------------------ atomic output files */
+/* The one writer behind every file patchead writes (banks, .npy, PNG, scores.csv/jsonl,
+ * eval results). Bytes go to "<path>.tmp.<pid>.<n>" beside the target; commit flushes,
+ * fsyncs, renames it over the target and fsyncs the folder, so readers see the old file or
+ * the complete new one, never a prefix. On failure the temporary file is removed, the
+ * target is untouched and the message names the target and the reason from the system
+ * ("write failed (No space left on device)"). A process killed before commit leaves only
+ * its temporary file behind. */
+typedef struct pe_atomic_file pe_atomic_file;
+pe_status pe_atomic_open(const char *path, pe_atomic_file **out);
+/* The stream to write to (buffered; do not fclose it). */
+FILE *pe_atomic_stream(pe_atomic_file *file);
+/* Publish the file (see above). Frees `file` whatever the outcome. */
+pe_status pe_atomic_commit(pe_atomic_file *file);
+/* Drop the temporary file and free `file`. Returns PE_ERR_IO with the reason when a write
+ * had already failed (e.g. disk full), PE_OK otherwise (no error recorded then). */
+pe_status pe_atomic_abort(pe_atomic_file *file);
+/* Whole file from memory: open + write + commit. */
+pe_status pe_atomic_write(const char *path, const void *data, size_t n);
+/* fsync a folder (after renames in it); file systems that cannot are not an error. */
+pe_status pe_fsync_dir(const char *dir);
+
+/* ------------------------------------------------------------------ run folders */
+/* One commit point for all outputs of a run (src/run_dir.c): the run writes into a staging
+ * folder beside `out_dir`; commit swaps it in as a whole (atomic rename / exchange). The
+ * output folder must be new, empty, or a folder of an earlier run (it holds the marker file
+ * .patchead-run); anything else is refused by pe_run_begin, before any work. A failed or
+ * killed run leaves the previous output folder exactly as it was. */
+typedef struct pe_run_dir pe_run_dir;
+pe_status pe_run_begin(const char *out_dir, pe_run_dir **out);
+/* The staging folder to write the run's files into. */
+const char *pe_run_path(const pe_run_dir *run);
+/* The output folder the run is published to (links resolved). */
+const char *pe_run_output(const pe_run_dir *run);
+/* Publish (frees run whatever the outcome; on failure the staging folder is removed). */
+pe_status pe_run_commit(pe_run_dir *run);
+/* Discard the staging folder; the output folder is untouched. */
+void pe_run_abort(pe_run_dir *run);
+
+/* ------------------------------------------------------------------ output names */
+/* Unique, short, recognisable output stems for n input paths (src/names.c): the file name
+ * without extension; names shared by several inputs take their parent folder names in
+ * front (up to 3 levels: cam001/crop/0001.jpg -> cam001_crop_0001); what still clashes
+ * gets _2, _3, ... in input order. Control characters and invalid UTF-8 become '_'; each
+ * part is at most 48 bytes. O(n) expected. stems[i] are malloc'd (free each). */
+pe_status pe_output_stems(const char *const *paths, int n, char **stems);
 
 /* ------------------------------------------------------------------ images */
 

@@ -127,6 +127,17 @@ pe_status pe_bank_check_model(const pe_bank *b, pe_model *model)
     if (info.feature_dim != b->dim)
         return pe_fail(PE_ERR_MISMATCH, "bank has %d-dim features but %s gives %d", b->dim,
                        info.name, info.feature_dim);
+    /* The grids must be the ones this backbone gives at the bank's input size (S / stride,
+     * +-1 for the CNNs' padding): a bank whose size field was altered would otherwise make
+     * every query run at up to 4096 x 4096 against features of another resolution. */
+    const int size = b->params.size > 0 ? b->params.size : info.default_size;
+    const int expect = info.patch_size > 0 ? size / info.patch_size : 0;
+    for (int k = 0; k < b->num_refs && expect > 0; k++)
+        if (abs(b->grid_h[k] - expect) > 1 || abs(b->grid_w[k] - expect) > 1)
+            return pe_fail(PE_ERR_FORMAT,
+                           "bank input size %d gives %dx%d patches with %s but reference %d holds "
+                           "%dx%d (corrupt bank)", size, expect, expect, info.name, k + 1,
+                           b->grid_h[k], b->grid_w[k]);
     return PE_OK;
 }
 
@@ -240,19 +251,9 @@ pe_status pe_bank_save(const pe_bank *b, const char *path)
         free(w.data);
         return pe_fail(PE_ERR_NOMEM, "%s: out of memory building the bank file", path);
     }
-    char tmp[4200];
-    FILE *f = pe_open_temp(path, tmp, sizeof tmp);
-    if (!f) {
-        free(w.data);
-        return PE_ERR_IO;
-    }
-    if (fwrite(w.data, 1, w.n, f) != w.n) {
-        pe_abort_file(f, tmp);
-        free(w.data);
-        return pe_fail(PE_ERR_IO, "%s: write failed", path);
-    }
+    pe_status s = pe_atomic_write(path, w.data, w.n);
     free(w.data);
-    return pe_commit_file(f, tmp, path);
+    return s;
 }
 
 /* ------------------------------------------------------------------ reading */

@@ -357,7 +357,7 @@ static pe_status dagm_split(const char *cat, const char *split, sample_list *tra
     char **masks = calloc((size_t)files.n + 1, sizeof *masks);
     if (!flags || !masks) st = pe_fail(PE_ERR_NOMEM, "dataset: out of memory");
     for (int i = 0; i < files.n && !st; i++) flags[i] = -1;
-    FILE *f = st ? NULL : fopen(txt, "r");
+    FILE *f = st ? NULL : pe_fopen_regular(txt);
     if (f) {
         char line[1024];
         while (fgets(line, sizeof line, f)) {
@@ -493,8 +493,8 @@ static pe_status build_visa(const char *root, const char *csv, const char *objec
                             pe_category *c)
 {
     sample_list train = {0}, test = {0};
-    FILE *f = fopen(csv, "r");
-    if (!f) return pe_fail(PE_ERR_IO, "%s: cannot open (%s)", csv, strerror(errno));
+    FILE *f = pe_fopen_regular(csv); /* refuses a FIFO without blocking */
+    if (!f) return PE_ERR_IO;
     char line[4096];
     pe_status st = PE_OK;
     int row = 0;
@@ -669,8 +669,8 @@ static pe_status open_visa(pe_dataset *ds, const char *root)
     const char *only = single ? base_name(root) : NULL;
     name_list objects = {0};
     int cap = 0;
-    FILE *f = fopen(csv, "r");
-    pe_status st = f ? PE_OK : pe_fail(PE_ERR_IO, "%s: cannot open (%s)", csv, strerror(errno));
+    FILE *f = pe_fopen_regular(csv); /* refuses a FIFO without blocking */
+    pe_status st = f ? PE_OK : PE_ERR_IO;
     char line[4096];
     while (!st && fgets(line, sizeof line, f)) {
         char *fld[6];

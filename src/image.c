@@ -545,24 +545,25 @@ pe_status pe_image_save_png(const char *path, const pe_image *img)
 {
     if (!path || !img || !img->rgb || img->width <= 0 || img->height <= 0)
         return pe_fail(PE_ERR_ARG, "%s: no image to save", path ? path : "pe_image_save_png");
-    char tmp[4096];
-    FILE *f = pe_open_temp(path, tmp, sizeof tmp);
-    if (!f) return PE_ERR_IO;
+    pe_atomic_file *af;
+    pe_status s = pe_atomic_open(path, &af);
+    if (s) return s;
     png_sink sink = {""};
     png_structp png =
         png_create_write_struct(PNG_LIBPNG_VER_STRING, &sink, png_write_error, png_on_warning);
     png_infop info = png ? png_create_info_struct(png) : NULL;
     if (!info) {
         png_destroy_write_struct(&png, NULL);
-        pe_abort_file(f, tmp);
+        pe_atomic_abort(af);
         return pe_fail(PE_ERR_NOMEM, "%s: out of memory starting the PNG encoder", path);
     }
     if (setjmp(png_jmpbuf(png))) {
         png_destroy_write_struct(&png, &info);
-        pe_abort_file(f, tmp);
-        return pe_fail(PE_ERR_IO, "%s: cannot write PNG (%s)", path, sink.message);
+        /* a failed write (disk full) has its reason recorded by the atomic writer */
+        s = pe_atomic_abort(af);
+        return s ? s : pe_fail(PE_ERR_IO, "%s: cannot write PNG (%s)", path, sink.message);
     }
-    png_init_io(png, f);
+    png_init_io(png, pe_atomic_stream(af));
     /* zlib level 1 + the SUB filter: outputs here are heatmaps and masks written once per
      * image in a run; level 6 with adaptive filtering took ~250 ms for an 800x600 heatmap. */
     png_set_compression_level(png, 1);
@@ -575,7 +576,7 @@ pe_status pe_image_save_png(const char *path, const pe_image *img)
         png_write_row(png, img->rgb + (size_t)y * img->width * 3);
     png_write_end(png, info);
     png_destroy_write_struct(&png, &info);
-    return pe_commit_file(f, tmp, path);
+    return pe_atomic_commit(af);
 }
 
 /* ------------------------------------------------------------------ resize */

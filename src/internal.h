@@ -23,14 +23,16 @@ uint64_t pe_fnv1a(uint64_t hash, const void *data, size_t n);
 /* Fast 64-bit hash of a large byte range (weights files): 4-lane word-wise FNV-1a. */
 uint64_t pe_hash_fast(const void *data, size_t n);
 
-/* Read a whole file into memory (adds a terminating NUL). */
+/* Read a whole file into memory (adds a terminating NUL). Only regular files (checked on
+ * the opened descriptor, opened without blocking: a FIFO is refused, never waited on),
+ * smaller than PE_MAX_INPUT_FILE (images, configs, banks). */
+#define PE_MAX_INPUT_FILE ((uint64_t)4 << 30)
 pe_status pe_read_file(const char *path, uint8_t **data, size_t *size);
-
-/* Open "<path>.tmp.<pid>" for writing; pe_commit_file() closes, fsyncs and renames it
- * over `path`; pe_abort_file() closes and removes it. Used for atomic output. */
-FILE *pe_open_temp(const char *path, char *tmp_path, size_t tmp_cap);
-pe_status pe_commit_file(FILE *f, const char *tmp_path, const char *path);
-void pe_abort_file(FILE *f, const char *tmp_path);
+/* open(O_RDONLY) that refuses anything but a regular file without blocking on FIFOs;
+ * -1 with the error recorded ("<path>: not a regular file (a FIFO)"). */
+int pe_open_regular(const char *path);
+/* The same as a read-only stdio stream (text files: dataset lists, split CSVs). */
+FILE *pe_fopen_regular(const char *path);
 
 #define PE_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define PE_MAX(a, b) ((a) > (b) ? (a) : (b))

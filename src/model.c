@@ -43,8 +43,9 @@ static int file_exists(const char *path)
 static pe_status load_json(const char *path, cJSON **out)
 {
     *out = NULL;
-    if (!file_exists(path)) return PE_OK;
-    uint8_t *text;
+    struct stat st;
+    if (stat(path, &st) != 0 && errno == ENOENT) return PE_OK;
+    uint8_t *text; /* anything else that is not a regular file is refused by pe_read_file */
     size_t n;
     pe_status s = pe_read_file(path, &text, &n);
     if (s) return s;

@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "npy.c reads and writes little-endian data directly: port the byte order first"
@@ -58,17 +59,17 @@ pe_status pe_npy_save(const char *path, const float *data, int ndim, const int64
 
     uint8_t prefix[10] = {0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0, (uint8_t)(len & 0xFF),
                           (uint8_t)(len >> 8)};
-    char tmp[4096];
-    FILE *f = pe_open_temp(path, tmp, sizeof tmp);
-    if (!f) return PE_ERR_IO;
+    pe_atomic_file *af;
+    pe_status s = pe_atomic_open(path, &af);
+    if (s) return s;
+    FILE *f = pe_atomic_stream(af);
     if (fwrite(prefix, 1, sizeof prefix, f) != sizeof prefix ||
         fwrite(header, 1, (size_t)len, f) != (size_t)len ||
         (count && fwrite(data, sizeof(float), (size_t)count, f) != (size_t)count)) {
-        int e = errno;
-        pe_abort_file(f, tmp);
-        return pe_fail(PE_ERR_IO, "%s: write failed (%s)", path, strerror(e));
+        s = pe_atomic_abort(af);
+        return s ? s : pe_fail(PE_ERR_IO, "%s: write failed", path);
     }
-    return pe_commit_file(f, tmp, path);
+    return pe_atomic_commit(af);
 }
 
 /* ------------------------------------------------------------------ header parsing */
@@ -157,10 +158,13 @@ pe_status pe_npy_load(const char *path, float **data, int *ndim, int64_t shape[4
     *ndim = 0;
     memset(shape, 0, sizeof(int64_t) * NPY_MAX_DIMS);
     struct stat st;
-    if (stat(path, &st) != 0) return pe_fail(PE_ERR_IO, "%s: cannot open (%s)", path, strerror(errno));
-    if (!S_ISREG(st.st_mode)) return pe_fail(PE_ERR_IO, "%s: not a regular file", path);
-    FILE *f = fopen(path, "rb");
-    if (!f) return pe_fail(PE_ERR_IO, "%s: cannot open (%s)", path, strerror(errno));
+    int fd = pe_open_regular(path);
+    if (fd < 0) return PE_ERR_IO;
+    FILE *f = fstat(fd, &st) == 0 ? fdopen(fd, "rb") : NULL;
+    if (!f) {
+        close(fd);
+        return pe_fail(PE_ERR_IO, "%s: cannot open (%s)", path, strerror(errno));
+    }
 
     uint8_t prefix[12];
     if (fread(prefix, 1, 10, f) != 10 || memcmp(prefix, "\x93NUMPY", 6) != 0)

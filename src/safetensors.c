@@ -244,11 +244,10 @@ pe_status st_open(const char *path, st_file **out)
     st_file *f = calloc(1, sizeof *f);
     if (!f) return pe_fail(PE_ERR_NOMEM, "%s: out of memory", path);
     snprintf(f->path, sizeof f->path, "%s", path);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = pe_open_regular(path); /* a FIFO is refused, not waited on */
     if (fd < 0) {
-        pe_status s = pe_fail(PE_ERR_IO, "%s: cannot open (%s)", path, strerror(errno));
         free(f);
-        return s;
+        return PE_ERR_IO;
     }
     struct stat sb;
     if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {

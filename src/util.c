@@ -3,6 +3,7 @@
 
 #include <cblas.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -91,76 +92,82 @@ uint64_t pe_hash_fast(const void *data, size_t n)
     return pe_fnv1a(h, p, n - blocks * 32);
 }
 
+static const char *file_kind(mode_t m)
+{
+    return S_ISDIR(m) ? "a folder" : S_ISFIFO(m) ? "a FIFO" : S_ISSOCK(m) ? "a socket"
+         : S_ISCHR(m) ? "a character device" : S_ISBLK(m) ? "a block device" : "not a plain file";
+}
+
+int pe_open_regular(const char *path)
+{
+    /* O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer forever;
+     * the type is checked on the opened descriptor (no race with a rename in between). */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0) {
+        pe_fail(PE_ERR_IO, "%s: cannot open (%s)", path, strerror(errno));
+        return -1;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        pe_fail(PE_ERR_IO, "%s: not a regular file (%s)", path, file_kind(st.st_mode));
+        close(fd);
+        return -1;
+    }
+    int flags = fcntl(fd, F_GETFL);
+    if (flags >= 0) fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
+    return fd;
+}
+
+FILE *pe_fopen_regular(const char *path)
+{
+    int fd = pe_open_regular(path);
+    if (fd < 0) return NULL;
+    FILE *f = fdopen(fd, "r");
+    if (!f) {
+        pe_fail(PE_ERR_IO, "%s: cannot open (%s)", path, strerror(errno));
+        close(fd);
+    }
+    return f;
+}
+
 pe_status pe_read_file(const char *path, uint8_t **data, size_t *size)
 {
     *data = NULL;
     *size = 0;
-    FILE *f = fopen(path, "rb");
-    if (!f) return pe_fail(PE_ERR_IO, "%s: cannot open (%s)", path, strerror(errno));
+    int fd = pe_open_regular(path);
+    if (fd < 0) return PE_ERR_IO;
     struct stat st;
-    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
-        fclose(f);
-        return pe_fail(PE_ERR_IO, "%s: not a regular file", path);
+    if (fstat(fd, &st) != 0) {
+        close(fd);
+        return pe_fail(PE_ERR_IO, "%s: cannot read (%s)", path, strerror(errno));
     }
-    if (fseek(f, 0, SEEK_END) != 0) {
-        fclose(f);
-        return pe_fail(PE_ERR_IO, "%s: cannot read (not a regular file?)", path);
+    if ((uint64_t)st.st_size >= PE_MAX_INPUT_FILE) {
+        close(fd);
+        return pe_fail(PE_ERR_LIMIT, "%s: %lld bytes, more than the %llu MiB accepted for this kind "
+                       "of file", path, (long long)st.st_size,
+                       (unsigned long long)(PE_MAX_INPUT_FILE >> 20));
     }
-    long len = ftell(f);
-    if (len < 0) {
-        fclose(f);
-        return pe_fail(PE_ERR_IO, "%s: cannot read (not a regular file?)", path);
-    }
-    rewind(f);
-    uint8_t *buf = malloc((size_t)len + 1);
+    size_t len = (size_t)st.st_size;
+    uint8_t *buf = malloc(len + 1);
     if (!buf) {
-        fclose(f);
-        return pe_fail(PE_ERR_NOMEM, "%s: out of memory reading %ld bytes", path, len);
+        close(fd);
+        return pe_fail(PE_ERR_NOMEM, "%s: out of memory reading %zu bytes", path, len);
     }
-    size_t got = fread(buf, 1, (size_t)len, f);
-    fclose(f);
-    if (got != (size_t)len) {
+    size_t got = 0;
+    while (got < len) {
+        ssize_t r = read(fd, buf + got, len - got);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) break;
+        got += (size_t)r;
+    }
+    int e = errno;
+    close(fd);
+    if (got != len) {
         free(buf);
-        return pe_fail(PE_ERR_IO, "%s: short read", path);
+        return pe_fail(PE_ERR_IO, "%s: short read (%s)", path, got < len && e ? strerror(e) : "file changed");
     }
     buf[len] = 0;
     *data = buf;
-    *size = (size_t)len;
+    *size = len;
     return PE_OK;
-}
-
-FILE *pe_open_temp(const char *path, char *tmp_path, size_t tmp_cap)
-{
-    int n = snprintf(tmp_path, tmp_cap, "%s.tmp.%ld", path, (long)getpid());
-    if (n < 0 || (size_t)n >= tmp_cap) {
-        pe_fail(PE_ERR_ARG, "%s: path too long", path);
-        return NULL;
-    }
-    FILE *f = fopen(tmp_path, "wb");
-    if (!f) pe_fail(PE_ERR_IO, "%s: cannot write (%s)", path, strerror(errno));
-    return f;
-}
-
-pe_status pe_commit_file(FILE *f, const char *tmp_path, const char *path)
-{
-    int bad = ferror(f);
-    if (fflush(f) != 0) bad = 1;
-    if (fsync(fileno(f)) != 0 && errno != EINVAL) bad = 1;
-    if (fclose(f) != 0) bad = 1;
-    if (bad) {
-        remove(tmp_path);
-        return pe_fail(PE_ERR_IO, "%s: write failed (%s)", path, strerror(errno));
-    }
-    if (rename(tmp_path, path) != 0) {
-        int e = errno;
-        remove(tmp_path);
-        return pe_fail(PE_ERR_IO, "%s: cannot rename into place (%s)", path, strerror(e));
-    }
-    return PE_OK;
-}
-
-void pe_abort_file(FILE *f, const char *tmp_path)
-{
-    if (f) fclose(f);
-    remove(tmp_path);
 }

@@ -75,8 +75,11 @@ if [ -e weights/efficientnet_lite0 ]; then
 else
     echo "SKIP bank_other_model: weights/efficientnet_lite0 absent"
 fi
-"$PATCHEAD" predict --quiet --bank "$T/bank.pead" --out "$T/o4" "$T/nope.jpg" 2>"$T/err"; rc=$?
-check missing_file test "$rc" -eq 1 -a "$(grep -c 'no such file' "$T/err")" -eq 1
+# a missing input is one unreadable input like any other: reported, its row has no score,
+# the others are scored, exit 3
+"$PATCHEAD" predict --bank "$T/bank.pead" --no-maps --out "$T/o4" "$T/nope.jpg" "$EX/test/good/good_000.jpg" 2>"$T/err"; rc=$?
+check missing_file test "$rc" -eq 3 -a "$(grep -c 'nope.jpg: cannot open (No such file or directory)' "$T/err")" -eq 1 \
+    -a "$(grep -c '^[^,]*nope.jpg,,' "$T/o4/scores.csv")" -eq 1 -a "$(grep -c 'good_000.jpg,[0-9]' "$T/o4/scores.csv")" -eq 1
 "$PATCHEAD" predict --quiet --bank "$T/missing.pead" --out "$T/o4" "$EX/test" 2>"$T/err"; rc=$?
 check missing_bank test "$rc" -eq 1 -a "$(grep -c 'missing.pead' "$T/err")" -eq 1
 mkdir -p "$T/empty"

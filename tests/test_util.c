@@ -2,6 +2,7 @@
 #include "internal.h"
 #include "testlib.h"
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 static void test_error_text(void)
@@ -15,22 +16,20 @@ static void test_error_text(void)
 static void test_atomic_write(void)
 {
     const char *path = "/tmp/pe_test_atomic.bin";
-    char tmp[512];
     remove(path);
-    FILE *f = pe_open_temp(path, tmp, sizeof tmp);
-    CHECK(f != NULL);
-    fputs("hello", f);
+    pe_atomic_file *af;
+    CHECK(pe_atomic_open(path, &af) == PE_OK);
+    fputs("hello", pe_atomic_stream(af));
     CHECK(access(path, F_OK) != 0); /* nothing visible before commit */
-    CHECK(pe_commit_file(f, tmp, path) == PE_OK);
+    CHECK(pe_atomic_commit(af) == PE_OK);
     uint8_t *data;
     size_t n;
     CHECK(pe_read_file(path, &data, &n) == PE_OK);
     CHECK(n == 5 && memcmp(data, "hello", 5) == 0);
     free(data);
-    f = pe_open_temp(path, tmp, sizeof tmp);
-    fputs("partial", f);
-    pe_abort_file(f, tmp);
-    CHECK(access(tmp, F_OK) != 0);
+    CHECK(pe_atomic_open(path, &af) == PE_OK);
+    fputs("partial", pe_atomic_stream(af));
+    CHECK(pe_atomic_abort(af) == PE_OK);
     CHECK(pe_read_file(path, &data, &n) == PE_OK && n == 5); /* old content kept */
     free(data);
     remove(path);
@@ -38,6 +37,31 @@ static void test_atomic_write(void)
     CHECK(strstr(pe_last_error(), "/nonexistent/file") != NULL);
     CHECK(pe_read_file("/tmp", &data, &n) == PE_ERR_IO);
     CHECK(strstr(pe_last_error(), "not a regular file") != NULL);
+}
+
+/* A FIFO is refused at once (it used to block in open() waiting for a writer). The test
+ * binary runs under alarm(): a regression ends with SIGALRM instead of hanging. */
+static void test_fifo_refused(void)
+{
+    const char *fifo = "/tmp/pe_test_fifo.png";
+    remove(fifo);
+    CHECK(mkfifo(fifo, 0600) == 0);
+    uint8_t *data;
+    size_t n;
+    CHECK(pe_read_file(fifo, &data, &n) == PE_ERR_IO);
+    CHECK(strstr(pe_last_error(), "a FIFO") != NULL);
+    pe_image img;
+    CHECK(pe_image_load(fifo, &img) == PE_ERR_IO);
+    float *arr;
+    int nd;
+    int64_t shape[4];
+    CHECK(pe_npy_load(fifo, &arr, &nd, shape) == PE_ERR_IO);
+    pe_model *m = NULL;
+    CHECK(pe_model_load(fifo, NULL, &m) != PE_OK && m == NULL);
+    CHECK(strstr(pe_last_error(), "regular file") != NULL);
+    pe_bank *b = NULL;
+    CHECK(pe_bank_load(fifo, NULL, &b) == PE_ERR_IO);
+    remove(fifo);
 }
 
 static void test_fnv(void)
@@ -61,8 +85,10 @@ static void test_fnv(void)
 
 int main(void)
 {
+    alarm(60);
     RUN(test_error_text);
     RUN(test_atomic_write);
+    RUN(test_fifo_refused);
     RUN(test_fnv);
     return test_summary();
 }
