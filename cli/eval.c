@@ -32,6 +32,7 @@ typedef struct {
     int shots[MAX_SHOTS], num_shots;
     int num_seeds, zeroshot;
     int size, align, mask, ablation, threads, max_test, bins;
+    pe_precision precision; /* --precision, resolved */
 } eval_opts;
 
 static void usage(FILE *out)
@@ -59,6 +60,7 @@ static void usage(FILE *out)
             "  --ablation         run the 2x2 alignment x masking table for each setting\n"
             "  --out DIR          output folder (default eval_out)\n"
             "  --threads N        threads (default: all cores)\n"
+            "  --precision P      GEMM arithmetic: fp32 (default), bf16, auto (bf16 if native)\n"
             "  --max-test N       at most N test images per category, evenly spaced in path\n"
             "                     order (quick runs; default all)\n"
             "  --pixel-bins N     histogram bins of the pixel metrics (default %d)\n"
@@ -307,6 +309,7 @@ static int run_cell(cat_state *cs, int si, int seed, pe_result *res)
     pe_status st = pe_score_preset(set->preset, set->shots == 0, &dp.score);
     if (st) return cli_lib_error(st), -1;
     dp.size = cs->o->size;
+    dp.score.precision = cs->o->precision;
     dp.align = set->align;
     dp.mask = set->mask;
 
@@ -592,7 +595,7 @@ int cmd_eval(int argc, char **argv)
     o.bins = PE_PIXEL_BINS_DEFAULT;
     char *preset_text = NULL;
     enum { O_SHOTS = 256, O_SEEDS, O_ZS, O_PRESET, O_SIZE, O_ALIGN, O_MASK, O_PLUS, O_ABL,
-           O_THREADS, O_MAXTEST, O_BINS, O_LAYOUT, O_CAT, O_QUIET };
+           O_THREADS, O_MAXTEST, O_BINS, O_LAYOUT, O_CAT, O_QUIET, O_PRECISION };
     static const struct option longopts[] = {
         {"model", required_argument, 0, 'm'},   {"data", required_argument, 0, 'd'},
         {"out", required_argument, 0, 'o'},     {"layout", required_argument, 0, O_LAYOUT},
@@ -603,6 +606,7 @@ int cmd_eval(int argc, char **argv)
         {"plus", no_argument, 0, O_PLUS},       {"ablation", no_argument, 0, O_ABL},
         {"threads", required_argument, 0, O_THREADS}, {"max-test", required_argument, 0, O_MAXTEST},
         {"pixel-bins", required_argument, 0, O_BINS}, {"quiet", no_argument, 0, O_QUIET},
+        {"precision", required_argument, 0, O_PRECISION},
         {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
     optind = 1;
     int c;
@@ -640,6 +644,9 @@ int cmd_eval(int argc, char **argv)
             if (cli_parse_int("--pixel-bins", optarg, 16, 1 << 24, &o.bins)) return EXIT_USAGE;
             break;
         case O_QUIET: cli_quiet = 1; break;
+        case O_PRECISION:
+            if (cli_parse_precision(optarg, &o.precision)) return EXIT_USAGE;
+            break;
         case 'h': usage(stdout); return EXIT_OK;
         default: usage(stderr); return EXIT_USAGE;
         }
@@ -689,6 +696,7 @@ int cmd_eval(int argc, char **argv)
     ev_run run = {0};
     pe_model_params mp = pe_model_default_params();
     mp.threads = o.threads;
+    mp.precision = o.precision;
     pe_status st = pe_model_load(o.model_path, &mp, &model);
     if (st) {
         cli_lib_error(st);
@@ -780,6 +788,7 @@ int cmd_eval(int argc, char **argv)
     run.out_dir = o.out;
     run.size = o.size ? o.size : info.default_size;
     run.threads = pe_get_threads();
+    run.precision = pe_precision_name(o.precision);
     run.max_test = o.max_test;
     run.pixel_bins = o.bins;
     run.map_sigma = 4.0f;

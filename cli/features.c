@@ -22,12 +22,13 @@ static void usage(FILE *out)
             "  -s, --size N         input side S (default: the model's, 448)\n"
             "  -l, --layer L        ViT block L (1-based) + final norm instead of the last block\n"
             "  -t, --threads N      worker threads (default: all cores)\n"
+            "      --precision P    fp32 (default), bf16 or auto: the backbone's GEMM arithmetic\n"
             "  -h, --help           this help\n"
             "developer option:\n"
             "      --input-npy X    feed a normalised (3, H, W) float tensor instead of IMAGE\n");
 }
 
-enum { OPT_ATTN = 256, OPT_INPUT_NPY };
+enum { OPT_ATTN = 256, OPT_INPUT_NPY, OPT_FEAT_PRECISION };
 
 int cmd_features(int argc, char **argv)
 {
@@ -38,10 +39,12 @@ int cmd_features(int argc, char **argv)
                                          {"layer", required_argument, 0, 'l'},
                                          {"threads", required_argument, 0, 't'},
                                          {"input-npy", required_argument, 0, OPT_INPUT_NPY},
+                                         {"precision", required_argument, 0, OPT_FEAT_PRECISION},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     const char *model_path = NULL, *output = NULL, *attn_path = NULL, *input_npy = NULL;
     int size = 0, layer = 0, threads = 0, c;
+    pe_precision precision = PE_PRECISION_FP32;
     optind = 1;
     opterr = 0;
     while ((c = getopt_long(argc, argv, "m:o:s:l:t:h", opts, NULL)) != -1) {
@@ -50,6 +53,9 @@ int cmd_features(int argc, char **argv)
         case 'o': output = optarg; break;
         case OPT_ATTN: attn_path = optarg; break;
         case OPT_INPUT_NPY: input_npy = optarg; break;
+        case OPT_FEAT_PRECISION:
+            if (cli_parse_precision(optarg, &precision)) return EXIT_USAGE;
+            break;
         case 's':
             if (cli_parse_int("--size", optarg, 32, 4096, &size)) return EXIT_USAGE;
             break;
@@ -94,6 +100,7 @@ int cmd_features(int argc, char **argv)
 
     pe_model_params mp = pe_model_default_params();
     mp.threads = threads;
+    mp.precision = precision;
     pe_model *m = NULL;
     s = pe_model_load(model_path, &mp, &m);
     pe_features f = {0};

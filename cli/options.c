@@ -26,6 +26,7 @@ int detect_opt(detect_opts *o, int c, const char *arg)
         return 1;
     case OPT_THREADS: return cli_parse_int("--threads", arg, 1, 4096, &o->threads) ? -1 : 1;
     case OPT_QUIET: cli_quiet = 1; return 1;
+    case OPT_PRECISION: o->precision = arg; return 1;
     }
     return 0;
 }
@@ -72,6 +73,7 @@ int detect_params_from(const detect_opts *o, int zeroshot, pe_detect_params *p)
     if (o->top &&
         parse_count_or_fraction("--top", o->top, &p->score.top_count, &p->score.top_fraction))
         return -1;
+    if (o->precision && cli_parse_precision(o->precision, &p->score.precision)) return -1;
     p->size = o->size;
     p->layer = o->layer;
     p->align = o->align;

@@ -10,7 +10,7 @@
 enum {
     OPT_SIZE = 1000, OPT_LAYER, OPT_PRESET, OPT_ORDER, OPT_K, OPT_TOP, OPT_ALIGN, OPT_MASK,
     OPT_PLUS, OPT_THREADS, OPT_QUIET, OPT_SHOTS, OPT_SEED, OPT_BANK, OPT_OUT, OPT_THRESHOLD,
-    OPT_NO_MAPS, OPT_MODEL, OPT_HELP, OPT_SIGMA
+    OPT_NO_MAPS, OPT_MODEL, OPT_HELP, OPT_SIGMA, OPT_PRECISION
 };
 
 /* getopt_long entries for the shared options (terminate your own table after them). */
@@ -23,7 +23,8 @@ enum {
         {"mask", no_argument, 0, OPT_MASK}, {"plus", no_argument, 0, OPT_PLUS},               \
         {"sigma", required_argument, 0, OPT_SIGMA},                                           \
         {"threads", required_argument, 0, OPT_THREADS},                                       \
-        {"quiet", no_argument, 0, OPT_QUIET}, {"help", no_argument, 0, OPT_HELP }
+        {"quiet", no_argument, 0, OPT_QUIET}, {"help", no_argument, 0, OPT_HELP },          \
+        {"precision", required_argument, 0, OPT_PRECISION}
 
 #define DETECT_OPTS_HELP                                                                       \
     "  --model PATH      backbone weights (file or hub folder)\n"                             \
@@ -38,12 +39,14 @@ enum {
     "  --plus            both --align and --mask\n"                                           \
     "  --sigma PX        Gaussian sigma of the anomaly maps in pixels (default 4)\n"          \
     "  --threads N       worker threads (default: all cores)\n"                               \
+    "  --precision P     GEMM arithmetic: fp32 (default), bf16, auto (bf16 if the CPU has it)\n" \
     "  --quiet           no progress bar or warnings\n"
 
 typedef struct {
     const char *model;
     const char *preset;
     const char *order, *k, *top; /* overrides, NULL if not given */
+    const char *precision;       /* --precision, NULL if not given */
     int size, layer, align, mask, threads;
     double sigma;
 } detect_opts;

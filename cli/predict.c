@@ -22,13 +22,15 @@ static const char *USAGE =
     "  --no-maps         only scores.csv / scores.jsonl\n"
     "  --sigma PX        Gaussian sigma of the anomaly maps (default: the bank's, 4)\n"
     "  --threads N       worker threads (default: all cores)\n"
+    "  --precision P     fp32, bf16 or auto (default: the bank's, as fit)\n"
     "  --quiet           no progress bar or warnings\n";
 
 int cmd_predict(int argc, char **argv)
 {
     const char *bank_path = NULL, *model_path = NULL, *out = "patchead-out";
     double threshold = NAN, sigma = -1;
-    int no_maps = 0, threads = 0;
+    int no_maps = 0, threads = 0, precision_given = 0;
+    pe_precision precision = PE_PRECISION_FP32;
     static const struct option longs[] = {{"bank", required_argument, 0, OPT_BANK},
                                           {"model", required_argument, 0, OPT_MODEL},
                                           {"out", required_argument, 0, OPT_OUT},
@@ -37,6 +39,7 @@ int cmd_predict(int argc, char **argv)
                                           {"sigma", required_argument, 0, OPT_SIGMA},
                                           {"threads", required_argument, 0, OPT_THREADS},
                                           {"quiet", no_argument, 0, OPT_QUIET},
+                                          {"precision", required_argument, 0, OPT_PRECISION},
                                           {"help", no_argument, 0, OPT_HELP},
                                           {0, 0, 0, 0}};
     optind = 1;
@@ -57,6 +60,10 @@ int cmd_predict(int argc, char **argv)
             if (cli_parse_int("--threads", optarg, 1, 4096, &threads)) return EXIT_USAGE;
             break;
         case OPT_QUIET: cli_quiet = 1; break;
+        case OPT_PRECISION:
+            if (cli_parse_precision(optarg, &precision)) return EXIT_USAGE;
+            precision_given = 1;
+            break;
         case 'h':
         case OPT_HELP: fputs(USAGE, stdout); return EXIT_OK;
         default: fputs(USAGE, stderr); return EXIT_USAGE;
@@ -80,6 +87,8 @@ int cmd_predict(int argc, char **argv)
     }
     pe_model_params mp = pe_model_default_params();
     mp.threads = threads;
+    if (precision_given) pe_bank_set_precision(bank, precision);
+    mp.precision = pe_bank_params(bank)->score.precision; /* backbone as the scoring */
     s = pe_model_load(model_path, &mp, &model);
     if (!s) s = pe_bank_check_model(bank, model);
     if (s) {

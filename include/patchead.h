@@ -312,6 +312,8 @@ int pe_bank_num_refs(const pe_bank *bank);
  * time (NAN if fewer than 2 references). */
 float pe_bank_threshold(const pe_bank *bank);
 void pe_bank_set_threshold(pe_bank *bank, float threshold);
+/* Scoring precision used by pe_bank_predict* (recorded at fit; AUTO is resolved here). */
+void pe_bank_set_precision(pe_bank *bank, pe_precision precision);
 
 /* Score one query image (extracts its features; aligns references if the bank says so). */
 pe_status pe_bank_predict(pe_bank *bank, pe_model *model, const pe_image *query, pe_result *out);

@@ -134,7 +134,8 @@ typedef struct {
 typedef struct {
     prim_key key;
     dnnl_primitive_t prim;
-    dnnl_memory_desc_t a_md, b_md, c_md, bias_md;
+    dnnl_memory_desc_t a_md, b_md, c_md, bias_md, scratch_md;
+    size_t scratch_bytes;
     unsigned long last_use;
     int used;
 } prim_entry;
@@ -185,6 +186,10 @@ static int prim_create(const prim_key *k, prim_entry *e)
     dnnl_post_ops_t po = NULL;
     int rc = -1;
     if (dnnl_primitive_attr_create(&attr)) return -1;
+    /* user scratchpad: each calling thread passes its own (oneDNN's shared library
+     * scratchpad is not safe when one primitive runs on several threads at once, as it
+     * does when the scoring and attention run one GEMM per thread) */
+    if (dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user)) goto done;
     if (k->alpha != 1.0f && dnnl_primitive_attr_set_output_scales(attr, 1, 0, &k->alpha)) goto done;
     if (k->beta != 0.0f) {
         if (dnnl_post_ops_create(&po) || dnnl_post_ops_append_sum(po, k->beta) ||
@@ -193,6 +198,8 @@ static int prim_create(const prim_key *k, prim_entry *e)
     }
     dnnl_primitive_desc_t pd = NULL;
     if (dnnl_primitive_desc_create(&pd, &desc, attr, eng, NULL)) goto done;
+    e->scratch_md = *dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+    e->scratch_bytes = dnnl_memory_desc_get_size(&e->scratch_md);
     rc = dnnl_primitive_create(&e->prim, pd) ? -1 : 0;
     dnnl_primitive_desc_destroy(pd);
 done:
@@ -237,28 +244,67 @@ static int prim_get(const prim_key *k, prim_entry *out)
     return rc;
 }
 
+/* This thread's scratchpad for oneDNN (grown, never shrunk; freed at thread exit by
+ * the key's destructor). */
+static pthread_key_t g_scratch_key;
+static pthread_once_t g_scratch_once = PTHREAD_ONCE_INIT;
+typedef struct {
+    void *p;
+    size_t cap;
+} scratch_buf;
+static void scratch_free(void *x)
+{
+    scratch_buf *b = x;
+    free(b->p);
+    free(b);
+}
+static void scratch_key_init(void) { pthread_key_create(&g_scratch_key, scratch_free); }
+static void *thread_scratchpad(size_t bytes)
+{
+    pthread_once(&g_scratch_once, scratch_key_init);
+    scratch_buf *b = pthread_getspecific(g_scratch_key);
+    if (!b) {
+        b = calloc(1, sizeof *b);
+        if (!b) return NULL;
+        pthread_setspecific(g_scratch_key, b);
+    }
+    if (bytes > b->cap) {
+        free(b->p);
+        b->p = pe_alloc(bytes, 1, "oneDNN scratchpad");
+        b->cap = b->p ? bytes : 0;
+    }
+    return b->p;
+}
+
 static int run_matmul(const prim_key *k, const void *A, const void *B, float *C, const float *bias)
 {
     prim_entry e;
     dnnl_stream_t s = stream();
     if (!s || prim_get(k, &e)) return -1;
     dnnl_engine_t eng = engine();
-    dnnl_memory_t ma = NULL, mb = NULL, mc = NULL, mbias = NULL;
-    int rc = -1;
-    if (dnnl_memory_create(&ma, &e.a_md, eng, (void *)A) ||
+    dnnl_memory_t ma = NULL, mb = NULL, mc = NULL, mbias = NULL, mscratch = NULL;
+    void *scratch = e.scratch_bytes ? thread_scratchpad(e.scratch_bytes) : NULL;
+    int rc = -1, nargs = 0;
+    if ((e.scratch_bytes && !scratch) || dnnl_memory_create(&ma, &e.a_md, eng, (void *)A) ||
         dnnl_memory_create(&mb, &e.b_md, eng, (void *)B) ||
         dnnl_memory_create(&mc, &e.c_md, eng, C) ||
-        (bias && dnnl_memory_create(&mbias, &e.bias_md, eng, (void *)bias)))
+        (bias && dnnl_memory_create(&mbias, &e.bias_md, eng, (void *)bias)) ||
+        (scratch && dnnl_memory_create(&mscratch, &e.scratch_md, eng, scratch)))
         goto done;
-    dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, ma}, {DNNL_ARG_WEIGHTS, mb}, {DNNL_ARG_DST, mc},
-                               {DNNL_ARG_BIAS, mbias}};
-    if (dnnl_primitive_execute(e.prim, s, bias ? 4 : 3, args) || dnnl_stream_wait(s)) goto done;
+    dnnl_exec_arg_t args[5];
+    args[nargs++] = (dnnl_exec_arg_t){DNNL_ARG_SRC, ma};
+    args[nargs++] = (dnnl_exec_arg_t){DNNL_ARG_WEIGHTS, mb};
+    args[nargs++] = (dnnl_exec_arg_t){DNNL_ARG_DST, mc};
+    if (mbias) args[nargs++] = (dnnl_exec_arg_t){DNNL_ARG_BIAS, mbias};
+    if (mscratch) args[nargs++] = (dnnl_exec_arg_t){DNNL_ARG_SCRATCHPAD, mscratch};
+    if (dnnl_primitive_execute(e.prim, s, nargs, args) || dnnl_stream_wait(s)) goto done;
     rc = 0;
 done:
     if (ma) dnnl_memory_destroy(ma);
     if (mb) dnnl_memory_destroy(mb);
     if (mc) dnnl_memory_destroy(mc);
     if (mbias) dnnl_memory_destroy(mbias);
+    if (mscratch) dnnl_memory_destroy(mscratch);
     return rc;
 }
 
