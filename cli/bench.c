@@ -5,7 +5,10 @@
  *   patchead bench --random-vit small|base|large -o DIR
  *       writes a DINOv2 hub folder (model.safetensors F32 + config.json) with random
  *       weights, for timing without downloads.
- *   patchead bench --model PATH [--size S] [--threads N] [--reps R]
+ *   patchead bench --gemm [--precision P] [--threads N] [--shape MxNxK]
+ *       the engine's GEMM peak (oneDNN, weights reordered once) in one precision, the
+ *       oneDNN kernel that ran and the ISA dispatched to.
+ *   patchead bench --model PATH [--size S] [--threads N] [--reps R] [--precision P]
  *       ms/image of the backbone on an S x S input (one warm-up, best and median of R),
  *       the forward's FLOPs and achieved GFLOP/s, peak RSS of the process.
  *
@@ -29,10 +32,14 @@ static void usage(FILE *out)
 {
     fprintf(out,
             "usage: patchead bench --sgemm [--threads N] [--n N]\n"
-            "       patchead bench --model PATH [--size S] [--threads N] [--reps R]\n"
+            "       patchead bench --gemm [--precision P] [--threads N] [--shape MxNxK]\n"
+            "       patchead bench --model PATH [--size S] [--threads N] [--reps R] [--precision P]\n"
             "       patchead bench --random-vit small|base|large -o DIR\n\n"
             "Speed figures (see bench/run.sh, `make bench`):\n"
             "  --sgemm            OpenBLAS sgemm GFLOP/s on an N x N x N product (default N 2048)\n"
+            "  --gemm             engine GEMM GFLOP/s (oneDNN) at M x N x K (default 1025x1536x384,\n"
+            "                     a ViT MLP shape), with the kernel and ISA dispatched to\n"
+            "  --precision P      fp32 (default), bf16, auto: GEMM arithmetic for --gemm / --model\n"
             "  --model PATH       ms/image, GFLOP/s and peak RSS of the backbone at S x S\n"
             "                     (default S = the model's 448; R = 3 timed runs after a warm-up)\n"
             "  --random-vit SIZE  write random DINOv2 ViT-S/B/L-14 weights as a hub folder DIR\n"
@@ -237,6 +244,17 @@ static int write_random_vit(const char *size, const char *dir)
 
 /* ------------------------------------------------------------------ backbone timing */
 
+static int bench_gemm(pe_precision prec, int threads, int M, int N, int K, int reps)
+{
+    pe_set_threads(threads);
+    double g = pe_engine_gemm_gflops(prec, M, N, K, reps);
+    if (g <= 0) return cli_error("bench: the engine's %s GEMM %dx%dx%d failed", pe_precision_name(prec), M, N, K);
+    printf("gemm precision %s threads %d shape %dx%dx%d gflops %.1f impl %s isa %s\n",
+           pe_precision_name(prec), pe_get_threads(), M, N, K, g, pe_engine_gemm_impl(prec, M, N, K),
+           pe_engine_isa());
+    return EXIT_OK;
+}
+
 static double vit_flops(const pe_model_info *in, int size)
 {
     const double p = in->patch_size, D = in->hidden_dim, G = (size / in->patch_size) * (double)(size / in->patch_size);
@@ -244,10 +262,11 @@ static double vit_flops(const pe_model_info *in, int size)
     return 2 * G * 3 * p * p * D + in->num_layers * (2 * T * D * (3 * D + D + 8 * D) + 4 * T * T * D);
 }
 
-static int bench_model(const char *path, int size, int threads, int reps)
+static int bench_model(const char *path, int size, int threads, int reps, pe_precision prec)
 {
     pe_model_params mp = pe_model_default_params();
     mp.threads = threads;
+    mp.precision = prec;
     pe_model *m = NULL;
     pe_status s = pe_model_load(path, &mp, &m);
     if (s) return cli_lib_error(s);
@@ -282,9 +301,9 @@ static int bench_model(const char *path, int size, int threads, int reps)
     qsort(t, (size_t)reps, sizeof *t, cmp_double);
     double flops = in.is_vit ? vit_flops(&in, size) : 0;
     printf("model %s size %d threads %d ms_best %.1f ms_median %.1f gflop %.2f gflops %.1f "
-           "peak_rss_mb %.0f\n",
+           "peak_rss_mb %.0f precision %s\n",
            in.name, size, pe_get_threads(), t[0], t[reps / 2], flops * 1e-9,
-           flops > 0 ? flops / (t[0] * 1e-3) * 1e-9 : 0.0, peak_rss_mb());
+           flops > 0 ? flops / (t[0] * 1e-3) * 1e-9 : 0.0, peak_rss_mb(), pe_precision_name(in.precision));
     free(t);
     pe_model_free(m);
     return EXIT_OK;
@@ -301,8 +320,13 @@ int cmd_bench(int argc, char **argv)
                                          {"random-vit", required_argument, 0, 'v'},
                                          {"output", required_argument, 0, 'o'},
                                          {"help", no_argument, 0, 'h'},
+                                         {"gemm", no_argument, 0, 'G'},
+                                         {"precision", required_argument, 0, 'P'},
+                                         {"shape", required_argument, 0, 'S'},
                                          {0, 0, 0, 0}};
-    int sgemm = 0, n = 2048, size = 0, threads = 0, reps = 3, c;
+    int sgemm = 0, gemm = 0, n = 2048, size = 0, threads = 0, reps = 3, c;
+    int gm = 1025, gn = 1536, gk = 384;
+    pe_precision prec = PE_PRECISION_FP32;
     const char *model = NULL, *random = NULL, *output = NULL;
     optind = 1;
     opterr = 0;
@@ -323,6 +347,17 @@ int cmd_bench(int argc, char **argv)
             if (cli_parse_int("--reps", optarg, 1, 1000, &reps)) return EXIT_USAGE;
             break;
         case 'v': random = optarg; break;
+        case 'G': gemm = 1; break;
+        case 'P':
+            if (cli_parse_precision(optarg, &prec)) return EXIT_USAGE;
+            break;
+        case 'S':
+            if (sscanf(optarg, "%dx%dx%d", &gm, &gn, &gk) != 3 || gm < 1 || gn < 1 || gk < 1 ||
+                gm > 65536 || gn > 65536 || gk > 65536) {
+                cli_error("bench: --shape expects MxNxK (each 1..65536), got '%s'", optarg);
+                return EXIT_USAGE;
+            }
+            break;
         case 'o': output = optarg; break;
         case 'h': usage(stdout); return EXIT_OK;
         default:
@@ -334,11 +369,12 @@ int cmd_bench(int argc, char **argv)
         cli_error("bench: unexpected argument '%s'", argv[optind]);
         return EXIT_USAGE;
     }
-    if (sgemm + (model != NULL) + (random != NULL) != 1) {
-        cli_error("bench: give exactly one of --sgemm, --model PATH, --random-vit SIZE (see --help)");
+    if (sgemm + gemm + (model != NULL) + (random != NULL) != 1) {
+        cli_error("bench: give exactly one of --sgemm, --gemm, --model PATH, --random-vit SIZE (see --help)");
         return EXIT_USAGE;
     }
     if (sgemm) return bench_sgemm(n, threads);
+    if (gemm) return bench_gemm(prec, threads, gm, gn, gk, reps < 5 ? 5 : reps);
     if (random) {
         if (!output) {
             cli_error("bench: --random-vit needs -o DIR");
@@ -346,5 +382,5 @@ int cmd_bench(int argc, char **argv)
         }
         return write_random_vit(random, output);
     }
-    return bench_model(model, size, threads, reps);
+    return bench_model(model, size, threads, reps, prec);
 }

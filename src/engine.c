@@ -593,3 +593,48 @@ eng_ctx *eng_set_current(eng_ctx *c)
     return prev;
 }
 eng_ctx *eng_current(void) { return tl_current; }
+
+/* ------------------------------------------------------------------ benchmark helpers */
+
+#include <time.h>
+
+static double seconds(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+double pe_engine_gemm_gflops(pe_precision p, int M, int N, int K, int reps)
+{
+    if (M <= 0 || N <= 0 || K <= 0 || reps <= 0) return -1;
+    float *a = pe_alloc((size_t)M * K, sizeof(float), "bench A");
+    float *w = pe_alloc((size_t)N * K, sizeof(float), "bench W");
+    float *c = pe_alloc((size_t)M * N, sizeof(float), "bench C");
+    eng_ctx *ctx = eng_ctx_create(p);
+    double best = -1;
+    if (a && w && c && ctx) {
+        for (size_t i = 0; i < (size_t)M * K; i++) a[i] = (float)((i * 2654435761u) % 1000) * 1e-3f - 0.5f;
+        for (size_t i = 0; i < (size_t)N * K; i++) w[i] = (float)((i * 40503u) % 1000) * 1e-3f - 0.5f;
+        for (int r = -1; r < reps; r++) { /* first run: JIT, weight reorder */
+            double t = seconds();
+            if (eng_linear(ctx, M, N, K, a, K, w, 0.0f, c, N, NULL)) {
+                best = -1;
+                break;
+            }
+            t = seconds() - t;
+            double g = 2.0 * M * N * K / t * 1e-9;
+            if (r >= 0 && g > best) best = g;
+        }
+    }
+    eng_ctx_free(ctx);
+    free(a);
+    free(w);
+    free(c);
+    return best;
+}
+
+const char *pe_engine_gemm_impl(pe_precision p, int M, int N, int K)
+{
+    return eng_impl_name(pe_precision_resolve(p), M, N, K);
+}
