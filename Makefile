@@ -29,7 +29,7 @@ BASE_CFLAGS := -std=c11 -D_GNU_SOURCE $(OPT) -Wall -Wextra -Werror -fopenmp -Iin
 CFLAGS  := $(BASE_CFLAGS) -Isrc
 CLI_CFLAGS := $(BASE_CFLAGS) -Icli
 LDLIBS  := $(shell pkg-config --libs $(PKGS) 2>/dev/null || echo -lpng -ljpeg -lcjson) \
-           -lopenblas -lm -lpthread
+           -ldnnl -lopenblas -lm -lpthread
 LDFLAGS := -fopenmp $(SANFLAGS) $(EXTRA_LDFLAGS)
 
 LIB_SRC  := $(sort $(wildcard src/*.c))

@@ -5,7 +5,10 @@
  *   patchead bench --random-vit small|base|large -o DIR
  *       writes a DINOv2 hub folder (model.safetensors F32 + config.json) with random
  *       weights, for timing without downloads.
- *   patchead bench --model PATH [--size S] [--threads N] [--reps R]
+ *   patchead bench --gemm [--precision P] [--threads N] [--shape MxNxK]
+ *       the engine's GEMM peak (oneDNN, weights reordered once) in one precision, the
+ *       oneDNN kernel that ran and the ISA dispatched to.
+ *   patchead bench --model PATH [--size S] [--threads N] [--reps R] [--precision P]
  *       ms/image of the backbone on an S x S input (one warm-up, best and median of R),
  *       the forward's FLOPs and achieved GFLOP/s, peak RSS of the process.
  *
@@ -27,10 +30,12 @@ char *openblas_get_config(void);
 
 static const char *USAGE =
     "usage: patchead bench --sgemm [--threads N] [--n N]\n"
-    "       patchead bench --model PATH [--size S] [--threads N] [--reps R]\n"
+    "       patchead bench --gemm [--precision P] [--threads N] [--shape MxNxK]\n"
+    "       patchead bench --model PATH [--size S] [--threads N] [--reps R] [--precision P]\n"
     "       patchead bench --random-vit small|base|large -o DIR\n\n"
-    "--sgemm: OpenBLAS sgemm GFLOP/s. --model: ms/image, GFLOP/s and peak RSS of the\n"
-    "backbone at S x S (default S = the model's, 448). --random-vit: random weights.\n";
+    "--sgemm: OpenBLAS sgemm GFLOP/s. --gemm: the engine's (oneDNN) GEMM GFLOP/s, kernel\n"
+    "and ISA. --model: ms/image, GFLOP/s and peak RSS of the backbone at S x S (default\n"
+    "S = the model's, 448). --random-vit: random weights.\n";
 
 static int cmp_double(const void *a, const void *b)
 {
@@ -227,6 +232,17 @@ static int write_random_vit(const char *size, const char *dir)
 
 /* ------------------------------------------------------------------ backbone timing */
 
+static int bench_gemm(pe_precision prec, int threads, int M, int N, int K, int reps)
+{
+    pe_set_threads(threads);
+    double g = pe_engine_gemm_gflops(prec, M, N, K, reps);
+    if (g <= 0) return cli_error("bench: the engine's %s GEMM %dx%dx%d failed", pe_precision_name(prec), M, N, K);
+    printf("gemm precision %s threads %d shape %dx%dx%d gflops %.1f impl %s isa %s\n",
+           pe_precision_name(prec), pe_get_threads(), M, N, K, g, pe_engine_gemm_impl(prec, M, N, K),
+           pe_engine_isa());
+    return EXIT_OK;
+}
+
 static double vit_flops(const pe_model_info *in, int size)
 {
     const double p = in->patch_size, D = in->hidden_dim, G = (size / in->patch_size) * (double)(size / in->patch_size);
@@ -234,10 +250,11 @@ static double vit_flops(const pe_model_info *in, int size)
     return 2 * G * 3 * p * p * D + in->num_layers * (2 * T * D * (3 * D + D + 8 * D) + 4 * T * T * D);
 }
 
-static int bench_model(const char *path, int size, int threads, int reps)
+static int bench_model(const char *path, int size, int threads, int reps, pe_precision prec)
 {
     pe_model_params mp = pe_model_default_params();
     mp.threads = threads;
+    mp.precision = prec;
     pe_model *m = NULL;
     pe_status s = pe_model_load(path, &mp, &m);
     if (s) return cli_lib_error(s);
@@ -272,9 +289,9 @@ static int bench_model(const char *path, int size, int threads, int reps)
     qsort(t, (size_t)reps, sizeof *t, cmp_double);
     double flops = in.is_vit ? vit_flops(&in, size) : 0;
     printf("model %s size %d threads %d ms_best %.1f ms_median %.1f gflop %.2f gflops %.1f "
-           "peak_rss_mb %.0f\n",
+           "peak_rss_mb %.0f precision %s\n",
            in.name, size, pe_get_threads(), t[0], t[reps / 2], flops * 1e-9,
-           flops > 0 ? flops / (t[0] * 1e-3) * 1e-9 : 0.0, peak_rss_mb());
+           flops > 0 ? flops / (t[0] * 1e-3) * 1e-9 : 0.0, peak_rss_mb(), pe_precision_name(in.precision));
     free(t);
     pe_model_free(m);
     return EXIT_OK;
@@ -286,17 +303,26 @@ int cmd_bench(int argc, char **argv)
     cli_opts_init(&o);
     int first, r = cli_parse_options(CMD_BENCH, USAGE, argc, argv, &o, &first);
     if (r) return r > 0 ? EXIT_OK : EXIT_USAGE;
-    int sgemm = o.sgemm, n = o.n, size = o.size, threads = o.threads, reps = o.reps;
+    int sgemm = o.sgemm, gemm = o.gemm, n = o.n, size = o.size, threads = o.threads, reps = o.reps;
+    int gm = 1025, gn = 1536, gk = 384;
+    pe_precision prec = PE_PRECISION_FP32;
+    if (o.precision && cli_parse_precision(o.precision, &prec)) return EXIT_USAGE;
+    if (o.shape && (sscanf(o.shape, "%dx%dx%d", &gm, &gn, &gk) != 3 || gm < 1 || gn < 1 ||
+                    gk < 1 || gm > 65536 || gn > 65536 || gk > 65536)) {
+        cli_error("bench: --shape expects MxNxK (each 1..65536), got '%s'", o.shape);
+        return EXIT_USAGE;
+    }
     const char *model = o.model, *random = o.random_vit, *output = o.output;
     if (first < argc) {
         cli_error("bench: unexpected argument '%s'", argv[first]);
         return EXIT_USAGE;
     }
-    if (sgemm + (model != NULL) + (random != NULL) != 1) {
-        cli_error("bench: give exactly one of --sgemm, --model PATH, --random-vit SIZE (see --help)");
+    if (sgemm + gemm + (model != NULL) + (random != NULL) != 1) {
+        cli_error("bench: give exactly one of --sgemm, --gemm, --model PATH, --random-vit SIZE (see --help)");
         return EXIT_USAGE;
     }
     if (sgemm) return bench_sgemm(n, threads);
+    if (gemm) return bench_gemm(prec, threads, gm, gn, gk, reps < 5 ? 5 : reps);
     if (random) {
         if (!output) {
             cli_error("bench: --random-vit needs -o DIR");
@@ -304,5 +330,5 @@ int cmd_bench(int argc, char **argv)
         }
         return write_random_vit(random, output);
     }
-    return bench_model(model, size, threads, reps);
+    return bench_model(model, size, threads, reps, prec);
 }

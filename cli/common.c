@@ -68,6 +68,17 @@ int cli_parse_float(const char *opt, const char *text, double min, double max, d
     return 0;
 }
 
+int cli_parse_precision(const char *text, pe_precision *out)
+{
+    pe_precision p;
+    if (pe_precision_parse(text, &p) != PE_OK) {
+        cli_error("--precision expects fp32, bf16 or auto, got '%s'", text);
+        return -1;
+    }
+    *out = pe_precision_resolve(p);
+    return 0;
+}
+
 int cli_is_image_name(const char *path)
 {
     const char *dot = strrchr(path, '.');

@@ -34,6 +34,7 @@ typedef struct {
     int num_seeds, zeroshot;
     int size, layer, align, mask, ablation, threads, max_test, bins;
     float sigma; /* anomaly map Gaussian sigma (pixels) */
+    pe_precision precision; /* backbone and scoring GEMMs (resolved) */
 } eval_opts;
 
 static const char *USAGE =
@@ -263,6 +264,7 @@ static int run_cell(cat_state *cs, int si, int seed, pe_result *res)
     dp.size = cs->o->size;
     dp.layer = cs->o->layer;
     dp.map_sigma = cs->o->sigma;
+    dp.score.precision = cs->o->precision;
     dp.align = set->align;
     dp.mask = set->mask;
 
@@ -567,6 +569,10 @@ int cmd_eval(int argc, char **argv)
     o.threads = co.threads;
     o.max_test = co.max_test;
     o.bins = co.pixel_bins;
+    if (co.precision && cli_parse_precision(co.precision, &o.precision)) {
+        cli_opts_free(&co);
+        return EXIT_USAGE;
+    }
     o.sigma = co.sigma >= 0 ? (float)co.sigma : pe_detect_default_params(0).map_sigma;
     const char *preset_text = co.preset;
     if (co.shots_list && parse_shots(co.shots_list, &o)) {
@@ -623,6 +629,7 @@ int cmd_eval(int argc, char **argv)
     ev_run run = {0};
     pe_model_params mp = pe_model_default_params();
     mp.threads = o.threads;
+    mp.precision = o.precision;
     pe_status st = pe_model_load(o.model_path, &mp, &model);
     if (st) {
         cli_lib_error(st);
@@ -715,6 +722,7 @@ int cmd_eval(int argc, char **argv)
     run.out_dir = o.out;
     run.size = o.size ? o.size : info.default_size;
     run.threads = pe_get_threads();
+    run.precision = pe_precision_name(o.precision);
     run.max_test = o.max_test;
     run.pixel_bins = o.bins;
     run.map_sigma = o.sigma;

@@ -23,6 +23,8 @@ int cmd_features(int argc, char **argv)
     const char *model_path = o.model, *output = o.output, *attn_path = o.attn,
                *input_npy = o.input_npy;
     int size = o.size, layer = o.layer, threads = o.threads;
+    pe_precision precision = PE_PRECISION_FP32;
+    if (o.precision && cli_parse_precision(o.precision, &precision)) return EXIT_USAGE;
     int nimages = argc - first;
     if (!model_path || !output || (input_npy ? nimages != 0 : nimages != 1)) {
         cli_error("features needs --model, -o OUT.npy and exactly one IMAGE (or --input-npy) "
@@ -51,6 +53,7 @@ int cmd_features(int argc, char **argv)
 
     pe_model_params mp = pe_model_default_params();
     mp.threads = threads;
+    mp.precision = precision;
     pe_model *m = NULL;
     s = pe_model_load(model_path, &mp, &m);
     pe_features f = {0};

@@ -66,6 +66,7 @@ int cmd_fit(int argc, char **argv)
     pe_model *model = NULL;
     pe_model_params mp = pe_model_default_params();
     mp.threads = o.threads;
+    mp.precision = params.score.precision; /* backbone and scoring in the same arithmetic */
     pe_image *imgs = calloc((size_t)used, sizeof *imgs);
     pe_bank *bank = NULL;
     int rc = EXIT_ERROR;

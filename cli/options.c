@@ -86,6 +86,10 @@ const cli_option cli_option_table[] = {
      CMD_BENCH},
     {"output", 'o', ARG_TEXT, F(output), 0, 0, "DIR", "--random-vit: the folder to write",
      CMD_BENCH},
+    {"gemm", 0, ARG_FLAG, F(gemm), 0, 0, NULL,
+     "engine GEMM GFLOP/s (oneDNN) at --shape, with the kernel\nand the ISA dispatched to", CMD_BENCH},
+    {"shape", 0, ARG_TEXT, F(shape), 0, 0, "MxNxK",
+     "--gemm shape (default 1025x1536x384, a ViT MLP GEMM)", CMD_BENCH},
 
     /* ---- shared options (several subcommands; one meaning, range and message) */
     {"model", 'm', ARG_TEXT, F(model), 0, 0, "PATH",
@@ -114,6 +118,10 @@ const cli_option cli_option_table[] = {
     {"threads", 't', ARG_INT, F(threads), 0, 4096, "N", "worker threads (default 0: all cores)",
      CMD_ALL},
     {"quiet", 0, ARG_FLAG, F(quiet), 0, 0, NULL, "no progress bar or warnings", CMD_ALL},
+    {"precision", 0, ARG_TEXT, F(precision), 0, 0, "P",
+     "GEMM arithmetic: fp32 (default), bf16, or auto (bf16 when\nthe CPU has native bf16; predict: "
+     "default the bank's)",
+     CMD_FEATURES | CMD_DETECT | CMD_PREDICT | CMD_BENCH},
     {NULL, 0, 0, 0, 0, 0, NULL, NULL, 0},
 };
 
@@ -326,6 +334,7 @@ int cli_detect_params(const cli_opts *o, int zeroshot, pe_detect_params *p)
     p->align = o->align;
     p->mask = o->mask;
     if (o->sigma >= 0) p->map_sigma = (float)o->sigma;
+    if (o->precision && cli_parse_precision(o->precision, &p->score.precision)) return -1;
     return 0;
 }
 

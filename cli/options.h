@@ -54,6 +54,7 @@ typedef struct {
     int align, mask, plus;
     double sigma; /* < 0: the default (4 px, or the bank's) */
     int threads, quiet;
+    const char *precision; /* fp32 | bf16 | auto; NULL: fp32 (predict: the bank's) */
     /* outputs */
     const char *output; /* -o FILE of fit, features, bench */
     const char *out;    /* --out DIR of predict, zeroshot, eval */
@@ -73,7 +74,8 @@ typedef struct {
     cli_list categories;
     int seeds, zeroshot, ablation, max_test, pixel_bins;
     /* bench */
-    int sgemm, n, reps;
+    int sgemm, n, reps, gemm;
+    const char *shape; /* --gemm MxNxK */
     const char *random_vit;
 } cli_opts;
 

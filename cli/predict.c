@@ -43,6 +43,15 @@ int cmd_predict(int argc, char **argv)
     }
     pe_model_params mp = pe_model_default_params();
     mp.threads = threads;
+    if (o.precision) {
+        pe_precision precision;
+        if (cli_parse_precision(o.precision, &precision)) {
+            pe_bank_free(bank);
+            return EXIT_USAGE;
+        }
+        pe_bank_set_precision(bank, precision);
+    }
+    mp.precision = pe_bank_params(bank)->score.precision; /* backbone as the scoring */
     s = pe_model_load(model_path, &mp, &model);
     if (!s) s = pe_bank_check_model(bank, model);
     if (s) {

@@ -306,6 +306,8 @@ int ev_write_json(const ev_run *r, const char *dir)
     cJSON_AddNumberToObject(pa, "size", r->size);
     cJSON_AddNumberToObject(pa, "map_sigma", r->map_sigma);
     cJSON_AddNumberToObject(pa, "threads", r->threads);
+    if (r->precision) cJSON_AddStringToObject(pa, "precision", r->precision);
+    cJSON_AddStringToObject(pa, "engine_isa", pe_engine_isa());
     cJSON_AddNumberToObject(pa, "max_test", r->max_test);
     cJSON_AddNumberToObject(pa, "pixel_bins", r->pixel_bins);
     cJSON_AddNumberToObject(pa, "pro_max_fpr", 0.3);

@@ -51,6 +51,7 @@ typedef struct {
     const char *model_path, *backbone, *family, *weights_hash;
     const char *data_root, *layout, *out_dir;
     int size, threads, max_test, pixel_bins;
+    const char *precision; /* "fp32" / "bf16" (resolved --precision) */
     float map_sigma;
     const int *seed_list;
     int num_seed_list;

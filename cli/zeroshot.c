@@ -58,6 +58,7 @@ int cmd_zeroshot(int argc, char **argv)
     }
     pe_model_params mp = pe_model_default_params();
     mp.threads = o.threads;
+    mp.precision = params.score.precision; /* backbone and scoring in the same arithmetic */
     pe_status s = pe_model_load(o.model, &mp, &model);
     if (s) {
         cli_lib_error(s);

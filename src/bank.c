@@ -1,8 +1,8 @@
 /* bank.c — the reference bank and its .pead file.
  *
- * File layout, version 1 (all integers and floats little-endian):
+ * File layout, version 2 (all integers and floats little-endian):
  *   offset 0   char[8]  "PEADBANK"
- *          8   u32      version (1)
+ *          8   u32      version (2; version 1 files, without the precision, still load as fp32)
  *         12   u32      flags (bit 0: reference images present)
  *         16   u64      file size in bytes, checksum included (detects truncation)
  *         24   header:  str family, str name, str weights_hash, str model_path
@@ -13,6 +13,7 @@
  *                       f32 map_sigma
  *                       i32 max_keypoints, min_inliers, ransac_iters, f32 ransac_tol_px,
  *                       i32 work_size, u64 seed
+ *                       i32 precision (pe_precision FP32 / BF16 as resolved at fit; version >= 2)
  *                       f32 threshold (NaN: none)
  *                       i32 num_refs M, i32 dim D
  *                       M x { i32 grid_h, i32 grid_w, str name [, i32 width, i32 height] }
@@ -30,7 +31,7 @@
 #include <sys/stat.h>
 
 #define BANK_MAGIC "PEADBANK"
-#define BANK_VERSION 1u
+#define BANK_VERSION 2u
 #define BANK_MAX_REFS 100000
 #define BANK_MAX_DIM 65536
 #define BANK_MAX_GRID 4096
@@ -100,6 +101,10 @@ void pe_bank_free(pe_bank *b)
     free(b);
 }
 
+void pe_bank_set_precision(pe_bank *b, pe_precision precision)
+{
+    if (b) b->params.score.precision = pe_precision_resolve(precision);
+}
 const pe_detect_params *pe_bank_params(const pe_bank *b) { return &b->params; }
 int pe_bank_num_refs(const pe_bank *b) { return b->num_refs; }
 float pe_bank_threshold(const pe_bank *b) { return b->threshold; }
@@ -224,6 +229,7 @@ pe_status pe_bank_save(const pe_bank *b, const char *path)
     put_f32(&w, p->align_params.ransac_tol_px);
     put_i32(&w, p->align_params.work_size);
     put_u64(&w, p->align_params.seed);
+    put_i32(&w, (int)p->score.precision);
     put_f32(&w, b->threshold);
     put_i32(&w, b->num_refs);
     put_i32(&w, b->dim);
@@ -386,10 +392,12 @@ pe_status pe_bank_load(const char *path, pe_model *model, pe_bank **out)
     p.align_params.ransac_tol_px = get_f32(&r);
     p.align_params.work_size = get_i32(&r);
     p.align_params.seed = get_u64(&r);
+    p.score.precision = version >= 2 ? (pe_precision)get_i32(&r) : PE_PRECISION_FP32;
     float threshold = get_f32(&r);
     int m = get_i32(&r), dim = get_i32(&r);
     if (r.bad || m < 1 || m > BANK_MAX_REFS || dim < 1 || dim > BANK_MAX_DIM ||
-        (unsigned)p.score.order > 1 || p.size < 0 || p.size > 4096) {
+        (unsigned)p.score.order > 1 || p.size < 0 || p.size > 4096 ||
+        (unsigned)p.score.precision > (unsigned)PE_PRECISION_BF16) {
         free(model_path);
         s = pe_fail(PE_ERR_FORMAT, "%s: corrupt bank header", path);
         goto done;

@@ -4,6 +4,7 @@
 #include "conv.h"
 
 #include "internal.h"
+#include "ops.h"
 
 #include <cblas.h>
 #include <float.h>
@@ -213,8 +214,8 @@ void conv_forward(const conv_layer *l, conv_pad pad, const float *in, int height
         b = cols;
     }
     const int kdim = l->cin * l->k * l->k;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, l->cout, (int)plane, kdim, 1.0f,
-                l->weight, kdim, b, (int)plane, 0.0f, out, (int)plane);
+    /* through the engine (oneDNN, the model's precision; OpenBLAS as fallback) */
+    op_gemm(0, 0, l->cout, (int)plane, kdim, 1.0f, l->weight, kdim, b, (int)plane, 0.0f, out, (int)plane);
 #pragma omp parallel for schedule(static) num_threads(pe_get_threads())
     for (int c = 0; c < l->cout; c++)
         epilogue_plane(out + c * plane, plane, l->bias[c], residual ? residual + c * plane : NULL,

@@ -266,6 +266,7 @@ static pe_status bank_from_features(pe_model *model, const pe_features *refs, in
     free(gw);
     if (s) return s;
     b->params = *params;
+    b->params.score.precision = pe_precision_resolve(params->score.precision); /* recorded as run */
     for (int k = 0; k < n; k++)
         memcpy(b->feats[k], refs[k].data, sizeof(float) * (size_t)refs[k].grid_h * refs[k].grid_w * dim);
     pe_bank_finish(b);

@@ -1,6 +1,7 @@
 /* model.c — pe_model: open weights (file or hub folder), pick the backbone family,
  * preprocess images and run the backbone. */
 #include "backbone.h"
+#include "engine.h"
 
 #include <errno.h>
 #include <string.h>
@@ -9,6 +10,7 @@
 struct pe_model {
     st_file *weights;
     backbone *net;
+    eng_ctx *eng; /* GEMM precision + the weights reordered for it (engine.h) */
     char path[4096];
 };
 
@@ -136,6 +138,16 @@ pe_status pe_model_load(const char *path, const pe_model_params *params, pe_mode
                     "EfficientNet-Lite0 or ResNet weights)",
                     weights_path);
     if (s) goto fail;
+    if (params->precision < PE_PRECISION_FP32 || params->precision > PE_PRECISION_AUTO) {
+        s = pe_fail(PE_ERR_ARG, "%s: unknown precision %d", path, (int)params->precision);
+        goto fail;
+    }
+    m->eng = eng_ctx_create(params->precision);
+    if (!m->eng) {
+        s = pe_fail(PE_ERR_NOMEM, "%s: out of memory", path);
+        goto fail;
+    }
+    m->net->info.precision = eng_ctx_precision(m->eng);
     st_hash(m->weights, m->net->info.weights_hash);
     m->net->info.dtype = st_dtype_summary(m->weights);
     cJSON_Delete(config);
@@ -151,6 +163,7 @@ void pe_model_free(pe_model *m)
 {
     if (!m) return;
     if (m->net) m->net->destroy(m->net);
+    eng_ctx_free(m->eng);
     st_close(m->weights);
     free(m);
 }
@@ -176,8 +189,12 @@ pe_status pe_model_forward(pe_model *m, const float *chw, int height, int width,
     if (height <= 0 || width <= 0 || height % ps || width % ps)
         return pe_fail(PE_ERR_SHAPE, "%s: input %dx%d is not a positive multiple of the patch size %d",
                        m->path, width, height, ps);
-    return m->net->forward(m->net, chw, height, width, params->layer, &out->data, &out->grid_h,
-                           &out->grid_w, &out->dim, params->want_attn ? &out->attn : NULL);
+    eng_ctx *previous = eng_set_current(m->eng); /* the backbone's GEMMs use the model's engine */
+    pe_status s = m->net->forward(m->net, chw, height, width, params->layer, &out->data,
+                                  &out->grid_h, &out->grid_w, &out->dim,
+                                  params->want_attn ? &out->attn : NULL);
+    eng_set_current(previous);
+    return s;
 }
 
 pe_status pe_model_extract(pe_model *m, const pe_image *img, const pe_extract_params *params,

@@ -4,6 +4,7 @@
  * polynomial versions); row loops are split over threads with OpenMP. */
 #include "ops.h"
 
+#include "engine.h"
 #include "internal.h"
 
 #include <cblas.h>
@@ -28,6 +29,11 @@ int op_set_row_parallel(int enabled)
 void op_gemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,
              const float *B, int ldb, float beta, float *C, int ldc)
 {
+    /* The engine (oneDNN, precision of the current model) for the common untransposed-A
+     * case; OpenBLAS for transposed A or if oneDNN fails. */
+    if (!trans_a && !eng_gemm(eng_ctx_precision(eng_current()), trans_b, M, N, K, alpha, A, lda, B,
+                              ldb, beta, C, ldc, NULL))
+        return;
     cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans,
                 M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
@@ -46,13 +52,25 @@ void op_add_bias(float *x, const float *bias, int rows, int dim)
 void op_linear(float *out, const float *in, const float *weight, const float *bias, int rows,
                int in_dim, int out_dim)
 {
-    /* out (rows, out_dim) = bias + in (rows, in_dim) . weight^T, weight (out_dim, in_dim).
-     * The bias is written first and the GEMM accumulates onto it (beta = 1), as PyTorch's
-     * addmm does: one pass over `out` fewer than zeroing (beta = 0) and adding afterwards. */
+    /* out (rows, out_dim) = in (rows, in_dim) . weight^T + bias through the engine: the
+     * weight is reordered once per model (eng_linear) and the bias is fused into the GEMM. */
+    if (!eng_linear(eng_current(), rows, out_dim, in_dim, in, in_dim, weight, 0.0f, out, out_dim, bias))
+        return;
+    /* fallback (oneDNN failed): bias written first, sgemm accumulates onto it (beta = 1) */
     if (bias)
         for (int r = 0; r < rows; r++) memcpy(out + (size_t)r * out_dim, bias, (size_t)out_dim * sizeof(float));
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, out_dim, in_dim, 1.0f, in, in_dim,
                 weight, in_dim, bias ? 1.0f : 0.0f, out, out_dim);
+}
+
+void op_linear_acc(float *out, const float *in, const float *weight, const float *bias, int rows,
+                   int in_dim, int out_dim)
+{
+    if (!eng_linear(eng_current(), rows, out_dim, in_dim, in, in_dim, weight, 1.0f, out, out_dim, bias))
+        return;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, out_dim, in_dim, 1.0f, in, in_dim,
+                weight, in_dim, 1.0f, out, out_dim);
+    op_add_bias(out, bias, rows, out_dim);
 }
 
 void op_layernorm(float *out, const float *in, const float *gamma, const float *beta, int rows,
@@ -164,6 +182,7 @@ static inline vf v_quick_gelu(vf x) { return x / (1.0f + v_exp(-1.702f * x)); }
 
 void op_gelu(float *x, size_t n) { MAP_INPLACE(x, n, v_gelu); }
 void op_quick_gelu(float *x, size_t n) { MAP_INPLACE(x, n, v_quick_gelu); }
+void op_exp(float *x, size_t n) { MAP_INPLACE(x, n, v_exp); }
 
 /* x (rows, dim) = F(x + bias) row by row (the fc1 epilogue: one pass over the hidden). */
 #define MAP_BIAS_ROWS(x, bias, rows, dim, F)                                                       \

@@ -1,7 +1,10 @@
 /* ops.h — neural-net building blocks shared by the ViT (vit.c) and CNN (cnn.c)
  * backbones. All arrays are row-major float32; shapes are given as (rows, cols).
  *
- * Threading: GEMMs go through OpenBLAS (its own threads); the element-wise and
+ * GEMMs go through the engine (engine.h: oneDNN, kernels picked at run time, in the
+ * precision of the model whose context is current on the thread; the weights of
+ * op_linear are reordered once per model). OpenBLAS remains only as the fallback.
+ * Threading: GEMMs use the OpenMP team (oneDNN's runtime); the element-wise and
  * row-wise ops use OpenMP over rows. Never call these from inside an OpenMP
  * parallel region (BLAS must not be called there, and the row ops would nest).
  * Every op checked against PyTorch via tests/test_vit.c (ops section) and the
@@ -21,9 +24,13 @@ int op_set_row_parallel(int enabled);
 
 /* out (rows, out_dim) = in (rows, in_dim) . weight^T + bias.
  * weight is PyTorch's nn.Linear layout (out_dim, in_dim); bias (out_dim) may be NULL.
- * One cblas_sgemm over all rows. `out` must not alias `in`. */
+ * One engine GEMM over all rows, bias fused. `out` must not alias `in`. */
 void op_linear(float *out, const float *in, const float *weight, const float *bias, int rows,
                int in_dim, int out_dim);
+
+/* out (rows, out_dim) += in (rows, in_dim) . weight^T + bias (a residual projection). */
+void op_linear_acc(float *out, const float *in, const float *weight, const float *bias, int rows,
+                   int in_dim, int out_dim);
 
 /* Row-major C (M, N) = alpha * op(A) . op(B) + beta * C, op = transpose if trans_* != 0.
  * A is (M, K) (or (K, M) transposed) with leading dimension lda, etc. Thin sgemm wrapper. */
@@ -47,6 +54,18 @@ void op_bias_gelu(float *x, const float *bias, int rows, int dim);
 
 /* In place row softmax of x (rows, cols) with leading dimension ld (>= cols). */
 void op_softmax_rows(float *x, int rows, int cols, int ld);
+
+/* Multi-head attention (attention.c): ctx (T, D) = concat over the H heads of
+ * softmax(scale * q_h k_h^T) v_h, q/k/v_h the head's dh = D/H columns of the q, k, v
+ * parts of qkv (T, 3D). Blocked with an online softmax: never more than a tile of the
+ * (T, T) scores. cls_attn (T - first_patch) or NULL: mean over heads of the CLS row's
+ * probabilities over keys first_patch..T-1, computed exactly in fp32. Precision of the
+ * current engine context. Returns 0, or -1 (out of memory / engine failure). */
+int op_attention(float *ctx, const float *qkv, int T, int D, int H, float scale, float *cls_attn,
+                 int first_patch);
+
+/* In place exp of a float vector (vectorised; ~1-2 ulp). */
+void op_exp(float *x, size_t n);
 
 /* Bicubic resize of a channels-last grid: in (in_h, in_w, C) -> out (out_h, out_w, C),
  * align_corners=False, as torch.nn.functional.interpolate(..., size=(out_h, out_w),

@@ -16,13 +16,21 @@
  */
 #include "score.h"
 
+#include "engine.h"
+
 #include <cblas.h>
 #include <math.h>
 #include <string.h>
 #include <strings.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
-/* Target scratch for one (T, G) tile of dot products: 4M floats = 16 MB. */
-#define AUTO_TILE_FLOATS (4 << 20)
+/* Target scratch for one (T, G) tile of dot products: 256K floats = 1 MB, so a tile
+ * is still in L2 when its row/column minima are taken right after its GEMM; each
+ * thread works on its own tiles (GEMM + reduction), see tiles_parallel below. */
+#define AUTO_TILE_FLOATS (256 << 10)
+#define AUTO_TILE_MIN_ROWS 16
 
 /* ------------------------------------------------------------------ presets */
 
@@ -103,8 +111,60 @@ void pe_inv_norms(const float *x, int n, int dim, float *out)
 
 static int auto_tile(const pe_score_params *p, int rows, int max_cols)
 {
-    int t = p->tile > 0 ? p->tile : AUTO_TILE_FLOATS / PE_MAX(max_cols, 1);
+    int t = p->tile > 0 ? p->tile : PE_MAX(AUTO_TILE_MIN_ROWS, AUTO_TILE_FLOATS / PE_MAX(max_cols, 1));
     return PE_MAX(1, PE_MIN(t, rows));
+}
+
+/* A feature matrix as the engine takes it: fp32 as given, plus a bf16 copy in bf16 mode
+ * (made once per call; the tiles then read it without further conversion). */
+typedef struct {
+    const float *f;
+    bf16_t *h;
+} operand;
+
+static int operand_make(operand *o, const float *x, size_t rows, int dim, int bf16)
+{
+    o->f = x;
+    o->h = NULL;
+    if (!bf16) return 0;
+    o->h = pe_alloc(rows * dim, sizeof(bf16_t), "bf16 features");
+    if (!o->h) return -1;
+    eng_to_bf16(o->h, x, rows * dim);
+    return 0;
+}
+
+/* C (rows, cols) = A rows [r0, r0 + rows) . B^T, both (., dim) row-major. Runs on the
+ * calling thread when called inside a parallel region (one tile per thread). */
+static int tile_gemm(int bf16, const operand *a, int r0, int rows, const operand *b, int cols, int dim,
+                     float *C)
+{
+    if (bf16)
+        return eng_gemm_bf16(1, rows, cols, dim, 1.0f, a->h + (size_t)r0 * dim, dim, b->h, dim, 0.0f, C,
+                             cols, NULL);
+    if (!eng_gemm(PE_PRECISION_FP32, 1, rows, cols, dim, 1.0f, a->f + (size_t)r0 * dim, dim, b->f, dim,
+                  0.0f, C, cols, NULL))
+        return 0;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, cols, dim, 1.0f, a->f + (size_t)r0 * dim,
+                dim, b->f, dim, 0.0f, C, cols);
+    return 0;
+}
+
+static int team_size(void)
+{
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+static int thread_id(void)
+{
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
 }
 
 /* Cosine distance from a scaled dot product, clamped to its range [0, 2]. */
@@ -157,9 +217,9 @@ static void finish_patch_scores(const float *heaps, int n, int k, pe_order order
     }
 }
 
-/* Reductions run serially on purpose: they are ~1/D of the GEMM's work, and an
- * OpenMP region per tile alternating with OpenBLAS's own threads measured 2-4x
- * slower on a loaded 2-core machine (two spinning thread pools).
+/* Reductions run on the thread that made the tile (the tile is in its L2): every
+ * thread does GEMM + reduction of its own tiles, so one thread's reduction overlaps
+ * another's GEMM, and there is one thread pool (OpenMP, shared with oneDNN).
  *
  * Row side of a (rows, cols) tile of dot products C: for each row r,
  * s = 1 - max_j(C[r][j] * col_inv[j]) * row_inv[r], offered to heaps[r]. */
@@ -268,26 +328,37 @@ pe_status pe_score_query_inv(const float *query, const float *query_inv, int que
     }
     int K = pe_score_k(params, num_refs);
     int T = auto_tile(params, query_patches, max_cols);
-    float *tile = pe_alloc((size_t)T * max_cols, sizeof(float), "score tile");
+    const int bf16 = pe_precision_resolve(params->precision) == PE_PRECISION_BF16;
+    const int nthr = team_size();
+    float *tiles = pe_alloc((size_t)nthr * T * max_cols, sizeof(float), "score tiles");
     float *heaps = pe_alloc((size_t)query_patches * K, sizeof(float), "score selection");
-    if (!tile || !heaps) {
-        free(tile);
-        free(heaps);
-        return PE_ERR_NOMEM;
-    }
-    for (int k = 0; k < num_refs; k++) {
-        for (int r0 = 0; r0 < query_patches; r0 += T) {
-            int rows = PE_MIN(T, query_patches - r0);
-            /* (rows, D) x (Gk, D)^T -> (rows, Gk) dot products */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, ref_patches[k], dim, 1.0f,
-                        query + (size_t)r0 * dim, dim, refs[k], dim, 0.0f, tile, ref_patches[k]);
+    operand q = {0}, *r = calloc((size_t)num_refs, sizeof *r);
+    int failed = !tiles || !heaps || !r || operand_make(&q, query, (size_t)query_patches, dim, bf16);
+    for (int k = 0; k < num_refs && !failed; k++)
+        failed = operand_make(&r[k], refs[k], (size_t)ref_patches[k], dim, bf16);
+    const int ntiles = (query_patches + T - 1) / T;
+    for (int k = 0; k < num_refs && !failed; k++) {
+        /* each thread: (rows, D) x (Gk, D)^T -> (rows, Gk) dot products, then its row minima */
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nthr) reduction(| : failed)
+        for (int t = 0; t < ntiles; t++) {
+            const int r0 = t * T, rows = PE_MIN(T, query_patches - r0);
+            float *tile = tiles + (size_t)thread_id() * T * max_cols;
+            if (tile_gemm(bf16, &q, r0, rows, &r[k], ref_patches[k], dim, tile)) {
+                failed = 1;
+                continue;
+            }
             reduce_rows(tile, rows, ref_patches[k], query_inv + r0, ref_inv[k],
                         heaps + (size_t)r0 * K, k, K, params->order);
         }
     }
-    finish_patch_scores(heaps, query_patches, K, params->order, patch_scores);
-    free(tile);
+    if (!failed) finish_patch_scores(heaps, query_patches, K, params->order, patch_scores);
+    free(tiles);
     free(heaps);
+    free(q.h);
+    for (int k = 0; r && k < num_refs; k++) free(r[k].h);
+    free(r);
+    if (failed) return pe_fail(PE_ERR_NOMEM, "score: out of memory (%d query patches, %d references)",
+                               query_patches, num_refs);
     if (image_score) *image_score = pe_image_score(patch_scores, query_patches, params);
     return PE_OK;
 }
@@ -359,36 +430,55 @@ pe_status pe_score_batch(const float *const *feats, int num_images, int patches,
     const int K = pe_score_k(params, M);
     const int T = auto_tile(params, G, G);
     const size_t heap_floats = (size_t)B * G * K;
+    const int bf16 = pe_precision_resolve(params->precision) == PE_PRECISION_BF16;
+    const int nthr = team_size();
     float *inv = pe_alloc((size_t)B * G, sizeof(float), "inverse norms");
     float *heaps = pe_alloc(heap_floats, sizeof(float), "zero-shot selection");
-    float *tile = pe_alloc((size_t)T * G, sizeof(float), "score tile");
-    float *colmax = pe_alloc((size_t)G, sizeof(float), "column maxima");
+    float *tiles = pe_alloc((size_t)nthr * T * G, sizeof(float), "score tiles");
+    float *colmax = pe_alloc((size_t)nthr * G, sizeof(float), "column maxima"); /* per thread */
     int *count = calloc((size_t)B, sizeof *count); /* values offered so far, per image */
-    if (!inv || !heaps || !tile || !colmax || !count) {
+    operand *ops = calloc((size_t)B, sizeof *ops);
+    int failed = !inv || !heaps || !tiles || !colmax || !count || !ops;
+    for (int b = 0; b < B && !failed; b++) failed = operand_make(&ops[b], feats[b], (size_t)G, dim, bf16);
+    if (failed) {
         free(inv);
         free(heaps);
-        free(tile);
+        free(tiles);
         free(colmax);
         free(count);
+        for (int b = 0; ops && b < B; b++) free(ops[b].h);
+        free(ops);
         return pe_fail(PE_ERR_NOMEM, "zero-shot: out of memory (%d images x %d patches, K = %d)", B,
                        G, K);
     }
     for (int b = 0; b < B; b++) pe_inv_norms(feats[b], G, dim, inv + (size_t)b * G);
 
-    for (int a = 0; a < B; a++) {
+    const int ntiles = (G + T - 1) / T;
+    for (int a = 0; a < B && !failed; a++) {
         float *heap_a = heaps + (size_t)a * G * K;
         const float *inv_a = inv + (size_t)a * G;
-        for (int b = a + 1; b < B; b++) {
+        for (int b = a + 1; b < B && !failed; b++) {
             const float *inv_b = inv + (size_t)b * G;
-            for (int j = 0; j < G; j++) colmax[j] = -INFINITY;
-            for (int r0 = 0; r0 < G; r0 += T) {
-                int rows = PE_MIN(T, G - r0);
-                /* (rows, D) of a x (G, D)^T of b -> (rows, G) dot products */
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, G, dim, 1.0f,
-                            feats[a] + (size_t)r0 * dim, dim, feats[b], dim, 0.0f, tile, G);
+            for (size_t j = 0; j < (size_t)nthr * G; j++) colmax[j] = -INFINITY;
+            /* each thread: (rows, D) of a x (G, D)^T of b -> (rows, G) dot products, its
+             * rows' minima into a's heaps (disjoint rows) and column maxima into its own
+             * colmax row (merged below) */
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nthr) reduction(| : failed)
+            for (int t = 0; t < ntiles; t++) {
+                const int r0 = t * T, rows = PE_MIN(T, G - r0), me = thread_id();
+                float *tile = tiles + (size_t)me * T * G;
+                if (tile_gemm(bf16, &ops[a], r0, rows, &ops[b], G, dim, tile)) {
+                    failed = 1;
+                    continue;
+                }
                 reduce_rows(tile, rows, G, inv_a + r0, inv_b, heap_a + (size_t)r0 * K, count[a], K,
                             params->order);
-                reduce_cols(tile, rows, G, inv_a + r0, colmax);
+                reduce_cols(tile, rows, G, inv_a + r0, colmax + (size_t)me * G);
+            }
+            for (int th = 1; th < nthr; th++) {
+                const float *other = colmax + (size_t)th * G;
+#pragma omp simd
+                for (int j = 0; j < G; j++) colmax[j] = other[j] > colmax[j] ? other[j] : colmax[j];
             }
             float *heap_b = heaps + (size_t)b * G * K;
             int cb = count[b];
@@ -399,15 +489,18 @@ pe_status pe_score_batch(const float *const *feats, int num_images, int patches,
             count[b]++;
         }
     }
-    for (int b = 0; b < B; b++) {
+    for (int b = 0; b < B && !failed; b++) {
         float *ps = patch_scores + (size_t)b * G;
         finish_patch_scores(heaps + (size_t)b * G * K, G, K, params->order, ps);
         if (image_scores) image_scores[b] = pe_image_score(ps, G, params);
     }
     free(inv);
     free(heaps);
-    free(tile);
+    free(tiles);
     free(colmax);
     free(count);
+    for (int b = 0; b < B; b++) free(ops[b].h);
+    free(ops);
+    if (failed) return pe_fail(PE_ERR_NOMEM, "zero-shot: scoring tile GEMM failed (out of memory)");
     return PE_OK;
 }

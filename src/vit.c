@@ -81,7 +81,6 @@ typedef struct {
     float *x;           /* (T, D) residual stream */
     float *xn;          /* (T, D) normalised input of a sub-block / patch pixels */
     float *qkv;         /* (T, 3D) */
-    float *scores;      /* (T, T) one head's attention */
     float *ctx;         /* (T, D) attention output before out-proj */
     float *hidden;      /* (T, M) MLP hidden; also (G, 3*p*p) im2col */
     float *capture;     /* (T, D) block L output for an intermediate layer */
@@ -632,7 +631,6 @@ static void free_scratch(vit_scratch *s)
     free(s->x);
     free(s->xn);
     free(s->qkv);
-    free(s->scores);
     free(s->ctx);
     free(s->hidden);
     free(s->capture);
@@ -670,11 +668,10 @@ static pe_status ensure_scratch(vit_model *m, int tokens, int patches)
     s->x = pe_alloc(T * D, sizeof(float), "ViT activations");
     s->xn = pe_alloc(T * D, sizeof(float), "ViT activations");
     s->qkv = pe_alloc(T * 3 * D, sizeof(float), "ViT qkv");
-    s->scores = pe_alloc(T * T, sizeof(float), "ViT attention scores");
     s->ctx = pe_alloc(T * D, sizeof(float), "ViT attention output");
     s->hidden = pe_alloc(hidden, sizeof(float), "ViT MLP hidden");
     s->capture = pe_alloc(T * D, sizeof(float), "ViT layer output");
-    if (!s->x || !s->xn || !s->qkv || !s->scores || !s->ctx || !s->hidden || !s->capture) {
+    if (!s->x || !s->xn || !s->qkv || !s->ctx || !s->hidden || !s->capture) {
         free_scratch(s);
         return PE_ERR_NOMEM;
     }
@@ -735,7 +732,7 @@ static void residual_add(float *x, const float *y, const float *bias, const floa
 }
 
 /* x (T, D) += scale * (in (T, K) . W^T + bias), W (D, K). Without LayerScale the GEMM
- * accumulates straight into x (beta = 1); with it, through tmp (T, D). */
+ * accumulates straight into x (beta = 1, bias fused); with it, through tmp (T, D). */
 static void project_residual(float *x, const float *in, const float *w, const float *bias,
                              const float *scale, float *tmp, int T, int K, int D)
 {
@@ -743,34 +740,25 @@ static void project_residual(float *x, const float *in, const float *w, const fl
         op_linear(tmp, in, w, NULL, T, K, D);
         residual_add(x, tmp, bias, scale, T, D);
     } else {
-        op_gemm(0, 1, T, D, K, 1.0f, in, K, w, K, 1.0f, x, D);
-        op_add_bias(x, bias, T, D);
+        op_linear_acc(x, in, w, bias, T, K, D);
     }
 }
 
 /* One transformer block on s->x (T, D). If cls_attn != NULL, the CLS row of the
- * attention over the G patch keys (after `first_patch` tokens), mean over heads. */
-static void block_forward(vit_model *m, const vit_block *b, int T, int first_patch, float *cls_attn)
+ * attention over the G patch keys (after `first_patch` tokens), mean over heads.
+ * Returns 0, or -1 if the attention could not run (out of memory / engine failure). */
+static int block_forward(vit_model *m, const vit_block *b, int T, int first_patch, float *cls_attn)
 {
     const vit_config *c = &m->cfg;
     vit_scratch *s = &m->s;
     const int D = c->dim, H = c->heads, dh = D / H, M = c->mlp_dim;
     const float scale = 1.0f / sqrtf((float)dh);
 
-    /* attention: qkv (T, 3D) = ln1(x) . Wqkv^T + b */
+    /* attention: qkv (T, 3D) = ln1(x) . Wqkv^T + b; ctx (T, D) by blocked attention
+     * (attention.c: only a tile of each head's (T, T) scores at a time) */
     op_layernorm(s->xn, s->x, b->ln1_w, b->ln1_b, T, D, c->eps);
     op_linear(s->qkv, s->xn, b->qkv_w, b->qkv_b, T, D, 3 * D);
-    if (cls_attn) memset(cls_attn, 0, (size_t)(T - first_patch) * sizeof(float));
-    for (int h = 0; h < H; h++) {
-        const float *q = s->qkv + h * dh, *k = s->qkv + D + h * dh, *v = s->qkv + 2 * D + h * dh;
-        /* scores (T, T) = q_h (T, dh) . k_h^T / sqrt(dh); rows softmaxed */
-        op_gemm(0, 1, T, T, dh, scale, q, 3 * D, k, 3 * D, 0.0f, s->scores, T);
-        op_softmax_rows(s->scores, T, T, T);
-        if (cls_attn)
-            for (int j = first_patch; j < T; j++) cls_attn[j - first_patch] += s->scores[j] / (float)H;
-        /* ctx[:, h*dh:(h+1)*dh] (T, dh) = scores (T, T) . v_h (T, dh) */
-        op_gemm(0, 0, T, dh, T, 1.0f, s->scores, T, v, 3 * D, 0.0f, s->ctx + h * dh, D);
-    }
+    if (op_attention(s->ctx, s->qkv, T, D, H, scale, cls_attn, first_patch)) return -1;
     project_residual(s->x, s->ctx, b->out_w, b->out_b, b->ls1, s->xn, T, D, D);
 
     /* MLP: x += ls2 * (act(ln2(x) . W1^T + b1) . W2^T + b2) */
@@ -779,6 +767,7 @@ static void block_forward(vit_model *m, const vit_block *b, int T, int first_pat
     if (c->act == ACT_GELU) op_gelu(s->hidden, (size_t)T * M);
     else op_quick_gelu(s->hidden, (size_t)T * M);
     project_residual(s->x, s->hidden, b->fc2_w, b->fc2_b, b->ls2, s->xn, T, M, D);
+    return 0;
 }
 
 static pe_status vit_forward_serial_rows(backbone *self, const float *chw, int height, int width,
@@ -840,7 +829,11 @@ static pe_status vit_forward_serial_rows(backbone *self, const float *chw, int h
     const int want = layer ? layer : c->layers;
     const int run = attn ? c->layers : want; /* attention needs the last block */
     for (int l = 0; l < run; l++) {
-        block_forward(m, &m->w.blocks[l], T, first_patch, l == c->layers - 1 ? cls_attn : NULL);
+        if (block_forward(m, &m->w.blocks[l], T, first_patch, l == c->layers - 1 ? cls_attn : NULL)) {
+            free(cls_attn);
+            return pe_fail(PE_ERR_NOMEM, "%s: attention of block %d failed (out of memory)", m->path,
+                           l + 1);
+        }
         if (l == want - 1 && want != run)
             memcpy(s->capture, s->x, (size_t)T * D * sizeof(float));
     }

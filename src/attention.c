@@ -1,0 +1,170 @@
+/* attention.c — multi-head scaled dot-product attention, blocked with an online
+ * softmax (see docs/ENGINE.md), so that only a (BQ, BK) tile of each head's (T, T)
+ * score matrix exists at a time.
+ *
+ * For each head h and block of BQ query rows, over the key blocks of BK keys:
+ *   S = scale * Q_blk . K_blk^T                   (BQ, BK)  one engine GEMM
+ *   m' = max(m, rowmax S);  c = exp(m - m')       running row maximum and its correction
+ *   P = exp(S - m');  l = c * l + rowsum P        running softmax denominator
+ *   acc = c * acc + P . V_blk                     (BQ, dh)  one engine GEMM (beta = 1)
+ * and at the end ctx = acc / l. This is the exact softmax(QK^T/sqrt(dh)) V of the
+ * reference, reordered (FlashAttention's recurrence); in bf16, Q, K, V and P enter the
+ * GEMMs as bf16 while m, l, acc and the exponentials stay fp32.
+ *
+ * Work items (head, query block) are spread over the OpenMP team; each item's GEMMs run
+ * on its own thread (oneDNN runs single-threaded inside a parallel region). */
+#include "engine.h"
+#include "ops.h"
+
+#include <math.h>
+#include <string.h>
+
+#define BQ 128 /* query rows per block */
+#define BK 512 /* keys per block: a (BQ, BK) fp32 tile is 256 KB, L2-resident */
+
+/* Per-thread scratch, grown once to the largest tile (kept between calls). */
+typedef struct {
+    float *s;      /* (BQ, BK) scores / probabilities */
+    bf16_t *p16;   /* (BQ, BK) probabilities in bf16 */
+    float *acc;    /* (BQ, dh) */
+    float m[BQ], l[BQ];
+    size_t cap_dh;
+} attn_scratch;
+
+static _Thread_local attn_scratch tl;
+
+static int scratch_ready(int dh)
+{
+    if (!tl.s) {
+        tl.s = pe_alloc((size_t)BQ * BK, sizeof(float), "attention tile");
+        tl.p16 = pe_alloc((size_t)BQ * BK, sizeof(bf16_t), "attention tile");
+    }
+    if ((size_t)dh > tl.cap_dh) {
+        free(tl.acc);
+        tl.acc = pe_alloc((size_t)BQ * dh, sizeof(float), "attention accumulator");
+        tl.cap_dh = tl.acc ? (size_t)dh : 0;
+    }
+    return tl.s && tl.p16 && tl.acc;
+}
+
+/* One (head, query block): rows q0..q0+nq-1 of head h. Returns 0 or -1 (engine failure). */
+static int block(float *ctx, const float *qkv, const bf16_t *qkv16, int T, int D, int dh, int h,
+                 int q0, int nq, float scale, int bf16)
+{
+    const int ld = 3 * D;
+    float *acc = tl.acc, *m = tl.m, *l = tl.l;
+    for (int r = 0; r < nq; r++) {
+        m[r] = -INFINITY;
+        l[r] = 0.0f;
+    }
+    memset(acc, 0, (size_t)nq * dh * sizeof(float));
+    for (int k0 = 0; k0 < T; k0 += BK) {
+        const int nk = PE_MIN(BK, T - k0);
+        float *S = tl.s;
+        int rc;
+        /* S (nq, nk) = scale * Q (nq, dh) . K (nk, dh)^T */
+        if (bf16)
+            rc = eng_gemm_bf16(1, nq, nk, dh, scale, qkv16 + (size_t)q0 * ld + h * dh, ld,
+                               qkv16 + (size_t)k0 * ld + D + h * dh, ld, 0.0f, S, BK, NULL);
+        else
+            rc = eng_gemm(PE_PRECISION_FP32, 1, nq, nk, dh, scale, qkv + (size_t)q0 * ld + h * dh, ld,
+                          qkv + (size_t)k0 * ld + D + h * dh, ld, 0.0f, S, BK, NULL);
+        if (rc) return -1;
+        for (int r = 0; r < nq; r++) {
+            float *row = S + (size_t)r * BK;
+            float mx = m[r];
+#pragma omp simd reduction(max : mx)
+            for (int j = 0; j < nk; j++) mx = row[j] > mx ? row[j] : mx;
+            const float corr = m[r] == -INFINITY ? 0.0f : expf(m[r] - mx);
+#pragma omp simd
+            for (int j = 0; j < nk; j++) row[j] -= mx;
+            op_exp(row, (size_t)nk);
+            float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+            for (int j = 0; j < nk; j++) sum += row[j];
+            l[r] = l[r] * corr + sum;
+            m[r] = mx;
+            if (corr != 1.0f) {
+                float *a = acc + (size_t)r * dh;
+#pragma omp simd
+                for (int i = 0; i < dh; i++) a[i] *= corr;
+            }
+            if (bf16) eng_to_bf16(tl.p16 + (size_t)r * BK, row, (size_t)nk);
+        }
+        /* acc (nq, dh) += P (nq, nk) . V (nk, dh) */
+        if (bf16)
+            rc = eng_gemm_bf16(0, nq, dh, nk, 1.0f, tl.p16, BK, qkv16 + (size_t)k0 * ld + 2 * D + h * dh,
+                               ld, 1.0f, acc, dh, NULL);
+        else
+            rc = eng_gemm(PE_PRECISION_FP32, 0, nq, dh, nk, 1.0f, S, BK,
+                          qkv + (size_t)k0 * ld + 2 * D + h * dh, ld, 1.0f, acc, dh, NULL);
+        if (rc) return -1;
+    }
+    for (int r = 0; r < nq; r++) {
+        const float inv = 1.0f / l[r];
+        float *dst = ctx + (size_t)(q0 + r) * D + h * dh;
+        const float *a = acc + (size_t)r * dh;
+#pragma omp simd
+        for (int i = 0; i < dh; i++) dst[i] = a[i] * inv;
+    }
+    return 0;
+}
+
+/* CLS row of every head, exactly in fp32 from qkv: cls_attn[j - first] = mean over heads
+ * of softmax_j(scale * q_0 . k_j), j >= first (the PatchEAD+ foreground mask). */
+static void cls_attention(const float *qkv, int T, int D, int H, float scale, float *cls_attn,
+                          int first, float *row)
+{
+    const int dh = D / H, ld = 3 * D;
+    memset(cls_attn, 0, (size_t)(T - first) * sizeof(float));
+    for (int h = 0; h < H; h++) {
+        const float *q = qkv + h * dh;
+        float mx = -INFINITY;
+        for (int j = 0; j < T; j++) {
+            const float *k = qkv + (size_t)j * ld + D + h * dh;
+            float d = 0.0f;
+#pragma omp simd reduction(+ : d)
+            for (int i = 0; i < dh; i++) d += q[i] * k[i];
+            row[j] = d * scale;
+            mx = row[j] > mx ? row[j] : mx;
+        }
+        double sum = 0;
+        for (int j = 0; j < T; j++) sum += row[j] = expf(row[j] - mx);
+        for (int j = first; j < T; j++) cls_attn[j - first] += (float)(row[j] / sum) / (float)H;
+    }
+}
+
+int op_attention(float *ctx, const float *qkv, int T, int D, int H, float scale, float *cls_attn,
+                 int first_patch)
+{
+    const int dh = D / H;
+    const int bf16 = eng_ctx_precision(eng_current()) == PE_PRECISION_BF16;
+    bf16_t *qkv16 = NULL;
+    if (bf16) {
+        qkv16 = pe_alloc((size_t)T * 3 * D, sizeof(bf16_t), "attention bf16 operands");
+        if (!qkv16) return -1;
+        eng_to_bf16(qkv16, qkv, (size_t)T * 3 * D);
+    }
+    if (cls_attn) {
+        float *row = pe_alloc((size_t)T, sizeof(float), "CLS attention row");
+        if (!row) {
+            free(qkv16);
+            return -1;
+        }
+        cls_attention(qkv, T, D, H, scale, cls_attn, first_patch, row);
+        free(row);
+    }
+    const int nqb = (T + BQ - 1) / BQ, items = H * nqb;
+    int failed = 0;
+    eng_ctx *current = eng_current();
+#pragma omp parallel for schedule(dynamic, 1) reduction(| : failed)
+    for (int it = 0; it < items; it++) {
+        eng_ctx *prev = eng_set_current(current); /* worker threads see the caller's engine */
+        const int h = it / nqb, q0 = (it % nqb) * BQ;
+        if (!scratch_ready(dh) || block(ctx, qkv, qkv16, T, D, dh, h, q0, PE_MIN(BQ, T - q0), scale, bf16))
+            failed = 1;
+        eng_set_current(prev);
+    }
+    free(qkv16);
+    return failed ? -1 : 0;
+}

@@ -1,0 +1,640 @@
+/* engine.c — GEMMs on oneDNN's matmul with run-time ISA dispatch (see engine.h and
+ * docs/ENGINE.md).
+ *
+ * One process-wide CPU engine; one stream per thread. Matmul primitives are cached by
+ * their full description (precision, M, N, K, strides, alpha, beta, bias): the ViT makes
+ * the same ~10 shapes per block over and over, and creating a primitive (JIT included)
+ * costs far more than running a small one. Operands stay in patchead's plain row-major
+ * layouts (strides given to oneDNN), so no activation is ever reordered; bf16 operands
+ * are produced by eng_to_bf16 (weights once per model, activations once per call). */
+#include "engine.h"
+
+#include <dnnl.h>
+#include <math.h>
+#include <pthread.h>
+#include <string.h>
+#include <strings.h>
+
+/* ------------------------------------------------------------------ engine, ISA */
+
+static dnnl_engine_t g_engine;
+static int g_engine_ok;
+static pthread_once_t g_once = PTHREAD_ONCE_INIT;
+
+static void engine_init(void)
+{
+    g_engine_ok = dnnl_engine_create(&g_engine, dnnl_cpu, 0) == dnnl_success;
+}
+
+static dnnl_engine_t engine(void)
+{
+    pthread_once(&g_once, engine_init);
+    return g_engine_ok ? g_engine : NULL;
+}
+
+/* One stream per thread (a stream is not meant to be shared by concurrent callers);
+ * freed at thread exit through the key's destructor. */
+static pthread_key_t g_stream_key;
+static pthread_once_t g_stream_once = PTHREAD_ONCE_INIT;
+static void stream_free(void *s) { dnnl_stream_destroy((dnnl_stream_t)s); }
+static void stream_key_init(void) { pthread_key_create(&g_stream_key, stream_free); }
+
+static dnnl_stream_t stream(void)
+{
+    pthread_once(&g_stream_once, stream_key_init);
+    dnnl_stream_t s = pthread_getspecific(g_stream_key);
+    if (s) return s;
+    dnnl_engine_t e = engine();
+    if (!e || dnnl_stream_create(&s, e, dnnl_stream_default_flags) != dnnl_success) return NULL;
+    pthread_setspecific(g_stream_key, s);
+    return s;
+}
+
+const char *eng_isa_name(void)
+{
+    switch (dnnl_get_effective_cpu_isa()) {
+    case dnnl_cpu_isa_sse41: return "sse41";
+    case dnnl_cpu_isa_avx: return "avx";
+    case dnnl_cpu_isa_avx2: return "avx2";
+    case dnnl_cpu_isa_avx2_vnni: return "avx2_vnni";
+    case dnnl_cpu_isa_avx512_mic: return "avx512_mic";
+    case dnnl_cpu_isa_avx512_mic_4ops: return "avx512_mic_4ops";
+    case dnnl_cpu_isa_avx512_core: return "avx512_core";
+    case dnnl_cpu_isa_avx512_core_vnni: return "avx512_core_vnni";
+    case dnnl_cpu_isa_avx512_core_bf16: return "avx512_core_bf16";
+    case dnnl_cpu_isa_avx512_core_amx: return "avx512_core_amx";
+    default: return "unknown";
+    }
+}
+
+int eng_native_bf16(void)
+{
+    /* the ISA values are bit sets: every ISA with AVX-512-BF16 contains its bits (AMX too);
+     * DNNL_MAX_CPU_ISA in the environment lowers this, which the tests use */
+    unsigned isa = (unsigned)dnnl_get_effective_cpu_isa();
+    return (isa & (unsigned)dnnl_cpu_isa_avx512_core_bf16) == (unsigned)dnnl_cpu_isa_avx512_core_bf16;
+}
+
+const char *pe_engine_isa(void) { return eng_isa_name(); }
+
+const char *pe_precision_name(pe_precision p)
+{
+    switch (p) {
+    case PE_PRECISION_FP32: return "fp32";
+    case PE_PRECISION_BF16: return "bf16";
+    case PE_PRECISION_AUTO: return "auto";
+    }
+    return "?";
+}
+
+pe_status pe_precision_parse(const char *name, pe_precision *out)
+{
+    static const pe_precision all[] = {PE_PRECISION_FP32, PE_PRECISION_BF16, PE_PRECISION_AUTO};
+    for (int i = 0; name && i < 3; i++)
+        if (!strcasecmp(name, pe_precision_name(all[i]))) {
+            *out = all[i];
+            return PE_OK;
+        }
+    return pe_fail(PE_ERR_ARG, "precision '%s' is not one of fp32, bf16, auto", name ? name : "");
+}
+
+pe_precision pe_precision_resolve(pe_precision p)
+{
+    if (p == PE_PRECISION_AUTO) return eng_native_bf16() ? PE_PRECISION_BF16 : PE_PRECISION_FP32;
+    return p == PE_PRECISION_BF16 ? PE_PRECISION_BF16 : PE_PRECISION_FP32;
+}
+
+/* ------------------------------------------------------------------ bf16 conversion */
+
+void eng_to_bf16(bf16_t *dst, const float *src, size_t n)
+{
+    /* round to nearest even on the bit pattern; a NaN keeps a quiet-NaN pattern */
+#pragma omp simd
+    for (size_t i = 0; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, &src[i], 4);
+        uint32_t r = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+        dst[i] = (u & 0x7fffffffu) > 0x7f800000u ? (bf16_t)((u >> 16) | 0x40u) : (bf16_t)r;
+    }
+}
+
+void eng_to_bf16_2d(bf16_t *dst, const float *src, int rows, int cols, int ld)
+{
+    for (int r = 0; r < rows; r++) eng_to_bf16(dst + (size_t)r * cols, src + (size_t)r * ld, (size_t)cols);
+}
+
+/* ------------------------------------------------------------------ primitive cache */
+
+typedef struct {
+    int prec, trans_b, M, N, K, lda, ldb, ldc, has_bias;
+    float alpha, beta;
+    const dnnl_memory_desc_t *b_fixed; /* B in this (blocked) layout: a prepared weight */
+} prim_key;
+
+typedef struct {
+    prim_key key;
+    dnnl_primitive_t prim;
+    dnnl_memory_desc_t a_md, b_md, c_md, bias_md, scratch_md;
+    size_t scratch_bytes;
+    unsigned long last_use;
+    int used;
+} prim_entry;
+
+/* Enough for every shape of a ViT forward (the scoring adds 2-3, attention ~4). */
+#define PRIM_CACHE 96
+static prim_entry g_cache[PRIM_CACHE];
+static unsigned long g_clock;
+static pthread_mutex_t g_cache_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static int key_eq(const prim_key *a, const prim_key *b)
+{
+    return a->prec == b->prec && a->trans_b == b->trans_b && a->M == b->M && a->N == b->N &&
+           a->K == b->K && a->lda == b->lda && a->ldb == b->ldb && a->ldc == b->ldc &&
+           a->has_bias == b->has_bias && a->alpha == b->alpha && a->beta == b->beta &&
+           a->b_fixed == b->b_fixed;
+}
+
+/* Build the primitive for `k`. Returns 0 on success. */
+static int prim_create(const prim_key *k, prim_entry *e)
+{
+    dnnl_engine_t eng = engine();
+    if (!eng) return -1;
+    dnnl_data_type_t in_t = k->prec == PE_PRECISION_BF16 ? dnnl_bf16 : dnnl_f32;
+    dnnl_dims_t a_dims = {k->M, k->K}, a_str = {k->lda, 1};
+    dnnl_dims_t b_dims = {k->K, k->N}, b_str;
+    /* B as a logical (K, N) matrix: trans_b stores it as (N, K) rows, i.e. strides (1, ldb) */
+    if (k->trans_b) {
+        b_str[0] = 1;
+        b_str[1] = k->ldb;
+    } else {
+        b_str[0] = k->ldb;
+        b_str[1] = 1;
+    }
+    dnnl_dims_t c_dims = {k->M, k->N}, c_str = {k->ldc, 1};
+    dnnl_dims_t bias_dims = {1, k->N}, bias_str = {k->N, 1};
+    memset(e, 0, sizeof *e);
+    if (dnnl_memory_desc_init_by_strides(&e->a_md, 2, a_dims, in_t, a_str) ||
+        (k->b_fixed ? (e->b_md = *k->b_fixed, 0)
+                    : dnnl_memory_desc_init_by_strides(&e->b_md, 2, b_dims, in_t, b_str)) ||
+        dnnl_memory_desc_init_by_strides(&e->c_md, 2, c_dims, dnnl_f32, c_str) ||
+        (k->has_bias && dnnl_memory_desc_init_by_strides(&e->bias_md, 2, bias_dims, dnnl_f32, bias_str)))
+        return -1;
+    dnnl_matmul_desc_t desc;
+    if (dnnl_matmul_desc_init(&desc, &e->a_md, &e->b_md, k->has_bias ? &e->bias_md : NULL, &e->c_md))
+        return -1;
+    dnnl_primitive_attr_t attr = NULL;
+    dnnl_post_ops_t po = NULL;
+    int rc = -1;
+    if (dnnl_primitive_attr_create(&attr)) return -1;
+    /* user scratchpad: each calling thread passes its own (oneDNN's shared library
+     * scratchpad is not safe when one primitive runs on several threads at once, as it
+     * does when the scoring and attention run one GEMM per thread) */
+    if (dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user)) goto done;
+    if (k->alpha != 1.0f && dnnl_primitive_attr_set_output_scales(attr, 1, 0, &k->alpha)) goto done;
+    if (k->beta != 0.0f) {
+        if (dnnl_post_ops_create(&po) || dnnl_post_ops_append_sum(po, k->beta) ||
+            dnnl_primitive_attr_set_post_ops(attr, po))
+            goto done;
+    }
+    dnnl_primitive_desc_t pd = NULL;
+    if (dnnl_primitive_desc_create(&pd, &desc, attr, eng, NULL)) goto done;
+    e->scratch_md = *dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+    e->scratch_bytes = dnnl_memory_desc_get_size(&e->scratch_md);
+    rc = dnnl_primitive_create(&e->prim, pd) ? -1 : 0;
+    dnnl_primitive_desc_destroy(pd);
+done:
+    if (po) dnnl_post_ops_destroy(po);
+    dnnl_primitive_attr_destroy(attr);
+    return rc;
+}
+
+/* Cached primitive for k (created on a miss; the least recently used entry goes). The
+ * entry is copied out under the lock; primitives are never destroyed while in use
+ * because eviction only happens with more than PRIM_CACHE live shapes, and a primitive
+ * being executed is at most a few calls old. */
+static int prim_get(const prim_key *k, prim_entry *out)
+{
+    pthread_mutex_lock(&g_cache_lock);
+    prim_entry *victim = &g_cache[0];
+    for (int i = 0; i < PRIM_CACHE; i++) {
+        prim_entry *e = &g_cache[i];
+        if (e->used && key_eq(&e->key, k)) {
+            e->last_use = ++g_clock;
+            *out = *e;
+            pthread_mutex_unlock(&g_cache_lock);
+            return 0;
+        }
+        if (!e->used) {
+            if (victim->used) victim = e;
+        } else if (victim->used && e->last_use < victim->last_use) {
+            victim = e;
+        }
+    }
+    prim_entry fresh;
+    int rc = prim_create(k, &fresh);
+    if (!rc) {
+        if (victim->used) dnnl_primitive_destroy(victim->prim);
+        fresh.key = *k;
+        fresh.used = 1;
+        fresh.last_use = ++g_clock;
+        *victim = fresh;
+        *out = fresh;
+    }
+    pthread_mutex_unlock(&g_cache_lock);
+    return rc;
+}
+
+/* This thread's scratchpad for oneDNN (grown, never shrunk; freed at thread exit by
+ * the key's destructor). */
+static pthread_key_t g_scratch_key;
+static pthread_once_t g_scratch_once = PTHREAD_ONCE_INIT;
+typedef struct {
+    void *p;
+    size_t cap;
+} scratch_buf;
+static void scratch_free(void *x)
+{
+    scratch_buf *b = x;
+    free(b->p);
+    free(b);
+}
+static void scratch_key_init(void) { pthread_key_create(&g_scratch_key, scratch_free); }
+static void *thread_scratchpad(size_t bytes)
+{
+    pthread_once(&g_scratch_once, scratch_key_init);
+    scratch_buf *b = pthread_getspecific(g_scratch_key);
+    if (!b) {
+        b = calloc(1, sizeof *b);
+        if (!b) return NULL;
+        pthread_setspecific(g_scratch_key, b);
+    }
+    if (bytes > b->cap) {
+        free(b->p);
+        b->p = pe_alloc(bytes, 1, "oneDNN scratchpad");
+        b->cap = b->p ? bytes : 0;
+    }
+    return b->p;
+}
+
+static int run_matmul(const prim_key *k, const void *A, const void *B, float *C, const float *bias)
+{
+    prim_entry e;
+    dnnl_stream_t s = stream();
+    if (!s || prim_get(k, &e)) return -1;
+    dnnl_engine_t eng = engine();
+    dnnl_memory_t ma = NULL, mb = NULL, mc = NULL, mbias = NULL, mscratch = NULL;
+    void *scratch = e.scratch_bytes ? thread_scratchpad(e.scratch_bytes) : NULL;
+    int rc = -1, nargs = 0;
+    if ((e.scratch_bytes && !scratch) || dnnl_memory_create(&ma, &e.a_md, eng, (void *)A) ||
+        dnnl_memory_create(&mb, &e.b_md, eng, (void *)B) ||
+        dnnl_memory_create(&mc, &e.c_md, eng, C) ||
+        (bias && dnnl_memory_create(&mbias, &e.bias_md, eng, (void *)bias)) ||
+        (scratch && dnnl_memory_create(&mscratch, &e.scratch_md, eng, scratch)))
+        goto done;
+    dnnl_exec_arg_t args[5];
+    args[nargs++] = (dnnl_exec_arg_t){DNNL_ARG_SRC, ma};
+    args[nargs++] = (dnnl_exec_arg_t){DNNL_ARG_WEIGHTS, mb};
+    args[nargs++] = (dnnl_exec_arg_t){DNNL_ARG_DST, mc};
+    if (mbias) args[nargs++] = (dnnl_exec_arg_t){DNNL_ARG_BIAS, mbias};
+    if (mscratch) args[nargs++] = (dnnl_exec_arg_t){DNNL_ARG_SCRATCHPAD, mscratch};
+    if (dnnl_primitive_execute(e.prim, s, nargs, args) || dnnl_stream_wait(s)) goto done;
+    rc = 0;
+done:
+    if (ma) dnnl_memory_destroy(ma);
+    if (mb) dnnl_memory_destroy(mb);
+    if (mc) dnnl_memory_destroy(mc);
+    if (mbias) dnnl_memory_destroy(mbias);
+    if (mscratch) dnnl_memory_destroy(mscratch);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ GEMM entry points */
+
+/* bf16 kernels available? (oneDNN 2.6 has bf16 matmul from AVX-512 up; on AVX2 the
+ * primitive cannot be created.) Checked once by creating a tiny one. */
+static int g_bf16_ok = -1;
+static int bf16_kernels(void)
+{
+    if (g_bf16_ok < 0) {
+        prim_key k = {PE_PRECISION_BF16, 1, 16, 16, 32, 32, 32, 16, 0, 1.0f, 0.0f, NULL};
+        prim_entry e;
+        g_bf16_ok = prim_get(&k, &e) == 0;
+    }
+    return g_bf16_ok;
+}
+
+/* Thread-local growable scratch for converted operands. */
+static _Thread_local bf16_t *tl_buf[2];
+static _Thread_local size_t tl_cap[2];
+static bf16_t *scratch16(int which, size_t n)
+{
+    if (n > tl_cap[which]) {
+        free(tl_buf[which]);
+        tl_buf[which] = malloc(n * sizeof(bf16_t));
+        tl_cap[which] = tl_buf[which] ? n : 0;
+    }
+    return tl_buf[which];
+}
+static _Thread_local float *tl_fbuf[2];
+static _Thread_local size_t tl_fcap[2];
+static float *scratch32(int which, size_t n)
+{
+    if (n > tl_fcap[which]) {
+        free(tl_fbuf[which]);
+        tl_fbuf[which] = malloc(n * sizeof(float));
+        tl_fcap[which] = tl_fbuf[which] ? n : 0;
+    }
+    return tl_fbuf[which];
+}
+
+/* C (+)= product via a temp when beta is not 0 or 1 (never in patchead's own calls). */
+static int gemm_general_beta(prim_key k, const void *A, const void *B, float *C, const float *bias)
+{
+    float *tmp = scratch32(1, (size_t)k.M * k.N);
+    if (!tmp) return -1;
+    float beta = k.beta;
+    k.beta = 0.0f;
+    k.ldc = k.N;
+    if (run_matmul(&k, A, B, tmp, bias)) return -1;
+    for (int i = 0; i < k.M; i++)
+        for (int j = 0; j < k.N; j++) C[(size_t)i * k.ldc + j] = beta * C[(size_t)i * k.ldc + j] + tmp[(size_t)i * k.N + j];
+    return 0;
+}
+
+static int matmul(prim_key k, const void *A, const void *B, float *C, int ldc, const float *bias)
+{
+    if (k.beta != 0.0f && k.beta != 1.0f) {
+        k.ldc = ldc;
+        return gemm_general_beta(k, A, B, C, bias);
+    }
+    k.ldc = ldc;
+    return run_matmul(&k, A, B, C, bias);
+}
+
+int eng_gemm_bf16(int trans_b, int M, int N, int K, float alpha, const bf16_t *A, int lda,
+                  const bf16_t *B, int ldb, float beta, float *C, int ldc, const float *bias)
+{
+    if (M <= 0 || N <= 0) return 0;
+    if (bf16_kernels()) {
+        prim_key k = {PE_PRECISION_BF16, trans_b != 0, M, N, K, lda, ldb, ldc, bias != NULL, alpha, beta, NULL};
+        return matmul(k, A, B, C, ldc, bias);
+    }
+    /* no bf16 kernels on this CPU: the fp32 kernel on the widened (exact) bf16 values */
+    int b_rows = trans_b ? N : K, b_cols = trans_b ? K : N;
+    float *a32 = scratch32(0, (size_t)M * K);
+    float *b32 = malloc((size_t)b_rows * b_cols * sizeof(float));
+    if (!a32 || !b32) {
+        free(b32);
+        return -1;
+    }
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < K; j++) a32[(size_t)i * K + j] = eng_bf16_to_f32(A[(size_t)i * lda + j]);
+    for (int i = 0; i < b_rows; i++)
+        for (int j = 0; j < b_cols; j++) b32[(size_t)i * b_cols + j] = eng_bf16_to_f32(B[(size_t)i * ldb + j]);
+    prim_key k = {PE_PRECISION_FP32, trans_b != 0, M, N, K, K, b_cols, ldc, bias != NULL, alpha, beta, NULL};
+    int rc = matmul(k, a32, b32, C, ldc, bias);
+    free(b32);
+    return rc;
+}
+
+int eng_gemm(pe_precision prec, int trans_b, int M, int N, int K, float alpha, const float *A,
+             int lda, const float *B, int ldb, float beta, float *C, int ldc, const float *bias)
+{
+    if (M <= 0 || N <= 0) return 0;
+    if (prec != PE_PRECISION_BF16) {
+        prim_key k = {PE_PRECISION_FP32, trans_b != 0, M, N, K, lda, ldb, ldc, bias != NULL, alpha, beta, NULL};
+        return matmul(k, A, B, C, ldc, bias);
+    }
+    int b_rows = trans_b ? N : K, b_cols = trans_b ? K : N;
+    bf16_t *a16 = scratch16(0, (size_t)M * K), *b16 = scratch16(1, (size_t)b_rows * b_cols);
+    if (!a16 || !b16) return -1;
+    eng_to_bf16_2d(a16, A, M, K, lda);
+    eng_to_bf16_2d(b16, B, b_rows, b_cols, ldb);
+    return eng_gemm_bf16(trans_b, M, N, K, alpha, a16, K, b16, b_cols, beta, C, ldc, bias);
+}
+
+const char *eng_impl_name(pe_precision prec, int M, int N, int K)
+{
+    static _Thread_local char name[96];
+    name[0] = 0;
+    dnnl_engine_t eng = engine();
+    if (!eng) return name;
+    dnnl_data_type_t t = prec == PE_PRECISION_BF16 ? dnnl_bf16 : dnnl_f32;
+    dnnl_dims_t a = {M, K}, b = {K, N}, c = {M, N};
+    dnnl_memory_desc_t a_md, b_md, c_md;
+    dnnl_matmul_desc_t desc;
+    dnnl_primitive_desc_t pd;
+    if (dnnl_memory_desc_init_by_tag(&a_md, 2, a, t, dnnl_ab) ||
+        dnnl_memory_desc_init_by_tag(&b_md, 2, b, t, dnnl_ba) ||
+        dnnl_memory_desc_init_by_tag(&c_md, 2, c, dnnl_f32, dnnl_ab) ||
+        dnnl_matmul_desc_init(&desc, &a_md, &b_md, NULL, &c_md) ||
+        dnnl_primitive_desc_create(&pd, &desc, NULL, eng, NULL))
+        return name;
+    const char *s = NULL;
+    if (!dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &s) && s)
+        snprintf(name, sizeof name, "%s", s);
+    dnnl_primitive_desc_destroy(pd);
+    return name;
+}
+
+/* ------------------------------------------------------------------ per-model context */
+
+/* A weight (N, K) (nn.Linear layout) reordered once into the layout the matmul kernel
+ * wants (oneDNN "any": for AMX, VNNI-blocked bf16 tiles), in the context's precision. */
+typedef struct {
+    const float *src;
+    int rows, cols;           /* N, K */
+    dnnl_memory_desc_t md;    /* blocked layout */
+    dnnl_memory_t mem;        /* owns the reordered data */
+    void *data;
+} weight_entry;
+
+struct eng_ctx {
+    pe_precision prec;
+    weight_entry **w;
+    int n, cap;
+    pthread_mutex_t lock;
+};
+
+eng_ctx *eng_ctx_create(pe_precision prec)
+{
+    eng_ctx *c = calloc(1, sizeof *c);
+    if (!c) return NULL;
+    c->prec = pe_precision_resolve(prec);
+    pthread_mutex_init(&c->lock, NULL);
+    return c;
+}
+
+void eng_ctx_free(eng_ctx *c)
+{
+    if (!c) return;
+    /* drop cached primitives that refer to this context's weight layouts */
+    pthread_mutex_lock(&g_cache_lock);
+    for (int i = 0; i < PRIM_CACHE; i++) {
+        prim_entry *e = &g_cache[i];
+        if (!e->used || !e->key.b_fixed) continue;
+        for (int j = 0; j < c->n; j++)
+            if (e->key.b_fixed == &c->w[j]->md) {
+                dnnl_primitive_destroy(e->prim);
+                e->used = 0;
+                break;
+            }
+    }
+    pthread_mutex_unlock(&g_cache_lock);
+    for (int i = 0; i < c->n; i++) {
+        dnnl_memory_destroy(c->w[i]->mem);
+        free(c->w[i]);
+    }
+    free(c->w);
+    pthread_mutex_destroy(&c->lock);
+    free(c);
+}
+
+pe_precision eng_ctx_precision(const eng_ctx *c) { return c ? c->prec : PE_PRECISION_FP32; }
+
+/* Reorder w (N, K) fp32 into the layout a (M, N, K) matmul of the context's precision
+ * prefers. Returns NULL when oneDNN cannot (the caller then uses the plain path). */
+static weight_entry *prepare_weight(eng_ctx *c, const float *w, int N, int K, int M)
+{
+    dnnl_engine_t eng = engine();
+    dnnl_stream_t s = stream();
+    if (!eng || !s) return NULL;
+    dnnl_data_type_t t = c->prec == PE_PRECISION_BF16 ? dnnl_bf16 : dnnl_f32;
+    dnnl_dims_t a = {M, K}, b = {K, N}, cd = {M, N}, plain_str = {1, K};
+    dnnl_memory_desc_t a_md, b_any, c_md, plain;
+    dnnl_matmul_desc_t desc;
+    dnnl_primitive_desc_t pd = NULL, rpd = NULL;
+    dnnl_primitive_t reorder = NULL;
+    dnnl_memory_t src = NULL;
+    weight_entry *e = calloc(1, sizeof *e);
+    if (!e) return NULL;
+    int ok = 0;
+    if (dnnl_memory_desc_init_by_tag(&a_md, 2, a, t, dnnl_ab) ||
+        dnnl_memory_desc_init_by_tag(&b_any, 2, b, t, dnnl_format_tag_any) ||
+        dnnl_memory_desc_init_by_tag(&c_md, 2, cd, dnnl_f32, dnnl_ab) ||
+        dnnl_memory_desc_init_by_strides(&plain, 2, b, dnnl_f32, plain_str) ||
+        dnnl_matmul_desc_init(&desc, &a_md, &b_any, NULL, &c_md) ||
+        dnnl_primitive_desc_create(&pd, &desc, NULL, eng, NULL))
+        goto done;
+    e->md = *dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+    if (dnnl_memory_create(&e->mem, &e->md, eng, DNNL_MEMORY_ALLOCATE) ||
+        dnnl_memory_get_data_handle(e->mem, &e->data) ||
+        dnnl_memory_create(&src, &plain, eng, (void *)w) ||
+        dnnl_reorder_primitive_desc_create(&rpd, &plain, eng, &e->md, eng, NULL) ||
+        dnnl_primitive_create(&reorder, rpd))
+        goto done;
+    dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, src}, {DNNL_ARG_TO, e->mem}};
+    if (dnnl_primitive_execute(reorder, s, 2, args) || dnnl_stream_wait(s)) goto done;
+    e->src = w;
+    e->rows = N;
+    e->cols = K;
+    ok = 1;
+done:
+    if (reorder) dnnl_primitive_destroy(reorder);
+    if (rpd) dnnl_primitive_desc_destroy(rpd);
+    if (pd) dnnl_primitive_desc_destroy(pd);
+    if (src) dnnl_memory_destroy(src);
+    if (!ok) {
+        if (e->mem) dnnl_memory_destroy(e->mem);
+        free(e);
+        return NULL;
+    }
+    return e;
+}
+
+static weight_entry *ctx_weight(eng_ctx *c, const float *w, int N, int K, int M)
+{
+    weight_entry *found = NULL;
+    pthread_mutex_lock(&c->lock);
+    for (int i = c->n - 1; i >= 0 && !found; i--)
+        if (c->w[i]->src == w && c->w[i]->rows == N && c->w[i]->cols == K) found = c->w[i];
+    if (!found && c->n == c->cap) {
+        int cap = c->cap ? 2 * c->cap : 64;
+        weight_entry **grown = realloc(c->w, (size_t)cap * sizeof *grown);
+        if (grown) {
+            c->w = grown;
+            c->cap = cap;
+        }
+    }
+    if (!found && c->n < c->cap && (found = prepare_weight(c, w, N, K, M)) != NULL) c->w[c->n++] = found;
+    pthread_mutex_unlock(&c->lock);
+    return found;
+}
+
+int eng_linear(eng_ctx *c, int M, int N, int K, const float *A, int lda, const float *W, float beta,
+               float *C, int ldc, const float *bias)
+{
+    if (M <= 0 || N <= 0) return 0;
+    pe_precision prec = eng_ctx_precision(c);
+    /* bf16 without bf16 kernels (AVX2 CPUs): eng_gemm's emulation on rounded operands */
+    if (prec == PE_PRECISION_BF16 && !bf16_kernels())
+        return eng_gemm(prec, 1, M, N, K, 1.0f, A, lda, W, K, beta, C, ldc, bias);
+    weight_entry *we = c ? ctx_weight(c, W, N, K, M) : NULL;
+    if (!we) return eng_gemm(prec, 1, M, N, K, 1.0f, A, lda, W, K, beta, C, ldc, bias);
+    int bf16 = prec == PE_PRECISION_BF16;
+    const void *a = A;
+    if (bf16) {
+        bf16_t *a16 = scratch16(0, (size_t)M * K);
+        if (!a16) return -1;
+        eng_to_bf16_2d(a16, A, M, K, lda);
+        a = a16;
+        lda = K;
+    }
+    prim_key k = {bf16 ? PE_PRECISION_BF16 : PE_PRECISION_FP32, 1, M, N, K, lda, K, ldc, bias != NULL,
+                  1.0f, beta, &we->md};
+    return matmul(k, a, we->data, C, ldc, bias);
+}
+
+static _Thread_local eng_ctx *tl_current;
+eng_ctx *eng_set_current(eng_ctx *c)
+{
+    eng_ctx *prev = tl_current;
+    tl_current = c;
+    return prev;
+}
+eng_ctx *eng_current(void) { return tl_current; }
+
+/* ------------------------------------------------------------------ benchmark helpers */
+
+#include <time.h>
+
+static double seconds(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+double pe_engine_gemm_gflops(pe_precision p, int M, int N, int K, int reps)
+{
+    if (M <= 0 || N <= 0 || K <= 0 || reps <= 0) return -1;
+    float *a = pe_alloc((size_t)M * K, sizeof(float), "bench A");
+    float *w = pe_alloc((size_t)N * K, sizeof(float), "bench W");
+    float *c = pe_alloc((size_t)M * N, sizeof(float), "bench C");
+    eng_ctx *ctx = eng_ctx_create(p);
+    double best = -1;
+    if (a && w && c && ctx) {
+        for (size_t i = 0; i < (size_t)M * K; i++) a[i] = (float)((i * 2654435761u) % 1000) * 1e-3f - 0.5f;
+        for (size_t i = 0; i < (size_t)N * K; i++) w[i] = (float)((i * 40503u) % 1000) * 1e-3f - 0.5f;
+        for (int r = -1; r < reps; r++) { /* first run: JIT, weight reorder */
+            double t = seconds();
+            if (eng_linear(ctx, M, N, K, a, K, w, 0.0f, c, N, NULL)) {
+                best = -1;
+                break;
+            }
+            t = seconds() - t;
+            double g = 2.0 * M * N * K / t * 1e-9;
+            if (r >= 0 && g > best) best = g;
+        }
+    }
+    eng_ctx_free(ctx);
+    free(a);
+    free(w);
+    free(c);
+    return best;
+}
+
+const char *pe_engine_gemm_impl(pe_precision p, int M, int N, int K)
+{
+    return eng_impl_name(pe_precision_resolve(p), M, N, K);
+}

@@ -1,0 +1,79 @@
+/* engine.h — the compute engine: every GEMM-shaped operation of the backbones and of
+ * the scoring goes through eng_gemm, which runs oneDNN's matmul (libdnnl, JIT: AVX2,
+ * AVX-512, AVX-512-BF16 or AMX kernels picked at run time for the CPU it runs on).
+ * See docs/ENGINE.md for the choices and measurements.
+ *
+ * Precision: fp32, or bf16 (A and B rounded to bfloat16, products accumulated in fp32,
+ * C in fp32). On a CPU where oneDNN has no bf16 matmul (e.g. AVX2-only), bf16 falls back
+ * to the fp32 kernel on bf16-rounded inputs: same numbers, no speed-up.
+ *
+ * Primitives are created once per (precision, shape, strides, alpha, beta, bias) and
+ * kept in a process-wide cache; bf16 copies of weights are made once per model (an
+ * eng_ctx) at first use and reused. Calls are thread-safe; a call made inside an
+ * OpenMP parallel region runs single-threaded on the calling thread (oneDNN's rule). */
+#ifndef PE_ENGINE_H
+#define PE_ENGINE_H
+
+#include "internal.h"
+
+#include <stdint.h>
+
+typedef uint16_t bf16_t; /* the upper 16 bits of an IEEE float32 */
+
+/* ---- ISA facts (cheap after the first call) */
+/* oneDNN's effective ISA: "avx2", "avx512_core", "avx512_core_bf16", "avx512_core_amx", ... */
+const char *eng_isa_name(void);
+/* 1 if the CPU has native bf16 dot products (AVX-512-BF16 or AMX) as oneDNN sees it. */
+int eng_native_bf16(void);
+/* Implementation oneDNN picked for a (M, N, K) matmul of this precision, e.g.
+ * "brg:avx512_core_amx" (bench output); "" when it cannot be created. */
+const char *eng_impl_name(pe_precision prec, int M, int N, int K);
+
+/* ---- conversions (round to nearest even; NaN stays NaN) */
+void eng_to_bf16(bf16_t *dst, const float *src, size_t n);
+/* rows x cols from a strided fp32 matrix into a dense (rows, cols) bf16 one */
+void eng_to_bf16_2d(bf16_t *dst, const float *src, int rows, int cols, int ld);
+static inline float eng_bf16_to_f32(bf16_t h)
+{
+    union { uint32_t u; float f; } v = {(uint32_t)h << 16};
+    return v.f;
+}
+static inline float eng_round_bf16(float x)
+{
+    union { float f; uint32_t u; } v = {x};
+    if ((v.u & 0x7f800000u) == 0x7f800000u) return x; /* inf / NaN kept */
+    v.u = (v.u + 0x7fffu + ((v.u >> 16) & 1u)) & 0xffff0000u;
+    return v.f;
+}
+
+/* ---- GEMM
+ * C (M, N) = alpha * A (M, K) . op(B) + beta * C + bias (N, broadcast over rows; may be NULL)
+ *   A row-major with leading dimension lda;
+ *   B: trans_b = 1: (N, K) with ldb (nn.Linear weight layout, op = transpose);
+ *      trans_b = 0: (K, N) with ldb.
+ *   C row-major with ldc, fp32. beta is 0 or 1 (else the product goes through a temp).
+ * Returns 0, or -1 if oneDNN failed (callers then use OpenBLAS on fp32). */
+int eng_gemm(pe_precision prec, int trans_b, int M, int N, int K, float alpha, const float *A,
+             int lda, const float *B, int ldb, float beta, float *C, int ldc, const float *bias);
+/* Same with A and B already in bf16 (strided as above): the bf16 kernels without any
+ * conversion. Used by attention and scoring, which convert their operands once. */
+int eng_gemm_bf16(int trans_b, int M, int N, int K, float alpha, const bf16_t *A, int lda,
+                  const bf16_t *B, int ldb, float beta, float *C, int ldc, const float *bias);
+
+/* ---- per-model context: precision + weights reordered once */
+typedef struct eng_ctx eng_ctx;
+eng_ctx *eng_ctx_create(pe_precision prec); /* AUTO is resolved here */
+void eng_ctx_free(eng_ctx *ctx);
+pe_precision eng_ctx_precision(const eng_ctx *ctx); /* FP32 for NULL */
+/* C (M, N) = A (M, K) . W^T + bias (+ C when beta = 1), W (N, K) a constant weight of
+ * the model (nn.Linear layout): reordered once, on first use, into the kernel's blocked
+ * layout in the context's precision and kept until eng_ctx_free. ctx NULL: plain fp32.
+ * Returns 0, or -1 if oneDNN failed. */
+int eng_linear(eng_ctx *ctx, int M, int N, int K, const float *A, int lda, const float *W, float beta,
+               float *C, int ldc, const float *bias);
+/* The context used by op_linear / op_attention on this thread (NULL: fp32, no cache).
+ * Returns the previous one (backbones set theirs around a forward pass). */
+eng_ctx *eng_set_current(eng_ctx *ctx);
+eng_ctx *eng_current(void);
+
+#endif

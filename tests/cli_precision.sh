@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# cli_precision.sh — `--precision fp32|bf16|auto` end to end: features of the tiny ViT
+# fixture in each precision (bf16 close to fp32 but not identical), `auto` resolved at
+# run time (bf16 iff the CPU has native bf16; forced to an AVX2-only view of the CPU
+# with oneDNN's DNNL_MAX_CPU_ISA it must equal fp32), bad values refused, and with
+# the real MobileNetV2 weights: a bf16 bank, predict with the bank's / an overriding
+# precision, and results.json recording precision and engine ISA.
+set -u
+PATCHEAD=${PATCHEAD:-build/patchead}
+FIX=tests/fixtures/vit
+T=$(mktemp -d)
+trap 'rm -rf "$T"' EXIT
+pass() { echo "PASS $1"; }
+fail() { echo "FAIL $1: $2"; }
+check() { local name=$1; shift; if "$@"; then pass "$name"; else fail "$name" "$*"; fi; }
+
+# max |a - b| / max |b| of two float32 .npy files (v1.0 header of 128 bytes, as written
+# by patchead) — no Python needed
+reldiff() {
+    paste <(od -An -v -f -w4 -j128 "$1") <(od -An -v -f -w4 -j128 "$2") |
+        awk '{ d = $1 - $2; if (d < 0) d = -d; if (d > m) m = d; b = $2 < 0 ? -$2 : $2; if (b > r) r = b }
+             END { printf "%.6g\n", (r > 0 ? m / r : m) }'
+}
+feat() { # feat OUT [env...] -- precision
+    local out=$1 prec=$2; shift 2
+    env "$@" timeout 120 "$PATCHEAD" features --threads 1 --precision "$prec" --model "$FIX/dinov2" \
+        --input-npy "$FIX/dinov2/input.npy" -o "$out" --attn "$out.attn.npy" 2>"$T/err"
+}
+
+# --- features in each precision --------------------------------------------------
+feat "$T/f32.npy" fp32 && feat "$T/bf16.npy" bf16 && feat "$T/auto.npy" auto
+check features_precisions_run test $? -eq 0 -a -s "$T/f32.npy" -a -s "$T/bf16.npy"
+d=$(reldiff "$T/bf16.npy" "$T/f32.npy")
+check features_bf16_close awk -v d="$d" 'BEGIN { exit !(d > 0 && d < 0.05) }'
+d=$(reldiff "$T/bf16.npy.attn.npy" "$T/f32.npy.attn.npy")
+check attention_bf16_close awk -v d="$d" 'BEGIN { exit !(d < 0.05) }'
+if grep -q -E 'avx512_bf16|amx_bf16' /proc/cpuinfo; then
+    check auto_is_bf16_here cmp -s "$T/auto.npy" "$T/bf16.npy"
+else
+    check auto_is_fp32_here cmp -s "$T/auto.npy" "$T/f32.npy"
+fi
+# an AVX2-only CPU (as oneDNN is told to see it): auto = fp32, and bf16 still runs
+# (fp32 kernels on bf16-rounded operands) with bf16's numbers
+feat "$T/avx2_auto.npy" auto DNNL_MAX_CPU_ISA=AVX2 && feat "$T/avx2_f32.npy" fp32 DNNL_MAX_CPU_ISA=AVX2 &&
+    feat "$T/avx2_bf16.npy" bf16 DNNL_MAX_CPU_ISA=AVX2
+check avx2_runs test $? -eq 0
+check avx2_auto_is_fp32 cmp -s "$T/avx2_auto.npy" "$T/avx2_f32.npy"
+d=$(reldiff "$T/avx2_bf16.npy" "$T/bf16.npy")
+check avx2_bf16_matches_native awk -v d="$d" 'BEGIN { exit !(d < 2e-3) }'
+d=$(reldiff "$T/avx2_f32.npy" "$T/f32.npy")
+check avx2_fp32_matches_native awk -v d="$d" 'BEGIN { exit !(d < 1e-5) }'
+
+# --- bad values -------------------------------------------------------------------
+for cmd in fit zeroshot eval features predict; do
+    out=(-o "$T/x.out")
+    case $cmd in zeroshot | predict | eval) out=(--out "$T/x.out") ;; esac
+    "$PATCHEAD" $cmd --precision fp16 --model "$FIX/dinov2" "${out[@]}" x.png >/dev/null 2>"$T/err"; rc=$?
+    if [ "$rc" -eq 2 ] && grep -q "precision.*fp16" "$T/err" && [ "$(wc -l <"$T/err")" -eq 1 ]; then
+        pass "bad_precision_$cmd"
+    else
+        fail "bad_precision_$cmd" "exit $rc: $(head -1 "$T/err")"
+    fi
+done
+for cmd in fit zeroshot eval features predict bench; do
+    "$PATCHEAD" $cmd --help | grep -q -- "--precision" && pass "help_precision_$cmd" ||
+        fail "help_precision_$cmd" "--help does not mention --precision"
+done
+
+# --- banks, predict, eval with real weights ------------------------------------------
+MODEL=weights/mobilenet_v2
+if [ ! -e "$MODEL/model.safetensors" ]; then
+    echo "SKIP cli_precision_weights: $MODEL absent (make weights)"
+    exit 0
+fi
+EX=examples/tire
+timeout 300 "$PATCHEAD" fit --quiet --threads 1 --precision bf16 --model "$MODEL" --size 224 \
+    -o "$T/bf16.pead" "$EX/train/good" 2>"$T/err"
+check fit_bf16 test $? -eq 0 -a -s "$T/bf16.pead"
+# bank file version 2 (u32 at offset 8); predict runs in the recorded precision (bf16) unless
+# --precision overrides it (then the query's features and scores are fp32: close, not equal)
+check bank_version_2 test "$(od -An -t u4 -j8 -N4 "$T/bf16.pead" | tr -d ' ')" = 2
+q="$EX/test/defect/hole_000.jpg"
+timeout 300 "$PATCHEAD" predict --quiet --threads 1 --no-maps --bank "$T/bf16.pead" --out "$T/p16" "$q" &&
+    timeout 300 "$PATCHEAD" predict --quiet --threads 1 --no-maps --precision bf16 --bank "$T/bf16.pead" --out "$T/p16b" "$q" &&
+    timeout 300 "$PATCHEAD" predict --quiet --threads 1 --no-maps --precision fp32 --bank "$T/bf16.pead" --out "$T/p32" "$q"
+check predict_precisions_run test $? -eq 0
+check predict_uses_bank_precision cmp -s "$T/p16/scores.csv" "$T/p16b/scores.csv"
+s16=$(tail -1 "$T/p16/scores.csv" | cut -d, -f2) s32=$(tail -1 "$T/p32/scores.csv" | cut -d, -f2)
+check predict_fp32_override awk -v a="$s16" -v b="$s32" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(a != b && d < 0.1 * b) }'
+
+# eval: results.json records the precision and the ISA oneDNN dispatched to
+ds=$T/ds
+mkdir -p "$ds/train/good" "$ds/test/good" "$ds/test/defect"
+for f in "$EX"/train/good/*.jpg; do ln -s "$PWD/$f" "$ds/train/good/"; done
+for f in "$EX"/test/good/*.jpg; do ln -s "$PWD/$f" "$ds/test/good/"; done
+for f in "$EX"/test/defect/*.jpg; do ln -s "$PWD/$f" "$ds/test/defect/"; done
+timeout 300 "$PATCHEAD" eval --quiet --threads 1 --precision bf16 --model "$MODEL" --size 224 \
+    --data "$ds" --layout mvtec --shots 1 --seeds 1 --out "$T/ev" >"$T/ev.log" 2>&1
+check eval_bf16_runs test $? -eq 0
+check results_json_precision grep -q '"precision":[[:space:]]*"bf16"' "$T/ev/results.json"
+check results_json_isa grep -q '"engine_isa":[[:space:]]*"[a-z0-9_]*"' "$T/ev/results.json"

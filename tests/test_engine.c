@@ -1,0 +1,358 @@
+/* test_engine.c — the compute engine (src/engine.c, src/attention.c) against plain
+ * double-precision references computed here, in fp32 and bf16; GEMMs run concurrently
+ * on several threads; the precision API; and bf16 parity of the ViT fixtures against
+ * PyTorch fp32 (tests/fixtures/vit, tools/make_vit_fixtures.py) with its own bound.
+ *
+ * Bounds (max |diff| / max |ref|):
+ *   fp32 GEMM / attention vs double ........................ 1e-5
+ *   bf16 GEMM vs double on the bf16-rounded operands ....... 1e-5 (fp32 accumulation)
+ *   bf16 GEMM / attention vs double on fp32 operands ....... 2e-2 (8-bit mantissa)
+ *   bf16 ViT fixtures vs PyTorch fp32 ...................... 5e-2 (reported per fixture) */
+#include "engine.h"
+#include "ops.h"
+#include "testlib.h"
+
+#include <omp.h>
+
+static uint64_t rng = 0x243f6a8885a308d3ULL;
+static float frand(void) /* uniform in [-1, 1) */
+{
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return (float)(rng >> 40) * (2.0f / 16777216.0f) - 1.0f;
+}
+static float *rand_buf(size_t n)
+{
+    float *x = malloc(n * sizeof *x);
+    for (size_t i = 0; i < n; i++) x[i] = frand();
+    return x;
+}
+
+/* max |a - b| / max |b| */
+static double rel(const float *a, const double *b, size_t n)
+{
+    double d = 0, m = 0;
+    for (size_t i = 0; i < n; i++) {
+        double e = fabs(a[i] - b[i]);
+        if (!(e <= d)) d = e;
+        if (fabs(b[i]) > m) m = fabs(b[i]);
+    }
+    return m > 0 ? d / m : d;
+}
+
+/* C (M, N) = alpha A . op(B) + beta C0 + bias, in double; `round` rounds A, B to bf16 first */
+static void ref_gemm(int trans_b, int M, int N, int K, float alpha, const float *A, int lda,
+                     const float *B, int ldb, float beta, const float *C0, int ldc,
+                     const float *bias, int round, double *out)
+{
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) {
+            double s = 0;
+            for (int k = 0; k < K; k++) {
+                float a = A[(size_t)i * lda + k];
+                float b = trans_b ? B[(size_t)j * ldb + k] : B[(size_t)k * ldb + j];
+                if (round) {
+                    a = eng_round_bf16(a);
+                    b = eng_round_bf16(b);
+                }
+                s += (double)a * b;
+            }
+            out[(size_t)i * N + j] = alpha * s + (beta != 0 ? beta * C0[(size_t)i * ldc + j] : 0) +
+                                     (bias ? bias[j] : 0);
+        }
+}
+
+static void test_precision_api(void)
+{
+    pe_precision p;
+    CHECK(pe_precision_parse("fp32", &p) == PE_OK && p == PE_PRECISION_FP32);
+    CHECK(pe_precision_parse("BF16", &p) == PE_OK && p == PE_PRECISION_BF16);
+    CHECK(pe_precision_parse("auto", &p) == PE_OK && p == PE_PRECISION_AUTO);
+    CHECK(pe_precision_parse("fp16", &p) == PE_ERR_ARG && strstr(pe_last_error(), "fp16"));
+    CHECK(pe_precision_parse(NULL, &p) == PE_ERR_ARG);
+    CHECK(!strcmp(pe_precision_name(PE_PRECISION_BF16), "bf16"));
+    CHECK(pe_precision_resolve(PE_PRECISION_FP32) == PE_PRECISION_FP32);
+    CHECK(pe_precision_resolve(PE_PRECISION_BF16) == PE_PRECISION_BF16);
+    CHECK(pe_precision_resolve(PE_PRECISION_AUTO) ==
+          (eng_native_bf16() ? PE_PRECISION_BF16 : PE_PRECISION_FP32));
+    CHECK(strlen(pe_engine_isa()) > 0 && strcmp(pe_engine_isa(), "unknown"));
+    printf("  engine ISA %s, native bf16 %d\n", pe_engine_isa(), eng_native_bf16());
+    /* rounding: nearest even on the 16 dropped bits; specials kept */
+    CHECK(eng_round_bf16(1.0f) == 1.0f);
+    CHECK(eng_round_bf16(1.0f + 1.0f / 256) == 1.0f);             /* tie -> even (down) */
+    CHECK(eng_round_bf16(1.0f + 3.0f / 256) == 1.0f + 4.0f / 256); /* tie -> even (up) */
+    CHECK(isinf(eng_round_bf16(INFINITY)) && isnan(eng_round_bf16(NAN)));
+    bf16_t h[3];
+    const float x[3] = {1.0f + 3.0f / 256, -2.5f, NAN};
+    eng_to_bf16(h, x, 3);
+    CHECK(eng_bf16_to_f32(h[0]) == eng_round_bf16(x[0]) && eng_bf16_to_f32(h[1]) == -2.5f);
+    CHECK(isnan(eng_bf16_to_f32(h[2])));
+}
+
+static void test_gemm(void)
+{
+    /* shapes with odd sizes, strided operands, both B layouts, alpha/beta/bias */
+    static const int shapes[][3] = {{1, 1, 1}, {7, 13, 5}, {65, 33, 129}, {257, 96, 64}};
+    for (size_t si = 0; si < sizeof shapes / sizeof *shapes; si++) {
+        const int M = shapes[si][0], N = shapes[si][1], K = shapes[si][2];
+        const int lda = K + 3, ldc = N + 2;
+        for (int tb = 0; tb < 2; tb++)
+            for (int variant = 0; variant < 3; variant++) {
+                const int ldb = (tb ? K : N) + 1;
+                float alpha = variant == 2 ? 0.125f : 1.0f, beta = variant == 1 ? 1.0f : 0.0f;
+                float *A = rand_buf((size_t)M * lda), *B = rand_buf((size_t)(tb ? N : K) * ldb);
+                float *C0 = rand_buf((size_t)M * ldc), *bias = variant == 1 ? rand_buf((size_t)N) : NULL;
+                float *C = malloc((size_t)M * ldc * sizeof *C);
+                double *ref = malloc((size_t)M * N * sizeof *ref), *ref16 = malloc((size_t)M * N * sizeof *ref);
+                float *got = malloc((size_t)M * N * sizeof *got);
+                ref_gemm(tb, M, N, K, alpha, A, lda, B, ldb, beta, C0, ldc, bias, 0, ref);
+                ref_gemm(tb, M, N, K, alpha, A, lda, B, ldb, beta, C0, ldc, bias, 1, ref16);
+                for (int prec = 0; prec < 2; prec++) {
+                    memcpy(C, C0, (size_t)M * ldc * sizeof *C);
+                    int rc = eng_gemm(prec ? PE_PRECISION_BF16 : PE_PRECISION_FP32, tb, M, N, K, alpha, A,
+                                      lda, B, ldb, beta, C, ldc, bias);
+                    CHECK_MSG(rc == 0, "eng_gemm %dx%dx%d failed", M, N, K);
+                    for (int i = 0; i < M; i++) memcpy(got + (size_t)i * N, C + (size_t)i * ldc, N * sizeof *got);
+                    double d = rel(got, prec ? ref16 : ref, (size_t)M * N);
+                    CHECK_MSG(d <= 1e-5, "%s %dx%dx%d trans_b %d variant %d: rel %g", prec ? "bf16" : "fp32",
+                              M, N, K, tb, variant, d);
+                    if (prec) {
+                        double d32 = rel(got, ref, (size_t)M * N);
+                        CHECK_MSG(d32 <= 2e-2, "bf16 vs fp32 reference %dx%dx%d: rel %g", M, N, K, d32);
+                    }
+                    /* the row padding of C is left alone */
+                    for (int i = 0; i < M; i++)
+                        for (int j = N; j < ldc; j++) CHECK(C[(size_t)i * ldc + j] == C0[(size_t)i * ldc + j]);
+                }
+                free(A), free(B), free(C0), free(bias), free(C), free(ref), free(ref16), free(got);
+            }
+    }
+}
+
+/* eng_linear: weights reordered once per context; several row counts share one weight;
+ * beta = 1 accumulates (residual projection). */
+static void test_linear(void)
+{
+    const int N = 96, K = 80;
+    float *W = rand_buf((size_t)N * K), *bias = rand_buf(N);
+    for (int prec = 0; prec < 2; prec++) {
+        eng_ctx *ctx = eng_ctx_create(prec ? PE_PRECISION_BF16 : PE_PRECISION_FP32);
+        CHECK(ctx && eng_ctx_precision(ctx) == (prec ? PE_PRECISION_BF16 : PE_PRECISION_FP32));
+        const int rows[] = {37, 200, 37};
+        for (int r = 0; r < 3; r++) {
+            const int M = rows[r];
+            float *A = rand_buf((size_t)M * K), *C = rand_buf((size_t)M * N);
+            float *C0 = malloc((size_t)M * N * sizeof *C0);
+            memcpy(C0, C, (size_t)M * N * sizeof *C);
+            double *ref = malloc((size_t)M * N * sizeof *ref);
+            for (int beta = 0; beta < 2; beta++) {
+                if (beta) memcpy(C, C0, (size_t)M * N * sizeof *C);
+                CHECK(eng_linear(ctx, M, N, K, A, K, W, (float)beta, C, N, bias) == 0);
+                ref_gemm(1, M, N, K, 1.0f, A, K, W, K, (float)beta, C0, N, bias, prec, ref);
+                double d = rel(C, ref, (size_t)M * N);
+                CHECK_MSG(d <= 1e-5, "linear %s M %d beta %d: rel %g", prec ? "bf16" : "fp32", M, beta, d);
+            }
+            free(A), free(C), free(C0), free(ref);
+        }
+        /* op_linear picks the current context's precision */
+        eng_ctx *prev = eng_set_current(ctx);
+        CHECK(eng_current() == ctx);
+        float *A = rand_buf((size_t)5 * K), *out = malloc((size_t)5 * N * sizeof *out);
+        double *ref = malloc((size_t)5 * N * sizeof *ref);
+        op_linear(out, A, W, bias, 5, K, N);
+        ref_gemm(1, 5, N, K, 1.0f, A, K, W, K, 0, NULL, N, bias, prec, ref);
+        CHECK(rel(out, ref, (size_t)5 * N) <= 1e-5);
+        eng_set_current(prev);
+        free(A), free(out), free(ref);
+        eng_ctx_free(ctx);
+    }
+    free(W), free(bias);
+}
+
+/* The same primitive run on 4 threads at once (as scoring and attention do) gives each
+ * thread the serial result. */
+static void test_concurrent(void)
+{
+    const int M = 150, N = 300, K = 128, THREADS = 4;
+    float *A = rand_buf((size_t)THREADS * M * K), *B = rand_buf((size_t)N * K);
+    float *serial = malloc((size_t)THREADS * M * N * sizeof *serial);
+    float *par = malloc((size_t)THREADS * M * N * sizeof *par);
+    for (int prec = 0; prec < 2; prec++) {
+        pe_precision p = prec ? PE_PRECISION_BF16 : PE_PRECISION_FP32;
+        for (int t = 0; t < THREADS; t++)
+            CHECK(eng_gemm(p, 1, M, N, K, 1.0f, A + (size_t)t * M * K, K, B, K, 0.0f,
+                           serial + (size_t)t * M * N, N, NULL) == 0);
+        int failed = 0;
+        for (int rep = 0; rep < 5; rep++) {
+#pragma omp parallel for num_threads(THREADS) reduction(| : failed)
+            for (int t = 0; t < THREADS; t++)
+                failed |= eng_gemm(p, 1, M, N, K, 1.0f, A + (size_t)t * M * K, K, B, K, 0.0f,
+                                   par + (size_t)t * M * N, N, NULL);
+            double worst = 0;
+            for (size_t i = 0; i < (size_t)THREADS * M * N; i++) {
+                double e = fabs(par[i] - serial[i]) / (fabs(serial[i]) + 1);
+                if (!(e <= worst)) worst = e;
+            }
+            CHECK_MSG(worst <= 1e-5, "%s concurrent vs serial: %g", prec ? "bf16" : "fp32", worst);
+        }
+        CHECK(!failed);
+    }
+    free(A), free(B), free(serial), free(par);
+}
+
+/* Naive attention in double: ctx and the CLS row (mean over heads, keys >= first). */
+static void ref_attention(const float *qkv, int T, int D, int H, float scale, int first, double *ctx,
+                          double *cls)
+{
+    const int dh = D / H, ld = 3 * D;
+    double *p = malloc((size_t)T * sizeof *p);
+    for (int j = first; j < T; j++) cls[j - first] = 0;
+    for (int h = 0; h < H; h++)
+        for (int i = 0; i < T; i++) {
+            double mx = -INFINITY, sum = 0;
+            for (int j = 0; j < T; j++) {
+                double s = 0;
+                for (int k = 0; k < dh; k++)
+                    s += (double)qkv[(size_t)i * ld + h * dh + k] * qkv[(size_t)j * ld + D + h * dh + k];
+                p[j] = s * scale;
+                if (p[j] > mx) mx = p[j];
+            }
+            for (int j = 0; j < T; j++) sum += p[j] = exp(p[j] - mx);
+            for (int k = 0; k < dh; k++) {
+                double a = 0;
+                for (int j = 0; j < T; j++) a += p[j] * qkv[(size_t)j * ld + 2 * D + h * dh + k];
+                ctx[(size_t)i * D + h * dh + k] = a / sum;
+            }
+            if (i == 0)
+                for (int j = first; j < T; j++) cls[j - first] += p[j] / sum / H;
+        }
+    free(p);
+}
+
+/* Blocked attention with online softmax: T above both block sizes (128 queries, 512
+ * keys) and not a multiple of either; large logits so the running maximum matters. */
+static void test_attention(void)
+{
+    const int T = 700, D = 64, H = 2, first = 1;
+    const float scale = 1.0f / sqrtf((float)(D / H));
+    float *qkv = rand_buf((size_t)T * 3 * D);
+    for (int t = 0; t < T; t++)
+        for (int i = 0; i < D; i++) qkv[(size_t)t * 3 * D + i] *= 4.0f; /* sharper softmax */
+    double *ref = malloc((size_t)T * D * sizeof *ref), *rcls = malloc((size_t)T * sizeof *rcls);
+    ref_attention(qkv, T, D, H, scale, first, ref, rcls);
+    float *ctx = malloc((size_t)T * D * sizeof *ctx), *cls = malloc((size_t)T * sizeof *cls);
+    for (int prec = 0; prec < 2; prec++) {
+        eng_ctx *e = eng_ctx_create(prec ? PE_PRECISION_BF16 : PE_PRECISION_FP32);
+        eng_ctx *prev = eng_set_current(e);
+        for (int threads = 1; threads <= 2; threads++) {
+            omp_set_num_threads(threads);
+            CHECK(op_attention(ctx, qkv, T, D, H, scale, cls, first) == 0);
+            double d = rel(ctx, ref, (size_t)T * D), dc = rel(cls, rcls, (size_t)(T - first));
+            if (threads == 1) printf("  attention %s T=%d: ctx rel %.3g, CLS rel %.3g\n", prec ? "bf16" : "fp32", T, d, dc);
+            CHECK_MSG(d <= (prec ? 2e-2 : 1e-5), "%s attention rel %g", prec ? "bf16" : "fp32", d);
+            CHECK_MSG(dc <= 1e-5, "CLS attention must stay exact: rel %g", dc); /* fp32 in both */
+        }
+        eng_set_current(prev);
+        eng_ctx_free(e);
+    }
+    omp_set_num_threads(pe_get_threads());
+    free(qkv), free(ref), free(rcls), free(ctx), free(cls);
+}
+
+/* Scoring in bf16 stays close to fp32, and the threaded tiles equal one thread. */
+static void test_scoring_precision(void)
+{
+    const int B = 4, G = 300, D = 48;
+    float *f = rand_buf((size_t)B * G * D);
+    const float *feats[4];
+    for (int b = 0; b < B; b++) feats[b] = f + (size_t)b * G * D;
+    float s32[4 * 300], s16[4 * 300], s1[4 * 300], img32[4], img16[4];
+    pe_score_params p = pe_score_default_params("patchead", 1);
+    p.tile = 64; /* several tiles per pair */
+    CHECK(pe_score_batch(feats, B, G, D, &p, s32, img32) == PE_OK);
+    omp_set_num_threads(1);
+    CHECK(pe_score_batch(feats, B, G, D, &p, s1, NULL) == PE_OK);
+    omp_set_num_threads(pe_get_threads());
+    double worst = 0;
+    for (int i = 0; i < B * G; i++) worst = fmax(worst, fabs(s1[i] - s32[i]));
+    CHECK_MSG(worst <= 1e-6, "threads vs 1 thread: %g", worst);
+    p.precision = PE_PRECISION_BF16;
+    CHECK(pe_score_batch(feats, B, G, D, &p, s16, img16) == PE_OK);
+    worst = 0;
+    for (int i = 0; i < B * G; i++) worst = fmax(worst, fabs(s16[i] - s32[i]));
+    printf("  zero-shot patch scores bf16 vs fp32: max |diff| %.3g (scores ~%.2f)\n", worst, s32[0]);
+    CHECK_MSG(worst <= 2e-2, "bf16 scores differ by %g", worst);
+    /* few-shot */
+    float q32[300], q16[300], i32, i16;
+    const int gp[3] = {G, G, G};
+    p = pe_score_default_params("patchead", 0);
+    p.tile = 50;
+    CHECK(pe_score_query(feats[0], G, feats + 1, gp, 3, D, &p, q32, &i32) == PE_OK);
+    p.precision = PE_PRECISION_BF16;
+    CHECK(pe_score_query(feats[0], G, feats + 1, gp, 3, D, &p, q16, &i16) == PE_OK);
+    worst = 0;
+    for (int i = 0; i < G; i++) worst = fmax(worst, fabs(q16[i] - q32[i]));
+    CHECK_MSG(worst <= 2e-2, "few-shot bf16 scores differ by %g", worst);
+    free(f);
+}
+
+/* bf16 backbones vs PyTorch fp32 (the committed fixtures). */
+static void test_vit_bf16_parity(void)
+{
+    static const char *dirs[] = {"dinov2", "dinov2_reg", "clip", "openclip"};
+    for (int i = 0; i < 4; i++) {
+        char path[256];
+        float *input = NULL, *ref = NULL, *aref = NULL;
+        int nd;
+        int64_t is[4], rs[4], as[4];
+        snprintf(path, sizeof path, FIXTURE("vit/%s/input.npy"), dirs[i]);
+        CHECK_MSG(pe_npy_load(path, &input, &nd, is) == PE_OK && nd == 3, "%s", pe_last_error());
+        snprintf(path, sizeof path, FIXTURE("vit/%s/patch.npy"), dirs[i]);
+        CHECK(pe_npy_load(path, &ref, &nd, rs) == PE_OK);
+        snprintf(path, sizeof path, FIXTURE("vit/%s/attn.npy"), dirs[i]);
+        CHECK(pe_npy_load(path, &aref, &nd, as) == PE_OK);
+        snprintf(path, sizeof path, FIXTURE("vit/%s"), dirs[i]);
+        pe_model_params mp = pe_model_default_params();
+        mp.precision = PE_PRECISION_BF16;
+        pe_model *m = NULL;
+        CHECK_MSG(pe_model_load(path, &mp, &m) == PE_OK, "%s", pe_last_error());
+        if (!m || !input || !ref || !aref) {
+            pe_model_free(m), free(input), free(ref), free(aref);
+            continue;
+        }
+        pe_model_info info;
+        pe_model_get_info(m, &info);
+        CHECK(info.precision == PE_PRECISION_BF16);
+        pe_extract_params ep = pe_extract_default_params();
+        ep.want_attn = 1;
+        pe_features f;
+        CHECK(pe_model_forward(m, input, (int)is[1], (int)is[2], &ep, &f) == PE_OK);
+        if (f.data) {
+            size_t n = (size_t)rs[0] * rs[1];
+            double *r = malloc(n * sizeof *r), *ra = malloc((size_t)as[0] * sizeof *ra);
+            for (size_t k = 0; k < n; k++) r[k] = ref[k];
+            for (int64_t k = 0; k < as[0]; k++) ra[k] = aref[k];
+            double d = rel(f.data, r, n), da = rel(f.attn, ra, (size_t)as[0]);
+            printf("  %-11s bf16 vs PyTorch fp32: patch rel %.3g, attn rel %.3g\n", dirs[i], d, da);
+            CHECK_MSG(d <= 5e-2 && da <= 5e-2, "%s bf16 parity: patch %g attn %g", dirs[i], d, da);
+            CHECK_MSG(d > 1e-6, "%s: bf16 run identical to fp32? (rel %g)", dirs[i], d);
+            free(r), free(ra);
+        }
+        pe_features_free(&f);
+        pe_model_free(m), free(input), free(ref), free(aref);
+    }
+}
+
+int main(void)
+{
+    pe_set_threads(2);
+    RUN(test_precision_api);
+    RUN(test_gemm);
+    RUN(test_linear);
+    RUN(test_concurrent);
+    RUN(test_attention);
+    RUN(test_scoring_precision);
+    RUN(test_vit_bf16_parity);
+    return test_summary();
+}
