@@ -251,6 +251,8 @@ int cli_parse_options(unsigned cmd, const char *usage, int argc, char **argv, cl
     if (o->quiet) cli_quiet = 1;
     pe_score_params scratch = {0};
     if (cli_score_overrides(o, &scratch)) return -1;
+    pe_precision precision; /* checked here, before the subcommand's own checks */
+    if (o->precision && cli_parse_precision(o->precision, &precision)) return -1;
     *first_arg = optind;
     return 0;
 }
