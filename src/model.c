@@ -105,6 +105,18 @@ static pe_status resolve_paths(const char *path, char *weights, size_t cap, cJSO
         if (!cfg) cfg = cJSON_CreateObject();
         cJSON_AddItemToObject(cfg, "open_clip_config", oc);
     }
+    /* the transformers image processor's normalisation (image_mean / image_std) */
+    cJSON *pp = NULL;
+    snprintf(cfg_path, sizeof cfg_path, "%s/preprocessor_config.json", dir);
+    s = load_json(cfg_path, &pp);
+    if (s) {
+        cJSON_Delete(cfg);
+        return s;
+    }
+    if (pp) {
+        if (!cfg) cfg = cJSON_CreateObject();
+        cJSON_AddItemToObject(cfg, "preprocessor_config", pp);
+    }
     *config = cfg;
     return PE_OK;
 }
@@ -131,8 +143,8 @@ pe_status pe_model_load(const char *path, const pe_model_params *params, pe_mode
     else if (cnn_detect(m->weights, config)) s = cnn_load(m->weights, config, weights_path, &m->net);
     else
         s = pe_fail(PE_ERR_UNSUPPORTED,
-                    "%s: unsupported architecture (not DINOv2, CLIP, OpenCLIP, MobileNetV2, "
-                    "EfficientNet-Lite0 or ResNet weights)",
+                    "%s: unsupported architecture (not DINOv2, DINOv3, CLIP, OpenCLIP, SigLIP, "
+                    "EVA-02, PE, MAE, BEiT, MobileNetV2, EfficientNet-Lite0 or ResNet weights)",
                     weights_path);
     if (s) goto fail;
     st_hash(m->weights, m->net->info.weights_hash);
