@@ -749,9 +749,8 @@ static int detect_generic(const st_file *st, const cJSON *config, char *prefix, 
                           vit_kind *kind)
 {
     char p[128], name[256];
-    const char *arch = timm_arch(config);
-    if (arch && (!strncmp(arch, "eva02_", 6) || !strncmp(arch, "vit_pe_spatial_", 15)) &&
-        st_find(st, "patch_embed.proj.weight") && st_find(st, "blocks.0.norm1.weight")) {
+    /* timm layout (the architecture in config.json is checked by load_generic) */
+    if (st_find(st, "patch_embed.proj.weight") && st_find(st, "blocks.0.norm1.weight")) {
         snprintf(prefix, cap, "%s", "");
         *kind = VIT_TIMM_EVA;
         return 1;
@@ -826,6 +825,17 @@ static pe_status load_generic(loader *L, vit_kind kind, const cJSON *config)
         act = json_str(cfg, "hidden_act");
         break;
     case VIT_TIMM_EVA: { /* timm Eva: EVA-02 (eva02_*), Perception Encoder (vit_pe_spatial_*) */
+        /* timm checkpoints do not say how positions are encoded: the hub config's
+         * "architecture" names the model, and with it the RoPE rule */
+        if (!arch)
+            return pe_fail(PE_ERR_UNSUPPORTED,
+                           "%s: timm weights need the hub's config.json beside them (its "
+                           "\"architecture\" names the model)",
+                           L->path);
+        if (strncmp(arch, "eva02_", 6) && strncmp(arch, "vit_pe_spatial_", 15))
+            return pe_fail(PE_ERR_UNSUPPORTED,
+                           "%s: timm architecture '%s' is not supported (eva02_*, vit_pe_spatial_*)",
+                           L->path, arch);
         const int pe = !strncmp(arch, "vit_pe_", 7);
         patch = "patch_embed.proj.weight";
         patch_bias = "patch_embed.proj.bias";
@@ -1058,18 +1068,11 @@ static pe_status load_generic(loader *L, vit_kind kind, const cJSON *config)
             c->pool_head = 1;
         }
     }
-    /* count the rest of the tower (unused here: mask token, pooling head, fc_norm) */
-    for (int i = 0; i < st_count(L->st); i++) {
-        const st_tensor *x = st_at(L->st, i);
-        size_t lp = strlen(L->prefix);
-        if (strncmp(x->name, L->prefix, lp)) continue;
-        const char *rest = x->name + lp;
-        if (!strcmp(rest, "embeddings.mask_token") || !strcmp(rest, "fc_norm.weight") ||
-            !strcmp(rest, "fc_norm.bias") ||
-            (!strncmp(rest, "head.", 5) && strcmp(rest, "head.probe") &&
-             strcmp(rest, "head.attention.in_proj_weight") && strcmp(rest, "head.attention.in_proj_bias")))
-            L->params += x->numel;
-    }
+    /* parameters: every tensor of the tower (those used above and the unused mask token,
+     * pooling head, classifier norms), i.e. everything under the prefix */
+    L->params = 0;
+    for (int i = 0; i < st_count(L->st); i++)
+        if (!strncmp(st_at(L->st, i)->name, L->prefix, strlen(L->prefix))) L->params += st_at(L->st, i)->numel;
     return PE_OK;
 }
 

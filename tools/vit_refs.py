@@ -75,11 +75,11 @@ class HFRef:
         return dict(patch=np32(patch), layer1=np32(layer1), attn=np32(attn))
 
 
-def hf_dinov3(width, layers, heads, mlp, registers=4, patch=16):
+def hf_dinov3(width, layers, heads, mlp, registers=4, patch=16, **extra):
     from transformers import DINOv3ViTConfig, DINOv3ViTModel
     cfg = DINOv3ViTConfig(hidden_size=width, num_hidden_layers=layers, num_attention_heads=heads,
                           intermediate_size=mlp, patch_size=patch, num_register_tokens=registers,
-                          image_size=224)
+                          image_size=224, **extra)
     m = DINOv3ViTModel(cfg)
     m.set_attn_implementation("eager")
     return HFRef(m, 1 + registers, m.norm,
@@ -178,14 +178,23 @@ class TimmRef:
         return dict(patch=np32(out[0, P:]), layer1=np32(layer1[0, P:]), attn=np32(attn))
 
 
-def make(family, shape=None, seed=0):
-    """Reference for `family` (a FULL key); `shape` = (width, layers, heads, mlp) for a tiny one."""
+def patch_size(ref):
+    m = ref.model
+    if hasattr(m, "patch_embed"):
+        return int(m.patch_embed.patch_size[0])
+    return int(m.config.patch_size)
+
+
+def make(family, shape=None, seed=0, extra=None):
+    """Reference for `family` (a FULL key); `shape` = (width, layers, heads, mlp) for a tiny one;
+    `extra`: more config keys (transformers config or timm model args)."""
+    extra = extra or {}
     f = dict(FULL[family])
     if shape:
         f.update(width=shape[0], layers=shape[1], heads=shape[2], mlp=shape[3])
     kind = f["kind"]
     if kind == "dinov3":
-        ref = hf_dinov3(f["width"], f["layers"], f["heads"], f["mlp"])
+        ref = hf_dinov3(f["width"], f["layers"], f["heads"], f["mlp"], **extra)
     elif kind == "mae":
         ref = hf_mae(f["width"], f["layers"], f["heads"], f["mlp"])
     elif kind == "beit":
@@ -198,7 +207,7 @@ def make(family, shape=None, seed=0):
     else:
         kw = {}
         if shape:
-            kw = dict(embed_dim=shape[0], depth=shape[1], num_heads=shape[2])
+            kw = dict(embed_dim=shape[0], depth=shape[1], num_heads=shape[2], **extra)
         ref = TimmRef(family, **kw)
     randomise(ref.model, seed=seed)
     ref.model.eval()
