@@ -832,11 +832,12 @@ static pe_status load_generic(loader *L, vit_kind kind, const cJSON *config)
                            "%s: timm weights need the hub's config.json beside them (its "
                            "\"architecture\" names the model)",
                            L->path);
-        if (strncmp(arch, "eva02_", 6) && strncmp(arch, "vit_pe_spatial_", 15))
+        const int pe = !strncmp(arch, "vit_pe_spatial_", 15), dv3 = strstr(arch, "_dinov3") != NULL;
+        if (strncmp(arch, "eva02_", 6) && !pe && !dv3)
             return pe_fail(PE_ERR_UNSUPPORTED,
-                           "%s: timm architecture '%s' is not supported (eva02_*, vit_pe_spatial_*)",
+                           "%s: timm architecture '%s' is not supported (eva02_*, vit_pe_spatial_*, "
+                           "vit_*_dinov3)",
                            L->path, arch);
-        const int pe = !strncmp(arch, "vit_pe_", 7);
         patch = "patch_embed.proj.weight";
         patch_bias = "patch_embed.proj.bias";
         cls = "cls_token";
@@ -853,14 +854,16 @@ static pe_status load_generic(loader *L, vit_kind kind, const cJSON *config)
             bn.gate = "mlp.fc1_g";
             bn.up = "mlp.fc1_x";
             c->glu = 1;
-        } else if (!strncmp(arch, "eva02_", 6)) {
-            bn.packed_glu = c->glu = 1; /* GluMlp: fc1 = [gate; up] */
+        } else {
+            const st_tensor *fc1 = tensor(L, "blocks.0.mlp.fc1.weight"), *fc2 = tensor(L, "blocks.0.mlp.fc2.weight");
+            if (fc1 && fc2 && fc1->ndim == 2 && fc2->ndim == 2 && fc1->shape[0] == 2 * fc2->shape[1])
+                bn.packed_glu = c->glu = 1; /* GluMlp: fc1 = [gate; up] */
         }
         if (has(L, "blocks.0.attn.norm.weight"))
             return pe_fail(PE_ERR_UNSUPPORTED, "%s: %s has an attention inner norm (not supported)",
                            L->path, arch);
         c->act = c->glu ? ACT_SILU : ACT_GELU;
-        c->eps = pe ? 1e-5f : 1e-6f;
+        c->eps = pe || dv3 ? 1e-5f : 1e-6f;
         c->pos_timm_rule = 1;
         c->pos_antialias = 1;
         /* timm RotaryEmbeddingCat: index grid (+1 and x-first for PE) rescaled onto the
@@ -868,6 +871,9 @@ static pe_status load_generic(loader *L, vit_kind kind, const cJSON *config)
         c->rope = (rope_config){.grid = ROPE_INDEX, .half = 0, .xy = pe, .offset = pe ? 1.0f : 0.0f,
                                 .ref_h = pe ? 32 : 16, .ref_w = pe ? 32 : 16, .theta = 10000.0,
                                 .scale = 1.0};
+        if (dv3) /* RotaryEmbeddingDinoV3: the transformers DINOv3 rule (temperature 100) */
+            c->rope = (rope_config){.grid = ROPE_CENTERED, .half = 1, .theta = 100.0,
+                                    .scale = 6.283185307179586};
         break;
     }
     case VIT_MAE:
@@ -1114,7 +1120,9 @@ static void generic_info(vit_model *m, const cJSON *config)
         break;
     }
     case VIT_TIMM_EVA:
-        info->family = arch && !strncmp(arch, "eva02_", 6) ? "eva02" : "pe_spatial";
+        info->family = arch && !strncmp(arch, "eva02_", 6) ? "eva02"
+                       : arch && strstr(arch, "_dinov3")  ? "dinov3"
+                                                          : "pe_spatial";
         snprintf(m->name, sizeof m->name, "%s", arch ? arch : "timm-eva");
         if (!strncmp(info->family, "eva02", 5)) {
             memcpy(mean, clip_mean, sizeof mean);

@@ -19,7 +19,7 @@ run() {
 npy_shape() { head -c 128 "$1" | tr -d '\0' | grep -ao "'shape': ([0-9, ]*)" | sed "s/'shape': //"; }
 
 for case in dinov3:dinov3:16 dinov3_glu:dinov3:16 eva02:eva02:14 pe_spatial:pe_spatial:16 mae:mae:16 \
-    beit:beit:16 siglip:siglip:16 siglip2:siglip2:16; do
+    beit:beit:16 siglip:siglip:16 siglip2:siglip2:16 dinov3_timm:dinov3:16; do
     IFS=: read -r dir fam p <<<"$case"
     rc=$(run "$PATCHEAD" info --model "$FIX/$dir")
     if [ "$rc" -eq 0 ] && grep -q "^family  *$fam\$" "$T/out" && grep -q "^patch size  *$p\$" "$T/out" &&

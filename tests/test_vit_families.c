@@ -24,6 +24,7 @@ static const fam_case cases[] = {
     {"eva02", "eva02", 0.48145466f},   {"pe_spatial", "pe_spatial", 0.5f},
     {"mae", "mae", 0.485f},            {"beit", "beit", 0.5f},
     {"siglip", "siglip", 0.5f},        {"siglip2", "siglip2", 0.5f},
+    {"dinov3_timm", "dinov3", 0.485f},
 };
 
 static float *load_npy(const char *dir, const char *name, int64_t shape[4], int *ndim)
@@ -152,6 +153,7 @@ static void test_mae(void) { run_case(&cases[4]); }
 static void test_beit(void) { run_case(&cases[5]); }
 static void test_siglip(void) { run_case(&cases[6]); }
 static void test_siglip2(void) { run_case(&cases[7]); }
+static void test_dinov3_timm(void) { run_case(&cases[8]); }
 
 int main(void)
 {
@@ -164,5 +166,6 @@ int main(void)
     RUN(test_beit);
     RUN(test_siglip);
     RUN(test_siglip2);
+    RUN(test_dinov3_timm);
     return test_summary();
 }

@@ -222,6 +222,7 @@ NEW_FIXTURES = [  # (folder, vit_refs family, (H, W), extra config)
     ("beit", "beitv2-base-patch16", (64, 96), {}),
     ("siglip", "siglip-base-patch16-224", (64, 96), {}),
     ("siglip2", "siglip2-base-patch16-naflex", (64, 96), {}),
+    ("dinov3_timm", "vit_small_patch16_dinov3", (64, 96), {}),
 ]
 
 

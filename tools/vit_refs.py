@@ -29,6 +29,8 @@ FULL = {  # family: (constructor args) at full size, native input size
     "eva02_base_patch14_224": dict(kind="timm", native=224),
     "vit_pe_spatial_small_patch16_512": dict(kind="timm", native=512),
     "vit_pe_spatial_base_patch16_512": dict(kind="timm", native=512),
+    "vit_small_patch16_dinov3": dict(kind="timm", native=256),
+    "vit_base_patch16_dinov3": dict(kind="timm", native=256),
     "vit-mae-base": dict(kind="mae", width=768, layers=12, heads=12, mlp=3072, native=224),
     "beitv2-base-patch16": dict(kind="beit", width=768, layers=12, heads=12, mlp=3072, native=224),
     "siglip-base-patch16-224": dict(kind="siglip", width=768, layers=12, heads=12, mlp=3072, patch=16,
