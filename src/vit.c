@@ -900,8 +900,7 @@ static pe_status load_generic(loader *L, vit_kind kind, const cJSON *config)
             pos = NULL;
             c->no_pos = 1;
             if (has(L, "encoder.relative_position_bias.relative_position_bias_table"))
-                return pe_fail(PE_ERR_UNSUPPORTED, "%s: BEiT shared relative position bias is not supported",
-                               L->path);
+                bn.rel = NULL; /* one table shared by every block (BEiT pre-training checkpoints) */
         }
         break;
     case VIT_SIGLIP:
@@ -997,7 +996,9 @@ static pe_status load_generic(loader *L, vit_kind kind, const cJSON *config)
         c->pos_grid = g;
     }
     if (kind == VIT_BEIT) {
-        t = tensor(L, bname(n, sizeof n, &bn, 0, bn.rel, ""));
+        if (bn.rel) bname(n, sizeof n, &bn, 0, bn.rel, "");
+        else snprintf(n, sizeof n, "encoder.relative_position_bias.relative_position_bias_table");
+        t = tensor(L, n);
         if (!t || t->ndim != 2 || t->shape[1] != c->heads || t->shape[0] < 4)
             return pe_fail(PE_ERR_SHAPE, "%s: relative position bias table '%s%s' missing or not (n, %d)",
                            L->path, L->prefix, n, c->heads);
@@ -1052,6 +1053,14 @@ static pe_status load_generic(loader *L, vit_kind kind, const cJSON *config)
     }
     for (int i = 0; i < c->layers; i++)
         if ((s = load_generic_block(L, &bn, i, &w->blocks[i]))) return s;
+    if (c->relpos && !bn.rel) { /* BEiT shared table: the same for every block */
+        const int64_t nrel = (int64_t)(2 * c->relpos_grid - 1) * (2 * c->relpos_grid - 1) + 3;
+        const float *shared;
+        if ((s = get2(L, "encoder.relative_position_bias.relative_position_bias_table", nrel, c->heads,
+                      &shared)))
+            return s;
+        for (int i = 0; i < c->layers; i++) w->blocks[i].rel_table = shared;
+    }
     if (c->final_norm) {
         snprintf(n, sizeof n, "%s.weight", final);
         if ((s = get1(L, n, D, &w->norm_w))) return s;

@@ -24,7 +24,7 @@ static const fam_case cases[] = {
     {"eva02", "eva02", 0.48145466f},   {"pe_spatial", "pe_spatial", 0.5f},
     {"mae", "mae", 0.485f},            {"beit", "beit", 0.5f},
     {"siglip", "siglip", 0.5f},        {"siglip2", "siglip2", 0.5f},
-    {"dinov3_timm", "dinov3", 0.485f},
+    {"dinov3_timm", "dinov3", 0.485f}, {"beit_shared", "beit", 0.5f},
 };
 
 static float *load_npy(const char *dir, const char *name, int64_t shape[4], int *ndim)
@@ -154,6 +154,7 @@ static void test_beit(void) { run_case(&cases[5]); }
 static void test_siglip(void) { run_case(&cases[6]); }
 static void test_siglip2(void) { run_case(&cases[7]); }
 static void test_dinov3_timm(void) { run_case(&cases[8]); }
+static void test_beit_shared(void) { run_case(&cases[9]); }
 
 int main(void)
 {
@@ -167,5 +168,6 @@ int main(void)
     RUN(test_siglip);
     RUN(test_siglip2);
     RUN(test_dinov3_timm);
+    RUN(test_beit_shared);
     return test_summary();
 }

@@ -223,6 +223,8 @@ NEW_FIXTURES = [  # (folder, vit_refs family, (H, W), extra config)
     ("siglip", "siglip-base-patch16-224", (64, 96), {}),
     ("siglip2", "siglip2-base-patch16-naflex", (64, 96), {}),
     ("dinov3_timm", "vit_small_patch16_dinov3", (64, 96), {}),
+    ("beit_shared", "beitv2-base-patch16", (64, 96),
+     {"use_relative_position_bias": False, "use_shared_relative_position_bias": True}),
 ]
 
 

@@ -103,15 +103,16 @@ def hf_mae(width, layers, heads, mlp, patch=16, image=224):
     return HFRef(m, 1, m.layernorm, call)
 
 
-def hf_beit(width, layers, heads, mlp, patch=16, image=224):
+def hf_beit(width, layers, heads, mlp, patch=16, image=224, **extra):
     from transformers import BeitConfig, BeitModel
     # BEiT v2 base: per-block relative position bias, no absolute table, LayerScale 0.1,
     # mean pooling (so no final layernorm on the tokens)
+    args = dict(use_relative_position_bias=True, use_absolute_position_embeddings=False,
+                use_shared_relative_position_bias=False, layer_scale_init_value=0.1,
+                use_mean_pooling=True)
+    args.update(extra)
     cfg = BeitConfig(hidden_size=width, num_hidden_layers=layers, num_attention_heads=heads,
-                     intermediate_size=mlp, patch_size=patch, image_size=image,
-                     use_relative_position_bias=True, use_absolute_position_embeddings=False,
-                     use_shared_relative_position_bias=False, layer_scale_init_value=0.1,
-                     use_mean_pooling=True)
+                     intermediate_size=mlp, patch_size=patch, image_size=image, **args)
     m = BeitModel(cfg, add_pooling_layer=True)
     m.set_attn_implementation("eager")
     return HFRef(m, 1, m.layernorm,
@@ -200,7 +201,7 @@ def make(family, shape=None, seed=0, extra=None):
     elif kind == "mae":
         ref = hf_mae(f["width"], f["layers"], f["heads"], f["mlp"])
     elif kind == "beit":
-        ref = hf_beit(f["width"], f["layers"], f["heads"], f["mlp"])
+        ref = hf_beit(f["width"], f["layers"], f["heads"], f["mlp"], **extra)
     elif kind == "siglip":
         ref = hf_siglip(f["width"], f["layers"], f["heads"], f["mlp"], f["patch"], f["native"])
     elif kind == "siglip2":
