@@ -1,7 +1,10 @@
 /* vit.c — one Vision Transformer forward pass, driven by a config, for four weight
  * layouts: DINOv2 and DINOv2-with-registers (transformers hub layout), CLIP's
  * vision tower (transformers CLIPModel / CLIPVisionModel) and OpenCLIP's `visual`
- * tower (open_clip state dict, e.g. ViT-B-16-plus-240).
+ * tower (open_clip state dict, e.g. ViT-B-16-plus-240) -- and, through block options
+ * (RoPE, gated MLP, MLP norm, relative position bias, no CLS token; section "generic
+ * layouts" below, docs/VIT_FAMILIES.md), DINOv3, EVA-02, Perception Encoder spatial,
+ * MAE, BEiT, SigLIP and SigLIP 2 NaFlex.
  *
  * All four are the same pre-norm transformer:
  *   tokens = [CLS, (registers), patches] (T, D);  patches = conv(p x p, stride p)
