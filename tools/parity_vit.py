@@ -8,7 +8,9 @@ same normalised (3, 448, 448) tensor -- a non-native size for all of them, so th
 position embeddings are resized (DINOv2 518 -> 448 down, CLIP 224 -> 448 up,
 OpenCLIP 240 -> 448 up). One line per family:
     family size max_abs_diff rel_diff PASS|FAIL      (rel_diff = max_abs_diff / max|ref|)
-with the CLS attention's rel_diff under it. Usage (or `make parity`):
+with the CLS attention's rel_diff under it. The newer families (tools/vit_refs.py: DINOv3,
+EVA-02, PE, MAE, BEiT, SigLIP, SigLIP 2) get two rows each: their native size and one other.
+Usage (or `make parity`):
     python3 tools/parity_vit.py --patchead build/patchead [--only dinov2-small,...] [--tol 1e-4]
 """
 import argparse
@@ -178,27 +180,7 @@ def main():
                 model, registers = CASES[name]()
                 ref, ref_attn = run_hf(name, model, registers, d, x)
                 del model
-            np.save(os.path.join(d, "x.npy"), x[0].numpy())
-            cmd = [a.patchead, "features", "--model", d, "--input-npy", os.path.join(d, "x.npy"),
-                   "-o", os.path.join(d, "f.npy"), "--attn", os.path.join(d, "a.npy")]
-            if a.threads:
-                cmd += ["--threads", str(a.threads)]
-            r = subprocess.run(cmd, capture_output=True, text=True)
-            if r.returncode != 0:
-                print("%-28s %5d %13s %10s  FAIL (%s)" % (name, SIZE, "-", "-", r.stderr.strip()))
-                failed += 1
-                continue
-            got = np.load(os.path.join(d, "f.npy"))
-            got_attn = np.load(os.path.join(d, "a.npy")).reshape(-1)
-        diff = float(np.abs(got - ref).max()) if got.shape == ref.shape else float("inf")
-        rel = diff / float(np.abs(ref).max())
-        adiff = float(np.abs(got_attn - ref_attn).max()) if got_attn.shape == ref_attn.shape else float("inf")
-        arel = adiff / float(np.abs(ref_attn).max())
-        ok = rel <= a.tol and arel <= a.tol
-        failed += not ok
-        print("%-28s %5d %13.3e %10.3e  %s" % (name, SIZE, diff, rel, "PASS" if ok else "FAIL"))
-        print("%-28s %5s %13.3e %10.3e  (CLS attention)" % ("", "", adiff, arel))
-        sys.stdout.flush()
+            failed += compare(name, SIZE, {"patch": ref, "attn": ref_attn}, d, x, a)
     return 1 if failed else 0
 
 
