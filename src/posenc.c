@@ -1,6 +1,7 @@
 /* posenc.c — RoPE tables and rotation, BEiT relative position bias, bilinear resize.
  * See posenc.h for the contracts and docs/BACKBONES.md for which family uses what. */
 #include "posenc.h"
+#include "ops.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -64,13 +65,7 @@ void rope_apply(const rope_config *rc, float *x, int ld, int rows, int dh, const
 
 /* One axis of a bilinear resize: for each output index, up to `taps` source indices
  * and weights (PyTorch's upsample_bilinear2d / _upsample_bilinear2d_aa rules). */
-typedef struct {
-    int taps;
-    int *index;
-    float *weight;
-} lin_axis;
-
-static int lin_axis_setup(lin_axis *a, int in, int out, int antialias)
+static int lin_axis_setup(op_axis *a, int in, int out, int antialias)
 {
     const float scale = (float)in / (float)out;
     const float support = antialias && scale >= 1.0f ? scale : 1.0f;
@@ -121,39 +116,15 @@ static int lin_axis_setup(lin_axis *a, int in, int out, int antialias)
 int op_resize_bilinear(float *out, const float *in, int channels, int in_h, int in_w, int out_h,
                        int out_w, int antialias)
 {
-    lin_axis ax = {0}, ay = {0};
-    float *tmp = NULL;
+    op_axis ax = {0}, ay = {0};
     int rc = -1;
     if (antialias && (in_w > 15 * out_w || in_h > 15 * out_h)) return -1;
-    if (lin_axis_setup(&ax, in_w, out_w, antialias) || lin_axis_setup(&ay, in_h, out_h, antialias))
-        goto done;
-    tmp = calloc((size_t)in_h * out_w * channels, sizeof *tmp); /* horizontal pass (in_h, out_w, C) */
-    if (!tmp) goto done;
-    for (int y = 0; y < in_h; y++)
-        for (int x = 0; x < out_w; x++) {
-            float *dst = tmp + ((size_t)y * out_w + x) * channels;
-            for (int k = 0; k < ax.taps; k++) {
-                const float w = ax.weight[(size_t)x * ax.taps + k];
-                const float *src = in + ((size_t)y * in_w + ax.index[(size_t)x * ax.taps + k]) * channels;
-                for (int c = 0; c < channels; c++) dst[c] += w * src[c];
-            }
-        }
-    for (int y = 0; y < out_h; y++) { /* vertical pass (out_h, out_w, C) */
-        float *dst = out + (size_t)y * out_w * channels;
-        memset(dst, 0, (size_t)out_w * channels * sizeof *dst);
-        for (int k = 0; k < ay.taps; k++) {
-            const float w = ay.weight[(size_t)y * ay.taps + k];
-            const float *src = tmp + (size_t)ay.index[(size_t)y * ay.taps + k] * out_w * channels;
-            for (size_t i = 0; i < (size_t)out_w * channels; i++) dst[i] += w * src[i];
-        }
-    }
-    rc = 0;
-done:
+    if (!lin_axis_setup(&ax, in_w, out_w, antialias) && !lin_axis_setup(&ay, in_h, out_h, antialias))
+        rc = op_resize_taps(out, in, channels, in_h, in_w, out_h, out_w, &ax, &ay);
     free(ax.index);
     free(ax.weight);
     free(ay.index);
     free(ay.weight);
-    free(tmp);
     return rc;
 }
 

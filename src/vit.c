@@ -1106,70 +1106,28 @@ static int json_vec3(const cJSON *arr, float *out)
     return 1;
 }
 
-/* family, name and input normalisation of the generic layouts. Normalisation: the
- * hub's preprocessor_config.json (image_mean / image_std) or timm's pretrained_cfg
- * when present, else the family's published default. */
-static void generic_info(vit_model *m, const cJSON *config)
+/* Input normalisation of the generic layouts: the hub's preprocessor_config.json
+ * (image_mean / image_std) or timm's pretrained_cfg when present, else the family's
+ * published default (ImageNet for DINOv3 / MAE, CLIP's for EVA-02, 0.5 / 0.5 otherwise). */
+static void generic_norm(vit_model *m, const cJSON *config)
 {
     const vit_config *c = &m->cfg;
     pe_model_info *info = &m->base.info;
-    const char *word = size_word(c->dim);
-    char sz[32];
-    snprintf(sz, sizeof sz, "%s", c->dim == 1152 ? "so400m" : word ? word : "custom");
-    if (!word && c->dim != 1152) snprintf(sz, sizeof sz, "d%d", c->dim);
-    float mean[3] = {0.5f, 0.5f, 0.5f}, std[3] = {0.5f, 0.5f, 0.5f};
     static const float in_mean[3] = {0.485f, 0.456f, 0.406f}, in_std[3] = {0.229f, 0.224f, 0.225f};
     static const float clip_mean[3] = {0.48145466f, 0.4578275f, 0.40821073f},
                        clip_std[3] = {0.26862954f, 0.26130258f, 0.27577711f};
-    const char *arch = timm_arch(config);
-    switch (c->kind) {
-    case VIT_DINOV3: {
-        const char letter = c->dim == 384 ? 's' : c->dim == 768 ? 'b' : c->dim == 1024 ? 'l' : c->dim == 1280 ? 'h' : '?';
-        info->family = "dinov3";
-        snprintf(m->name, sizeof m->name, "dinov3-vit%c%d%s", letter, c->patch, c->glu ? "plus" : "");
-        memcpy(mean, in_mean, sizeof mean);
-        memcpy(std, in_std, sizeof std);
-        break;
-    }
-    case VIT_TIMM_EVA:
-        info->family = arch && !strncmp(arch, "eva02_", 6) ? "eva02"
-                       : arch && strstr(arch, "_dinov3")  ? "dinov3"
-                                                          : "pe_spatial";
-        snprintf(m->name, sizeof m->name, "%s", arch ? arch : "timm-eva");
-        if (!strncmp(info->family, "eva02", 5)) {
-            memcpy(mean, clip_mean, sizeof mean);
-            memcpy(std, clip_std, sizeof std);
-        }
-        break;
-    case VIT_MAE:
-        info->family = "mae";
-        snprintf(m->name, sizeof m->name, "vit-mae-%s", sz);
-        memcpy(mean, in_mean, sizeof mean);
-        memcpy(std, in_std, sizeof std);
-        break;
-    case VIT_BEIT:
-        info->family = "beit";
-        snprintf(m->name, sizeof m->name, "beit-%s-patch%d", sz, c->patch);
-        break;
-    case VIT_SIGLIP:
-        info->family = "siglip";
-        snprintf(m->name, sizeof m->name, "siglip-%s-patch%d-%d", sz, c->patch, c->pos_grid * c->patch);
-        break;
-    case VIT_SIGLIP2:
-        info->family = "siglip2";
-        snprintf(m->name, sizeof m->name, "siglip2-%s-patch%d-naflex", sz, c->patch);
-        break;
-    default: break;
+    const int imagenet = !strcmp(info->family, "dinov3") || c->kind == VIT_MAE;
+    const int clip = !strcmp(info->family, "eva02");
+    for (int i = 0; i < 3; i++) {
+        info->mean[i] = imagenet ? in_mean[i] : clip ? clip_mean[i] : 0.5f;
+        info->std[i] = imagenet ? in_std[i] : clip ? clip_std[i] : 0.5f;
     }
     const cJSON *pp = json_obj(config, "preprocessor_config");
     const cJSON *pc = json_obj(config, "pretrained_cfg");
-    float v[3];
-    if (pp && json_vec3(cJSON_GetObjectItemCaseSensitive(pp, "image_mean"), v)) memcpy(mean, v, sizeof v);
-    if (pp && json_vec3(cJSON_GetObjectItemCaseSensitive(pp, "image_std"), v)) memcpy(std, v, sizeof v);
-    if (pc && json_vec3(cJSON_GetObjectItemCaseSensitive(pc, "mean"), v)) memcpy(mean, v, sizeof v);
-    if (pc && json_vec3(cJSON_GetObjectItemCaseSensitive(pc, "std"), v)) memcpy(std, v, sizeof v);
-    memcpy(info->mean, mean, sizeof mean);
-    memcpy(info->std, std, sizeof std);
+    if (pp) json_vec3(cJSON_GetObjectItemCaseSensitive(pp, "image_mean"), info->mean);
+    if (pp) json_vec3(cJSON_GetObjectItemCaseSensitive(pp, "image_std"), info->std);
+    if (pc) json_vec3(cJSON_GetObjectItemCaseSensitive(pc, "mean"), info->mean);
+    if (pc) json_vec3(cJSON_GetObjectItemCaseSensitive(pc, "std"), info->std);
     /* no CLS token and no pooling head: nothing to mask with */
     info->has_attention = !c->no_cls || c->pool_head;
 }
@@ -1203,7 +1161,35 @@ static void fill_info(vit_model *m, const cJSON *config)
             snprintf(m->name, sizeof m->name, "openclip-vit-w%d-p%d-%d", c->dim, c->patch,
                      c->pos_grid * c->patch);
         break;
-    default: break; /* generic layouts: generic_info below */
+    case VIT_DINOV3: { /* the hub's names: dinov3-vits16, -vitb16, -vitl16, -vits16plus, -vith16plus */
+        const char *l = c->dim == 384 ? "s" : c->dim == 768 ? "b" : c->dim == 1024 ? "l" : c->dim == 1280 ? "h" : NULL;
+        info->family = "dinov3";
+        if (l) snprintf(m->name, sizeof m->name, "dinov3-vit%s%d%s", l, c->patch, c->glu ? "plus" : "");
+        else snprintf(m->name, sizeof m->name, "dinov3-d%d-patch%d", c->dim, c->patch);
+        break;
+    }
+    case VIT_TIMM_EVA: {
+        const char *arch = timm_arch(config);
+        info->family = !strncmp(arch, "eva02_", 6) ? "eva02" : strstr(arch, "_dinov3") ? "dinov3" : "pe_spatial";
+        snprintf(m->name, sizeof m->name, "%s", arch);
+        break;
+    }
+    default: { /* MAE, BEiT, SigLIP, SigLIP 2: "<family>" and a name in the hub's style */
+        static const struct {
+            vit_kind kind;
+            const char *family, *fmt; /* fmt takes: size word, patch, native input side */
+        } names[] = {{VIT_MAE, "mae", "vit-mae-%s"},
+                     {VIT_BEIT, "beit", "beit-%s-patch%d"},
+                     {VIT_SIGLIP, "siglip", "siglip-%s-patch%d-%d"},
+                     {VIT_SIGLIP2, "siglip2", "siglip2-%s-patch%d-naflex"}};
+        for (size_t i = 0; i < sizeof names / sizeof *names; i++)
+            if (names[i].kind == c->kind) {
+                info->family = names[i].family;
+                snprintf(m->name, sizeof m->name, names[i].fmt, c->dim == 1152 ? "so400m" : sz, c->patch,
+                         c->pos_grid * c->patch);
+            }
+        break;
+    }
     }
     info->name = m->name;
     info->is_vit = 1;
@@ -1231,7 +1217,7 @@ static void fill_info(vit_model *m, const cJSON *config)
             info->mean[i] = (float)cJSON_GetArrayItem(mean, i)->valuedouble;
             info->std[i] = (float)cJSON_GetArrayItem(std, i)->valuedouble;
         }
-    if (c->kind >= VIT_DINOV3) generic_info(m, config);
+    if (c->kind >= VIT_DINOV3) generic_norm(m, config);
 }
 
 pe_status vit_load(const st_file *weights, const cJSON *config, const char *path, backbone **out)

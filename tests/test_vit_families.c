@@ -48,16 +48,6 @@ static cJSON *load_meta(const char *dir)
     return cJSON_Parse(buf);
 }
 
-static double rel_diff(const float *a, const float *b, int64_t n)
-{
-    double m = 0, r = 0;
-    for (int64_t i = 0; i < n; i++) {
-        m = fmax(m, fabs((double)a[i] - b[i]));
-        r = fmax(r, fabs((double)b[i]));
-    }
-    return r > 0 ? m / r : m;
-}
-
 static void compare(const char *dir, const char *what, const float *got, int64_t n, int64_t want_n)
 {
     int64_t shape[4];
@@ -69,7 +59,7 @@ static void compare(const char *dir, const char *what, const float *got, int64_t
         CHECK_MSG(rn == n && n == want_n, "%s %s: %lld values vs %lld", dir, what, (long long)n,
                   (long long)rn);
         if (rn == n) {
-            double d = rel_diff(got, ref, n);
+            double d = tl_rel_diff(got, ref, (size_t)n);
             printf("  %-11s %-6s rel diff %.3g\n", dir, what, d);
             CHECK_MSG(d <= 1e-4, "%s %s: rel diff %g > 1e-4", dir, what, d);
         }
