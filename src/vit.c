@@ -956,9 +956,12 @@ static pe_status load_generic(loader *L, vit_kind kind, const cJSON *config)
      * (all EVA-02 / PE sizes use 64-wide heads) */
     c->heads = kind == VIT_TIMM_EVA ? json_int(json_obj(config, "model_args"), "num_heads", D / 64)
                                     : json_int(cfg, "num_attention_heads", D / 64);
-    if (c->heads <= 0 || D % c->heads || (D / c->heads) % 4 || D / c->heads > 4096)
+    if (c->heads <= 0 || D % c->heads || D / c->heads > 4096)
         return pe_fail(PE_ERR_FORMAT, "%s: width %d does not split into %d attention heads", L->path, D,
                        c->heads);
+    if (c->rope.grid != ROPE_NONE && (D / c->heads) % 4) /* two axes x (cos, sin) pairs */
+        return pe_fail(PE_ERR_FORMAT, "%s: RoPE needs a head width divisible by 4, not %d", L->path,
+                       D / c->heads);
     c->layers = count_blocks(L, &bn);
     if (c->layers == 0) return pe_fail(PE_ERR_FORMAT, "%s: no transformer blocks found", L->path);
     char n[256];
