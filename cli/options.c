@@ -23,7 +23,7 @@ const cli_option cli_option_table[] = {
      CMD_FEATURES},
     {"attn", 0, ARG_TEXT, F(attn), 0, 0, "FILE",
      "also the last block's CLS->patch attention, mean over heads,\nas a (S/p, S/p) .npy (ViT "
-     "backbones)",
+     "backbones; SigLIP, which has no CLS\ntoken: its attention-pooling head's probe attention)",
      CMD_FEATURES},
     {"input-npy", 0, ARG_TEXT, F(input_npy), 0, 0, "X",
      "developer: feed a normalised (3, H, W) float tensor instead\nof IMAGE", CMD_FEATURES},

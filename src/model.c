@@ -61,9 +61,23 @@ static pe_status load_json(const char *path, cJSON **out)
     return PE_OK;
 }
 
+/* DIR/NAME, if it exists, parsed and added to *cfg (created if NULL) under KEY. */
+static pe_status merge_json(cJSON **cfg, const char *dir, const char *name, const char *key)
+{
+    char path[4200];
+    cJSON *j = NULL;
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    pe_status s = load_json(path, &j);
+    if (s || !j) return s;
+    if (!*cfg) *cfg = cJSON_CreateObject();
+    cJSON_AddItemToObject(*cfg, key, j);
+    return PE_OK;
+}
+
 /* Resolve PATH (file or folder) to the weights file and the config files beside it.
  * config.json holds the hub config; open_clip_config.json (OpenCLIP) is merged under
- * the key "open_clip_config" so loaders see one object. */
+ * the key "open_clip_config" and preprocessor_config.json (transformers) under
+ * "preprocessor_config" so loaders see one object. */
 static pe_status resolve_paths(const char *path, char *weights, size_t cap, cJSON **config)
 {
     char dir[4096];
@@ -94,19 +108,15 @@ static pe_status resolve_paths(const char *path, char *weights, size_t cap, cJSO
         else snprintf(dir, sizeof dir, ".");
     }
     char cfg_path[4200];
-    cJSON *cfg = NULL, *oc = NULL;
+    cJSON *cfg = NULL;
     snprintf(cfg_path, sizeof cfg_path, "%s/config.json", dir);
     pe_status s = load_json(cfg_path, &cfg);
-    if (s) return s;
-    snprintf(cfg_path, sizeof cfg_path, "%s/open_clip_config.json", dir);
-    s = load_json(cfg_path, &oc);
+    /* open_clip's config, and the transformers image processor's normalisation */
+    if (!s) s = merge_json(&cfg, dir, "open_clip_config.json", "open_clip_config");
+    if (!s) s = merge_json(&cfg, dir, "preprocessor_config.json", "preprocessor_config");
     if (s) {
         cJSON_Delete(cfg);
         return s;
-    }
-    if (oc) {
-        if (!cfg) cfg = cJSON_CreateObject();
-        cJSON_AddItemToObject(cfg, "open_clip_config", oc);
     }
     *config = cfg;
     return PE_OK;
@@ -134,8 +144,8 @@ pe_status pe_model_load(const char *path, const pe_model_params *params, pe_mode
     else if (cnn_detect(m->weights, config)) s = cnn_load(m->weights, config, weights_path, &m->net);
     else
         s = pe_fail(PE_ERR_UNSUPPORTED,
-                    "%s: unsupported architecture (not DINOv2, CLIP, OpenCLIP, MobileNetV2, "
-                    "EfficientNet-Lite0 or ResNet weights)",
+                    "%s: unsupported architecture (not DINOv2, DINOv3, CLIP, OpenCLIP, SigLIP, "
+                    "EVA-02, PE, MAE, BEiT, MobileNetV2, EfficientNet-Lite0 or ResNet weights)",
                     weights_path);
     if (s) goto fail;
     if (params->precision < PE_PRECISION_FP32 || params->precision > PE_PRECISION_AUTO) {

@@ -248,12 +248,7 @@ static double cubic_kernel(double x, double a)
     return 0.0;
 }
 
-/* One axis: for each output index o, `taps` source indices (always valid) and weights. */
-typedef struct {
-    int taps;
-    int *index;   /* (out, taps) */
-    float *weight; /* (out, taps) */
-} axis_weights;
+typedef op_axis axis_weights; /* one axis: (out, taps) source indices and weights (ops.h) */
 
 static int axis_setup(axis_weights *ax, int in, int out, int antialias)
 {
@@ -307,14 +302,26 @@ int op_resize_bicubic(float *out, const float *in, int channels, int in_h, int i
                       int out_w, int antialias)
 {
     axis_weights ax = {0}, ay = {0};
-    float *tmp = NULL;
     int rc = -1;
     /* antialias support grows with the downscale factor; keep the tap table bounded */
     if (antialias && (in_w > 15 * out_w || in_h > 15 * out_h)) return -1;
     if (axis_setup(&ax, in_w, out_w, antialias) || axis_setup(&ay, in_h, out_h, antialias)) goto done;
+    rc = op_resize_taps(out, in, channels, in_h, in_w, out_h, out_w, &ax, &ay);
+done:
+    free(ax.index);
+    free(ax.weight);
+    free(ay.index);
+    free(ay.weight);
+    return rc;
+}
+
+int op_resize_taps(float *out, const float *in, int channels, int in_h, int in_w, int out_h, int out_w,
+                   const op_axis *ax_, const op_axis *ay_)
+{
+    const op_axis ax = *ax_, ay = *ay_;
     /* horizontal pass: tmp (in_h, out_w, C) */
-    tmp = malloc((size_t)in_h * out_w * channels * sizeof *tmp);
-    if (!tmp) goto done;
+    float *tmp = malloc((size_t)in_h * out_w * channels * sizeof *tmp);
+    if (!tmp) return -1;
     for (int y = 0; y < in_h; y++)
         for (int x = 0; x < out_w; x++) {
             float *dst = tmp + ((size_t)y * out_w + x) * channels;
@@ -335,12 +342,6 @@ int op_resize_bicubic(float *out, const float *in, int channels, int in_h, int i
             for (size_t i = 0; i < (size_t)out_w * channels; i++) dst[i] += w * src[i];
         }
     }
-    rc = 0;
-done:
-    free(ax.index);
-    free(ax.weight);
-    free(ay.index);
-    free(ay.weight);
     free(tmp);
-    return rc;
+    return 0;
 }

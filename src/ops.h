@@ -78,4 +78,16 @@ void op_exp(float *x, size_t n);
 int op_resize_bicubic(float *out, const float *in, int channels, int in_h, int in_w, int out_h,
                       int out_w, int antialias);
 
+/* One axis of a separable resize: for each output index, `taps` source indices (all valid)
+ * and their weights, (out, taps) each. */
+typedef struct {
+    int taps;
+    int *index;
+    float *weight;
+} op_axis;
+/* out (out_h, out_w, C) = in (in_h, in_w, C) resized along x with ax, then along y with ay
+ * (two passes). Shared by the bicubic and bilinear (posenc.c) resizes. 0, or -1 (memory). */
+int op_resize_taps(float *out, const float *in, int channels, int in_h, int in_w, int out_h, int out_w,
+                   const op_axis *ax, const op_axis *ay);
+
 #endif

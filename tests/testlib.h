@@ -84,4 +84,15 @@ static inline const char *test_data_path(const char *rel, char *buf, size_t cap)
 /* Path of the repository's tests/fixtures folder (tests run from the repo root). */
 #define FIXTURE(name) ("tests/fixtures/" name)
 
+/* max |a - b| / max |b| over n values (the parity tolerance measure of make parity). */
+static inline double tl_rel_diff(const float *a, const float *b, size_t n)
+{
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        num = fmax(num, fabs((double)a[i] - b[i]));
+        den = fmax(den, fabs((double)b[i]));
+    }
+    return den > 0 ? num / den : num;
+}
+
 #endif

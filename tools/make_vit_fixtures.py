@@ -211,6 +211,43 @@ def ops_case(out):
     print(out, "ops")
 
 
+# Newer families (tools/vit_refs.py), tiny: width 32, 2 blocks, 2 heads (head dim 16),
+# MLP 64, at a rectangular non-native input so every position rule is exercised.
+NEW_FIXTURES = [  # (folder, vit_refs family, (H, W), extra config)
+    ("dinov3", "dinov3-vits16", (64, 96), {}),
+    ("dinov3_glu", "dinov3-vits16", (64, 96), {"use_gated_mlp": True, "hidden_act": "silu"}),
+    ("eva02", "eva02_base_patch14_224", (70, 84), {}),
+    ("pe_spatial", "vit_pe_spatial_small_patch16_512", (64, 96), {"img_size": 128}),
+    ("mae", "vit-mae-base", (64, 96), {}),
+    ("beit", "beitv2-base-patch16", (64, 96), {}),
+    ("siglip", "siglip-base-patch16-224", (64, 96), {}),
+    ("siglip2", "siglip2-base-patch16-naflex", (64, 96), {}),
+    ("dinov3_timm", "vit_small_patch16_dinov3", (64, 96), {}),
+    ("beit_shared", "beitv2-base-patch16", (64, 96),
+     {"use_relative_position_bias": False, "use_shared_relative_position_bias": True}),
+]
+
+
+def new_family_case(out, family, hw, extra, seed):
+    import vit_refs
+    from safetensors import safe_open
+    ref = vit_refs.make(family, shape=(32, 2, 2, 64), seed=seed, extra=extra)
+    if os.path.isdir(out):
+        shutil.rmtree(out)
+    ref.save(out)
+    x = torch.randn(1, 3, hw[0], hw[1], generator=torch.Generator().manual_seed(7))
+    r = ref.run(x)
+    save_np(os.path.join(out, "input.npy"), x[0])
+    for k in ("patch", "layer1", "attn"):
+        save_np(os.path.join(out, k + ".npy"), r[k])
+    with safe_open(os.path.join(out, "model.safetensors"), "pt") as f:  # every tensor of the tower
+        n = sum(int(np.prod(f.get_slice(k).get_shape())) for k in f.keys())
+    with open(os.path.join(out, "meta.json"), "w") as f:
+        json.dump({"family": family, "num_params": n, "patch": vit_refs.patch_size(ref),
+                   "size": list(hw)}, f)
+    print(out, r["patch"].shape, "max|ref|=%.3g" % np.abs(r["patch"]).max())
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="tests/fixtures/vit")
@@ -225,6 +262,8 @@ def main():
     hf_case(os.path.join(a.out, "dinov2_f16"), "dinov2", dtype=torch.float16)
     hf_case(os.path.join(a.out, "clip_bf16"), "clip", dtype=torch.bfloat16)
     ops_case(os.path.join(a.out, "ops"))
+    for i, (folder, family, hw, extra) in enumerate(NEW_FIXTURES):
+        new_family_case(os.path.join(a.out, folder), family, hw, extra, seed=20 + i)
     safetensors_case(os.path.join(os.path.dirname(a.out.rstrip("/")), "safetensors"))
 
 

@@ -8,7 +8,9 @@ same normalised (3, 448, 448) tensor -- a non-native size for all of them, so th
 position embeddings are resized (DINOv2 518 -> 448 down, CLIP 224 -> 448 up,
 OpenCLIP 240 -> 448 up). One line per family:
     family size max_abs_diff rel_diff PASS|FAIL      (rel_diff = max_abs_diff / max|ref|)
-with the CLS attention's rel_diff under it. Usage (or `make parity`):
+with the CLS attention's rel_diff under it. The newer families (tools/vit_refs.py: DINOv3,
+EVA-02, PE, MAE, BEiT, SigLIP, SigLIP 2) get two rows each: their native size and one other.
+Usage (or `make parity`):
     python3 tools/parity_vit.py --patchead build/patchead [--only dinov2-small,...] [--tol 1e-4]
 """
 import argparse
@@ -23,6 +25,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from make_vit_fixtures import randomise  # noqa: E402
+import vit_refs  # noqa: E402
 
 SIZE = 448
 
@@ -110,22 +113,66 @@ CASES = {
     "clip-vit-base-patch16": lambda: (clip_b16(), 0),
     "openclip-vit-b-16-plus-240": None,
 }
+# Newer families (tools/vit_refs.py): each at its native size and at one other size.
+NEW_CASES = list(vit_refs.FULL)
+
+
+def compare(name, size, ref, d, x, a):
+    """Run patchead on x, print one row against ref; returns 1 if it failed."""
+    np.save(os.path.join(d, "x.npy"), x[0].numpy())
+    cmd = [a.patchead, "features", "--model", d, "--input-npy", os.path.join(d, "x.npy"),
+           "-o", os.path.join(d, "f.npy"), "--attn", os.path.join(d, "a.npy")]
+    if a.threads:
+        cmd += ["--threads", str(a.threads)]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        print("%-28s %5d %13s %10s  FAIL (%s)" % (name, size, "-", "-", r.stderr.strip()))
+        return 1
+    got = np.load(os.path.join(d, "f.npy"))
+    got_attn = np.load(os.path.join(d, "a.npy")).reshape(-1)
+    diff = float(np.abs(got - ref["patch"]).max()) if got.shape == ref["patch"].shape else float("inf")
+    rel = diff / float(np.abs(ref["patch"]).max())
+    ra = ref["attn"]
+    adiff = float(np.abs(got_attn - ra).max()) if got_attn.shape == ra.shape else float("inf")
+    arel = adiff / float(np.abs(ra).max())
+    ok = rel <= a.tol and arel <= a.tol
+    print("%-28s %5d %13.3e %10.3e  %s" % (name, size, diff, rel, "PASS" if ok else "FAIL"))
+    print("%-28s %5s %13.3e %10.3e  (CLS attention)" % ("", "", adiff, arel))
+    sys.stdout.flush()
+    return 0 if ok else 1
+
+
+def run_new(name, a):
+    native = vit_refs.FULL[name]["native"]
+    sizes = [native, 448 if native != 448 else 224]
+    failed = 0
+    ref = vit_refs.make(name, seed=sum(name.encode()))
+    with tempfile.TemporaryDirectory() as d:
+        ref.save(d)
+        for size in sizes:
+            x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(size))
+            failed += compare(name, size, ref.run(x), d, x, a)
+    return failed
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--patchead", default="build/patchead")
-    ap.add_argument("--only", default="", help="comma-separated subset of: " + ", ".join(CASES))
+    ap.add_argument("--only", default="",
+                    help="comma-separated subset of: " + ", ".join(list(CASES) + NEW_CASES))
     ap.add_argument("--tol", type=float, default=1e-4, help="max rel_diff for PASS")
     ap.add_argument("--threads", type=int, default=0)
     a = ap.parse_args()
     torch.manual_seed(0)
     torch.set_num_threads(max(1, a.threads) if a.threads else torch.get_num_threads())
-    names = [n for n in CASES if not a.only or n in a.only.split(",")]
+    names = [n for n in list(CASES) + NEW_CASES if not a.only or n in a.only.split(",")]
     x = torch.randn(1, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(1))
     failed = 0
     print("%-28s %5s %13s %10s  %s" % ("family", "size", "max_abs_diff", "rel_diff", "result"))
     for name in names:
+        if name in NEW_CASES:
+            failed += run_new(name, a)
+            continue
         with tempfile.TemporaryDirectory() as d:
             if name.startswith("openclip"):
                 ref, ref_attn = run_openclip(d, x)
@@ -133,27 +180,7 @@ def main():
                 model, registers = CASES[name]()
                 ref, ref_attn = run_hf(name, model, registers, d, x)
                 del model
-            np.save(os.path.join(d, "x.npy"), x[0].numpy())
-            cmd = [a.patchead, "features", "--model", d, "--input-npy", os.path.join(d, "x.npy"),
-                   "-o", os.path.join(d, "f.npy"), "--attn", os.path.join(d, "a.npy")]
-            if a.threads:
-                cmd += ["--threads", str(a.threads)]
-            r = subprocess.run(cmd, capture_output=True, text=True)
-            if r.returncode != 0:
-                print("%-28s %5d %13s %10s  FAIL (%s)" % (name, SIZE, "-", "-", r.stderr.strip()))
-                failed += 1
-                continue
-            got = np.load(os.path.join(d, "f.npy"))
-            got_attn = np.load(os.path.join(d, "a.npy")).reshape(-1)
-        diff = float(np.abs(got - ref).max()) if got.shape == ref.shape else float("inf")
-        rel = diff / float(np.abs(ref).max())
-        adiff = float(np.abs(got_attn - ref_attn).max()) if got_attn.shape == ref_attn.shape else float("inf")
-        arel = adiff / float(np.abs(ref_attn).max())
-        ok = rel <= a.tol and arel <= a.tol
-        failed += not ok
-        print("%-28s %5d %13.3e %10.3e  %s" % (name, SIZE, diff, rel, "PASS" if ok else "FAIL"))
-        print("%-28s %5s %13.3e %10.3e  (CLS attention)" % ("", "", adiff, arel))
-        sys.stdout.flush()
+            failed += compare(name, SIZE, {"patch": ref, "attn": ref_attn}, d, x, a)
     return 1 if failed else 0
 
 
