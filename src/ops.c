@@ -169,6 +169,7 @@ static inline vf v_erf(vf x)
 
 static inline vf v_gelu(vf x) { return 0.5f * x * (1.0f + v_erf(x * 0.70710678118654752f)); }
 static inline vf v_quick_gelu(vf x) { return x / (1.0f + v_exp(-1.702f * x)); }
+static inline vf v_silu(vf x) { return x / (1.0f + v_exp(-x)); }
 
 /* x[0..n) = F(x) in vector chunks, split over threads for large n. */
 #define MAP_INPLACE(x, n, F)                                                                       \
@@ -183,6 +184,7 @@ static inline vf v_quick_gelu(vf x) { return x / (1.0f + v_exp(-1.702f * x)); }
 void op_gelu(float *x, size_t n) { MAP_INPLACE(x, n, v_gelu); }
 void op_quick_gelu(float *x, size_t n) { MAP_INPLACE(x, n, v_quick_gelu); }
 void op_exp(float *x, size_t n) { MAP_INPLACE(x, n, v_exp); }
+void op_silu(float *x, size_t n) { MAP_INPLACE(x, n, v_silu); }
 
 /* x (rows, dim) = F(x + bias) row by row (the fc1 epilogue: one pass over the hidden). */
 #define MAP_BIAS_ROWS(x, bias, rows, dim, F)                                                       \

@@ -66,6 +66,8 @@ int op_attention(float *ctx, const float *qkv, int T, int D, int H, float scale,
 
 /* In place exp of a float vector (vectorised; ~1-2 ulp). */
 void op_exp(float *x, size_t n);
+/* In place SiLU x * sigmoid(x) (the gated MLP of EVA-02 / DINOv3 SwiGLU variants). */
+void op_silu(float *x, size_t n);
 
 /* Bicubic resize of a channels-last grid: in (in_h, in_w, C) -> out (out_h, out_w, C),
  * align_corners=False, as torch.nn.functional.interpolate(..., size=(out_h, out_w),
