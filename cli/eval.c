@@ -9,6 +9,7 @@
  * Pixel metrics stream each anomaly map into a histogram accumulator (pe_pixel_acc):
  * memory is O(bins + one image), whatever the number of pixels. */
 #include "cli.h"
+#include "options.h"
 #include "report.h"
 
 #include <getopt.h>
@@ -32,6 +33,10 @@ typedef struct {
     int shots[MAX_SHOTS], num_shots;
     int num_seeds, zeroshot;
     int size, align, mask, ablation, threads, max_test, bins;
+    /* beyond the paper (docs/BEYOND.md), applied to every few-shot setting */
+    int rotations, flips, window, coreset_count, coreset_proj;
+    float coreset_fraction;
+    char beyond[160]; /* their description for results.json */
 } eval_opts;
 
 static void usage(FILE *out)
@@ -62,7 +67,9 @@ static void usage(FILE *out)
             "  --max-test N       at most N test images per category, evenly spaced in path\n"
             "                     order (quick runs; default all)\n"
             "  --pixel-bins N     histogram bins of the pixel metrics (default %d)\n"
-            "  --quiet            no progress or warnings\n",
+            "  --quiet            no progress or warnings\n"
+            "beyond the paper, for the few-shot settings (see patchead fit --help):\n"
+            "  --rotations N, --flips, --window R, --coreset F, --coreset-proj P\n",
             PE_PIXEL_BINS_DEFAULT);
 }
 
@@ -309,6 +316,15 @@ static int run_cell(cat_state *cs, int si, int seed, pe_result *res)
     dp.size = cs->o->size;
     dp.align = set->align;
     dp.mask = set->mask;
+    dp.rotations = cs->o->rotations;
+    dp.flips = cs->o->flips;
+    dp.window = cs->o->window;
+    dp.coreset_fraction = cs->o->coreset_fraction;
+    dp.coreset_count = cs->o->coreset_count;
+    dp.coreset_proj = cs->o->coreset_proj;
+    dp.coreset_seed = (uint64_t)cs->run->seed_list[seed];
+    /* rotated references are made from pixels: fit from images, predict from features */
+    const int fit_images = set->align || dp.rotations > 1 || dp.flips;
 
     if (set->shots == 0 && !set->align) {
         st = pe_zeroshot_features(cs->test_feats, n, &dp, res);
@@ -332,7 +348,7 @@ static int run_cell(cat_state *cs, int si, int seed, pe_result *res)
     const int *perm = cs->perm[seed];
     const int nref = set->shots;
     pe_bank *bank = NULL;
-    if (!set->align) {
+    if (!fit_images) {
         pe_features *refs = calloc((size_t)nref, sizeof *refs);
         if (!refs) return cli_error("out of memory"), -1;
         for (int k = 0; k < nref; k++) refs[k] = cs->train_feats[perm[k]]; /* shallow views */
@@ -592,7 +608,11 @@ int cmd_eval(int argc, char **argv)
     o.bins = PE_PIXEL_BINS_DEFAULT;
     char *preset_text = NULL;
     enum { O_SHOTS = 256, O_SEEDS, O_ZS, O_PRESET, O_SIZE, O_ALIGN, O_MASK, O_PLUS, O_ABL,
-           O_THREADS, O_MAXTEST, O_BINS, O_LAYOUT, O_CAT, O_QUIET };
+           O_THREADS, O_MAXTEST, O_BINS, O_LAYOUT, O_CAT, O_QUIET,
+           O_ROT, O_FLIPS, O_WINDOW, O_CORESET, O_CPROJ };
+    o.rotations = 1;
+    o.window = -1;
+    const char *coreset = NULL;
     static const struct option longopts[] = {
         {"model", required_argument, 0, 'm'},   {"data", required_argument, 0, 'd'},
         {"out", required_argument, 0, 'o'},     {"layout", required_argument, 0, O_LAYOUT},
@@ -603,6 +623,9 @@ int cmd_eval(int argc, char **argv)
         {"plus", no_argument, 0, O_PLUS},       {"ablation", no_argument, 0, O_ABL},
         {"threads", required_argument, 0, O_THREADS}, {"max-test", required_argument, 0, O_MAXTEST},
         {"pixel-bins", required_argument, 0, O_BINS}, {"quiet", no_argument, 0, O_QUIET},
+        {"rotations", required_argument, 0, O_ROT}, {"flips", no_argument, 0, O_FLIPS},
+        {"window", required_argument, 0, O_WINDOW}, {"coreset", required_argument, 0, O_CORESET},
+        {"coreset-proj", required_argument, 0, O_CPROJ},
         {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
     optind = 1;
     int c;
@@ -640,6 +663,17 @@ int cmd_eval(int argc, char **argv)
             if (cli_parse_int("--pixel-bins", optarg, 16, 1 << 24, &o.bins)) return EXIT_USAGE;
             break;
         case O_QUIET: cli_quiet = 1; break;
+        case O_ROT:
+            if (cli_parse_int("--rotations", optarg, 1, 360, &o.rotations)) return EXIT_USAGE;
+            break;
+        case O_FLIPS: o.flips = 1; break;
+        case O_WINDOW:
+            if (cli_parse_int("--window", optarg, 0, 4096, &o.window)) return EXIT_USAGE;
+            break;
+        case O_CORESET: coreset = optarg; break;
+        case O_CPROJ:
+            if (cli_parse_int("--coreset-proj", optarg, 0, 65536, &o.coreset_proj)) return EXIT_USAGE;
+            break;
         case 'h': usage(stdout); return EXIT_OK;
         default: usage(stderr); return EXIT_USAGE;
         }
@@ -652,6 +686,11 @@ int cmd_eval(int argc, char **argv)
         cli_error("eval needs --model and --data (see patchead eval --help)");
         return EXIT_USAGE;
     }
+    if (coreset && parse_count_or_fraction("--coreset", coreset, &o.coreset_count,
+                                           &o.coreset_fraction))
+        return EXIT_USAGE;
+    snprintf(o.beyond, sizeof o.beyond, "rotations %d, flips %d, window %d, coreset %s, proj %d",
+             o.rotations, o.flips, o.window, coreset ? coreset : "none", o.coreset_proj);
     if (!o.num_shots && !o.zeroshot) {
         cli_error("eval needs --shots LIST and/or --zeroshot");
         return EXIT_USAGE;
@@ -783,6 +822,7 @@ int cmd_eval(int argc, char **argv)
     run.max_test = o.max_test;
     run.pixel_bins = o.bins;
     run.map_sigma = 4.0f;
+    run.beyond = o.beyond;
 
     if (!cli_quiet)
         fprintf(stderr, "eval: %s (%s), %d categor%s of %s (%s), %d setting(s)\n", info.name,

@@ -6,6 +6,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 static const char *USAGE =
     "usage: patchead fit --model M -o BANK.pead [options] REF...\n\n"
@@ -14,9 +15,31 @@ static const char *USAGE =
     "scored against the others (leave-one-out), the largest of those scores.\n\n"
     "options:\n"
     "  -o, --output BANK  the bank file to write (.pead)\n"
-    "  --shots N          use N references sampled from REF... (reproducible: --seed)\n"
+    "  --shots N|all      use N references sampled from REF... (reproducible: --seed);\n"
+    "                     all (the default): every image\n"
     "  --seed X           sampling seed (default 0): splitmix64 + Fisher-Yates over\n"
-    "                     the sorted path list, the first N of the shuffle\n" DETECT_OPTS_HELP;
+    "                     the sorted path list, the first N of the shuffle; also the\n"
+    "                     coreset's first centre and projection\n"
+    "beyond the paper (docs/BEYOND.md):\n"
+    "  --rotations N      also store each reference turned by 360/N degrees, N times\n"
+    "                     (4: 0/90/180/270; 8: every 45, border replicated); a query\n"
+    "                     turned relative to the references still matches (N x cost)\n"
+    "  --flips            also store the mirrored reference (2 x cost)\n"
+    "  --coreset F        keep a greedy k-center coreset of all reference patches: a\n"
+    "                     fraction (0.1, 10%) or a count; the bank becomes one union\n"
+    "                     of patches (nearest neighbour over all of them)\n"
+    "  --coreset-proj P   random projection to P dims for the coreset distances\n"
+    "                     (default 0 = none)\n"
+    "  --window R         positional scoring for aligned parts: compare each query patch\n"
+    "                     only with reference patches within R patches of its position\n"
+    "                     (0 = the same patch; default: all patches)\n"
+    "  --calibrate X      calibrate the threshold on normal images that are not\n"
+    "                     references: a folder/file, or a fraction of REF... held out\n"
+    "                     (0.3 or 30%: the last of the seeded shuffle)\n"
+    "  --fpr A            target false-alarm rate of the threshold (conformal quantile\n"
+    "                     of the calibration scores; leave-one-out scores of the\n"
+    "                     references when there is no --calibrate; default 0.05 with\n"
+    "                     --calibrate)\n" DETECT_OPTS_HELP;
 
 /* splitmix64: a tiny, well-mixed, documented PRNG for reproducible shot sampling. */
 static uint64_t splitmix64(uint64_t *state)
@@ -39,17 +62,57 @@ static void sample_paths(char **paths, int n, int shots, uint64_t seed)
     }
 }
 
+/* Calibrate the bank on normal images: those under `dir` (a folder or file), else the
+ * n held-out paths. Returns 0, or -1 with an error printed. */
+static int calibrate_bank(pe_bank *bank, pe_model *model, const char *dir, char **held, int n,
+                          float alpha)
+{
+    char **found = NULL;
+    if (dir) {
+        char *arg = (char *)dir;
+        n = cli_collect_images(&arg, 1, &found);
+        if (n < 0) return -1;
+        if (n == 0) {
+            cli_free_paths(found, 0);
+            return cli_error("%s: no calibration images found", dir), -1;
+        }
+        held = found;
+    }
+    pe_image *imgs = calloc((size_t)n, sizeof *imgs);
+    int rc = imgs ? 0 : (cli_error("fit: out of memory"), -1);
+    for (int i = 0; i < n && !rc; i++) {
+        pe_status s = pe_image_load(held[i], &imgs[i]);
+        if (s) rc = (cli_lib_error(s), -1);
+    }
+    if (!rc) {
+        pe_status s = pe_bank_calibrate(bank, model, imgs, n, alpha);
+        if (s) rc = (cli_lib_error(s), -1);
+    }
+    for (int i = 0; imgs && i < n; i++) pe_image_free(&imgs[i]);
+    free(imgs);
+    if (found) cli_free_paths(found, n);
+    return rc;
+}
+
 int cmd_fit(int argc, char **argv)
 {
     detect_opts o = {0};
     o.sigma = -1;
-    const char *output = NULL;
-    int shots = 0;
+    const char *output = NULL, *coreset = NULL, *calibrate = NULL;
+    int shots = 0, rotations = 1, flips = 0, window = -1, coreset_proj = 0;
+    double fpr = 0;
     long long seed = 0;
     static const struct option longs[] = {DETECT_LONG_OPTS,
                                           {"output", required_argument, 0, 'o'},
                                           {"shots", required_argument, 0, OPT_SHOTS},
                                           {"seed", required_argument, 0, OPT_SEED},
+                                          {"rotations", required_argument, 0, OPT_ROTATIONS},
+                                          {"flips", no_argument, 0, OPT_FLIPS},
+                                          {"window", required_argument, 0, OPT_WINDOW},
+                                          {"coreset", required_argument, 0, OPT_CORESET},
+                                          {"coreset-proj", required_argument, 0, OPT_CORESET_PROJ},
+                                          {"calibrate", required_argument, 0, OPT_CALIBRATE},
+                                          {"fpr", required_argument, 0, OPT_FPR},
                                           {0, 0, 0, 0}};
     optind = 1;
     int c;
@@ -60,7 +123,23 @@ int cmd_fit(int argc, char **argv)
         switch (c) {
         case 'o': output = optarg; break;
         case OPT_SHOTS:
-            if (cli_parse_int("--shots", optarg, 1, 100000, &shots)) return EXIT_USAGE;
+            if (strcmp(optarg, "all") && cli_parse_int("--shots", optarg, 1, 100000, &shots))
+                return EXIT_USAGE;
+            break;
+        case OPT_ROTATIONS:
+            if (cli_parse_int("--rotations", optarg, 1, 360, &rotations)) return EXIT_USAGE;
+            break;
+        case OPT_FLIPS: flips = 1; break;
+        case OPT_WINDOW:
+            if (cli_parse_int("--window", optarg, 0, 4096, &window)) return EXIT_USAGE;
+            break;
+        case OPT_CORESET: coreset = optarg; break;
+        case OPT_CORESET_PROJ:
+            if (cli_parse_int("--coreset-proj", optarg, 0, 65536, &coreset_proj)) return EXIT_USAGE;
+            break;
+        case OPT_CALIBRATE: calibrate = optarg; break;
+        case OPT_FPR:
+            if (cli_parse_float("--fpr", optarg, 1e-6, 0.999999, &fpr)) return EXIT_USAGE;
             break;
         case OPT_SEED: {
             char *end;
@@ -83,6 +162,31 @@ int cmd_fit(int argc, char **argv)
     }
     pe_detect_params params;
     if (detect_params_from(&o, 0, &params)) return EXIT_USAGE;
+    params.rotations = rotations;
+    params.flips = flips;
+    params.window = window;
+    params.coreset_proj = coreset_proj;
+    params.coreset_seed = (uint64_t)seed;
+    if (coreset &&
+        parse_count_or_fraction("--coreset", coreset, &params.coreset_count, &params.coreset_fraction))
+        return EXIT_USAGE;
+    /* --calibrate: an existing path is a calibration set; otherwise a held-out fraction */
+    struct stat cst;
+    double holdout = 0;
+    int calib_is_path = calibrate && stat(calibrate, &cst) == 0;
+    if (calibrate && !calib_is_path) {
+        int count = 0;
+        float frac = 0;
+        if (parse_count_or_fraction("--calibrate", calibrate, &count, &frac)) return EXIT_USAGE;
+        if (count > 0 || frac >= 1)
+            return cli_error("--calibrate expects a folder, a file or a fraction below 1, got '%s'",
+                             calibrate),
+                   EXIT_USAGE;
+        holdout = frac;
+    }
+    if (calibrate && fpr == 0) fpr = 0.05;
+    /* with a calibration set the library fits uncalibrated and pe_bank_calibrate follows */
+    params.fpr = calibrate ? 0.0f : (float)fpr;
     if (o.threads) pe_set_threads(o.threads);
 
     char **paths;
@@ -92,13 +196,25 @@ int cmd_fit(int argc, char **argv)
         cli_free_paths(paths, n);
         return cli_error("fit: no images found in the given references");
     }
-    int used = n;
-    if (shots) {
-        if (shots > n) {
+    int used = n, pool = n; /* references come from paths[0, pool) */
+    if (holdout > 0) {
+        /* full shuffle: its first N entries are the N-shot sample of the plain shuffle, the
+         * held-out calibration images are its last ceil(fraction * n) */
+        sample_paths(paths, n, n, (uint64_t)seed);
+        pool = n - (int)ceil(holdout * n);
+        if (pool < 1) {
             cli_free_paths(paths, n);
-            return cli_error("fit: --shots %d but only %d reference images", shots, n);
+            return cli_error("fit: --calibrate %s holds out every one of the %d images", calibrate, n);
         }
-        sample_paths(paths, n, shots, (uint64_t)seed);
+        used = pool;
+    }
+    if (shots) {
+        if (shots > pool) {
+            cli_free_paths(paths, n);
+            return cli_error("fit: --shots %d but only %d reference images%s", shots, pool,
+                             holdout > 0 ? " outside the calibration share" : "");
+        }
+        if (holdout == 0) sample_paths(paths, n, shots, (uint64_t)seed);
         used = shots;
     }
 
@@ -129,6 +245,9 @@ int cmd_fit(int argc, char **argv)
         goto done;
     }
     pe_bank_set_model_path(bank, o.model);
+    if (calibrate && calibrate_bank(bank, model, calib_is_path ? calibrate : NULL,
+                                    paths + pool, n - pool, (float)fpr))
+        goto done;
     s = pe_bank_save(bank, output);
     if (s) {
         cli_lib_error(s);
@@ -141,7 +260,20 @@ int cmd_fit(int argc, char **argv)
         fprintf(stderr, "patchead: fit %d reference%s in %.1fs (%s, size %d%s%s) -> %s\n", used,
                 used == 1 ? "" : "s", cli_now() - t0, rule, pe_bank_params(bank)->size,
                 params.align ? ", align" : "", params.mask ? ", mask" : "", output);
-        if (isnan(th)) fprintf(stderr, "patchead: no threshold (needs at least 2 references)\n");
+        pe_calibration cal;
+        pe_bank_calibration(bank, &cal);
+        if (cal.n > 0 && cal.guaranteed)
+            fprintf(stderr, "patchead: threshold %.6g: conformal quantile of %d %s scores; false-alarm "
+                    "rate <= %g for normal images exchangeable with them\n", th, cal.n,
+                    !strcmp(cal.source, "images") ? "calibration-image" : "leave-one-out", cal.alpha);
+        else if (cal.n > 0)
+            fprintf(stderr, "patchead: warning: %d calibration scores are too few for a false-alarm "
+                    "rate of %g (need at least %d); threshold %.6g is their maximum, with no "
+                    "guarantee\n", cal.n, cal.alpha, (int)ceil(1.0 / cal.alpha - 1e-9) - 1, th);
+        else if (isnan(th))
+            fprintf(stderr, "patchead: no threshold (needs at least 2 references%s)\n",
+                    params.coreset_fraction > 0 || params.coreset_count > 0
+                        ? "; a coreset bank has one: use --calibrate" : "");
         else fprintf(stderr, "patchead: suggested threshold %.6g (leave-one-out maximum)\n", th);
     }
     rc = EXIT_OK;

@@ -31,7 +31,7 @@ int detect_opt(detect_opts *o, int c, const char *arg)
 }
 
 /* "3" -> count 3; "0.3" or "30%" -> fraction 0.3. */
-static int parse_count_or_fraction(const char *opt, const char *text, int *count, float *fraction)
+int parse_count_or_fraction(const char *opt, const char *text, int *count, float *fraction)
 {
     size_t n = strlen(text);
     char buf[64];

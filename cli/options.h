@@ -10,7 +10,9 @@
 enum {
     OPT_SIZE = 1000, OPT_LAYER, OPT_PRESET, OPT_ORDER, OPT_K, OPT_TOP, OPT_ALIGN, OPT_MASK,
     OPT_PLUS, OPT_THREADS, OPT_QUIET, OPT_SHOTS, OPT_SEED, OPT_BANK, OPT_OUT, OPT_THRESHOLD,
-    OPT_NO_MAPS, OPT_MODEL, OPT_HELP, OPT_SIGMA
+    OPT_NO_MAPS, OPT_MODEL, OPT_HELP, OPT_SIGMA,
+    /* beyond the paper (docs/BEYOND.md) */
+    OPT_ROTATIONS, OPT_FLIPS, OPT_WINDOW, OPT_CORESET, OPT_CORESET_PROJ, OPT_CALIBRATE, OPT_FPR
 };
 
 /* getopt_long entries for the shared options (terminate your own table after them). */
@@ -52,6 +54,8 @@ typedef struct {
 int detect_opt(detect_opts *o, int c, const char *arg);
 /* Build detect params from the options (preset then overrides). -1 on a bad value. */
 int detect_params_from(const detect_opts *o, int zeroshot, pe_detect_params *p);
+/* "3" -> *count = 3; "0.3" or "30%" -> *fraction = 0.3 (count 0). -1 with an error printed. */
+int parse_count_or_fraction(const char *opt, const char *text, int *count, float *fraction);
 /* "lowest K=30% top 1%" — a short description of the scoring rule. */
 void detect_describe(const pe_score_params *s, char *buf, size_t cap);
 

@@ -111,7 +111,10 @@ int det_write_scores(const char *dir, const det_item *items, int n, float thresh
         remove(tcsv);
         return -1;
     }
-    fprintf(csv, flag ? "path,score,is_anomalous\n" : "path,score\n");
+    /* p_value column: the conformal p-value when the bank is calibrated (docs/BEYOND.md) */
+    int pval = 0;
+    for (int i = 0; i < n; i++) pval |= items[i].ok && !isnan(items[i].result.p_value);
+    fprintf(csv, flag ? "path,score,is_anomalous%s\n" : "path,score%s\n", pval ? ",p_value" : "");
     for (int i = 0; i < n; i++) {
         const det_item *it = &items[i];
         cli_csv_field(csv, it->path);
@@ -125,6 +128,10 @@ int det_write_scores(const char *dir, const det_item *items, int n, float thresh
                 fprintf(csv, ",%d", s > threshold);
                 fprintf(js, ", \"is_anomalous\": %s", s > threshold ? "true" : "false");
             }
+            if (pval) {
+                fprintf(csv, ",%.6g", it->result.p_value);
+                fprintf(js, ", \"p_value\": %.6g", it->result.p_value);
+            }
             if (write_maps)
                 fprintf(js, ", \"map\": \"maps/%s.npy\", \"heatmap\": \"heatmaps/%s.png\"", it->stem,
                         it->stem);
@@ -133,6 +140,7 @@ int det_write_scores(const char *dir, const det_item *items, int n, float thresh
                     it->result.align_failed);
         } else {
             fputs(flag ? ",," : ",", csv);
+            if (pval) fputc(',', csv);
             fputs(", \"error\": ", js);
             cli_json_string(js, it->error);
         }

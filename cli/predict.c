@@ -12,13 +12,16 @@ static const char *USAGE =
     "Scores each query image (files or folders) against the bank's references and\n"
     "writes DIR/scores.csv, DIR/scores.jsonl, DIR/maps/<stem>.npy and\n"
     "DIR/heatmaps/<stem>.png. An unreadable image is reported and skipped (empty\n"
-    "score in the CSV); the exit status is then 3.\n\n"
+    "score in the CSV); the exit status is then 3. With a calibrated bank (fit --fpr /\n"
+    "--calibrate) each image also gets its conformal p-value (column p_value).\n\n"
     "options:\n"
     "  --bank BANK       the bank written by patchead fit\n"
     "  --model PATH      backbone (default: the path recorded in the bank; must be the\n"
     "                    same weights)\n"
     "  --out DIR         output folder (default ./patchead-out)\n"
     "  --threshold T     is_anomalous = score > T (default: the bank's threshold)\n"
+    "  --fpr A           with a calibrated bank: the threshold for false-alarm rate A\n"
+    "                    from its stored calibration scores (docs/BEYOND.md)\n"
     "  --no-maps         only scores.csv / scores.jsonl\n"
     "  --sigma PX        Gaussian sigma of the anomaly maps (default: the bank's, 4)\n"
     "  --threads N       worker threads (default: all cores)\n"
@@ -27,12 +30,13 @@ static const char *USAGE =
 int cmd_predict(int argc, char **argv)
 {
     const char *bank_path = NULL, *model_path = NULL, *out = "patchead-out";
-    double threshold = NAN, sigma = -1;
+    double threshold = NAN, sigma = -1, fpr = 0;
     int no_maps = 0, threads = 0;
     static const struct option longs[] = {{"bank", required_argument, 0, OPT_BANK},
                                           {"model", required_argument, 0, OPT_MODEL},
                                           {"out", required_argument, 0, OPT_OUT},
                                           {"threshold", required_argument, 0, OPT_THRESHOLD},
+                                          {"fpr", required_argument, 0, OPT_FPR},
                                           {"no-maps", no_argument, 0, OPT_NO_MAPS},
                                           {"sigma", required_argument, 0, OPT_SIGMA},
                                           {"threads", required_argument, 0, OPT_THREADS},
@@ -50,6 +54,9 @@ int cmd_predict(int argc, char **argv)
             if (cli_parse_float("--threshold", optarg, -1e30, 1e30, &threshold)) return EXIT_USAGE;
             break;
         case OPT_NO_MAPS: no_maps = 1; break;
+        case OPT_FPR:
+            if (cli_parse_float("--fpr", optarg, 1e-6, 0.999999, &fpr)) return EXIT_USAGE;
+            break;
         case OPT_SIGMA:
             if (cli_parse_float("--sigma", optarg, 0, 1000, &sigma)) return EXIT_USAGE;
             break;
@@ -88,6 +95,13 @@ int cmd_predict(int argc, char **argv)
         pe_bank_free(bank);
         pe_model_free(model);
         return s == PE_ERR_MISMATCH ? cli_error("%s: %s", bank_path, msg) : cli_error("%s", msg);
+    }
+    if (fpr > 0 && (s = pe_bank_set_fpr(bank, (float)fpr))) {
+        char msg[1100];
+        snprintf(msg, sizeof msg, "%s", pe_last_error());
+        pe_bank_free(bank);
+        pe_model_free(model);
+        return cli_error("%s: %s", bank_path, msg);
     }
     if (isnan(threshold)) threshold = pe_bank_threshold(bank);
     if (sigma < 0) sigma = pe_bank_params(bank)->map_sigma;
@@ -136,6 +150,11 @@ int cmd_predict(int argc, char **argv)
     if (!cli_quiet) {
         fprintf(stderr, "patchead: scored %d of %d images in %.1fs (%.0f ms/image)\n", n - failed,
                 n, elapsed, n - failed > 0 ? 1000 * elapsed / (n - failed) : 0.0);
+        pe_calibration cal;
+        if (pe_bank_calibration(bank, &cal) == PE_OK && cal.n > 0)
+            fprintf(stderr, "patchead: threshold %.6g for a false-alarm rate of %g (%d %s "
+                    "calibration scores%s)\n", threshold, cal.alpha, cal.n, cal.source,
+                    cal.guaranteed ? "" : "; too few for that rate: no guarantee");
         fprintf(stderr, "patchead: scores in %s/scores.csv%s\n", out,
                 no_maps ? "" : ", heatmaps in heatmaps/, maps in maps/");
     }

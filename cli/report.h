@@ -52,6 +52,7 @@ typedef struct {
     const char *data_root, *layout, *out_dir;
     int size, threads, max_test, pixel_bins;
     float map_sigma;
+    const char *beyond;    /* few-shot options beyond the paper (docs/BEYOND.md) */
     const int *seed_list;
     int num_seed_list;
     double total_seconds;

@@ -33,6 +33,9 @@ FILE *pe_open_temp(const char *path, char *tmp_path, size_t tmp_cap);
 pe_status pe_commit_file(FILE *f, const char *tmp_path, const char *path);
 void pe_abort_file(FILE *f, const char *tmp_path);
 
+/* splitmix64: the library's seeded generator (coreset first centre and projection). */
+uint64_t pe_splitmix64(uint64_t *state);
+
 #define PE_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define PE_MAX(a, b) ((a) > (b) ? (a) : (b))
 
