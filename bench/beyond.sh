@@ -1,0 +1,140 @@
+#!/usr/bin/env bash
+# beyond.sh — the measurements of docs/BEYOND.md in one command:
+#   PATCHEAD_DATA=/path/to/data bash bench/beyond.sh [OUT_DIR] [PART...]
+# PARTS: rotations window coreset threshold (default: all four). Environment:
+#   SIZE (default 224; the doc gives 448 for the key rows), SEEDS (3), THREADS (2),
+#   PATCHEAD (build/patchead), MODEL (weights/mobilenet_v2).
+# Each part writes its tables to OUT_DIR/<part>.md (and keeps every eval folder), and
+# prints the CPU and load average next to its timings.
+set -eu
+PATCHEAD=${PATCHEAD:-build/patchead}
+MODEL=${MODEL:-weights/mobilenet_v2}
+SIZE=${SIZE:-224}
+SEEDS=${SEEDS:-3}
+THREADS=${THREADS:-2}
+OUT=${1:-out/beyond}
+shift || true
+PARTS=${*:-rotations window coreset threshold}
+: "${PATCHEAD_DATA:?set PATCHEAD_DATA to the folder holding mvtec3d_tire and mvtec_leather_subset}"
+TIRE=$PATCHEAD_DATA/mvtec3d_tire
+LEATHER=$PATCHEAD_DATA/mvtec_leather_subset
+mkdir -p "$OUT"
+cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')
+stamp() { echo "<!-- $(date -u +%FT%TZ) cpu: $cpu; $(uptime | sed 's/.*load/load/') -->"; }
+
+# eval NAME DATA SHOTS [options...]: one eval run into $OUT/NAME (skipped when done)
+run_eval() {
+    local name=$1 data=$2 shots=$3
+    shift 3
+    if [ ! -s "$OUT/$name/results.csv" ]; then
+        timeout 7200 "$PATCHEAD" eval --quiet --model "$MODEL" --data "$data" --shots "$shots" \
+            --seeds "$SEEDS" --size "$SIZE" --threads "$THREADS" --out "$OUT/$name" "$@"
+    fi
+}
+
+# table TITLE NAME...: mean +- sd over seeds of I-AUROC / P-AUROC / PRO per setting
+table() {
+    local title=$1
+    shift
+    echo
+    echo "$title"
+    echo
+    echo "| run | setting | I-AUROC | P-AUROC | PRO | s/setting |"
+    echo "|---|---|---|---|---|---|"
+    for name in "$@"; do
+        awk -F, -v run="$name" '
+            NR > 1 && $2 != "mean" {
+                k = $1; n[k]++; order[k] = order[k] ? order[k] : ++no; key[no] = k
+                for (m = 8; m <= 12; m++) if ($m != "") { s[k, m] += $m; q[k, m] += $m * $m; c[k, m]++ }
+                t[k] += $15
+            }
+            function fmt(k, m,   mu, sd) {
+                if (!c[k, m]) return "n/a"
+                mu = s[k, m] / c[k, m]; sd = q[k, m] / c[k, m] - mu * mu; sd = sd > 0 ? sqrt(sd) : 0
+                return sprintf("%.1f ± %.1f", 100 * mu, 100 * sd)
+            }
+            END { for (i = 1; i <= no; i++) { k = key[i]
+                printf "| %s | %s | %s | %s | %s | %.1f |\n", run, k, fmt(k, 8), fmt(k, 11), fmt(k, 12), t[k] / n[k] } }
+        ' "$OUT/$name/results.csv"
+    done
+}
+
+for part in $PARTS; do
+case $part in
+rotations)
+    for d in tire leather; do
+        data=$TIRE; [ $d = leather ] && data=$LEATHER
+        run_eval "rot1_$d" "$data" 1,2,4
+        run_eval "rot4_$d" "$data" 1,2,4 --rotations 4
+        run_eval "rot8_$d" "$data" 1,2,4 --rotations 8
+        run_eval "rot4f_$d" "$data" 1,2,4 --rotations 4 --flips
+        run_eval "align_$d" "$data" 1,2,4 --align
+    done
+    { stamp; table "Rotations (size $SIZE, $SEEDS seeds), tire" rot1_tire rot4_tire rot8_tire rot4f_tire align_tire
+      table "Rotations (size $SIZE, $SEEDS seeds), leather" rot1_leather rot4_leather rot8_leather rot4f_leather align_leather
+    } > "$OUT/rotations.md"
+    ;;
+window)
+    for d in tire leather; do
+        data=$TIRE; [ $d = leather ] && data=$LEATHER
+        run_eval "rot1_$d" "$data" 1,2,4
+        for r in 0 1 2 4; do run_eval "win${r}_$d" "$data" 1,2,4 --window $r; done
+    done
+    { stamp; table "Positional scoring (size $SIZE, $SEEDS seeds), tire" rot1_tire win0_tire win1_tire win2_tire win4_tire
+      table "Positional scoring (size $SIZE, $SEEDS seeds), leather" rot1_leather win0_leather win1_leather win2_leather win4_leather
+    } > "$OUT/window.md"
+    ;;
+coreset)
+    # quality: full-shot (all 239 tire training images) as one union bank, 100 / 10 / 1 %
+    n=$(ls "$TIRE/train/good" | wc -l)
+    SEEDS=1 run_eval "core100" "$TIRE" "$n" --coreset 1.0
+    run_eval "core10" "$TIRE" "$n" --coreset 0.1
+    run_eval "core1" "$TIRE" "$n" --coreset 0.01
+    run_eval "core1p32" "$TIRE" "$n" --coreset 0.01 --coreset-proj 32
+    { stamp; table "Full-shot coreset, tire ($n references, size $SIZE)" core100 core10 core1 core1p32
+      echo
+      echo "| bank | fit s | bank MB | patches | predict ms/image (25 good test images) |"
+      echo "|---|---|---|---|---|"
+      for f in 1.0 0.1 0.01; do
+          b=$OUT/core_$f.pead
+          t0=$(date +%s.%N)
+          "$PATCHEAD" fit --quiet --model "$MODEL" --size "$SIZE" --threads "$THREADS" --coreset $f -o "$b" "$TIRE/train/good"
+          t1=$(date +%s.%N)
+          "$PATCHEAD" predict --no-maps --threads "$THREADS" --bank "$b" --out "$OUT/core_pred_$f" "$TIRE/test/good" 2> "$OUT/core_pred_$f.log"
+          ms=$(sed -n 's/.*(\([0-9.]*\) ms\/image).*/\1/p' "$OUT/core_pred_$f.log")
+          echo "| coreset $f | $(echo "$t1 - $t0" | bc) | $(du -m "$b" | cut -f1) | $(awk -v f=$f -v n=$n -v g=$(( (SIZE / 8) * (SIZE / 8) )) 'BEGIN { k = int(f * n * g + 0.5); print k }') | $ms |"
+      done
+      stamp
+    } > "$OUT/coreset.md"
+    ;;
+threshold)
+    # false alarms on the 25 good tire test images vs the target alpha: 4-shot banks,
+    # calibrated on held-out training images (share 0.1 / 0.25 / 0.5) or leave-one-out
+    {
+    stamp
+    echo
+    echo "| calibration | n | seed | alpha 0.01 | alpha 0.05 | alpha 0.1 |"
+    echo "|---|---|---|---|---|---|"
+    for cal in loo 0.1 0.25 0.5; do
+        for seed in $(seq 0 $((SEEDS - 1))); do
+            b=$OUT/thr_${cal}_$seed.pead
+            if [ $cal = loo ]; then opt=(--fpr 0.05); else opt=(--calibrate $cal --fpr 0.05); fi
+            "$PATCHEAD" fit --quiet --model "$MODEL" --size "$SIZE" --threads "$THREADS" --shots 4 --seed $seed \
+                "${opt[@]}" -o "$b" "$TIRE/train/good"
+            "$PATCHEAD" predict --no-maps --threads "$THREADS" --bank "$b" --out "$OUT/thr_${cal}_$seed" \
+                "$TIRE/test/good" 2> "$OUT/thr_${cal}_$seed.log"
+            n=$(sed -n 's/.*(\([0-9]*\) [a-z-]* calibration scores.*/\1/p' "$OUT/thr_${cal}_$seed.log")
+            # p_value is the last column; flagged at alpha <=> p <= alpha
+            awk -F, -v cal=$cal -v seed=$seed -v n="$n" '
+                BEGIN { a[1] = 0.01; a[2] = 0.05; a[3] = 0.1 }
+                NR > 1 { total++; p = $NF; for (i = 1; i <= 3; i++) if (p <= a[i]) f[i]++ }
+                END { printf "| %s | %s | %d | %d/%d | %d/%d | %d/%d |\n", cal, n, seed, f[1], total, f[2], total, f[3], total }
+            ' "$OUT/thr_${cal}_$seed/scores.csv"
+        done
+    done
+    } > "$OUT/threshold.md"
+    ;;
+*) echo "beyond.sh: unknown part '$part' (rotations window coreset threshold)" >&2; exit 2 ;;
+esac
+done
+cat "$OUT"/*.md
