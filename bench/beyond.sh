@@ -108,29 +108,60 @@ coreset)
     } > "$OUT/coreset.md"
     ;;
 threshold)
-    # false alarms on the 25 good tire test images vs the target alpha: 4-shot banks,
-    # calibrated on held-out training images (share 0.1 / 0.25 / 0.5) or leave-one-out
+    # False alarms vs the target alpha, 4-shot banks. Per seed the 239 tire training images
+    # are split (seeded shuffle) into 4 references, n calibration images and the rest; the
+    # rest are normal images exchangeable with the calibration set ("held-out train"), the
+    # 25 good test images are the deployment case (another acquisition batch).
+    # Flagged at alpha <=> p-value <= alpha (the p_value column).
+    flagged() { # CSV ALPHA -> "flagged total"
+        awk -F, -v a="$2" 'NR > 1 { t++; if ($NF <= a + 1e-12) f++ } END { printf "%d %d", f, t }' "$1"
+    }
     {
     stamp
     echo
-    echo "| calibration | n | seed | alpha 0.01 | alpha 0.05 | alpha 0.1 |"
-    echo "|---|---|---|---|---|---|"
-    for cal in loo 0.1 0.25 0.5; do
+    echo "| calibration | n | normals | flagged at alpha 0.01 | at 0.05 | at 0.1 | guarantee at 0.01 / 0.05 / 0.1 |"
+    echo "|---|---|---|---|---|---|---|"
+    for n in loo 19 59 119; do
+        declare -A F=() TOT=()
         for seed in $(seq 0 $((SEEDS - 1))); do
-            b=$OUT/thr_${cal}_$seed.pead
-            if [ $cal = loo ]; then opt=(--fpr 0.05); else opt=(--calibrate $cal --fpr 0.05); fi
-            "$PATCHEAD" fit --quiet --model "$MODEL" --size "$SIZE" --threads "$THREADS" --shots 4 --seed $seed \
-                "${opt[@]}" -o "$b" "$TIRE/train/good"
-            "$PATCHEAD" predict --no-maps --threads "$THREADS" --bank "$b" --out "$OUT/thr_${cal}_$seed" \
-                "$TIRE/test/good" 2> "$OUT/thr_${cal}_$seed.log"
-            n=$(sed -n 's/.*(\([0-9]*\) [a-z-]* calibration scores.*/\1/p' "$OUT/thr_${cal}_$seed.log")
-            # p_value is the last column; flagged at alpha <=> p <= alpha
-            awk -F, -v cal=$cal -v seed=$seed -v n="$n" '
-                BEGIN { a[1] = 0.01; a[2] = 0.05; a[3] = 0.1 }
-                NR > 1 { total++; p = $NF; for (i = 1; i <= 3; i++) if (p <= a[i]) f[i]++ }
-                END { printf "| %s | %s | %d | %d/%d | %d/%d | %d/%d |\n", cal, n, seed, f[1], total, f[2], total, f[3], total }
-            ' "$OUT/thr_${cal}_$seed/scores.csv"
+            d=$OUT/thr_${n}_$seed
+            rm -rf "$d"; mkdir -p "$d/refs" "$d/cal" "$d/rest"
+            ls "$TIRE/train/good" | sort | awk -v s=$seed 'BEGIN { srand(1000 + s) } { print rand() "\t" $0 }' \
+                | sort -k1,1 | cut -f2 > "$d/order"
+            i=0
+            while read -r f; do
+                if [ $i -lt 4 ]; then dst=refs
+                elif [ $n != loo ] && [ $i -lt $((4 + n)) ]; then dst=cal
+                else dst=rest; fi
+                ln -s "$TIRE/train/good/$f" "$d/$dst/$f"
+                i=$((i + 1))
+            done < "$d/order"
+            if [ $n = loo ]; then opt=(--fpr 0.05); else opt=(--calibrate "$d/cal" --fpr 0.05); fi
+            "$PATCHEAD" fit --quiet --model "$MODEL" --size "$SIZE" --threads "$THREADS" \
+                "${opt[@]}" -o "$d/bank.pead" "$d/refs"
+            for set in rest test; do
+                src=$d/rest; [ $set = test ] && src=$TIRE/test/good
+                "$PATCHEAD" predict --quiet --no-maps --threads "$THREADS" --bank "$d/bank.pead" \
+                    --out "$d/$set" "$src"
+                for a in 0.01 0.05 0.1; do
+                    read -r f t <<< "$(flagged "$d/$set/scores.csv" $a)"
+                    F[$set,$a]=$(( ${F[$set,$a]:-0} + f )); TOT[$set,$a]=$(( ${TOT[$set,$a]:-0} + t ))
+                done
+            done
         done
+        for set in rest test; do
+            label="held-out train"; [ $set = test ] && label="good test"
+            nn=$n; [ $n = loo ] && nn=4
+            g=$(awk -v n=$nn 'BEGIN { for (i = 1; i <= 3; i++) { a = (i == 1 ? 0.01 : i == 2 ? 0.05 : 0.1); k = -int(-((1 - a) * (n + 1) - 1e-9)); printf "%s%s", (i > 1 ? " / " : ""), (k <= n ? "yes" : "no") } }')
+            echo "| $( [ $n = loo ] && echo leave-one-out || echo images ) | $nn | $label | $(awk -v f=${F[$set,0.01]} -v t=${TOT[$set,0.01]} 'BEGIN { printf "%d/%d = %.3f", f, t, f / t }') | $(awk -v f=${F[$set,0.05]} -v t=${TOT[$set,0.05]} 'BEGIN { printf "%d/%d = %.3f", f, t, f / t }') | $(awk -v f=${F[$set,0.1]} -v t=${TOT[$set,0.1]} 'BEGIN { printf "%d/%d = %.3f", f, t, f / t }') | $g |"
+        done
+        unset F TOT
+    done
+    # the paper's label-free threshold (leave-one-out maximum over the 4 references)
+    for seed in $(seq 0 $((SEEDS - 1))); do
+        "$PATCHEAD" fit --quiet --model "$MODEL" --size "$SIZE" --threads "$THREADS" -o "$OUT/thr_max_$seed.pead" "$OUT/thr_loo_$seed/refs"
+        "$PATCHEAD" predict --quiet --no-maps --threads "$THREADS" --bank "$OUT/thr_max_$seed.pead" --out "$OUT/thr_max_$seed" "$TIRE/test/good"
+        echo "leave-one-out maximum, seed $seed: $(awk -F, 'NR > 1 { t++; f += $3 } END { printf "%d/%d", f, t }' "$OUT/thr_max_$seed/scores.csv") good test images flagged"
     done
     } > "$OUT/threshold.md"
     ;;
