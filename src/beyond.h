@@ -42,7 +42,5 @@ int pe_coreset_size(int n, float fraction, int count);
  * multiples of 90 on a square image), each also mirrored (left-right, before rotating)
  * when flips. out: (rotations * (flips ? 2 : 1)) images, view 0 = the reference. */
 pe_status pe_reference_views(const pe_image *reference, int rotations, int flips, pe_image *out);
-/* Left-right mirror. */
-pe_status pe_image_mirror(const pe_image *src, pe_image *out);
 
 #endif

@@ -4,22 +4,8 @@
 # fit --rotations / --flips / --coreset / --window / --calibrate / --fpr, predict's
 # p_value column and --fpr, eval's pass-through, and the bad-input paths (one clear line,
 # non-zero exit, no bank left behind). Runs at --size 224 to stay fast.
-set -u
-PATCHEAD=${PATCHEAD:-build/patchead}
+. "$(dirname "$0")/lib_cli.sh"
 MODEL=weights/mobilenet_v2
-T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
-
-pass() { echo "PASS $1"; }
-fail() { echo "FAIL $1: $2"; }
-check() { local name=$1; shift; if "$@"; then pass "$name"; else fail "$name" "$*"; fi; }
-# expect_error NAME RC NEEDLE CMD...: exit status RC, one stderr line containing NEEDLE
-expect_error() {
-    local name=$1 want=$2 needle=$3; shift 3
-    timeout 120 "$@" >/dev/null 2>"$T/err"; local rc=$?
-    if [ "$rc" -eq "$want" ] && grep -q -- "$needle" "$T/err"; then pass "$name"
-    else fail "$name" "rc $rc (want $want), stderr: $(head -c 300 "$T/err")"; fi
-}
 
 "$PATCHEAD" fit --help | grep -q -- "--rotations N" && "$PATCHEAD" fit --help | grep -q -- "--calibrate X"
 check help_fit_beyond test $? -eq 0
