@@ -3,7 +3,9 @@
 #   PATCHEAD_DATA=/path/to/data bash bench/beyond.sh [OUT_DIR] [PART...]
 # PARTS: rotations window coreset threshold (default: all four). Environment:
 #   SIZE (default 224; the doc gives 448 for the key rows), SEEDS (3), THREADS (2),
-#   PATCHEAD (build/patchead), MODEL (weights/mobilenet_v2).
+#   PATCHEAD (build/patchead), MODEL (weights/mobilenet_v2), DATASETS ("tire leather"),
+#   ROT_CONFIGS ("rot1 rot4 rot8 rot4f align"), WINDOWS ("0 1 2 4"), CORESET_SEEDS (1),
+#   TABLES_ONLY=1 (write the tables from the runs already there, run nothing).
 # Each part writes its tables to OUT_DIR/<part>.md (and keeps every eval folder), and
 # prints the CPU and load average next to its timings.
 set -eu
@@ -16,6 +18,10 @@ OUT=${1:-out/beyond}
 shift || true
 PARTS=${*:-rotations window coreset threshold}
 : "${PATCHEAD_DATA:?set PATCHEAD_DATA to the folder holding mvtec3d_tire and mvtec_leather_subset}"
+DATASETS=${DATASETS:-tire leather}
+ROT_CONFIGS=${ROT_CONFIGS:-rot1 rot4 rot8 rot4f align}
+WINDOWS=${WINDOWS:-0 1 2 4}
+CORESET_SEEDS=${CORESET_SEEDS:-1}
 TIRE=$PATCHEAD_DATA/mvtec3d_tire
 LEATHER=$PATCHEAD_DATA/mvtec_leather_subset
 mkdir -p "$OUT"
@@ -26,7 +32,7 @@ stamp() { echo "<!-- $(date -u +%FT%TZ) cpu: $cpu; $(uptime | sed 's/.*load/load
 run_eval() {
     local name=$1 data=$2 shots=$3
     shift 3
-    if [ ! -s "$OUT/$name/results.csv" ]; then
+    if [ -z "${TABLES_ONLY:-}" ] && [ ! -s "$OUT/$name/results.csv" ]; then
         timeout 7200 "$PATCHEAD" eval --quiet --model "$MODEL" --data "$data" --shots "$shots" \
             --seeds "$SEEDS" --size "$SIZE" --threads "$THREADS" --out "$OUT/$name" "$@"
     fi
@@ -42,6 +48,7 @@ table() {
     echo "| run | setting | I-AUROC | P-AUROC | PRO | s/setting |"
     echo "|---|---|---|---|---|---|"
     for name in "$@"; do
+        [ -s "$OUT/$name/results.csv" ] || continue
         awk -F, -v run="$name" '
             NR > 1 && $2 != "mean" {
                 k = $1; n[k]++; order[k] = order[k] ? order[k] : ++no; key[no] = k
@@ -62,23 +69,27 @@ table() {
 for part in $PARTS; do
 case $part in
 rotations)
-    for d in tire leather; do
+    for d in $DATASETS; do
         data=$TIRE; [ $d = leather ] && data=$LEATHER
-        run_eval "rot1_$d" "$data" 1,2,4
-        run_eval "rot4_$d" "$data" 1,2,4 --rotations 4
-        run_eval "rot8_$d" "$data" 1,2,4 --rotations 8
-        run_eval "rot4f_$d" "$data" 1,2,4 --rotations 4 --flips
-        run_eval "align_$d" "$data" 1,2,4 --align
+        for c in $ROT_CONFIGS; do
+            case $c in
+            rot1) run_eval "rot1_$d" "$data" 1,2,4 ;;
+            rot4) run_eval "rot4_$d" "$data" 1,2,4 --rotations 4 ;;
+            rot8) run_eval "rot8_$d" "$data" 1,2,4 --rotations 8 ;;
+            rot4f) run_eval "rot4f_$d" "$data" 1,2,4 --rotations 4 --flips ;;
+            align) run_eval "align_$d" "$data" 1,2,4 --align ;;
+            esac
+        done
     done
     { stamp; table "Rotations (size $SIZE, $SEEDS seeds), tire" rot1_tire rot4_tire rot8_tire rot4f_tire align_tire
       table "Rotations (size $SIZE, $SEEDS seeds), leather" rot1_leather rot4_leather rot8_leather rot4f_leather align_leather
     } > "$OUT/rotations.md"
     ;;
 window)
-    for d in tire leather; do
+    for d in $DATASETS; do
         data=$TIRE; [ $d = leather ] && data=$LEATHER
         run_eval "rot1_$d" "$data" 1,2,4
-        for r in 0 1 2 4; do run_eval "win${r}_$d" "$data" 1,2,4 --window $r; done
+        for r in $WINDOWS; do run_eval "win${r}_$d" "$data" 1,2,4 --window $r; done
     done
     { stamp; table "Positional scoring (size $SIZE, $SEEDS seeds), tire" rot1_tire win0_tire win1_tire win2_tire win4_tire
       table "Positional scoring (size $SIZE, $SEEDS seeds), leather" rot1_leather win0_leather win1_leather win2_leather win4_leather
@@ -87,15 +98,17 @@ window)
 coreset)
     # quality: full-shot (all 239 tire training images) as one union bank, 100 / 10 / 1 %
     n=$(ls "$TIRE/train/good" | wc -l)
+    # (the references are all of them: seeds only move the coreset's first centre)
     SEEDS=1 run_eval "core100" "$TIRE" "$n" --coreset 1.0
-    run_eval "core10" "$TIRE" "$n" --coreset 0.1
-    run_eval "core1" "$TIRE" "$n" --coreset 0.01
-    run_eval "core1p32" "$TIRE" "$n" --coreset 0.01 --coreset-proj 32
+    SEEDS=$CORESET_SEEDS run_eval "core10" "$TIRE" "$n" --coreset 0.1
+    SEEDS=$CORESET_SEEDS run_eval "core1" "$TIRE" "$n" --coreset 0.01
+    SEEDS=$CORESET_SEEDS run_eval "core1p32" "$TIRE" "$n" --coreset 0.01 --coreset-proj 32
     { stamp; table "Full-shot coreset, tire ($n references, size $SIZE)" core100 core10 core1 core1p32
       echo
       echo "| bank | fit s | bank MB | patches | predict ms/image (25 good test images) |"
       echo "|---|---|---|---|---|"
       for f in 1.0 0.1 0.01; do
+          [ -z "${TABLES_ONLY:-}" ] || break
           b=$OUT/core_$f.pead
           t0=$(date +%s.%N)
           "$PATCHEAD" fit --quiet --model "$MODEL" --size "$SIZE" --threads "$THREADS" --coreset $f -o "$b" "$TIRE/train/good"
@@ -113,6 +126,7 @@ threshold)
     # rest are normal images exchangeable with the calibration set ("held-out train"), the
     # 25 good test images are the deployment case (another acquisition batch).
     # Flagged at alpha <=> p-value <= alpha (the p_value column).
+    [ -z "${TABLES_ONLY:-}" ] || continue
     flagged() { # CSV ALPHA -> "flagged total"
         awk -F, -v a="$2" 'NR > 1 { t++; if ($NF <= a + 1e-12) f++ } END { printf "%d %d", f, t }' "$1"
     }

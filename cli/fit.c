@@ -260,6 +260,13 @@ int cmd_fit(int argc, char **argv)
         fprintf(stderr, "patchead: fit %d reference%s in %.1fs (%s, size %d%s%s) -> %s\n", used,
                 used == 1 ? "" : "s", cli_now() - t0, rule, pe_bank_params(bank)->size,
                 params.align ? ", align" : "", params.mask ? ", mask" : "", output);
+        if (rotations > 1 || flips)
+            fprintf(stderr, "patchead: %d views per reference (rotations %d%s): %dx memory and "
+                    "scoring time\n", rotations * (flips ? 2 : 1), rotations,
+                    flips ? ", mirrored" : "", rotations * (flips ? 2 : 1));
+        if (coreset)
+            fprintf(stderr, "patchead: coreset bank (greedy k-center, seed %lld): one union of "
+                    "patches, nearest neighbour over all of them\n", seed);
         pe_calibration cal;
         pe_bank_calibration(bank, &cal);
         if (cal.n > 0 && cal.guaranteed)

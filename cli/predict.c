@@ -152,8 +152,10 @@ int cmd_predict(int argc, char **argv)
                 n, elapsed, n - failed > 0 ? 1000 * elapsed / (n - failed) : 0.0);
         pe_calibration cal;
         if (pe_bank_calibration(bank, &cal) == PE_OK && cal.n > 0)
-            fprintf(stderr, "patchead: threshold %.6g for a false-alarm rate of %g (%d %s "
-                    "calibration scores%s)\n", threshold, cal.alpha, cal.n, cal.source,
+            fprintf(stderr, "patchead: threshold %.6g for a false-alarm rate of %g (%d calibration "
+                    "scores, %s%s)\n", threshold, cal.alpha, cal.n,
+                    strcmp(cal.source, "images") ? "leave-one-out over the references"
+                                                 : "normal images",
                     cal.guaranteed ? "" : "; too few for that rate: no guarantee");
         fprintf(stderr, "patchead: scores in %s/scores.csv%s\n", out,
                 no_maps ? "" : ", heatmaps in heatmaps/, maps in maps/");
