@@ -166,7 +166,7 @@ threshold)
         for set in rest test; do
             label="held-out train"; [ $set = test ] && label="good test"
             nn=$n; [ $n = loo ] && nn=4
-            g=$(awk -v n=$nn 'BEGIN { for (i = 1; i <= 3; i++) { a = (i == 1 ? 0.01 : i == 2 ? 0.05 : 0.1); k = -int(-((1 - a) * (n + 1) - 1e-9)); printf "%s%s", (i > 1 ? " / " : ""), (k <= n ? "yes" : "no") } }')
+            g=$(awk -v n=$nn 'BEGIN { for (i = 1; i <= 3; i++) { a = (i == 1 ? 0.01 : i == 2 ? 0.05 : 0.1); x = (1 - a) * (n + 1) - 1e-9; k = int(x); if (k < x) k++; printf "%s%s", (i > 1 ? " / " : ""), (k <= n ? "yes" : "no") } }')
             echo "| $( [ $n = loo ] && echo leave-one-out || echo images ) | $nn | $label | $(awk -v f=${F[$set,0.01]} -v t=${TOT[$set,0.01]} 'BEGIN { printf "%d/%d = %.3f", f, t, f / t }') | $(awk -v f=${F[$set,0.05]} -v t=${TOT[$set,0.05]} 'BEGIN { printf "%d/%d = %.3f", f, t, f / t }') | $(awk -v f=${F[$set,0.1]} -v t=${TOT[$set,0.1]} 'BEGIN { printf "%d/%d = %.3f", f, t, f / t }') | $g |"
         done
         unset F TOT
