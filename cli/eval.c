@@ -316,13 +316,15 @@ static int run_cell(cat_state *cs, int si, int seed, pe_result *res)
     dp.size = cs->o->size;
     dp.align = set->align;
     dp.mask = set->mask;
-    dp.rotations = cs->o->rotations;
-    dp.flips = cs->o->flips;
-    dp.window = cs->o->window;
-    dp.coreset_fraction = cs->o->coreset_fraction;
-    dp.coreset_count = cs->o->coreset_count;
-    dp.coreset_proj = cs->o->coreset_proj;
-    dp.coreset_seed = (uint64_t)cs->run->seed_list[seed];
+    if (set->shots > 0) { /* few-shot bank options (docs/BEYOND.md) */
+        dp.rotations = cs->o->rotations;
+        dp.flips = cs->o->flips;
+        dp.window = cs->o->window;
+        dp.coreset_fraction = cs->o->coreset_fraction;
+        dp.coreset_count = cs->o->coreset_count;
+        dp.coreset_proj = cs->o->coreset_proj;
+        dp.coreset_seed = (uint64_t)cs->run->seed_list[seed];
+    }
     /* rotated references are made from pixels: fit from images, predict from features */
     const int fit_images = set->align || dp.rotations > 1 || dp.flips;
 

@@ -561,6 +561,10 @@ pe_status pe_zeroshot_features(const pe_features *feats, int n, const pe_detect_
         return pe_fail(PE_ERR_ARG, "zero-shot needs at least 2 images (each is scored against the "
                                    "others), got %d", n);
     for (int b = 0; b < n; b++) memset(&out[b], 0, sizeof out[b]);
+    if (params->window >= 0 || params->rotations > 1 || params->flips ||
+        params->coreset_fraction > 0 || params->coreset_count > 0)
+        return pe_fail(PE_ERR_UNSUPPORTED, "zero-shot: positional scoring, rotated references and "
+                                           "coresets are few-shot bank options");
     const int gh = feats[0].grid_h, gw = feats[0].grid_w, dim = feats[0].dim, g = gh * gw;
     for (int b = 0; b < n; b++) {
         if (!feats[b].data || feats[b].grid_h != gh || feats[b].grid_w != gw || feats[b].dim != dim)
