@@ -165,6 +165,11 @@ static void test_window_infinite_is_global(void)
     CHECK(pe_bank_predict_features(b, &other, &r) == PE_ERR_SHAPE);
     CHECK(strstr(pe_last_error(), "positional") != NULL);
     pe_bank_free(b);
+    /* zero-shot has no bank: it refuses the bank options instead of ignoring them */
+    pe_detect_params z = pe_detect_default_params(1);
+    z.window = 1;
+    pe_result zr[3];
+    CHECK(pe_zeroshot_features(refs, 3, &z, zr) == PE_ERR_UNSUPPORTED);
     free(q);
     free(views);
 }
