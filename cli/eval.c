@@ -35,6 +35,10 @@ typedef struct {
     int size, layer, align, mask, ablation, threads, max_test, bins;
     float sigma; /* anomaly map Gaussian sigma (pixels) */
     pe_precision precision; /* backbone and scoring GEMMs (resolved) */
+    /* beyond the paper (docs/BEYOND.md), applied to every few-shot setting */
+    int rotations, flips, window, coreset_count, coreset_proj;
+    float coreset_fraction;
+    char beyond[160]; /* their description for results.json */
 } eval_opts;
 
 static const char *USAGE =
@@ -43,7 +47,9 @@ static const char *USAGE =
     "Evaluates PatchEAD on a dataset and writes results.md, results.csv, results.json,\n"
     "scores.csv and report.html into --out. The scoring options (--preset, --order, --k,\n"
     "--top) apply to every setting; few-shot references of seed S are those of\n"
-    "patchead fit --shots N --seed S on the category's normal training images.\n";
+    "patchead fit --shots N --seed S on the category's normal training images. The\n"
+    "options beyond the paper (--rotations, --flips, --window, --coreset) apply to the\n"
+    "few-shot settings (docs/BEYOND.md).\n";
 
 static int parse_shots(const char *text, eval_opts *o)
 {
@@ -267,6 +273,17 @@ static int run_cell(cat_state *cs, int si, int seed, pe_result *res)
     dp.score.precision = cs->o->precision;
     dp.align = set->align;
     dp.mask = set->mask;
+    if (set->shots > 0) { /* few-shot bank options (docs/BEYOND.md) */
+        dp.rotations = cs->o->rotations;
+        dp.flips = cs->o->flips;
+        dp.window = cs->o->window;
+        dp.coreset_fraction = cs->o->coreset_fraction;
+        dp.coreset_count = cs->o->coreset_count;
+        dp.coreset_proj = cs->o->coreset_proj;
+        dp.coreset_seed = (uint64_t)cs->run->seed_list[seed];
+    }
+    /* rotated references are made from pixels: fit from images, predict from features */
+    const int fit_images = set->align || dp.rotations > 1 || dp.flips;
 
     if (set->shots == 0 && !set->align) {
         st = pe_zeroshot_features(cs->test_feats, n, &dp, res);
@@ -290,7 +307,7 @@ static int run_cell(cat_state *cs, int si, int seed, pe_result *res)
     const int *perm = cs->perm[seed];
     const int nref = set->shots;
     pe_bank *bank = NULL;
-    if (!set->align) {
+    if (!fit_images) {
         pe_features *refs = calloc((size_t)nref, sizeof *refs);
         if (!refs) return cli_error("out of memory"), -1;
         for (int k = 0; k < nref; k++) refs[k] = cs->train_feats[perm[k]]; /* shallow views */
@@ -589,6 +606,17 @@ int cmd_eval(int argc, char **argv)
         cli_opts_free(&co);
         return EXIT_USAGE;
     }
+    o.rotations = co.rotations;
+    o.flips = co.flips;
+    o.window = co.window;
+    o.coreset_proj = co.coreset_proj;
+    if (co.coreset && cli_count_or_fraction("--coreset", co.coreset, &o.coreset_count,
+                                            &o.coreset_fraction)) {
+        cli_opts_free(&co);
+        return EXIT_USAGE;
+    }
+    snprintf(o.beyond, sizeof o.beyond, "rotations %d, flips %d, window %d, coreset %s, proj %d",
+             o.rotations, o.flips, o.window, co.coreset ? co.coreset : "none", o.coreset_proj);
     if (!o.num_shots && !o.zeroshot) {
         cli_error("eval needs --shots LIST and/or --zeroshot");
         cli_opts_free(&co);
@@ -726,6 +754,7 @@ int cmd_eval(int argc, char **argv)
     run.max_test = o.max_test;
     run.pixel_bins = o.bins;
     run.map_sigma = o.sigma;
+    run.beyond = o.beyond;
 
     if (!cli_quiet)
         fprintf(stderr, "eval: %s (%s), %d categor%s of %s (%s), %d setting(s)\n", info.name,

@@ -30,12 +30,40 @@ const cli_option cli_option_table[] = {
     /* ---- fit */
     {"output", 'o', ARG_TEXT, F(output), 0, 0, "BANK", "the bank file to write (.pead; required)",
      CMD_FIT},
-    {"shots", 0, ARG_INT, F(shots), 1, 100000, "N",
-     "use N references sampled from REF... (the references of eval's\n--shots N for --seed X)",
+    {"shots", 0, ARG_TEXT, F(shots_text), 0, 0, "N|all",
+     "use N references sampled from REF... (the references of eval's\n--shots N for --seed X); "
+     "all (default): every image",
      CMD_FIT},
     {"seed", 0, ARG_INT, F(seed), 0, 2147483647, "X",
      "sampling seed (default 0): pe_sample_refs over the sorted\npaths, see docs/METHOD.md",
      CMD_FIT},
+    {"calibrate", 0, ARG_TEXT, F(calibrate), 0, 0, "X",
+     "calibrate the threshold on normal images that are not\nreferences: a folder/file, or a "
+     "fraction of REF... held out\n(0.3 or 30%: the last of the seeded order)",
+     CMD_FIT},
+    /* ---- fit and eval: beyond the paper (docs/BEYOND.md) */
+    {"rotations", 0, ARG_INT, F(rotations), 1, 360, "N",
+     "also store each reference turned by 360/N degrees, N times\n(4: 0/90/180/270; 8: every 45, "
+     "border replicated)",
+     CMD_FIT | CMD_EVAL},
+    {"flips", 0, ARG_FLAG, F(flips), 0, 0, NULL, "also store the mirrored references (2 x cost)",
+     CMD_FIT | CMD_EVAL},
+    {"window", 0, ARG_INT, F(window), 0, 4096, "R",
+     "positional scoring: each query patch only against reference\npatches within R patches of "
+     "its position (0 = same patch)",
+     CMD_FIT | CMD_EVAL},
+    {"coreset", 0, ARG_COUNT_FRACTION, F(coreset), 0, 0, "F",
+     "greedy k-center coreset of all reference patches: a fraction\n(0.1, 10%) or a count; "
+     "nearest neighbour over their union",
+     CMD_FIT | CMD_EVAL},
+    {"coreset-proj", 0, ARG_INT, F(coreset_proj), 0, 65536, "P",
+     "random projection to P dims for the coreset distances\n(default 0 = none)",
+     CMD_FIT | CMD_EVAL},
+    /* ---- fit and predict */
+    {"fpr", 0, ARG_FLOAT, F(fpr), 1e-6, 0.999999, "A",
+     "target false-alarm rate of the threshold (conformal quantile;\nfit: default 0.05 with "
+     "--calibrate; predict: re-threshold a\ncalibrated bank)",
+     CMD_FIT | CMD_PREDICT},
     /* ---- predict */
     {"bank", 0, ARG_TEXT, F(bank), 0, 0, "BANK", "the bank written by patchead fit (required)",
      CMD_PREDICT},
@@ -136,6 +164,8 @@ void cli_opts_init(cli_opts *o)
     o->sigma = -1;
     o->threshold = NAN;
     o->seeds = 3;
+    o->rotations = 1;
+    o->window = -1;
     o->pixel_bins = PE_PIXEL_BINS_DEFAULT;
     o->n = 2048;
     o->reps = 3;
@@ -336,6 +366,13 @@ int cli_detect_params(const cli_opts *o, int zeroshot, pe_detect_params *p)
     p->align = o->align;
     p->mask = o->mask;
     if (o->sigma >= 0) p->map_sigma = (float)o->sigma;
+    p->rotations = o->rotations;
+    p->flips = o->flips;
+    p->window = o->window;
+    p->coreset_proj = o->coreset_proj;
+    if (o->coreset &&
+        cli_count_or_fraction("--coreset", o->coreset, &p->coreset_count, &p->coreset_fraction))
+        return -1;
     if (o->precision && cli_parse_precision(o->precision, &p->score.precision)) return -1;
     return 0;
 }

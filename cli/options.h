@@ -65,8 +65,12 @@ typedef struct {
     /* features */
     const char *attn, *input_npy;
     /* fit */
-    int shots;
+    const char *shots_text; /* N or "all" */
     int seed;
+    /* beyond the paper (docs/BEYOND.md): fit and eval's few-shot settings; --fpr also predict */
+    int rotations, flips, window, coreset_proj; /* defaults 1, 0, -1 (global), 0 */
+    const char *coreset, *calibrate;            /* count or fraction; folder/file or fraction */
+    double fpr;                                 /* 0: none */
     /* predict */
     const char *bank;
     /* eval */

@@ -58,7 +58,10 @@ static int write_scores(const char *dir, const det_item *items, int n, float thr
         return -1;
     }
     FILE *csv = pe_atomic_stream(acsv), *js = pe_atomic_stream(ajs);
-    fprintf(csv, flag ? "path,score,is_anomalous\n" : "path,score\n");
+    /* p_value column: the conformal p-value when the bank is calibrated (docs/BEYOND.md) */
+    int pval = 0;
+    for (int i = 0; i < n; i++) pval |= items[i].ok && !isnan(items[i].result.p_value);
+    fprintf(csv, flag ? "path,score,is_anomalous%s\n" : "path,score%s\n", pval ? ",p_value" : "");
     for (int i = 0; i < n; i++) {
         const det_item *it = &items[i];
         cli_csv_field(csv, it->path);
@@ -81,11 +84,16 @@ static int write_scores(const char *dir, const det_item *items, int n, float thr
                 fputs(", \"heatmap\": ", js);
                 cli_json_string(js, rel);
             }
+            if (pval) {
+                fprintf(csv, ",%.6g", it->result.p_value);
+                fprintf(js, ", \"p_value\": %.6g", it->result.p_value);
+            }
             fprintf(js, ", \"grid\": [%d, %d], \"aligned\": %d, \"align_failed\": %d",
                     it->result.grid_h, it->result.grid_w, it->result.aligned,
                     it->result.align_failed);
         } else {
             fputs(flag ? ",," : ",", csv);
+            if (pval) fputc(',', csv);
             fputs(", \"error\": ", js);
             cli_json_string(js, it->error);
         }

@@ -1,8 +1,9 @@
 /* output.h — result files of `patchead predict` / `zeroshot` (and reusable by
  * eval): scores.csv, scores.jsonl, maps/<stem>.npy, heatmaps/<stem>.png.
  *
- *   scores.csv    header "path,score[,is_anomalous]", one row per input in input
- *                 order; an input that failed has an empty score (and flag). RFC 4180
+ *   scores.csv    header "path,score[,is_anomalous][,p_value]", one row per input in
+ *                 input order; an input that failed has an empty score (and flag).
+ *                 p_value: conformal p-value, when the bank is calibrated. RFC 4180
  *                 quoting (fields with , " CR LF are quoted, quotes doubled; LF line
  *                 ends); the path is written with its exact bytes.
  *   scores.jsonl  one JSON object per input: path, score, is_anomalous (when a

@@ -13,7 +13,9 @@ static const char *USAGE =
     "writes DIR/scores.csv, DIR/scores.jsonl, DIR/maps/<stem>.npy and\n"
     "DIR/heatmaps/<stem>.png. An unreadable image is reported and skipped (empty\n"
     "score in the CSV); the exit status is then 3. The scoring rule, input size and\n"
-    "PatchEAD+ switches are the bank's (set them at fit).\n";
+    "PatchEAD+ switches are the bank's (set them at fit). With a calibrated bank (fit\n"
+    "--fpr / --calibrate) each image also gets its conformal p-value (column p_value);\n"
+    "--fpr A re-thresholds it for false-alarm rate A (docs/BEYOND.md).\n";
 
 int cmd_predict(int argc, char **argv)
 {
@@ -28,7 +30,7 @@ int cmd_predict(int argc, char **argv)
     }
     const char *bank_path = o.bank, *model_path = o.model;
     const char *out = o.out ? o.out : "patchead-out";
-    double threshold = o.threshold, sigma = o.sigma;
+    double threshold = o.threshold, sigma = o.sigma, fpr = o.fpr;
     int no_maps = o.no_maps, threads = o.threads;
     if (threads) pe_set_threads(threads);
 
@@ -60,6 +62,13 @@ int cmd_predict(int argc, char **argv)
         pe_bank_free(bank);
         pe_model_free(model);
         return s == PE_ERR_MISMATCH ? cli_error("%s: %s", bank_path, msg) : cli_error("%s", msg);
+    }
+    if (fpr > 0 && (s = pe_bank_set_fpr(bank, (float)fpr))) {
+        char msg[1100];
+        snprintf(msg, sizeof msg, "%s", pe_last_error());
+        pe_bank_free(bank);
+        pe_model_free(model);
+        return cli_error("%s: %s", bank_path, msg);
     }
     if (isnan(threshold)) threshold = pe_bank_threshold(bank);
     if (sigma < 0) sigma = pe_bank_params(bank)->map_sigma;
@@ -111,6 +120,13 @@ int cmd_predict(int argc, char **argv)
     if (!cli_quiet) {
         fprintf(stderr, "patchead: scored %d of %d images in %.1fs (%.0f ms/image)\n", n - failed,
                 n, elapsed, n - failed > 0 ? 1000 * elapsed / (n - failed) : 0.0);
+        pe_calibration cal;
+        if (pe_bank_calibration(bank, &cal) == PE_OK && cal.n > 0)
+            fprintf(stderr, "patchead: threshold %.6g for a false-alarm rate of %g (%d calibration "
+                    "scores, %s%s)\n", threshold, cal.alpha, cal.n,
+                    strcmp(cal.source, "images") ? "leave-one-out over the references"
+                                                 : "normal images",
+                    cal.guaranteed ? "" : "; too few for that rate: no guarantee");
         fprintf(stderr, "patchead: scores in %s/scores.csv%s\n", out,
                 no_maps ? "" : ", heatmaps in heatmaps/, maps in maps/");
     }

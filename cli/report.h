@@ -53,6 +53,7 @@ typedef struct {
     int size, threads, max_test, pixel_bins;
     const char *precision; /* "fp32" / "bf16" (resolved --precision) */
     float map_sigma;
+    const char *beyond;    /* few-shot options beyond the paper (docs/BEYOND.md) */
     const int *seed_list;
     int num_seed_list;
     double total_seconds;

@@ -321,6 +321,19 @@ typedef struct {
     int mask;              /* PatchEAD+ attention masking (ViT only) */
     float map_sigma;       /* Gaussian sigma of anomaly maps in output pixels (4) */
     pe_align_params align_params;
+    /* --- beyond the paper (docs/BEYOND.md); defaults keep the paper's method --- */
+    int rotations;          /* fit: each reference also rotated to 360*r/N degrees, r < N (1 = none);
+                               the views of one reference form one reference image of Eq. 3 */
+    int flips;              /* fit: also the mirrored reference (and its rotations) */
+    int window;             /* positional scoring: a query patch is compared only with reference
+                               patches within `window` patches of its grid position (Chebyshev);
+                               -1 = global (the paper) */
+    float coreset_fraction; /* fit: keep this share of all reference patches as one union bank */
+    int coreset_count;      /* ... or this many (> 0 overrides); both 0 = per-image bank */
+    int coreset_proj;       /* random projection dims for the coreset distances (0 = none) */
+    uint64_t coreset_seed;  /* coreset: first centre and projection (deterministic) */
+    float fpr;              /* fit: target false-alarm rate alpha of the conformal threshold
+                               (0 = the leave-one-out maximum, uncalibrated) */
 } pe_detect_params;
 /* zeroshot selects the zero-shot preset defaults. */
 pe_detect_params pe_detect_default_params(int zeroshot);
@@ -332,6 +345,8 @@ typedef struct {
     float *patch_scores;  /* (grid_h, grid_w), owned */
     int aligned;          /* alignment: references aligned successfully (count) */
     int align_failed;     /* alignment: references that fell back to unaligned */
+    double p_value;       /* conformal p-value against the bank's calibration scores; NAN
+                             when the bank is not calibrated (docs/BEYOND.md) */
 } pe_result;
 void pe_result_free(pe_result *r);
 /* Anomaly map of a result at width x height (bilinear + Gaussian map_sigma). */
@@ -382,6 +397,36 @@ pe_status pe_zeroshot(pe_model *model, const pe_image *images, int n, const pe_d
 /* Zero-shot from already-extracted features (all of the same grid). */
 pe_status pe_zeroshot_features(const pe_features *feats, int n, const pe_detect_params *params,
                                pe_result *out);
+
+/* ------------------------------------------------------------------ calibrated thresholds */
+/* Conformal threshold from normal scores only (docs/BEYOND.md). With n calibration scores
+ * of normal images and a new normal image exchangeable with them,
+ * P(new score > threshold) <= alpha when threshold = the ceil((1 - alpha)(n + 1))-th smallest
+ * calibration score. That rank exists only when n >= ceil(1/alpha) - 1; with fewer scores
+ * there is no guarantee and pe_conformal_threshold returns +INFINITY. */
+float pe_conformal_threshold(const float *scores, int n, float alpha);
+/* p = (1 + #{calibration scores >= score}) / (n + 1); score > pe_conformal_threshold(alpha)
+ * exactly when p <= alpha. NAN for n < 1. */
+double pe_conformal_p_value(const float *scores, int n, float score);
+
+typedef struct {
+    float alpha;           /* target false-alarm rate (0: not calibrated) */
+    int n;                 /* calibration scores stored */
+    const char *source;    /* "leave-one-out" (the references) or "images" (calibration set) */
+    int guaranteed;        /* n is large enough for alpha (see pe_conformal_threshold) */
+    float threshold;       /* the bank's threshold now */
+} pe_calibration;
+pe_status pe_bank_calibration(const pe_bank *bank, pe_calibration *out);
+/* Calibrate on normal images that are not references (their features are extracted; with
+ * alignment they are aligned as queries are). Replaces the bank's calibration scores and
+ * sets its threshold for alpha. */
+pe_status pe_bank_calibrate(pe_bank *bank, pe_model *model, const pe_image *images, int n,
+                            float alpha);
+pe_status pe_bank_calibrate_features(pe_bank *bank, const pe_features *feats, int n, float alpha);
+/* Re-derive the threshold from the stored calibration scores for another alpha. */
+pe_status pe_bank_set_fpr(pe_bank *bank, float alpha);
+/* Conformal p-value of an image score against the bank's calibration (NAN if none). */
+double pe_bank_p_value(const pe_bank *bank, float score);
 
 /* ================================================================== metrics (eval) */
 /* Labels: 1 = anomalous (positive class), 0 = normal. Tied scores form one threshold

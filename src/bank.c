@@ -2,7 +2,7 @@
  *
  * File layout, version 2 (all integers and floats little-endian):
  *   offset 0   char[8]  "PEADBANK"
- *          8   u32      version (2; version 1 files, without the precision, still load as fp32)
+ *          8   u32      version (2; version 1 files — no precision, no block below — still load)
  *         12   u32      flags (bit 0: reference images present)
  *         16   u64      file size in bytes, checksum included (detects truncation)
  *         24   header:  str family, str name, str weights_hash, str model_path
@@ -20,6 +20,13 @@
  *              body:    M x f32 features (grid_h * grid_w, D)
  *                       [M x u8 RGB (height, width, 3)]      (flag bit 0)
  *   size - 8   u64      FNV-1a 64 of bytes [0, size - 8)
+ * Version 2 (docs/BEYOND.md) inserts one block right after `f32 threshold`:
+ *                       i32 rotations, flips, window, f32 coreset_fraction,
+ *                       i32 coreset_count, coreset_proj, u64 coreset_seed, f32 fpr
+ *                       i32 num_groups G, (G + 1) x i32 group_start
+ *                       f32 calib_alpha, i32 calib_source, i32 calib_n, calib_n x f32
+ *                 A version 1 file loads as: no rotations, global scoring, one group
+ *                 per reference, no calibration.
  * Loading verifies magic, version, size, checksum, every count against limits and
  * that the parsed layout ends exactly at the checksum.
  */
@@ -48,6 +55,10 @@ pe_status pe_bank_alloc(int num_refs, int dim, const int *grid_h, const int *gri
     b->dim = dim;
     b->threshold = NAN;
     b->model_path = strdup("");
+    b->num_groups = num_refs; /* one reference view per Eq. 3 reference image */
+    b->group_start = malloc((size_t)(num_refs + 1) * sizeof *b->group_start);
+    if (b->group_start)
+        for (int g = 0; g <= num_refs; g++) b->group_start[g] = g;
     b->grid_h = calloc((size_t)num_refs, sizeof *b->grid_h);
     b->grid_w = calloc((size_t)num_refs, sizeof *b->grid_w);
     b->names = calloc((size_t)num_refs, sizeof *b->names);
@@ -55,7 +66,7 @@ pe_status pe_bank_alloc(int num_refs, int dim, const int *grid_h, const int *gri
     b->inv = calloc((size_t)num_refs, sizeof *b->inv);
     size_t patches = 0;
     for (int k = 0; k < num_refs; k++) patches += (size_t)grid_h[k] * grid_w[k];
-    if (b->model_path && b->grid_h && b->grid_w && b->names && b->feats && b->inv) {
+    if (b->model_path && b->grid_h && b->grid_w && b->names && b->feats && b->inv && b->group_start) {
         b->feat_data = pe_calloc(patches * (size_t)dim, sizeof(float), "bank features");
         b->inv_data = pe_alloc(patches, sizeof(float), "bank norms");
     }
@@ -98,6 +109,8 @@ void pe_bank_free(pe_bank *b)
     free(b->feat_data);
     free(b->inv);
     free(b->inv_data);
+    free(b->group_start);
+    free(b->calib_scores);
     free(b);
 }
 
@@ -105,8 +118,20 @@ void pe_bank_set_precision(pe_bank *b, pe_precision precision)
 {
     if (b) b->params.score.precision = pe_precision_resolve(precision);
 }
+
+pe_status pe_bank_set_groups(pe_bank *b, int num_groups)
+{
+    if (num_groups < 1 || b->num_refs % num_groups)
+        return pe_fail(PE_ERR_ARG, "bank: %d reference views do not split into %d references",
+                       b->num_refs, num_groups);
+    int per = b->num_refs / num_groups;
+    for (int g = 0; g <= num_groups; g++) b->group_start[g] = g * per;
+    b->num_groups = num_groups;
+    return PE_OK;
+}
+
 const pe_detect_params *pe_bank_params(const pe_bank *b) { return &b->params; }
-int pe_bank_num_refs(const pe_bank *b) { return b->num_refs; }
+int pe_bank_num_refs(const pe_bank *b) { return b->num_groups; }
 float pe_bank_threshold(const pe_bank *b) { return b->threshold; }
 void pe_bank_set_threshold(pe_bank *b, float t) { b->threshold = t; }
 const char *pe_bank_model_path(const pe_bank *b) { return b->model_path ? b->model_path : ""; }
@@ -196,6 +221,26 @@ static void put_str(wbuf *w, const char *s)
     put(w, s, n);
 }
 
+/* Version 2 block (see the layout at the top). */
+static void put_beyond(wbuf *w, const pe_bank *b)
+{
+    const pe_detect_params *p = &b->params;
+    put_i32(w, p->rotations);
+    put_i32(w, p->flips);
+    put_i32(w, p->window);
+    put_f32(w, p->coreset_fraction);
+    put_i32(w, p->coreset_count);
+    put_i32(w, p->coreset_proj);
+    put_u64(w, p->coreset_seed);
+    put_f32(w, p->fpr);
+    put_i32(w, b->num_groups);
+    for (int g = 0; g <= b->num_groups; g++) put_i32(w, b->group_start[g]);
+    put_f32(w, b->calib_alpha);
+    put_i32(w, b->calib_source);
+    put_i32(w, b->calib_n);
+    for (int i = 0; i < b->calib_n; i++) put_f32(w, b->calib_scores[i]);
+}
+
 pe_status pe_bank_save(const pe_bank *b, const char *path)
 {
     if (!b || !path) return pe_fail(PE_ERR_ARG, "pe_bank_save: NULL argument");
@@ -231,6 +276,7 @@ pe_status pe_bank_save(const pe_bank *b, const char *path)
     put_u64(&w, p->align_params.seed);
     put_i32(&w, (int)p->score.precision);
     put_f32(&w, b->threshold);
+    put_beyond(&w, b);
     put_i32(&w, b->num_refs);
     put_i32(&w, b->dim);
     for (int k = 0; k < b->num_refs; k++) {
@@ -320,6 +366,76 @@ static char *get_str(rbuf *r, char *dst, size_t cap)
     return out;
 }
 
+/* The version 2 block, read before the bank exists (validated against it later). */
+typedef struct {
+    int num_groups, *group_start; /* NULL: one group per entry (version 1) */
+    float calib_alpha;
+    int calib_source, calib_n;
+    float *calib_scores;
+} beyond_block;
+
+static void get_beyond(rbuf *r, pe_detect_params *p, beyond_block *x)
+{
+    p->rotations = get_i32(r);
+    p->flips = get_i32(r);
+    p->window = get_i32(r);
+    p->coreset_fraction = get_f32(r);
+    p->coreset_count = get_i32(r);
+    p->coreset_proj = get_i32(r);
+    p->coreset_seed = get_u64(r);
+    p->fpr = get_f32(r);
+    x->num_groups = get_i32(r);
+    if (r->bad || x->num_groups < 1 || x->num_groups > BANK_MAX_REFS || p->rotations < 1 ||
+        p->rotations > 360 || (unsigned)p->flips > 1 || p->window < -1 || !(p->fpr >= 0 && p->fpr < 1)) {
+        r->bad = 1;
+        return;
+    }
+    x->group_start = malloc((size_t)(x->num_groups + 1) * sizeof *x->group_start);
+    if (!x->group_start) {
+        r->bad = 1;
+        return;
+    }
+    for (int g = 0; g <= x->num_groups; g++) x->group_start[g] = get_i32(r);
+    x->calib_alpha = get_f32(r);
+    x->calib_source = get_i32(r);
+    x->calib_n = get_i32(r);
+    if (r->bad || !(x->calib_alpha >= 0 && x->calib_alpha < 1) || x->calib_source < PE_CALIB_NONE ||
+        x->calib_source > PE_CALIB_IMAGES || x->calib_n < 0 ||
+        (size_t)x->calib_n > (r->n - r->pos) / 4) {
+        r->bad = 1;
+        return;
+    }
+    x->calib_scores = malloc((size_t)(x->calib_n ? x->calib_n : 1) * sizeof *x->calib_scores);
+    if (!x->calib_scores) {
+        r->bad = 1;
+        return;
+    }
+    for (int i = 0; i < x->calib_n; i++) {
+        x->calib_scores[i] = get_f32(r);
+        if (isnan(x->calib_scores[i]) || (i && x->calib_scores[i] < x->calib_scores[i - 1])) r->bad = 1;
+    }
+}
+
+/* Move the block into the bank once its entries are known: groups must tile [0, M). */
+static int adopt_beyond(pe_bank *b, beyond_block *x)
+{
+    if (x->group_start) {
+        if (x->group_start[0] != 0 || x->group_start[x->num_groups] != b->num_refs) return -1;
+        for (int g = 0; g < x->num_groups; g++)
+            if (x->group_start[g + 1] <= x->group_start[g]) return -1;
+        free(b->group_start);
+        b->group_start = x->group_start;
+        b->num_groups = x->num_groups;
+        x->group_start = NULL;
+    }
+    b->calib_alpha = x->calib_alpha;
+    b->calib_source = x->calib_source;
+    b->calib_n = x->calib_n;
+    b->calib_scores = x->calib_scores;
+    x->calib_scores = NULL;
+    return 0;
+}
+
 pe_status pe_bank_load(const char *path, pe_model *model, pe_bank **out)
 {
     *out = NULL;
@@ -394,11 +510,17 @@ pe_status pe_bank_load(const char *path, pe_model *model, pe_bank **out)
     p.align_params.seed = get_u64(&r);
     p.score.precision = version >= 2 ? (pe_precision)get_i32(&r) : PE_PRECISION_FP32;
     float threshold = get_f32(&r);
+    beyond_block beyond = {0};
+    p.rotations = 1; /* version 1: the paper's method */
+    p.window = -1;
+    if (version >= 2) get_beyond(&r, &p, &beyond);
     int m = get_i32(&r), dim = get_i32(&r);
     if (r.bad || m < 1 || m > BANK_MAX_REFS || dim < 1 || dim > BANK_MAX_DIM ||
         (unsigned)p.score.order > 1 || p.size < 0 || p.size > 4096 ||
         (unsigned)p.score.precision > (unsigned)PE_PRECISION_BF16) {
         free(model_path);
+        free(beyond.group_start);
+        free(beyond.calib_scores);
         s = pe_fail(PE_ERR_FORMAT, "%s: corrupt bank header", path);
         goto done;
     }
@@ -458,10 +580,13 @@ pe_status pe_bank_load(const char *path, pe_model *model, pe_bank **out)
             }
         }
         if (!s && (r.bad || r.pos != r.n)) r.bad = 1;
+        if (!s && !r.bad && adopt_beyond(b, &beyond)) r.bad = 1;
         if (!s && !r.bad) pe_bank_finish(b);
     }
     if (r.bad && !s) s = pe_fail(PE_ERR_FORMAT, "%s: corrupt bank layout", path);
     free(model_path);
+    free(beyond.group_start);
+    free(beyond.calib_scores);
     for (int k = 0; names && k < m; k++) free(names[k]);
     free(names);
     free(gh);

@@ -3,6 +3,7 @@
  * zero-shot. See docs/SCORING.md for the rules chosen here (threshold, alignment
  * averaging, masking order). */
 #include "bank.h"
+#include "beyond.h"
 #include "score.h"
 
 #include <math.h>
@@ -19,6 +20,9 @@ pe_detect_params pe_detect_default_params(int zeroshot)
     p.mask = 0;
     p.map_sigma = 4.0f;
     p.align_params = pe_align_default_params();
+    /* beyond the paper: off by default (docs/BEYOND.md) */
+    p.rotations = 1;
+    p.window = -1;
     return p;
 }
 
@@ -70,43 +74,27 @@ static pe_status extract(pe_model *model, const pe_image *img, const pe_detect_p
     return pe_model_extract(model, img, &e, out);
 }
 
-/* Few-shot Eq. 1-4 of one query against bank references [0, M) except `exclude`
- * (-1: none), the references given as views (feats, inv norms, patch counts).
- * patch: (Gq) out; returns the image score after masking in *image_score. */
-static pe_status score_against(const pe_features *q, const float *q_inv, const float *const *feats,
-                               const float *const *inv, const int *patches, int m,
-                               const pe_detect_params *p, float *patch, float *image_score)
-{
-    int gq = q->grid_h * q->grid_w;
-    pe_status s = pe_score_query_inv(q->data, q_inv, gq, feats, inv, patches, m, q->dim, &p->score,
-                                     patch, NULL);
-    if (s) return s;
-    if (p->mask) pe_apply_attention_mask(patch, q->attn, gq, p->score.mask_threshold,
-                                         p->score.mask_low_weight);
-    *image_score = pe_image_score(patch, gq, &p->score);
-    return PE_OK;
-}
-
-/* Views of the bank's references without `exclude`. */
+/* Reference views to score against: m views (features, inverse norms, grids) in
+ * num_groups Eq. 3 references, group g = views [group_start[g], group_start[g + 1]). */
 typedef struct {
     const float **feats, **inv;
-    int *patches;
+    int *gh, *gw;
     int m;
+    int *group_start; /* (num_groups + 1) */
+    int num_groups;
 } ref_views;
 
-static pe_status make_views(const pe_bank *b, int exclude, ref_views *v)
+static pe_status alloc_views(int m, ref_views *v)
 {
-    v->feats = malloc((size_t)b->num_refs * sizeof *v->feats);
-    v->inv = malloc((size_t)b->num_refs * sizeof *v->inv);
-    v->patches = malloc((size_t)b->num_refs * sizeof *v->patches);
-    v->m = 0;
-    if (!v->feats || !v->inv || !v->patches) return pe_fail(PE_ERR_NOMEM, "bank: out of memory");
-    for (int k = 0; k < b->num_refs; k++) {
-        if (k == exclude) continue;
-        v->feats[v->m] = b->feats[k];
-        v->inv[v->m] = b->inv[k];
-        v->patches[v->m++] = b->grid_h[k] * b->grid_w[k];
-    }
+    v->feats = malloc((size_t)m * sizeof *v->feats);
+    v->inv = malloc((size_t)m * sizeof *v->inv);
+    v->gh = malloc((size_t)m * sizeof *v->gh);
+    v->gw = malloc((size_t)m * sizeof *v->gw);
+    v->group_start = malloc((size_t)(m + 1) * sizeof *v->group_start);
+    v->m = v->num_groups = 0;
+    if (!v->feats || !v->inv || !v->gh || !v->gw || !v->group_start)
+        return pe_fail(PE_ERR_NOMEM, "bank: out of memory");
+    v->group_start[0] = 0;
     return PE_OK;
 }
 
@@ -114,7 +102,43 @@ static void free_views(ref_views *v)
 {
     free(v->feats);
     free(v->inv);
-    free(v->patches);
+    free(v->gh);
+    free(v->gw);
+    free(v->group_start);
+}
+
+/* Few-shot Eq. 1-4 of one query against reference views (grouped, windowed as the
+ * params say). patch: (Gq) out; returns the image score after masking in *image_score. */
+static pe_status score_against(const pe_features *q, const float *q_inv, const ref_views *v,
+                               const pe_detect_params *p, float *patch, float *image_score)
+{
+    int gq = q->grid_h * q->grid_w;
+    pe_status s = pe_score_groups(q->data, q_inv, q->grid_h, q->grid_w, v->feats, v->inv, v->gh,
+                                  v->gw, v->group_start, v->num_groups, q->dim, p->window,
+                                  &p->score, patch);
+    if (s) return s;
+    if (p->mask) pe_apply_attention_mask(patch, q->attn, gq, p->score.mask_threshold,
+                                         p->score.mask_low_weight);
+    *image_score = pe_image_score(patch, gq, &p->score);
+    return PE_OK;
+}
+
+/* Views of the bank's references without reference (group) `exclude` (-1: none). */
+static pe_status make_views(const pe_bank *b, int exclude, ref_views *v)
+{
+    pe_status s = alloc_views(b->num_refs, v);
+    if (s) return s;
+    for (int g = 0; g < b->num_groups; g++) {
+        if (g == exclude) continue;
+        for (int k = b->group_start[g]; k < b->group_start[g + 1]; k++) {
+            v->feats[v->m] = b->feats[k];
+            v->inv[v->m] = b->inv[k];
+            v->gh[v->m] = b->grid_h[k];
+            v->gw[v->m++] = b->grid_w[k];
+        }
+        v->group_start[++v->num_groups] = v->m;
+    }
+    return PE_OK;
 }
 
 /* The core of predict: query features (+ attention when masking), and with alignment
@@ -137,17 +161,16 @@ static pe_status predict_core(const pe_bank *b, pe_model *model, const pe_featur
     float score = 0;
     if (!s) {
         pe_inv_norms(q->data, gq, q->dim, q_inv);
-        s = score_against(q, q_inv, v.feats, v.inv, v.patches, v.m, p, patch, &score);
+        s = score_against(q, q_inv, &v, p, patch, &score);
     }
     if (!s && use_align) {
         /* PatchEAD+ alignment: score against the references aligned onto the query and
          * their 180-degree rotations too; average the three patch maps and image scores. */
         pe_features *warped = calloc((size_t)2 * v.m, sizeof *warped);
         float *extra = pe_alloc((size_t)gq, sizeof(float), "patch scores");
-        const float **wf = malloc((size_t)v.m * sizeof *wf), **wi = malloc((size_t)v.m * sizeof *wi);
-        int *wp = malloc((size_t)v.m * sizeof *wp);
+        ref_views w = {0}; /* one set of aligned references: one view per reference */
         float *winv = NULL;
-        if (!warped || !extra || !wf || !wi || !wp) s = pe_fail(PE_ERR_NOMEM, "align: out of memory");
+        if (!warped || !extra || alloc_views(v.m, &w)) s = pe_fail(PE_ERR_NOMEM, "align: out of memory");
         for (int k = 0, j = 0; k < b->num_refs && !s; k++) {
             if (k == exclude) continue;
             pe_rigid t;
@@ -182,13 +205,16 @@ static pe_status predict_core(const pe_bank *b, pe_model *model, const pe_featur
         for (int set = 0; set < 2 && !s; set++) {
             for (int j = 0; j < v.m; j++) {
                 const pe_features *f = &warped[set * v.m + j];
-                wf[j] = f->data;
-                wi[j] = next;
-                wp[j] = f->grid_h * f->grid_w;
-                next += wp[j];
+                w.feats[j] = f->data;
+                w.inv[j] = next;
+                w.gh[j] = f->grid_h;
+                w.gw[j] = f->grid_w;
+                w.group_start[j + 1] = j + 1;
+                next += f->grid_h * f->grid_w;
             }
+            w.m = w.num_groups = v.m;
             float extra_score;
-            s = score_against(q, q_inv, wf, wi, wp, v.m, p, extra, &extra_score);
+            s = score_against(q, q_inv, &w, p, extra, &extra_score);
             if (s) break;
             for (int i = 0; i < gq; i++) patch[i] += extra[i];
             score += extra_score;
@@ -200,9 +226,7 @@ static pe_status predict_core(const pe_bank *b, pe_model *model, const pe_featur
         for (int j = 0; warped && j < 2 * v.m; j++) pe_features_free(&warped[j]);
         free(warped);
         free(extra);
-        free(wf);
-        free(wi);
-        free(wp);
+        free_views(&w);
         free(winv);
     }
     free_views(&v);
@@ -212,6 +236,7 @@ static pe_status predict_core(const pe_bank *b, pe_model *model, const pe_featur
         return s;
     }
     out->image_score = score;
+    out->p_value = pe_bank_p_value(b, score);
     out->grid_h = q->grid_h;
     out->grid_w = q->grid_w;
     out->patch_scores = patch;
@@ -220,22 +245,128 @@ static pe_status predict_core(const pe_bank *b, pe_model *model, const pe_featur
 
 /* Label-free threshold: every reference scored against the others (leave-one-out,
  * through the same path as predict); threshold = the largest of these image scores.
- * attn: per-reference attention (masking), images: S x S references (alignment). */
+ * refs[k]: the features of group k's first view (the reference as given; attention for
+ * masking), images: S x S references (alignment). With params.fpr > 0 the leave-one-out
+ * scores are also the bank's calibration scores (docs/BEYOND.md). A union (coreset)
+ * bank has one group: nothing to leave out, no threshold. */
 static pe_status loo_threshold(pe_bank *b, pe_model *model, const pe_features *refs, float *out)
 {
     *out = NAN;
-    if (b->num_refs < 2) return PE_OK;
+    const int m = b->num_groups;
+    if (m < 2) return PE_OK;
+    float *scores = malloc((size_t)m * sizeof *scores);
+    if (!scores) return pe_fail(PE_ERR_NOMEM, "fit: out of memory");
+    pe_status s = PE_OK;
     float worst = -INFINITY;
-    for (int k = 0; k < b->num_refs; k++) {
+    for (int k = 0; k < m && !s; k++) {
         pe_result r;
-        pe_status s = predict_core(b, model, &refs[k], b->images ? &b->images[k] : NULL, k,
-                                   b->params.align && b->images, &r);
-        if (s) return s;
+        s = predict_core(b, model, &refs[b->group_start[k]], b->images ? &b->images[k] : NULL, k,
+                         b->params.align && b->images, &r);
+        if (s) break;
+        scores[k] = r.image_score;
         worst = fmaxf(worst, r.image_score);
         pe_result_free(&r);
     }
-    *out = worst;
+    if (!s) *out = worst;
+    if (!s && b->params.fpr > 0) {
+        s = pe_bank_store_calibration(b, scores, m, b->params.fpr, PE_CALIB_LOO);
+        if (!s) *out = b->threshold;
+    }
+    free(scores);
+    return s;
+}
+
+/* Checks of the options beyond the paper that do not depend on the data. */
+static pe_status check_beyond(const pe_detect_params *p, int have_images)
+{
+    const int coreset = p->coreset_fraction > 0 || p->coreset_count > 0;
+    if (p->rotations < 1 || p->rotations > 360)
+        return pe_fail(PE_ERR_ARG, "fit: rotations must be 1..360, got %d", p->rotations);
+    if (p->window < -1) return pe_fail(PE_ERR_ARG, "fit: window radius must be >= 0, got %d", p->window);
+    if (!(p->fpr >= 0 && p->fpr < 1))
+        return pe_fail(PE_ERR_ARG, "fit: target false-alarm rate must be in (0, 1), got %g",
+                       (double)p->fpr);
+    if (p->coreset_fraction < 0 || p->coreset_fraction > 1 || p->coreset_count < 0 ||
+        p->coreset_proj < 0)
+        return pe_fail(PE_ERR_ARG, "fit: coreset share must be in (0, 1] (or a count > 0), "
+                                   "projection >= 0");
+    if ((p->rotations > 1 || p->flips) && !have_images)
+        return pe_fail(PE_ERR_UNSUPPORTED, "fit: rotated references need the reference images, "
+                                           "not only their features (use pe_bank_fit)");
+    if ((p->rotations > 1 || p->flips || coreset) && p->align)
+        return pe_fail(PE_ERR_UNSUPPORTED, "fit: alignment works on the references as given; it "
+                                           "does not combine with rotated references or a coreset");
+    if (coreset && p->window >= 0)
+        return pe_fail(PE_ERR_UNSUPPORTED, "fit: a coreset bank has no patch positions, so it "
+                                           "cannot be scored positionally (window)");
+    if (coreset && p->mask)
+        return pe_fail(PE_ERR_UNSUPPORTED, "fit: attention masking with a coreset bank is not "
+                                           "supported");
     return PE_OK;
+}
+
+/* Union bank from the coreset of all reference patches: the selected rows, stored in
+ * chunks of at most CORESET_CHUNK patches (grid 1 x n each) forming ONE Eq. 3 reference. */
+#define CORESET_CHUNK 4096
+static pe_status bank_from_features(pe_model *model, const pe_features *refs, int n,
+                                    const pe_detect_params *params, pe_bank **out);
+
+static pe_status coreset_bank(pe_model *model, const pe_features *refs, int n,
+                              const pe_detect_params *p, pe_bank **out)
+{
+    *out = NULL;
+    const int dim = refs[0].dim;
+    size_t total = 0;
+    for (int k = 0; k < n; k++) {
+        if (!refs[k].data || refs[k].dim != dim)
+            return pe_fail(PE_ERR_SHAPE, "fit: reference %d has dim %d, reference 0 %d", k,
+                           refs[k].dim, dim);
+        total += (size_t)refs[k].grid_h * refs[k].grid_w;
+    }
+    if (total > (size_t)INT32_MAX / 2)
+        return pe_fail(PE_ERR_LIMIT, "fit: %zu reference patches are too many for a coreset", total);
+    float *all = pe_alloc(total * dim, sizeof(float), "coreset input"); /* (N, D) */
+    int keep = pe_coreset_size((int)total, p->coreset_fraction, p->coreset_count);
+    int *sel = pe_alloc((size_t)keep, sizeof(int), "coreset selection");
+    int chunks = (keep + CORESET_CHUNK - 1) / CORESET_CHUNK;
+    pe_features *parts = calloc((size_t)chunks, sizeof *parts);
+    float *kept = pe_alloc((size_t)keep * dim, sizeof(float), "coreset");
+    pe_status s = all && sel && parts && kept ? PE_OK : PE_ERR_NOMEM;
+    if (!s) {
+        size_t off = 0;
+        for (int k = 0; k < n; k++) {
+            size_t g = (size_t)refs[k].grid_h * refs[k].grid_w;
+            memcpy(all + off * dim, refs[k].data, g * dim * sizeof(float));
+            off += g;
+        }
+        if (keep == (int)total) /* 100 %: every patch, in order (no selection needed) */
+            for (int i = 0; i < keep; i++) sel[i] = i;
+        else
+            s = pe_coreset_select(all, (int)total, dim, keep, p->coreset_proj, p->coreset_seed, sel);
+    }
+    if (!s) {
+        for (int i = 0; i < keep; i++)
+            memcpy(kept + (size_t)i * dim, all + (size_t)sel[i] * dim, dim * sizeof(float));
+        free(all); /* before the bank's copy: peak memory 2 x the patches, not 3 x */
+        all = NULL;
+        for (int c = 0; c < chunks; c++) {
+            parts[c].grid_h = 1;
+            parts[c].grid_w = PE_MIN(CORESET_CHUNK, keep - c * CORESET_CHUNK);
+            parts[c].dim = dim;
+            parts[c].data = kept + (size_t)c * CORESET_CHUNK * dim;
+        }
+        s = bank_from_features(model, parts, chunks, p, out);
+    }
+    if (!s) s = pe_bank_set_groups(*out, 1);
+    if (s && *out) {
+        pe_bank_free(*out);
+        *out = NULL;
+    }
+    free(all);
+    free(sel);
+    free(parts);
+    free(kept);
+    return s;
 }
 
 /* ------------------------------------------------------------------ fit */
@@ -302,12 +433,17 @@ pe_status pe_bank_fit_features(pe_model *model, const pe_features *refs, int num
                        "fit: alignment needs the reference images, not only their features (use "
                        "pe_bank_fit)");
     pe_status s = check_mask_support(model, params);
+    if (!s) s = check_beyond(params, 0);
     if (s) return s;
     for (int k = 0; params->mask && k < num_refs; k++)
         if (!refs[k].attn)
             return pe_fail(PE_ERR_ARG, "fit: attention masking needs reference %d's features with attention", k);
+    if (num_refs < 1) return pe_fail(PE_ERR_ARG, "fit: no reference images");
     pe_bank *b;
-    s = bank_from_features(model, refs, num_refs, params, &b);
+    if (params->coreset_fraction > 0 || params->coreset_count > 0)
+        s = coreset_bank(model, refs, num_refs, params, &b);
+    else
+        s = bank_from_features(model, refs, num_refs, params, &b);
     if (s) return s;
     s = loo_threshold(b, NULL, refs, &b->threshold);
     if (s) {
@@ -326,23 +462,48 @@ pe_status pe_bank_fit(pe_model *model, const pe_image *refs, int num_refs, const
     if (!model || !refs) return pe_fail(PE_ERR_ARG, "pe_bank_fit: NULL argument");
     if (num_refs < 1) return pe_fail(PE_ERR_ARG, "fit: no reference images");
     pe_status s = check_mask_support(model, &p);
+    if (!s) s = check_beyond(&p, 1);
     if (!s) s = resolved_size(model, p.size, &p.size);
     if (s) return s;
-    pe_features *feats = calloc((size_t)num_refs, sizeof *feats);
-    if (!feats) return pe_fail(PE_ERR_NOMEM, "fit: out of memory");
+    /* V views per reference: the reference and its rotated / mirrored copies (made from
+     * the S x S image, the frame queries are scored in). feats[k * V + v]. */
+    const int views = PE_MAX(1, p.rotations) * (p.flips ? 2 : 1);
+    const int coreset = p.coreset_fraction > 0 || p.coreset_count > 0;
+    const int nfeats = num_refs * views;
+    pe_features *feats = calloc((size_t)nfeats, sizeof *feats);
+    pe_image *view_imgs = calloc((size_t)views, sizeof *view_imgs);
+    if (!feats || !view_imgs) {
+        free(feats);
+        free(view_imgs);
+        return pe_fail(PE_ERR_NOMEM, "fit: out of memory");
+    }
     for (int k = 0; k < num_refs && !s; k++) {
-        s = extract(model, &refs[k], &p, p.mask, &feats[k]);
+        if (views == 1) {
+            s = extract(model, &refs[k], &p, p.mask, &feats[k]);
+        } else {
+            pe_image small = {0};
+            s = pe_image_resize(&refs[k], p.size, p.size, &small);
+            if (!s) s = pe_reference_views(&small, PE_MAX(1, p.rotations), p.flips, view_imgs);
+            for (int v = 0; v < views && !s; v++)
+                s = extract(model, &view_imgs[v], &p, p.mask, &feats[k * views + v]);
+            pe_image_free(&small);
+            for (int v = 0; v < views; v++) pe_image_free(&view_imgs[v]);
+        }
         if (s && names && names[k]) {
             char msg[1024];
             snprintf(msg, sizeof msg, "%s", pe_last_error());
             s = pe_fail(s, "%s: %s", names[k], msg);
         }
     }
+    free(view_imgs);
     pe_bank *b = NULL;
-    if (!s) s = bank_from_features(model, feats, num_refs, &p, &b);
-    for (int k = 0; k < num_refs && !s && names; k++) {
+    if (!s && coreset) s = coreset_bank(model, feats, nfeats, &p, &b);
+    else if (!s) s = bank_from_features(model, feats, nfeats, &p, &b);
+    if (!s && !coreset) s = pe_bank_set_groups(b, num_refs);
+    for (int k = 0; k < nfeats && !s && names && !coreset; k++) {
         free(b->names[k]);
-        if (!(b->names[k] = strdup(names[k] ? names[k] : ""))) s = pe_fail(PE_ERR_NOMEM, "fit: out of memory");
+        const char *nm = names[k / views];
+        if (!(b->names[k] = strdup(nm ? nm : ""))) s = pe_fail(PE_ERR_NOMEM, "fit: out of memory");
     }
     if (!s && p.align) {
         /* Keep the S x S references: alignment runs on them at predict time. */
@@ -352,7 +513,7 @@ pe_status pe_bank_fit(pe_model *model, const pe_image *refs, int num_refs, const
             s = pe_image_resize(&refs[k], p.size, p.size, &b->images[k]);
     }
     if (!s) s = loo_threshold(b, model, feats, &b->threshold);
-    for (int k = 0; k < num_refs; k++) pe_features_free(&feats[k]);
+    for (int k = 0; k < nfeats; k++) pe_features_free(&feats[k]);
     free(feats);
     if (s) {
         pe_bank_free(b);
@@ -401,6 +562,10 @@ pe_status pe_zeroshot_features(const pe_features *feats, int n, const pe_detect_
         return pe_fail(PE_ERR_ARG, "zero-shot needs at least 2 images (each is scored against the "
                                    "others), got %d", n);
     for (int b = 0; b < n; b++) memset(&out[b], 0, sizeof out[b]);
+    if (params->window >= 0 || params->rotations > 1 || params->flips ||
+        params->coreset_fraction > 0 || params->coreset_count > 0)
+        return pe_fail(PE_ERR_UNSUPPORTED, "zero-shot: positional scoring, rotated references and "
+                                           "coresets are few-shot bank options");
     const int gh = feats[0].grid_h, gw = feats[0].grid_w, dim = feats[0].dim, g = gh * gw;
     for (int b = 0; b < n; b++) {
         if (!feats[b].data || feats[b].grid_h != gh || feats[b].grid_w != gw || feats[b].dim != dim)

@@ -34,6 +34,9 @@ int pe_open_regular(const char *path);
 /* The same as a read-only stdio stream (text files: dataset lists, split CSVs). */
 FILE *pe_fopen_regular(const char *path);
 
+/* splitmix64: the library's seeded generator (coreset first centre and projection). */
+uint64_t pe_splitmix64(uint64_t *state);
+
 #define PE_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define PE_MAX(a, b) ((a) > (b) ? (a) : (b))
 
