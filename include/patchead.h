@@ -501,7 +501,7 @@ typedef struct {
 typedef struct {
     char *name;            /* category name ("bottle", "tire", "Class1", ...) */
     char *root;            /* its folder */
-    pe_sample *train;      /* normal images to draw few-shot references from */
+    pe_sample *train;      /* normal images to draw few-shot references from, sorted by path */
     int num_train;
     pe_sample *test;       /* test images, sorted by path */
     int num_test;

@@ -1,6 +1,6 @@
 /* anomaly_map.c — patch scores -> pixel anomaly map -> heatmap PNG.
  *
- * Map (AnomalyDINO's recipe, METHOD.md "Anomaly map"):
+ * Map (AnomalyDINO's recipe, docs/METHOD.md, "Anomaly maps"):
  *   1. bilinear upsampling of the (grid_h, grid_w) patch scores to (out_h, out_w) with
  *      PyTorch's F.interpolate(mode="bilinear", align_corners=False) convention:
  *      src = max(0, (dst + 0.5) * in / out - 0.5), neighbours clamped to the edge;

@@ -255,9 +255,11 @@ static pe_status add_folder(sample_list *l, const char *dir, const char *defect,
     return st;
 }
 
-/* Finish a category: sort the test set, count anomalies, check masks. */
+/* Finish a category: sort both sets by path (few-shot references are drawn from the sorted
+ * training list: docs/METHOD.md, "Reference sampling"), count anomalies, check masks. */
 static void finish_category(pe_category *c, sample_list *train, sample_list *test)
 {
+    if (train->n) qsort(train->items, (size_t)train->n, sizeof *train->items, cmp_sample);
     if (test->n) qsort(test->items, (size_t)test->n, sizeof *test->items, cmp_sample);
     c->train = train->items;
     c->num_train = train->n;

@@ -1,4 +1,4 @@
-/* score.c — PatchEAD scoring (METHOD.md Eq. 1-4), few-shot and batch zero-shot.
+/* score.c — PatchEAD scoring (docs/METHOD.md, Eq. 1-4), few-shot and batch zero-shot.
  *
  *   Eq. 1  d(q_i, n^k_j) = 1 - cos(q_i, n^k_j)
  *   Eq. 2  s_i^k = min_j d(q_i, n^k_j)          (nearest patch of reference image k)

@@ -5,6 +5,7 @@
 # counted from the "PASS name" / "FAIL name: why" / "SKIP name: why" lines. A binary or
 # script that exits non-zero without a FAIL line (a crash, a timeout) is one failure.
 # Optional real data is found only through PATCHEAD_DATA (see tests/testlib.h).
+# TESTS="path ..." runs those tests instead of all (tests/cli_runner.sh uses it).
 # Exit status: 0 iff nothing failed and something passed.
 set -u
 BUILD=${BUILD:-build}
@@ -15,7 +16,8 @@ if [ -z "${OMP_WAIT_POLICY:-}${GOMP_SPINCOUNT:-}" ]; then export OMP_WAIT_POLICY
 passed=0 failed=0 skipped=0
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-for t in "$BUILD"/tests/test_* tests/cli_*.sh; do
+# shellcheck disable=SC2086 # TESTS is a space-separated list on purpose
+for t in ${TESTS:-"$BUILD"/tests/test_* tests/cli_*.sh}; do
     [ -e "$t" ] || continue
     echo "== $t"
     case "$t" in

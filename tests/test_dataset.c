@@ -170,8 +170,8 @@ static void test_visa(void)
     png(P("visa/pcb1/Data/Images/Anomaly/000.JPG"), 90, 40);
     text(P("visa/split_csv/1cls.csv"),
          "object,split,label,image,mask\r\n"
+         "candle,train,normal,candle/Data/Images/Normal/0001.JPG,\r\n" /* csv order != path */
          "candle,train,normal,candle/Data/Images/Normal/0000.JPG,\r\n"
-         "candle,train,normal,candle/Data/Images/Normal/0001.JPG,\r\n"
          "candle,test,normal,candle/Data/Images/Normal/0002.JPG,\r\n"
          "candle,test,anomaly,candle/Data/Images/Anomaly/000.JPG,candle/Data/Masks/Anomaly/000.png\r\n"
          "pcb1,train,normal,pcb1/Data/Images/Normal/0000.JPG,\r\n"
@@ -183,6 +183,9 @@ static void test_visa(void)
     CHECK(!strcmp(ds->layout, "visa") && ds->num_categories == 2);
     const pe_category *c = find_cat(ds, "candle");
     CHECK(c && c->num_train == 2 && c->num_test == 2 && c->num_anomalous == 1 && c->has_masks);
+    /* training images sorted by path whatever the csv order (reference sampling relies on it) */
+    CHECK(c && c->num_train == 2 && ends_with(c->train[0].path, "Normal/0000.JPG") &&
+          ends_with(c->train[1].path, "Normal/0001.JPG"));
     const pe_sample *s = c ? find_sample(c, "Anomaly/000.JPG") : NULL;
     CHECK(s && s->label && ends_with(s->mask_path, "Masks/Anomaly/000.png"));
     const pe_category *p = find_cat(ds, "pcb1");

@@ -4,7 +4,7 @@
 Anomaly maps: torch.nn.functional.interpolate(mode="bilinear", align_corners=False)
 followed by scipy.ndimage.gaussian_filter(sigma) with its defaults (mode="reflect",
 truncate=4.0) -- AnomalyDINO's recipe.
-Scoring: Eq. 1-4 of METHOD.md written directly in NumPy (float64) for a few-shot
+Scoring: Eq. 1-4 of docs/METHOD.md written directly in NumPy (float64) for a few-shot
 query and a zero-shot batch.
 
 Every file is little-endian: int32 header fields then float32 arrays (layouts below).
