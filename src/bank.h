@@ -20,6 +20,7 @@ struct pe_bank {
     float **inv;             /* (M) views into inv_data: (G_k) inverse L2 norms */
     float *inv_data;
     pe_image *images;        /* (M) S x S RGB references, only with params.align */
+    char file_hash[17];      /* checksum of the .pead file it was loaded from, hex ("" if none) */
 };
 
 /* Allocate an empty bank for M references whose grids are given; features zeroed. */
