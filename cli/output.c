@@ -98,10 +98,42 @@ static int commit_tmp(FILE *f, const char *tmp, const char *dir, const char *nam
     return 0;
 }
 
+void det_write_header(FILE *csv, float threshold)
+{
+    fputs(isnan(threshold) ? "path,score\n" : "path,score,is_anomalous\n", csv);
+}
+
+void det_write_row(FILE *csv, FILE *js, const det_item *it, float threshold, int write_maps)
+{
+    const int flag = !isnan(threshold);
+    cli_csv_field(csv, it->path);
+    fputs("{\"path\": ", js);
+    cli_json_string(js, it->path);
+    if (it->ok) {
+        float s = it->result.image_score;
+        fprintf(csv, ",%.7g", s);
+        fprintf(js, ", \"score\": %.7g", s);
+        if (flag) {
+            fprintf(csv, ",%d", s > threshold);
+            fprintf(js, ", \"is_anomalous\": %s", s > threshold ? "true" : "false");
+        }
+        if (write_maps)
+            fprintf(js, ", \"map\": \"maps/%s.npy\", \"heatmap\": \"heatmaps/%s.png\"", it->stem,
+                    it->stem);
+        fprintf(js, ", \"grid\": [%d, %d], \"aligned\": %d, \"align_failed\": %d",
+                it->result.grid_h, it->result.grid_w, it->result.aligned, it->result.align_failed);
+    } else {
+        fputs(flag ? ",," : ",", csv);
+        fputs(", \"error\": ", js);
+        cli_json_string(js, it->error);
+    }
+    fputc('\n', csv);
+    fputs("}\n", js);
+}
+
 int det_write_scores(const char *dir, const det_item *items, int n, float threshold, int write_maps)
 {
     if (cli_mkdirs(dir)) return -1;
-    const int flag = !isnan(threshold);
     char tcsv[4200], tjson[4200];
     FILE *csv = open_tmp(dir, "scores.csv", tcsv, sizeof tcsv);
     if (!csv) return -1;
@@ -111,34 +143,8 @@ int det_write_scores(const char *dir, const det_item *items, int n, float thresh
         remove(tcsv);
         return -1;
     }
-    fprintf(csv, flag ? "path,score,is_anomalous\n" : "path,score\n");
-    for (int i = 0; i < n; i++) {
-        const det_item *it = &items[i];
-        cli_csv_field(csv, it->path);
-        fputs("{\"path\": ", js);
-        cli_json_string(js, it->path);
-        if (it->ok) {
-            float s = it->result.image_score;
-            fprintf(csv, ",%.7g", s);
-            fprintf(js, ", \"score\": %.7g", s);
-            if (flag) {
-                fprintf(csv, ",%d", s > threshold);
-                fprintf(js, ", \"is_anomalous\": %s", s > threshold ? "true" : "false");
-            }
-            if (write_maps)
-                fprintf(js, ", \"map\": \"maps/%s.npy\", \"heatmap\": \"heatmaps/%s.png\"", it->stem,
-                        it->stem);
-            fprintf(js, ", \"grid\": [%d, %d], \"aligned\": %d, \"align_failed\": %d",
-                    it->result.grid_h, it->result.grid_w, it->result.aligned,
-                    it->result.align_failed);
-        } else {
-            fputs(flag ? ",," : ",", csv);
-            fputs(", \"error\": ", js);
-            cli_json_string(js, it->error);
-        }
-        fputc('\n', csv);
-        fputs("}\n", js);
-    }
+    det_write_header(csv, threshold);
+    for (int i = 0; i < n; i++) det_write_row(csv, js, &items[i], threshold, write_maps);
     int rc = commit_tmp(csv, tcsv, dir, "scores.csv");
     if (commit_tmp(js, tjson, dir, "scores.jsonl")) rc = -1;
     return rc;

@@ -16,6 +16,8 @@
 
 #include "patchead.h"
 
+#include <stdio.h>
+
 typedef struct {
     const char *path;   /* input path as given */
     char *stem;         /* unique output stem (det_assign_stems) */
@@ -32,6 +34,11 @@ void det_free_items(det_item *items, int n);
  * NAN when unknown (no is_anomalous column). write_maps: whether map/heatmap files are
  * (to be) written, so the JSON names them. Returns 0 or -1 with an error printed. */
 int det_write_scores(const char *dir, const det_item *items, int n, float threshold, int write_maps);
+
+/* One input's scores.csv row and scores.jsonl line (the format above), and the CSV
+ * header; also used by `patchead watch`, which appends rows as images arrive. */
+void det_write_header(FILE *csv, float threshold);
+void det_write_row(FILE *csv, FILE *js, const det_item *it, float threshold, int write_maps);
 
 /* Second pass: reload each scored image and write maps/<stem>.npy and
  * heatmaps/<stem>.png with one colour scale [min, max] of all patch scores of the
