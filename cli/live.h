@@ -72,4 +72,11 @@ void live_heatmap_range(const pe_result *r, float threshold, float *vmin, float 
 
 double live_now_ms(void); /* monotonic milliseconds */
 
+/* SIGTERM and SIGINT as a readable descriptor: each signal writes its number (one byte)
+ * to a pipe whose read end is returned (-1 with an error printed on failure). A handler,
+ * not a blocked mask + sigwait: threads started before main (OpenBLAS's pool) do not
+ * carry our mask, and a process-directed signal landing on one of them would otherwise
+ * take the default action and kill the process. */
+int live_stop_fd(void);
+
 #endif

@@ -28,6 +28,7 @@
 #include <math.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -895,6 +896,13 @@ int cmd_serve(int argc, char **argv)
         return EXIT_USAGE;
     }
     if (threads) pe_set_threads(threads);
+    /* SIGTERM / SIGINT: read from live_stop_fd below. SIGPIPE: a client that hung up. */
+    int stop_fd = live_stop_fd();
+    if (stop_fd < 0) {
+        free(specs);
+        return EXIT_ERROR;
+    }
+    signal(SIGPIPE, SIG_IGN);
 
     server *srv = calloc(1, sizeof *srv);
     if (!srv) return free(specs), cli_error("out of memory");
@@ -913,15 +921,6 @@ int cmd_serve(int argc, char **argv)
     pthread_mutex_init(&srv->lock, NULL);
     pthread_cond_init(&srv->wake, NULL);
     pthread_cond_init(&srv->idle, NULL);
-
-    /* SIGTERM/SIGINT are taken by sigwait() below: block them before any thread starts,
-     * so that every thread inherits the mask. SIGPIPE: a client that hung up. */
-    sigset_t sigs;
-    sigemptyset(&sigs);
-    sigaddset(&sigs, SIGTERM);
-    sigaddset(&sigs, SIGINT);
-    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
-    signal(SIGPIPE, SIG_IGN);
 
     pthread_t *tids = calloc((size_t)workers, sizeof *tids);
     int started = 0;
@@ -957,12 +956,13 @@ int cmd_serve(int argc, char **argv)
     printf("listening http://%s%s%s:%d/\n", ipv6 ? "[" : "", host, ipv6 ? "]" : "", bound);
     fflush(stdout);
 
-    int sig = 0;
-    while (sigwait(&sigs, &sig) != 0) {
+    unsigned char sig = 0;
+    struct pollfd pfd = {stop_fd, POLLIN, 0};
+    while (poll(&pfd, 1, -1) < 0 || read(stop_fd, &sig, 1) != 1) {
     }
     /* Drain: stop accepting, answer what was received, then stop. */
     atomic_store(&srv->draining, 1);
-    if (!cli_quiet) fprintf(stderr, "patchead: %s: draining requests in flight\n", strsignal(sig));
+    if (!cli_quiet) fprintf(stderr, "patchead: %s: draining requests in flight\n", strsignal((int)sig));
     MHD_socket listener = MHD_quiesce_daemon(srv->daemon);
     if (listener != MHD_INVALID_SOCKET) close(listener);
     struct timespec deadline;

@@ -25,11 +25,9 @@
 #include <fcntl.h>
 #include <math.h>
 #include <poll.h>
-#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/inotify.h>
-#include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -445,13 +443,17 @@ int cmd_watch(int argc, char **argv)
     if (!S_ISDIR(st.st_mode)) return cli_error("%s: not a folder", in);
     if (threads) pe_set_threads(threads);
 
+    /* SIGTERM / SIGINT arrive on a descriptor, polled with the inotify one. */
+    int sfd = live_stop_fd();
+    if (sfd < 0) return EXIT_ERROR;
+
     char *specs[1] = {bank_path};
     if (live_open(&w.set, specs, 1, model, threads)) return EXIT_ERROR;
     w.bank = &w.set.banks[0];
     w.threshold = isnan(threshold) ? w.bank->threshold : (float)threshold;
     w.sigma = pe_bank_params(w.bank->bank)->map_sigma;
 
-    int rc = EXIT_ERROR, ino = -1, sfd = -1;
+    int rc = EXIT_ERROR, ino = -1;
     pending_list pend = {0};
     char maps_dir[4200], heat_dir[4200], jsonl_path[4200];
     snprintf(maps_dir, sizeof maps_dir, "%s/maps", w.out);
@@ -464,16 +466,9 @@ int cmd_watch(int argc, char **argv)
     if (!(w.jsonl = open_append(w.out, "scores.jsonl", &fresh_jsonl))) goto out;
     if (fresh_csv) det_write_header(w.csv, w.threshold);
 
-    /* SIGTERM / SIGINT arrive on a descriptor, polled with the inotify one. */
-    sigset_t sigs;
-    sigemptyset(&sigs);
-    sigaddset(&sigs, SIGTERM);
-    sigaddset(&sigs, SIGINT);
-    sigprocmask(SIG_BLOCK, &sigs, NULL);
-    sfd = signalfd(-1, &sigs, SFD_CLOEXEC | SFD_NONBLOCK);
     ino = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
     /* Watch before the scan, so nothing falls between the two. */
-    if (sfd < 0 || ino < 0 ||
+    if (ino < 0 ||
         inotify_add_watch(ino, in, IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE | IN_MODIFY |
                                        IN_DELETE_SELF | IN_MOVE_SELF) < 0) {
         cli_error("%s: cannot watch (%s)", in, strerror(errno));
@@ -529,8 +524,8 @@ int cmd_watch(int argc, char **argv)
                 free(name);
                 if (r < 0) goto out;
                 now = live_now_ms();
-                struct signalfd_siginfo si;
-                if (read(sfd, &si, sizeof si) == (ssize_t)sizeof si) stop = 1;
+                unsigned char sig;
+                if (read(sfd, &sig, 1) == 1) stop = 1;
                 continue;
             }
             if (!p->evented || p->closed) {
@@ -594,7 +589,6 @@ out:
     for (int i = 0; i < pend.n; i++) free(pend.items[i].name);
     free(pend.items);
     if (ino >= 0) close(ino);
-    if (sfd >= 0) close(sfd);
     if (w.csv) fclose(w.csv);
     if (w.jsonl) fclose(w.jsonl);
     set_free(&w.done);
