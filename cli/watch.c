@@ -53,6 +53,9 @@ static const char *USAGE =
     "\nexample:\n"
     "  patchead watch --bank tire.pead --in /srv/camera --out /srv/results\n";
 
+/* DIR (< 4096 bytes) + '/' + a file name (<= 255 bytes) */
+#define WATCH_PATH (4096 + 260)
+
 /* Largest file read as an image (the decoder bounds pixels; this bounds the bytes). */
 #define WATCH_MAX_FILE ((size_t)512 << 20)
 
@@ -281,7 +284,7 @@ static int append_row(watcher *w, const det_item *it)
  * -1 (cannot write results: stop). */
 static int score_file(watcher *w, const char *name)
 {
-    char path[4200];
+    char path[WATCH_PATH];
     snprintf(path, sizeof path, "%s/%s", w->in, name);
     det_item it;
     memset(&it, 0, sizeof it);
@@ -336,7 +339,7 @@ static int score_file(watcher *w, const char *name)
 
 static int wanted(const watcher *w, const char *name)
 {
-    char path[4200];
+    char path[WATCH_PATH];
     snprintf(path, sizeof path, "%s/%s", w->in, name);
     return name[0] != '.' && cli_is_image_name(name) && !set_has(&w->done, path);
 }
@@ -352,7 +355,7 @@ static void observe(pending *p, const struct stat *st, double now)
 static int check_ready(watcher *w, pending *p, double now)
 {
     if (p->evented && !p->closed) return 0; /* its writer still has it open */
-    char path[4200];
+    char path[WATCH_PATH];
     snprintf(path, sizeof path, "%s/%s", w->in, p->name);
     struct stat st;
     if (stat(path, &st) != 0) return -1;
@@ -367,7 +370,7 @@ static int check_ready(watcher *w, pending *p, double now)
 
 static FILE *open_append(const char *dir, const char *name, int *fresh)
 {
-    char path[4200];
+    char path[WATCH_PATH];
     snprintf(path, sizeof path, "%s/%s", dir, name);
     FILE *f = fopen(path, "a+");
     if (!f) {
@@ -482,7 +485,7 @@ int cmd_watch(int argc, char **argv)
     double now = live_now_ms();
     for (struct dirent *e; (e = readdir(d));) {
         if (!wanted(&w, e->d_name)) continue;
-        char path[4200];
+        char path[WATCH_PATH];
         snprintf(path, sizeof path, "%s/%s", in, e->d_name);
         if (stat(path, &st) != 0 || !S_ISREG(st.st_mode)) continue;
         pending *p = pending_touch(&pend, e->d_name);
