@@ -84,9 +84,9 @@ static void test_heatmap_render_matches_file(void)
     CHECK(saved.width == heat.width && saved.height == heat.height);
     CHECK(saved.rgb && !memcmp(saved.rgb, heat.rgb, (size_t)heat.width * heat.height * 3));
     remove(path);
-    CHECK(pe_heatmap_render(&img, NULL, 0, 1, &heat) == PE_ERR_ARG);
-    pe_image_free(&saved);
     pe_image_free(&heat);
+    CHECK(pe_heatmap_render(&img, NULL, 0, 1, &heat) == PE_ERR_ARG && heat.rgb == NULL);
+    pe_image_free(&saved);
     pe_image_free(&img);
     free(map);
 }
