@@ -47,6 +47,14 @@ start() { # bank-file
         "http://127.0.0.1:$PORT/v1/banks/tire/predict"; done
 }
 stop() { kill -TERM "$SERVER"; wait "$SERVER" || echo "server exit status $?"; SERVER=; }
+# Between runs: wrk's end leaves requests in flight; their jobs are dropped (client gone)
+# or finished. Wait for an idle server so a run does not start with a full queue.
+wait_idle() {
+    for _ in $(seq 600); do
+        [ "$(curl -s -m 5 "http://127.0.0.1:$PORT/metrics" | sed -n 's/^patchead_predict_admitted //p')" = 0 ] && return
+        sleep 0.1
+    done
+}
 
 "$P" fit --quiet --model "$MODEL" --size "$SIZE" -o "$T/tire.pead" examples/tire/train/good
 mkdir -p "$T/copies"
@@ -60,6 +68,7 @@ echo "|---|---|---|---|---|---|---|---|---|---|---|"
 start "$T/tire.pead"
 SPID=$(server_pid)
 for c in $CONNS; do
+    wait_idle
     r0=$(rss_kib "$SPID")
     t=$(( c < 2 ? c : 2 ))
     PE_IMAGE=$IMAGE PE_TYPE=image/jpeg wrk -t "$t" -c "$c" -d "${DURATION}s" --timeout 30s \
@@ -70,7 +79,8 @@ for c in $CONNS; do
     echo "| $c | $(get requests) | $(get req_s) | $(get p50_ms) | $(get p90_ms) | $(get p99_ms) | $(get non200) | $(get socket_errors) | $((r0 / 1024)) | $((r1 / 1024)) | $(cut -d' ' -f1 /proc/loadavg) |"
     [ "$c" = 1 ] && p50_1=$(get p50_ms)
 done
-curl -s "http://127.0.0.1:$PORT/metrics" | grep -E '^patchead_(http_requests_total|images_scored_total)' > "$T/metrics"
+wait_idle
+curl -s "http://127.0.0.1:$PORT/metrics" | grep -E '^patchead_(http_requests_total|images_scored_total|predict_abandoned_total)' > "$T/metrics"
 stop
 echo
 echo "serving overhead at 1 connection: p50 ${p50_1:-?} ms - CLI ${cli} ms = $(awk -v a="${p50_1:-0}" -v b="$cli" 'BEGIN { printf "%.1f", a - b }') ms per request"
@@ -83,12 +93,14 @@ SPID=$(server_pid)
 r0=$(rss_kib "$SPID")
 total=0 rounds=0 t_start=$(date +%s)
 while [ "$total" -lt "$SOAK_REQUESTS" ] && [ $(( $(date +%s) - t_start )) -lt "$SOAK_SECONDS" ]; do
+    wait_idle
     PE_IMAGE=$IMAGE PE_TYPE=image/jpeg wrk -t 2 -c 16 -d 20s --timeout 30s -s bench/serve_post.lua \
         "http://127.0.0.1:$PORT/v1/banks/tire/predict" > "$T/soak" 2>&1 || true
     n=$(sed -n 's/^RESULT requests=\([0-9]*\).*/\1/p' "$T/soak"); total=$((total + ${n:-0})); rounds=$((rounds + 1))
     bad=$(sed -n 's/.* non200=\([0-9]*\).*/\1/p' "$T/soak")
     echo "soak round $rounds: $n requests (non-200: ${bad:-?}), RSS $(( $(rss_kib "$SPID") / 1024 )) MiB"
 done
+wait_idle
 r1=$(rss_kib "$SPID")
 stop
 echo "soak (size $SOAK_SIZE, 16 connections): $total requests, RSS $((r0 / 1024)) MiB -> $((r1 / 1024)) MiB ($(( (r1 - r0) )) KiB)"

@@ -35,6 +35,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 static const char *USAGE =
@@ -100,6 +101,7 @@ typedef struct {
     unsigned long hist[16], hist_count;
     double hist_sum;
     unsigned long *scored;   /* (num_banks) images scored */
+    unsigned long abandoned; /* predict jobs dropped: the client had gone before its turn */
     unsigned long connections;
     double started_ms;
 } server;
@@ -358,6 +360,10 @@ static enum MHD_Result get_metrics(server *srv, struct MHD_Connection *conn)
     tb_printf(&t, "# HELP patchead_predict_admitted Predict requests admitted (of --queue).\n"
                   "# TYPE patchead_predict_admitted gauge\npatchead_predict_admitted %d\n",
               srv->admitted);
+    tb_printf(&t, "# HELP patchead_predict_abandoned_total Predict jobs dropped unscored: the "
+                  "client closed the connection before its turn.\n"
+                  "# TYPE patchead_predict_abandoned_total counter\npatchead_predict_abandoned_total %lu\n",
+              srv->abandoned);
     tb_printf(&t, "# HELP patchead_connections_total TCP connections accepted.\n"
                   "# TYPE patchead_connections_total counter\npatchead_connections_total %lu\n",
               srv->connections);
@@ -492,6 +498,19 @@ static void run_job(server *srv, job *j)
     }
 }
 
+/* 1 if the client of a suspended connection has closed it (EOF or error on a peek; a
+ * pipelined next request is data, not a close). Checked before a job's inference, so a
+ * client that gave up (timeout, Ctrl-C) does not cost an inference and a queue slot. */
+static int client_gone(struct MHD_Connection *conn)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (!ci) return 0;
+    char c;
+    ssize_t r = recv(ci->connect_fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+    return r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+}
+
 static void *worker_main(void *arg)
 {
     server *srv = arg;
@@ -505,7 +524,14 @@ static void *worker_main(void *arg)
         if (!srv->head) srv->tail = NULL;
         srv->queued--;
         pthread_mutex_unlock(&srv->lock);
-        run_job(srv, j);
+        if (client_gone(j->conn)) {
+            set_answer_error(j, 400, "client closed the connection before its turn");
+            pthread_mutex_lock(&srv->lock);
+            srv->abandoned++;
+            pthread_mutex_unlock(&srv->lock);
+        } else {
+            run_job(srv, j);
+        }
         struct MHD_Connection *conn = j->conn;
         pthread_mutex_lock(&srv->lock);
         j->state = JOB_DONE;

@@ -6,19 +6,7 @@
 # Real MobileNetV2 weights + the bundled tire images; SKIP without them or without curl.
 # Everything runs under `timeout`; the server is killed on any exit.
 set -u
-PATCHEAD=${PATCHEAD:-build/patchead}
-MODEL=weights/mobilenet_v2
-PY=/usr/bin/python3
-T=$(mktemp -d)
-SERVER_PID=
-cleanup() { [ -n "$SERVER_PID" ] && kill -9 "$SERVER_PID" 2>/dev/null; rm -rf "$T"; }
-trap cleanup EXIT
-
-pass() { echo "PASS $1"; }
-fail() { echo "FAIL $1: $2"; }
-check() { local name=$1; shift; if "$@"; then pass "$name"; else fail "$name" "$*"; fi; }
-# json FILE EXPR: evaluate a Python expression on the parsed JSON `j`; prints the value
-json() { $PY -c "import json,sys; j=json.load(open(sys.argv[1])); print($2)" "$1" 2>/dev/null; }
+. "$(dirname "$0")/serve_common.sh"
 
 "$PATCHEAD" serve --help | grep -q "usage: patchead serve" && pass serve_help || fail serve_help "no usage"
 "$PATCHEAD" serve >/dev/null 2>"$T/err"; rc=$?
@@ -44,23 +32,14 @@ timeout 120 "$PATCHEAD" predict --quiet --no-maps --bank "$T/tire.pead" --out "$
 cli_hole=$(grep hole_000 "$T/cli/scores.csv" | cut -d, -f2)
 
 IDLE=1
-start_server() { # extra options...
-    : > "$T/out"
-    timeout 300 "$PATCHEAD" serve --bank "tire=$T/tire.pead" --bank "second=$T/tire.pead" --port 0 \
-        --timeout $IDLE --max-body 1 "$@" >"$T/out" 2>"$T/serve.err" &
-    SERVER_PID=$!
-    for _ in $(seq 300); do grep -q '^listening' "$T/out" 2>/dev/null && break; sleep 0.1; done
-    PORT=$(sed -n 's/^listening http:\/\/127.0.0.1:\([0-9]*\)\/$/\1/p' "$T/out")
-    URL="http://127.0.0.1:$PORT"
-    [ -n "$PORT" ]
-}
+serve() { start_server --bank "tire=$T/tire.pead" --bank "second=$T/tire.pead" --timeout $IDLE --max-body 1 "$@"; }
 # req NAME METHOD PATH [curl args...]: body in $T/NAME.body, headers in $T/NAME.head, code echoed
 req() {
     local name=$1 method=$2 path=$3; shift 3
     curl -s -m 60 -X "$method" -D "$T/$name.head" -o "$T/$name.body" -w '%{http_code}' "$@" "$URL$path"
 }
 
-start_server || { fail serve_start "$(cat "$T/serve.err")"; exit 1; }
+serve || { fail serve_start "$(cat "$T/serve.err")"; exit 1; }
 pass serve_start
 check serve_binds_loopback grep -q '^listening http://127.0.0.1:' "$T/out"
 
@@ -132,8 +111,8 @@ check healthy_after_errors test "$(req h2 GET /healthz)" = 200
 timeout 120 $PY tests/serve_malformed.py "$PORT" tire "$GOOD" "$IDLE"
 
 # --- busy: --queue limit answered with 503 + Retry-After ----------------------------
-kill -TERM "$SERVER_PID"; wait "$SERVER_PID"
-start_server --queue 1 --workers 1 || { fail serve_restart "$(cat "$T/serve.err")"; exit 1; }
+stop_bg
+serve --queue 1 --workers 1 || { fail serve_restart "$(cat "$T/serve.err")"; exit 1; }
 pids=()
 for i in 1 2 3 4 5 6; do
     curl -s -m 60 -D "$T/q$i.head" -o "$T/q$i.body" -w '%{http_code}\n' -H 'Content-Type: image/jpeg' \
@@ -155,8 +134,31 @@ check metrics_inflight grep -q '^patchead_requests_in_flight 1$' "$T/mt.body" # 
 check metrics_rss grep -qE '^patchead_process_resident_memory_bytes [1-9][0-9]+$' "$T/mt.body"
 
 # --- SIGTERM with requests in flight: all answered, exit 0, port closed ---------------
-kill -TERM "$SERVER_PID"; wait "$SERVER_PID"
-start_server --queue 8 || { fail serve_restart2 "$(cat "$T/serve.err")"; exit 1; }
+stop_bg
+serve --queue 8 || { fail serve_restart2 "$(cat "$T/serve.err")"; exit 1; }
+# Clients that give up while queued cost no inference: a slow job (a 4000x3000 PNG with
+# its heatmap) holds the worker while two clients time out behind it.
+$PY -c "
+import struct, sys, zlib
+w, h = 4000, 3000
+def chunk(t, d): return struct.pack('>I', len(d)) + t + d + struct.pack('>I', zlib.crc32(t + d))
+raw = b''.join(b'\\0' + bytes(3 * w) for _ in range(h))
+open(sys.argv[1], 'wb').write(b'\\x89PNG\\r\\n\\x1a\\n' + chunk(b'IHDR', struct.pack('>IIBBBBB', w, h, 8, 2, 0, 0, 0))
+    + chunk(b'IDAT', zlib.compress(raw, 9)) + chunk(b'IEND', b''))" "$T/big.png"
+curl -s -m 120 -o /dev/null -w '%{http_code}' -H 'Content-Type: image/png' --data-binary @"$T/big.png" \
+    "$URL/v1/banks/tire/predict?heatmap=png" > "$T/big.code" &
+big=$!
+sleep 0.2
+for i in 1 2; do curl -s -m 0.3 -o /dev/null -H 'Content-Type: image/jpeg' --data-binary @"$GOOD" "$URL/v1/banks/second/predict"; done
+wait "$big"
+check abandoned_big_image_200 test "$(cat "$T/big.code")" = 200
+for _ in $(seq 100); do
+    [ "$(curl -s -m 5 "$URL/metrics" | sed -n 's/^patchead_predict_admitted //p')" = 0 ] && break; sleep 0.1
+done
+curl -s -m 5 "$URL/metrics" > "$T/m2"
+check abandoned_counted grep -q '^patchead_predict_abandoned_total 2$' "$T/m2"
+check abandoned_not_scored grep -q '^patchead_images_scored_total{bank="second"} 0$' "$T/m2"
+
 pids=()
 for i in 1 2 3; do
     curl -s -m 60 -o "$T/s$i.body" -w '%{http_code}\n' -H 'Content-Type: image/jpeg' \
@@ -167,9 +169,7 @@ done
 for _ in $(seq 100); do
     [ "$(curl -s -m 5 "$URL/metrics" | sed -n 's/^patchead_predict_admitted //p')" = 3 ] && break; sleep 0.05
 done
-kill -TERM "$SERVER_PID"
-wait "$SERVER_PID"; rc=$?
-SERVER_PID=
+stop_bg; rc=$?
 wait "${pids[@]}"
 check sigterm_exit_0 test "$rc" -eq 0
 check sigterm_inflight_answered test "$(cat "$T"/s*.code | tr '\n' ' ')" = "200 200 200 "

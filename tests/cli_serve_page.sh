@@ -8,14 +8,8 @@
 # Size 320, where the tire defects score above the good images (224 is too coarse).
 # SKIP without weights, curl or Chromium. Everything runs under `timeout`.
 set -u
-PATCHEAD=${PATCHEAD:-build/patchead}
-MODEL=weights/mobilenet_v2
-PY=/usr/bin/python3
+. "$(dirname "$0")/serve_common.sh"
 OUT=$(dirname "$PATCHEAD")/test-output
-T=$(mktemp -d)
-SERVER_PID=
-cleanup() { [ -n "$SERVER_PID" ] && kill -9 "$SERVER_PID" 2>/dev/null; rm -rf "$T"; }
-trap cleanup EXIT
 
 if [ ! -e "$MODEL" ]; then echo "SKIP cli_serve_page: $MODEL absent (make weights)"; exit 0; fi
 CHROMIUM=$(command -v chromium || command -v chromium-browser || true)
@@ -26,12 +20,7 @@ mkdir -p "$OUT"
 EX=examples/tire
 timeout 120 "$PATCHEAD" fit --quiet --model "$MODEL" --size 320 -o "$T/tire.pead" "$EX/train/good" 2>"$T/err" \
     || { echo "FAIL page_fit: $(cat "$T/err")"; exit 1; }
-timeout 300 "$PATCHEAD" serve --quiet --bank "tire=$T/tire.pead" --port 0 >"$T/out" 2>"$T/serve.err" &
-SERVER_PID=$!
-for _ in $(seq 300); do grep -q '^listening' "$T/out" 2>/dev/null && break; sleep 0.1; done
-PORT=$(sed -n 's/^listening http:\/\/127.0.0.1:\([0-9]*\)\/$/\1/p' "$T/out")
-[ -n "$PORT" ] || { echo "FAIL page_server_start: $(cat "$T/serve.err")"; exit 1; }
-URL="http://127.0.0.1:$PORT"
+start_server --quiet --bank "tire=$T/tire.pead" || { echo "FAIL page_server_start: $(cat "$T/serve.err")"; exit 1; }
 
 # The API's scores of the same files, and a threshold between the good and defect ones.
 for f in "$EX"/test/*/*.jpg; do
@@ -64,6 +53,6 @@ verdict = dict(zip([c["name"] for c in cards], res["badges_after_slider"]))
 want = {k: ("OK" if k.startswith("good") else "NG") for k in api}
 print("PASS page_defects_ng_goods_ok" if verdict == want else f"FAIL page_defects_ng_goods_ok: {verdict}")
 PYEOF
-kill -TERM "$SERVER_PID"; wait "$SERVER_PID"; rc=$?; SERVER_PID=
+stop_bg; rc=$?
 [ "$rc" -eq 0 ] && echo "PASS page_server_stops" || echo "FAIL page_server_stops: exit $rc"
 echo "# screenshot: $OUT/serve_page.png"

@@ -6,17 +6,7 @@
 # left a partial last line in scores.jsonl. Scores are compared with `patchead predict`.
 # Real MobileNetV2 weights; SKIP without them. Everything runs under `timeout`.
 set -u
-PATCHEAD=${PATCHEAD:-build/patchead}
-MODEL=weights/mobilenet_v2
-PY=/usr/bin/python3
-T=$(mktemp -d)
-WATCH_PID=
-cleanup() { [ -n "$WATCH_PID" ] && kill -9 "$WATCH_PID" 2>/dev/null; rm -rf "$T"; }
-trap cleanup EXIT
-
-pass() { echo "PASS $1"; }
-fail() { echo "FAIL $1: $2"; }
-check() { local name=$1; shift; if "$@"; then pass "$name"; else fail "$name" "$*"; fi; }
+. "$(dirname "$0")/serve_common.sh"
 
 "$PATCHEAD" watch --help | grep -q "usage: patchead watch" && pass watch_help || fail watch_help "no usage"
 "$PATCHEAD" watch --bank x.pead >/dev/null 2>&1; rc=$?
@@ -41,7 +31,7 @@ mkdir -p "$IN"
 cp "$EX/test/good/good_000.jpg" "$IN/"
 start_watch() {
     timeout 300 "$PATCHEAD" watch --bank "$T/tire.pead" --in "$IN/" --out "$OUT" --settle 300 2>>"$T/watch.err" &
-    WATCH_PID=$!
+    BG_PID=$!
 }
 rows() { tail -n +2 "$OUT/scores.csv" 2>/dev/null | wc -l; }
 wait_rows() { for _ in $(seq 600); do [ "$(rows)" -ge "$1" ] && return 0; sleep 0.05; done; return 1; }
@@ -73,7 +63,7 @@ sleep 1
 check watch_ignores_hidden_and_text test "$(rows)" -eq 4
 check watch_maps_written test -s "$OUT/maps/hole_000.npy" -a -s "$OUT/heatmaps/hole_000.png" -a -s "$OUT/heatmaps/contamination_000.png"
 
-kill -TERM "$WATCH_PID"; wait "$WATCH_PID"; rc=$?; WATCH_PID=
+stop_bg; rc=$?
 check watch_sigterm_exit_0 test "$rc" -eq 0
 
 # While stopped: one new image; a crash left half a row at the end of scores.jsonl.
@@ -82,7 +72,7 @@ printf '{"path": "%s/half' "$IN" >> "$OUT/scores.jsonl"
 start_watch
 check watch_restart_scores_new wait_rows 5
 sleep 1.5
-kill -TERM "$WATCH_PID"; wait "$WATCH_PID"; rc=$?; WATCH_PID=
+stop_bg; rc=$?
 check watch_restart_exit_0 test "$rc" -eq 0
 check watch_restart_no_double test "$(rows)" -eq 5
 check watch_each_path_once test "$(tail -n +2 "$OUT/scores.csv" | cut -d, -f1 | sort | uniq -d | wc -l)" -eq 0
