@@ -2,6 +2,8 @@
 # bench/serve_load.sh [BUILD] — load test of `patchead serve` on 127.0.0.1 (not part of CI):
 #   1. the CLI's own per-image time (patchead predict over COPIES copies of one tire image,
 #      same backbone and size) — the baseline for the serving overhead;
+#   1b. COPIES sequential requests: curl total minus the answer's decode+features+scoring
+#      (the HTTP + queue + JSON overhead per request, robust to a busy machine);
 #   2. wrk against POST /v1/banks/tire/predict with 1, 4 and 16 connections for DURATION s
 #      each: requests/s, p50/p90/p99 latency, non-200 answers, socket errors, and the
 #      server's RSS before and after;
@@ -62,6 +64,24 @@ for i in $(seq "$COPIES"); do ln -s "$PWD/$IMAGE" "$T/copies/img_$i.jpg"; done
 cli=$("$P" predict --no-maps --bank "$T/tire.pead" --out "$T/cli" "$T/copies" 2>&1 | sed -n 's/.*(\([0-9.]*\) ms\/image).*/\1/p')
 echo "== CLI (patchead predict, ${COPIES} images, size $SIZE, mobilenet_v2): $cli ms/image (decode + features + scoring)"
 
+# Serving overhead, measured in one window (the machine may be shared): N sequential
+# requests, each one's curl total time minus the service's own decode + features + scoring
+# (from the answer's timings_ms), and the CLI's ms/image right before.
+start "$T/tire.pead"
+: > "$T/seq"
+for i in $(seq "$COPIES"); do
+    curl -s -o "$T/one.json" -w '%{time_total}\n' -H 'Content-Type: image/jpeg' --data-binary @"$IMAGE" \
+        "http://127.0.0.1:$PORT/v1/banks/tire/predict" > "$T/t"
+    /usr/bin/python3 -c "
+import json, sys
+j = json.load(open(sys.argv[1])); t = j['timings_ms']; total = float(open(sys.argv[2]).read()) * 1000
+print(total, t['decode'] + t['features'] + t['scoring'], total - t['decode'] - t['features'] - t['scoring'])" \
+        "$T/one.json" "$T/t" >> "$T/seq"
+done
+stop
+overhead=$(sort -g -k3 "$T/seq" | awk '{ a[NR] = $0 } END { split(a[int((NR + 1) / 2)], m, " "); printf "client %.1f ms, service compute %.1f ms, overhead %.1f ms", m[1], m[2], m[3] }')
+echo "== sequential requests (median of $COPIES by overhead): $overhead"
+
 echo
 echo "| connections | requests | req/s | p50 ms | p90 ms | p99 ms | non-200 | socket errors | RSS start MiB | RSS end MiB | load avg |"
 echo "|---|---|---|---|---|---|---|---|---|---|---|"
@@ -83,7 +103,7 @@ wait_idle
 curl -s "http://127.0.0.1:$PORT/metrics" | grep -E '^patchead_(http_requests_total|images_scored_total|predict_abandoned_total)' > "$T/metrics"
 stop
 echo
-echo "serving overhead at 1 connection: p50 ${p50_1:-?} ms - CLI ${cli} ms = $(awk -v a="${p50_1:-0}" -v b="$cli" 'BEGIN { printf "%.1f", a - b }') ms per request"
+echo "p50 at 1 connection ${p50_1:-?} ms vs CLI ${cli} ms/image: $(awk -v a="${p50_1:-0}" -v b="$cli" 'BEGIN { printf "%+.1f", a - b }') ms (load-sensitive; the sequential overhead above is measured per request)"
 echo "server counters:"; sed 's/^/  /' "$T/metrics"
 
 # Soak: many requests at a small size; RSS must not grow with the count.
