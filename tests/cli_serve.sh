@@ -112,9 +112,22 @@ timeout 120 $PY tests/serve_malformed.py "$PORT" tire "$GOOD" "$IDLE"
 
 # --- busy: --queue limit answered with 503 + Retry-After ----------------------------
 stop_bg
+# A slow job to keep the worker busy whatever the machine's speed: a 4000x3000 PNG
+# (black, 35 kB compressed) answered with its heatmap (map, overlay and PNG at 12 Mpx).
+$PY -c "
+import struct, sys, zlib
+w, h = 4000, 3000
+def chunk(t, d): return struct.pack('>I', len(d)) + t + d + struct.pack('>I', zlib.crc32(t + d))
+raw = b''.join(b'\\0' + bytes(3 * w) for _ in range(h))
+open(sys.argv[1], 'wb').write(b'\\x89PNG\\r\\n\\x1a\\n' + chunk(b'IHDR', struct.pack('>IIBBBBB', w, h, 8, 2, 0, 0, 0))
+    + chunk(b'IDAT', zlib.compress(raw, 9)) + chunk(b'IEND', b''))" "$T/big.png"
 serve --queue 1 --workers 1 || { fail serve_restart "$(cat "$T/serve.err")"; exit 1; }
 pids=()
-for i in 1 2 3 4 5 6; do
+curl -s -m 120 -D "$T/q1.head" -o "$T/q1.body" -w '%{http_code}\n' -H 'Content-Type: image/png' \
+    --data-binary @"$T/big.png" "$URL/v1/banks/tire/predict?heatmap=png" > "$T/q1.code" &
+pids+=($!)
+sleep 0.1
+for i in 2 3 4 5 6; do
     curl -s -m 60 -D "$T/q$i.head" -o "$T/q$i.body" -w '%{http_code}\n' -H 'Content-Type: image/jpeg' \
         --data-binary @"$HOLE" "$URL/v1/banks/tire/predict" > "$T/q$i.code" &
     pids+=($!)
@@ -136,19 +149,12 @@ check metrics_rss grep -qE '^patchead_process_resident_memory_bytes [1-9][0-9]+$
 # --- SIGTERM with requests in flight: all answered, exit 0, port closed ---------------
 stop_bg
 serve --queue 8 || { fail serve_restart2 "$(cat "$T/serve.err")"; exit 1; }
-# Clients that give up while queued cost no inference: a slow job (a 4000x3000 PNG with
+# Clients that give up while queued cost no inference: a slow job (the 12-Mpx PNG with
 # its heatmap) holds the worker while two clients time out behind it.
-$PY -c "
-import struct, sys, zlib
-w, h = 4000, 3000
-def chunk(t, d): return struct.pack('>I', len(d)) + t + d + struct.pack('>I', zlib.crc32(t + d))
-raw = b''.join(b'\\0' + bytes(3 * w) for _ in range(h))
-open(sys.argv[1], 'wb').write(b'\\x89PNG\\r\\n\\x1a\\n' + chunk(b'IHDR', struct.pack('>IIBBBBB', w, h, 8, 2, 0, 0, 0))
-    + chunk(b'IDAT', zlib.compress(raw, 9)) + chunk(b'IEND', b''))" "$T/big.png"
 curl -s -m 120 -o /dev/null -w '%{http_code}' -H 'Content-Type: image/png' --data-binary @"$T/big.png" \
     "$URL/v1/banks/tire/predict?heatmap=png" > "$T/big.code" &
 big=$!
-sleep 0.2
+sleep 0.1
 for i in 1 2; do curl -s -m 0.3 -o /dev/null -H 'Content-Type: image/jpeg' --data-binary @"$GOOD" "$URL/v1/banks/second/predict"; done
 wait "$big"
 check abandoned_big_image_200 test "$(cat "$T/big.code")" = 200
@@ -160,7 +166,10 @@ check abandoned_counted grep -q '^patchead_predict_abandoned_total 2$' "$T/m2"
 check abandoned_not_scored grep -q '^patchead_images_scored_total{bank="second"} 0$' "$T/m2"
 
 pids=()
-for i in 1 2 3; do
+curl -s -m 120 -o "$T/s1.body" -w '%{http_code}\n' -H 'Content-Type: image/png' \
+    --data-binary @"$T/big.png" "$URL/v1/banks/tire/predict" > "$T/s1.code" &
+pids+=($!)
+for i in 2 3; do
     curl -s -m 60 -o "$T/s$i.body" -w '%{http_code}\n' -H 'Content-Type: image/jpeg' \
         --data-binary @"$HOLE" "$URL/v1/banks/tire/predict" > "$T/s$i.code" &
     pids+=($!)
