@@ -580,13 +580,17 @@ static enum MHD_Result on_form_field(void *cls, enum MHD_ValueKind kind, const c
                                      const char *transfer_encoding, const char *data, uint64_t off,
                                      size_t size)
 {
-    (void)kind, (void)content_type, (void)transfer_encoding, (void)off;
+    (void)kind, (void)content_type, (void)transfer_encoding;
     job *j = cls;
     int is_file = filename || (key && (!strcmp(key, "image") || !strcmp(key, "file")));
     if (!is_file) return MHD_YES;
-    if (j->have_file == 2) return MHD_YES;                    /* a second file: ignored */
-    if (j->have_file == 0) j->have_file = 1;
-    if (size && append_body(j, data, size)) return MHD_NO;    /* too large */
+    if (j->have_file == 2) return MHD_YES; /* after the first file: ignored */
+    if (off == 0 && size && j->len) {      /* a new part begins: a second file */
+        j->have_file = 2;
+        return MHD_YES;
+    }
+    j->have_file = 1;
+    if (size && append_body(j, data, size)) return MHD_NO; /* too large */
     return MHD_YES;
 }
 

@@ -64,6 +64,8 @@ req t1 POST '/v1/banks/tire/predict?threshold=1e9' -H 'Content-Type: image/jpeg'
 check predict_threshold_high test "$(json "$T/t1.body" "j['is_anomalous']")" = False
 check predict_octet_stream test "$(req o POST /v1/banks/second/predict -H 'Content-Type: application/octet-stream' --data-binary @"$GOOD")" = 200
 check predict_multipart test "$(req m POST /v1/banks/tire/predict -F "image=@$HOLE;type=image/jpeg")" = 200
+check predict_multipart_two_files test "$(req m2 POST /v1/banks/tire/predict -F note=x -F "image=@$HOLE;type=image/jpeg" -F "second=@$GOOD;type=image/jpeg")" = 200
+check predict_multipart_first_file test "$(json "$T/m2.body" "j['score']")" = "$(json "$T/hole.body" "j['score']")"
 check predict_multipart_same_score test "$(json "$T/m.body" "j['score']")" = "$(json "$T/hole.body" "j['score']")"
 check predict_heatmap_png test "$(req hp POST '/v1/banks/tire/predict?heatmap=png' -H 'Content-Type: image/jpeg' --data-binary @"$HOLE")" = 200
 check heatmap_content_type grep -qi '^content-type: image/png' "$T/hp.head"
