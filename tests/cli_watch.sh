@@ -84,3 +84,13 @@ lines = open(sys.argv[1]).read().splitlines()
 parsed = [json.loads(l) for l in lines if not l.startswith('{\"path\": \"' + sys.argv[2] + '/half')]
 sys.exit(len(parsed) != 5 or len(lines) != 6)" "$OUT/scores.jsonl" "$IN"
 check watch_stem_not_reused test ! -e "$OUT/heatmaps/good_000_2.png"
+
+# --no-maps: rows only, no maps/ or heatmaps/ folders
+timeout 300 "$PATCHEAD" watch --quiet --no-maps --bank "$T/tire.pead" --in "$IN" --out "$T/out2" --settle 100 &
+BG_PID=$!
+OUT=$T/out2
+check watch_no_maps_rows wait_rows 5
+stop_bg; rc=$?
+check watch_no_maps_exit_0 test "$rc" -eq 0
+check watch_no_maps_no_folders test ! -e "$T/out2/maps" -a ! -e "$T/out2/heatmaps"
+check watch_no_maps_jsonl_no_map sh -c "! grep -q '\"map\"' '$T/out2/scores.jsonl'"
