@@ -32,10 +32,15 @@ LDLIBS  := $(shell pkg-config --libs $(PKGS) 2>/dev/null || echo -lpng -ljpeg -l
            -ldnnl -lopenblas -lm -lpthread
 LDFLAGS := -fopenmp $(SANFLAGS) $(EXTRA_LDFLAGS)
 
+# The CLI alone links libmicrohttpd (patchead serve).
+CLI_PKGS := libmicrohttpd
+CLI_CFLAGS += $(shell pkg-config --cflags $(CLI_PKGS) 2>/dev/null)
+CLI_LDLIBS := $(shell pkg-config --libs $(CLI_PKGS) 2>/dev/null || echo -lmicrohttpd)
+
 LIB_SRC  := $(sort $(wildcard src/*.c))
 LIB_OBJ  := $(LIB_SRC:src/%.c=$(BUILD)/obj/%.o)
 CLI_SRC  := $(sort $(wildcard cli/*.c))
-CLI_OBJ  := $(CLI_SRC:cli/%.c=$(BUILD)/cli/%.o)
+CLI_OBJ  := $(CLI_SRC:cli/%.c=$(BUILD)/cli/%.o) $(BUILD)/gen/serve_page.o
 TEST_SRC := $(sort $(wildcard tests/test_*.c))
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 BENCH_SRC := $(sort $(wildcard bench/*.c))
@@ -52,12 +57,23 @@ $(BUILD)/cli/%.o: cli/%.c $(wildcard cli/*.h) include/patchead.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CLI_CFLAGS) -c $< -o $@
 
+# The serve page, embedded: bytes of cli/serve_page.html as a C array (od is in coreutils).
+$(BUILD)/gen/serve_page.c: cli/serve_page.html
+	@mkdir -p $(dir $@)
+	{ echo '#include <stddef.h>'; echo 'const unsigned char serve_page_html[] = {'; \
+	  od -An -v -tx1 $< | sed -e 's/ \([0-9a-f][0-9a-f]\)/0x\1,/g'; \
+	  echo '0};'; echo 'const size_t serve_page_html_len = sizeof serve_page_html - 1;'; } > $@.tmp
+	mv $@.tmp $@
+
+$(BUILD)/gen/serve_page.o: $(BUILD)/gen/serve_page.c
+	$(CC) $(CLI_CFLAGS) -c $< -o $@
+
 $(BUILD)/libpatchead.a: $(LIB_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
 $(BUILD)/patchead: $(CLI_OBJ) $(BUILD)/libpatchead.a
-	$(CC) $(LDFLAGS) -o $@ $(CLI_OBJ) $(BUILD)/libpatchead.a $(LDLIBS)
+	$(CC) $(LDFLAGS) -o $@ $(CLI_OBJ) $(BUILD)/libpatchead.a $(LDLIBS) $(CLI_LDLIBS)
 
 $(BUILD)/tests/%: tests/%.c tests/testlib.h $(BUILD)/libpatchead.a
 	@mkdir -p $(dir $@)

@@ -14,6 +14,8 @@ int cmd_predict(int argc, char **argv);
 int cmd_zeroshot(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
+int cmd_watch(int argc, char **argv);
 
 /* Exit codes shared by all subcommands. */
 enum { EXIT_OK = 0, EXIT_ERROR = 1, EXIT_USAGE = 2, EXIT_SOME_FAILED = 3 };

@@ -19,6 +19,8 @@ static const subcommand commands[] = {
     {"zeroshot", cmd_zeroshot, "batch zero-shot: score each image against the others"},
     {"eval", cmd_eval, "evaluate on a dataset (MVTec, VisA, ...): tables and HTML report"},
     {"bench", cmd_bench, "measure sgemm peak and backbone speed"},
+    {"serve", cmd_serve, "HTTP inspection service with a web page (banks loaded once)"},
+    {"watch", cmd_watch, "score every image that appears in a folder"},
 };
 
 static void usage(FILE *out)

@@ -68,17 +68,18 @@ const cli_option cli_option_table[] = {
     {"bank", 0, ARG_TEXT, F(bank), 0, 0, "BANK", "the bank written by patchead fit (required)",
      CMD_PREDICT},
     {"model", 'm', ARG_TEXT, F(model), 0, 0, "PATH",
-     "backbone (default: the path recorded in the bank; must be\nthe same weights)", CMD_PREDICT},
+     "backbone (default: the path recorded in the bank; must be\nthe same weights)",
+     CMD_PREDICT | CMD_SERVE | CMD_WATCH},
     {"threshold", 0, ARG_FLOAT, F(threshold), -1e30, 1e30, "T",
-     "is_anomalous = score > T (default: the bank's threshold)", CMD_PREDICT},
+     "is_anomalous = score > T (default: the bank's threshold)", CMD_PREDICT | CMD_WATCH},
     /* ---- zeroshot */
     {"threshold", 0, ARG_FLOAT, F(threshold), -1e30, 1e30, "T", "add is_anomalous = score > T",
      CMD_ZEROSHOT},
     /* ---- predict and zeroshot */
     {"out", 0, ARG_TEXT, F(out), 0, 0, "DIR", "output folder (default ./patchead-out)",
-     CMD_PREDICT | CMD_ZEROSHOT},
+     CMD_PREDICT | CMD_ZEROSHOT | CMD_WATCH},
     {"no-maps", 0, ARG_FLAG, F(no_maps), 0, 0, NULL, "only scores.csv / scores.jsonl",
-     CMD_PREDICT | CMD_ZEROSHOT},
+     CMD_PREDICT | CMD_ZEROSHOT | CMD_WATCH},
     /* ---- eval */
     {"data", 'd', ARG_TEXT, F(data), 0, 0, "ROOT", "dataset root or one category folder (required)",
      CMD_EVAL},
@@ -118,6 +119,41 @@ const cli_option cli_option_table[] = {
      "engine GEMM GFLOP/s (oneDNN) at --shape, with the kernel\nand the ISA dispatched to", CMD_BENCH},
     {"shape", 0, ARG_TEXT, F(shape), 0, 0, "MxNxK",
      "--gemm shape (default 1025x1536x384, a ViT MLP GEMM)", CMD_BENCH},
+
+    /* ---- serve */
+    {"bank", 0, ARG_LIST, F(banks), 0, 0, "[NAME=]B",
+     "a bank written by patchead fit (repeat for more); NAME\ndefaults to the file's stem "
+     "(A-Z a-z 0-9 . _ -)",
+     CMD_SERVE},
+    {"host", 0, ARG_TEXT, F(host), 0, 0, "ADDR",
+     "address to listen on (default 127.0.0.1: this machine only)", CMD_SERVE},
+    {"port", 0, ARG_INT, F(port), 0, 65535, "N",
+     "TCP port (default 8080; 0 picks a free one); the address\nbound is printed on stdout as "
+     "\"listening http://HOST:PORT/\"",
+     CMD_SERVE},
+    {"workers", 0, ARG_INT, F(workers), 1, 64, "N",
+     "threads that decode, score and render (default 1); still one\ninference at a time per "
+     "backbone (each uses all cores)",
+     CMD_SERVE},
+    {"queue", 0, ARG_INT, F(queue), 1, 4096, "N",
+     "predict requests admitted at once, receiving + waiting +\nrunning (default 16); more get "
+     "503 with Retry-After",
+     CMD_SERVE},
+    {"max-body", 0, ARG_INT, F(max_body_mb), 1, 4096, "MB", "largest request body in MiB (default 32)",
+     CMD_SERVE},
+    {"max-connections", 0, ARG_INT, F(max_connections), 4, 65536, "N",
+     "open connections at once (default 256)", CMD_SERVE},
+    {"timeout", 0, ARG_INT, F(timeout_s), 1, 3600, "S",
+     "close a connection idle for S seconds (default 10); a\nrequest body must arrive within 6 x S",
+     CMD_SERVE},
+    {"drain", 0, ARG_INT, F(drain_s), 0, 3600, "S",
+     "on SIGTERM wait at most S seconds for requests in flight\n(default 30)", CMD_SERVE},
+    /* ---- watch */
+    {"bank", 0, ARG_TEXT, F(bank), 0, 0, "BANK", "the bank written by patchead fit (required)",
+     CMD_WATCH},
+    {"in", 0, ARG_TEXT, F(in), 0, 0, "DIR", "folder to watch (required)", CMD_WATCH},
+    {"settle", 0, ARG_INT, F(settle_ms), 0, 600000, "MS",
+     "quiet time before a file counts as complete (default 500)", CMD_WATCH},
 
     /* ---- shared options (several subcommands; one meaning, range and message) */
     {"model", 'm', ARG_TEXT, F(model), 0, 0, "PATH",
@@ -165,6 +201,15 @@ void cli_opts_init(cli_opts *o)
     o->threshold = NAN;
     o->seeds = 3;
     o->rotations = 1;
+    o->host = "127.0.0.1";
+    o->port = 8080;
+    o->workers = 1;
+    o->queue = 16;
+    o->max_body_mb = 32;
+    o->max_connections = 256;
+    o->timeout_s = 10;
+    o->drain_s = 30;
+    o->settle_ms = 500;
     o->window = -1;
     o->pixel_bins = PE_PIXEL_BINS_DEFAULT;
     o->n = 2048;
@@ -176,6 +221,9 @@ void cli_opts_free(cli_opts *o)
     cli_free_paths(o->categories.items, o->categories.n);
     o->categories.items = NULL;
     o->categories.n = 0;
+    cli_free_paths(o->banks.items, o->banks.n);
+    o->banks.items = NULL;
+    o->banks.n = 0;
 }
 
 static int shared(const cli_option *r)

@@ -26,10 +26,13 @@ enum {
     CMD_ZEROSHOT = 1 << 4,
     CMD_EVAL = 1 << 5,
     CMD_BENCH = 1 << 6,
+    CMD_SERVE = 1 << 7,
+    CMD_WATCH = 1 << 8,
 };
 #define CMD_DETECT (CMD_FIT | CMD_ZEROSHOT | CMD_EVAL) /* the scoring options */
 #define CMD_ALL                                                                                    \
-    (CMD_INFO | CMD_FEATURES | CMD_FIT | CMD_PREDICT | CMD_ZEROSHOT | CMD_EVAL | CMD_BENCH)
+    (CMD_INFO | CMD_FEATURES | CMD_FIT | CMD_PREDICT | CMD_ZEROSHOT | CMD_EVAL | CMD_BENCH |      \
+     CMD_SERVE | CMD_WATCH)
 
 typedef enum {
     ARG_FLAG,           /* no value: sets an int field to 1 */
@@ -81,6 +84,13 @@ typedef struct {
     int sgemm, n, reps, gemm;
     const char *shape; /* --gemm MxNxK */
     const char *random_vit;
+    /* serve */
+    cli_list banks; /* [NAME=]BANK.pead, repeatable */
+    const char *host;
+    int port, workers, queue, max_body_mb, max_connections, timeout_s, drain_s;
+    /* watch */
+    const char *in;
+    int settle_ms;
 } cli_opts;
 
 typedef struct {

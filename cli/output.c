@@ -42,10 +42,54 @@ pe_run_dir *det_begin(const char *dir)
     return run;
 }
 
+void det_write_header(FILE *csv, float threshold, int pval)
+{
+    fprintf(csv, isnan(threshold) ? "path,score%s\n" : "path,score,is_anomalous%s\n",
+            pval ? ",p_value" : "");
+}
+
+void det_write_row(FILE *csv, FILE *js, const det_item *it, float threshold, int pval)
+{
+    const int flag = !isnan(threshold);
+    cli_csv_field(csv, it->path);
+    fputs("{\"path\": ", js);
+    cli_json_string(js, it->path);
+    if (it->ok) {
+        float sc = it->result.image_score;
+        fprintf(csv, ",%.7g", sc);
+        fprintf(js, ", \"score\": %.7g", sc);
+        if (flag) {
+            fprintf(csv, ",%d", sc > threshold);
+            fprintf(js, ", \"is_anomalous\": %s", sc > threshold ? "true" : "false");
+        }
+        if (it->has_map) {
+            char rel[600];
+            snprintf(rel, sizeof rel, "maps/%s.npy", it->stem);
+            fputs(", \"map\": ", js);
+            cli_json_string(js, rel);
+            snprintf(rel, sizeof rel, "heatmaps/%s.png", it->stem);
+            fputs(", \"heatmap\": ", js);
+            cli_json_string(js, rel);
+        }
+        if (pval) {
+            fprintf(csv, ",%.6g", it->result.p_value);
+            fprintf(js, ", \"p_value\": %.6g", it->result.p_value);
+        }
+        fprintf(js, ", \"grid\": [%d, %d], \"aligned\": %d, \"align_failed\": %d",
+                it->result.grid_h, it->result.grid_w, it->result.aligned, it->result.align_failed);
+    } else {
+        fputs(flag ? ",," : ",", csv);
+        if (pval) fputc(',', csv);
+        fputs(", \"error\": ", js);
+        cli_json_string(js, it->error);
+    }
+    fputc('\n', csv);
+    fputs("}\n", js);
+}
+
 /* scores.csv and scores.jsonl into dir, each through the atomic writer. */
 static int write_scores(const char *dir, const det_item *items, int n, float threshold)
 {
-    const int flag = !isnan(threshold);
     char pcsv[4200], pjson[4200];
     snprintf(pcsv, sizeof pcsv, "%s/scores.csv", dir);
     snprintf(pjson, sizeof pjson, "%s/scores.jsonl", dir);
@@ -61,45 +105,8 @@ static int write_scores(const char *dir, const det_item *items, int n, float thr
     /* p_value column: the conformal p-value when the bank is calibrated (docs/BEYOND.md) */
     int pval = 0;
     for (int i = 0; i < n; i++) pval |= items[i].ok && !isnan(items[i].result.p_value);
-    fprintf(csv, flag ? "path,score,is_anomalous%s\n" : "path,score%s\n", pval ? ",p_value" : "");
-    for (int i = 0; i < n; i++) {
-        const det_item *it = &items[i];
-        cli_csv_field(csv, it->path);
-        fputs("{\"path\": ", js);
-        cli_json_string(js, it->path);
-        if (it->ok) {
-            float sc = it->result.image_score;
-            fprintf(csv, ",%.7g", sc);
-            fprintf(js, ", \"score\": %.7g", sc);
-            if (flag) {
-                fprintf(csv, ",%d", sc > threshold);
-                fprintf(js, ", \"is_anomalous\": %s", sc > threshold ? "true" : "false");
-            }
-            if (it->has_map) {
-                char rel[600];
-                snprintf(rel, sizeof rel, "maps/%s.npy", it->stem);
-                fputs(", \"map\": ", js);
-                cli_json_string(js, rel);
-                snprintf(rel, sizeof rel, "heatmaps/%s.png", it->stem);
-                fputs(", \"heatmap\": ", js);
-                cli_json_string(js, rel);
-            }
-            if (pval) {
-                fprintf(csv, ",%.6g", it->result.p_value);
-                fprintf(js, ", \"p_value\": %.6g", it->result.p_value);
-            }
-            fprintf(js, ", \"grid\": [%d, %d], \"aligned\": %d, \"align_failed\": %d",
-                    it->result.grid_h, it->result.grid_w, it->result.aligned,
-                    it->result.align_failed);
-        } else {
-            fputs(flag ? ",," : ",", csv);
-            if (pval) fputc(',', csv);
-            fputs(", \"error\": ", js);
-            cli_json_string(js, it->error);
-        }
-        fputc('\n', csv);
-        fputs("}\n", js);
-    }
+    det_write_header(csv, threshold, pval);
+    for (int i = 0; i < n; i++) det_write_row(csv, js, &items[i], threshold, pval);
     s = pe_atomic_commit(acsv);
     if (s) {
         cli_lib_error(s);

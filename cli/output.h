@@ -23,6 +23,8 @@
 
 #include "patchead.h"
 
+#include <stdio.h>
+
 typedef struct {
     const char *path;   /* input path as given */
     char *stem;         /* unique output stem (det_assign_stems) */
@@ -47,5 +49,11 @@ pe_run_dir *det_begin(const char *dir);
  * printed that says the previous outputs were left unchanged (run is freed either way). */
 int det_publish(pe_run_dir *run, det_item *items, int n, float threshold, int write_maps,
                 float sigma, int *map_failed);
+
+/* One input's scores.csv row and scores.jsonl line (the format above; map fields only when
+ * it->has_map, p_value only when pval), and the CSV header; also used by `patchead watch`,
+ * which appends rows as images arrive. */
+void det_write_header(FILE *csv, float threshold, int pval);
+void det_write_row(FILE *csv, FILE *js, const det_item *it, float threshold, int pval);
 
 #endif

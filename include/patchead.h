@@ -150,6 +150,8 @@ pe_status pe_image_decode(const uint8_t *bytes, size_t n, const char *name, pe_i
 void pe_image_free(pe_image *img);
 /* Write an 8-bit RGB image as PNG (atomically: temp file + rename). */
 pe_status pe_image_save_png(const char *path, const pe_image *img);
+/* Encode an 8-bit RGB image as PNG in memory: *bytes (malloc'd, free()) holds *len bytes. */
+pe_status pe_image_encode_png(const pe_image *img, uint8_t **bytes, size_t *len);
 
 /* Resize to out_w x out_h with PIL's antialiased bicubic filter
  * (Image.resize(..., BICUBIC), a = -0.5, support scaled by the downscale factor),
@@ -277,6 +279,10 @@ pe_status pe_anomaly_map(const float *patch_scores, int grid_h, int grid_w, int 
  * with the image (same size as map). */
 pe_status pe_save_heatmap_png(const char *path, const pe_image *img, const float *map, float vmin,
                               float vmax);
+/* The same overlay (with its colour bar on the right) as an image in memory; free with
+ * pe_image_free. */
+pe_status pe_heatmap_render(const pe_image *img, const float *map, float vmin, float vmax,
+                            pe_image *out);
 
 
 /* ------------------------------------------------------------------ PatchEAD+ alignment */
@@ -383,6 +389,9 @@ float pe_bank_threshold(const pe_bank *bank);
 void pe_bank_set_threshold(pe_bank *bank, float threshold);
 /* Scoring precision used by pe_bank_predict* (recorded at fit; AUTO is resolved here). */
 void pe_bank_set_precision(pe_bank *bank, pe_precision precision);
+/* 16 hex digits identifying the bank's contents: the checksum of the .pead file it was
+ * loaded from ("" for a bank built in memory and not loaded from a file). */
+const char *pe_bank_hash(const pe_bank *bank);
 
 /* Score one query image (extracts its features; aligns references if the bank says so). */
 pe_status pe_bank_predict(pe_bank *bank, pe_model *model, const pe_image *query, pe_result *out);

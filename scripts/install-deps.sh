@@ -17,6 +17,8 @@ pkgs=(
     python3 python3-pip python3-numpy ca-certificates
     # make lint (clang-format check + cppcheck)
     clang-format cppcheck
+    # patchead serve (HTTP); its tests (curl, chromium for the page test); bench/serve_load.sh (wrk)
+    libmicrohttpd-dev curl chromium wrk
     # scripts/fresh-check.sh (a debootstrapped Debian 12 + a clean clone)
     debootstrap git
 )

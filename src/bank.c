@@ -134,6 +134,7 @@ const pe_detect_params *pe_bank_params(const pe_bank *b) { return &b->params; }
 int pe_bank_num_refs(const pe_bank *b) { return b->num_groups; }
 float pe_bank_threshold(const pe_bank *b) { return b->threshold; }
 void pe_bank_set_threshold(pe_bank *b, float t) { b->threshold = t; }
+const char *pe_bank_hash(const pe_bank *b) { return b->file_hash; }
 const char *pe_bank_model_path(const pe_bank *b) { return b->model_path ? b->model_path : ""; }
 
 void pe_bank_set_model_path(pe_bank *b, const char *path)
@@ -558,6 +559,7 @@ pe_status pe_bank_load(const char *path, pe_model *model, pe_bank **out)
         b->model_path = model_path;
         model_path = NULL;
         b->threshold = threshold;
+        snprintf(b->file_hash, sizeof b->file_hash, "%016llx", (unsigned long long)stored);
         for (int k = 0; k < m; k++) {
             b->names[k] = names[k];
             names[k] = NULL;

@@ -31,6 +31,7 @@ struct pe_bank {
     int calib_n;
     float *calib_scores;     /* (calib_n) normal-image scores, sorted ascending */
     int calib_source;        /* PE_CALIB_* */
+    char file_hash[17];      /* checksum of the .pead file it was loaded from, hex ("" if none) */
 };
 
 enum { PE_CALIB_NONE = 0, PE_CALIB_LOO = 1, PE_CALIB_IMAGES = 2 };

@@ -541,29 +541,54 @@ static void png_write_error(png_structp png, png_const_charp msg)
     png_longjmp(png, 1);
 }
 
-pe_status pe_image_save_png(const char *path, const pe_image *img)
+/* Growing output buffer for libpng's write callback. */
+typedef struct {
+    uint8_t *data;
+    size_t len, cap;
+} png_buffer;
+
+static void png_buffer_write(png_structp png, png_bytep src, size_t n)
 {
-    if (!path || !img || !img->rgb || img->width <= 0 || img->height <= 0)
-        return pe_fail(PE_ERR_ARG, "%s: no image to save", path ? path : "pe_image_save_png");
-    pe_atomic_file *af;
-    pe_status s = pe_atomic_open(path, &af);
-    if (s) return s;
+    png_buffer *b = png_get_io_ptr(png);
+    if (n > b->cap - b->len) {
+        size_t cap = b->cap ? b->cap : 65536;
+        while (cap - b->len < n) {
+            if (cap > SIZE_MAX / 2) png_error(png, "PNG too large");
+            cap *= 2;
+        }
+        uint8_t *grown = realloc(b->data, cap);
+        if (!grown) png_error(png, "out of memory");
+        b->data = grown;
+        b->cap = cap;
+    }
+    memcpy(b->data + b->len, src, n);
+    b->len += n;
+}
+
+static void png_buffer_flush(png_structp png) { (void)png; }
+
+pe_status pe_image_encode_png(const pe_image *img, uint8_t **bytes, size_t *len)
+{
+    if (!bytes || !len) return pe_fail(PE_ERR_ARG, "pe_image_encode_png: NULL output");
+    *bytes = NULL;
+    *len = 0;
+    if (!img || !img->rgb || img->width <= 0 || img->height <= 0)
+        return pe_fail(PE_ERR_ARG, "pe_image_encode_png: no image to encode");
     png_sink sink = {""};
+    png_buffer buf = {NULL, 0, 0};
     png_structp png =
         png_create_write_struct(PNG_LIBPNG_VER_STRING, &sink, png_write_error, png_on_warning);
     png_infop info = png ? png_create_info_struct(png) : NULL;
     if (!info) {
         png_destroy_write_struct(&png, NULL);
-        pe_atomic_abort(af);
-        return pe_fail(PE_ERR_NOMEM, "%s: out of memory starting the PNG encoder", path);
+        return pe_fail(PE_ERR_NOMEM, "PNG encoder: out of memory");
     }
     if (setjmp(png_jmpbuf(png))) {
         png_destroy_write_struct(&png, &info);
-        /* a failed write (disk full) has its reason recorded by the atomic writer */
-        s = pe_atomic_abort(af);
-        return s ? s : pe_fail(PE_ERR_IO, "%s: cannot write PNG (%s)", path, sink.message);
+        free(buf.data);
+        return pe_fail(PE_ERR_NOMEM, "PNG encoder: %s", sink.message);
     }
-    png_init_io(png, pe_atomic_stream(af));
+    png_set_write_fn(png, &buf, png_buffer_write, png_buffer_flush);
     /* zlib level 1 + the SUB filter: outputs here are heatmaps and masks written once per
      * image in a run; level 6 with adaptive filtering took ~250 ms for an 800x600 heatmap. */
     png_set_compression_level(png, 1);
@@ -576,7 +601,26 @@ pe_status pe_image_save_png(const char *path, const pe_image *img)
         png_write_row(png, img->rgb + (size_t)y * img->width * 3);
     png_write_end(png, info);
     png_destroy_write_struct(&png, &info);
-    return pe_atomic_commit(af);
+    *bytes = buf.data;
+    *len = buf.len;
+    return PE_OK;
+}
+
+pe_status pe_image_save_png(const char *path, const pe_image *img)
+{
+    if (!path || !img || !img->rgb || img->width <= 0 || img->height <= 0)
+        return pe_fail(PE_ERR_ARG, "%s: no image to save", path ? path : "pe_image_save_png");
+    uint8_t *bytes;
+    size_t len;
+    pe_status s = pe_image_encode_png(img, &bytes, &len);
+    if (s) {
+        char msg[512];
+        snprintf(msg, sizeof msg, "%s", pe_last_error()); /* pe_fail overwrites it */
+        return pe_fail(s, "%s: %s", path, msg);
+    }
+    s = pe_atomic_write(path, bytes, len); /* temp + fsync + rename: never a partial PNG */
+    free(bytes);
+    return s;
 }
 
 /* ------------------------------------------------------------------ resize */
