@@ -163,7 +163,9 @@ pe_status pe_bank_check_model(const pe_bank *b, pe_model *model)
      * every query run at up to 4096 x 4096 against features of another resolution. */
     const int size = b->params.size > 0 ? b->params.size : info.default_size;
     const int expect = info.patch_size > 0 ? size / info.patch_size : 0;
-    for (int k = 0; k < b->num_refs && expect > 0; k++)
+    /* (a coreset bank's entries are 1 x N chunks of one union of patches: no grid to check) */
+    const int coreset = b->params.coreset_fraction > 0 || b->params.coreset_count > 0;
+    for (int k = 0; k < b->num_refs && expect > 0 && !coreset; k++)
         if (abs(b->grid_h[k] - expect) > 1 || abs(b->grid_w[k] - expect) > 1)
             return pe_fail(PE_ERR_FORMAT,
                            "bank input size %d gives %dx%d patches with %s but reference %d holds "
