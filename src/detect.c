@@ -3,6 +3,7 @@
  * zero-shot. See docs/SCORING.md for the rules chosen here (threshold, alignment
  * averaging, masking order). */
 #include "bank.h"
+#include "scale.h"
 #include "score.h"
 
 #include <math.h>
@@ -419,7 +420,7 @@ pe_status pe_zeroshot_features(const pe_features *feats, int n, const pe_detect_
         return pe_fail(PE_ERR_NOMEM, "zero-shot: out of memory");
     }
     for (int b = 0; b < n; b++) views[b] = feats[b].data;
-    pe_status s = pe_score_batch(views, n, g, dim, &params->score, scores, NULL);
+    pe_status s = pe_zeroshot_score(views, n, g, dim, params, scores);
     free(views);
     for (int b = 0; b < n && !s; b++) {
         float *patch = pe_alloc((size_t)g, sizeof(float), "patch scores");

@@ -334,6 +334,37 @@ pe_status pe_score_query(const float *query, int query_patches, const float *con
 
 /* ------------------------------------------------------------------ batch zero-shot */
 
+void pe_score_pair(const float *fa, const float *inv_a, const float *fb, const float *inv_b, int G,
+                   int dim, int T, int K, pe_order order, float *heap_a, int count_a, float *heap_b,
+                   int count_b, float *tile, float *colmax)
+{
+    if (heap_b)
+        for (int j = 0; j < G; j++) colmax[j] = -INFINITY;
+    for (int r0 = 0; r0 < G; r0 += T) {
+        int rows = PE_MIN(T, G - r0);
+        /* (rows, D) of a x (G, D)^T of b -> (rows, G) dot products */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, G, dim, 1.0f,
+                    fa + (size_t)r0 * dim, dim, fb, dim, 0.0f, tile, G);
+        if (heap_a)
+            reduce_rows(tile, rows, G, inv_a + r0, inv_b, heap_a + (size_t)r0 * K, count_a, K,
+                        order);
+        if (heap_b) reduce_cols(tile, rows, G, inv_a + r0, colmax);
+    }
+    if (heap_b)
+        for (int j = 0; j < G; j++)
+            heap_offer(heap_b + (size_t)j * K, count_b, K,
+                       key_of(cos_dist(colmax[j] * inv_b[j]), order));
+}
+
+/* Exported views of the helpers above for the comparator schedule (zeroshot_sampled.c). */
+void pe_score_heap_offer(float *heap, int count, int k, float key) { heap_offer(heap, count, k, key); }
+int pe_score_auto_tile(const pe_score_params *p, int rows, int cols) { return auto_tile(p, rows, cols); }
+pe_status pe_score_check(const pe_score_params *p) { return check_params(p); }
+void pe_score_finish(const float *heaps, int n, int k, pe_order order, float *out)
+{
+    finish_patch_scores(heaps, n, k, order, out);
+}
+
 /* Every unordered pair (a, b), a < b, is computed once: the (rows of a) x (G of b)
  * tile of dot products gives a's Eq. 2 distances to b from its row maxima and b's
  * distances to a from its column maxima (accumulated over a's row tiles).
@@ -376,25 +407,10 @@ pe_status pe_score_batch(const float *const *feats, int num_images, int patches,
     for (int b = 0; b < B; b++) pe_inv_norms(feats[b], G, dim, inv + (size_t)b * G);
 
     for (int a = 0; a < B; a++) {
-        float *heap_a = heaps + (size_t)a * G * K;
-        const float *inv_a = inv + (size_t)a * G;
         for (int b = a + 1; b < B; b++) {
-            const float *inv_b = inv + (size_t)b * G;
-            for (int j = 0; j < G; j++) colmax[j] = -INFINITY;
-            for (int r0 = 0; r0 < G; r0 += T) {
-                int rows = PE_MIN(T, G - r0);
-                /* (rows, D) of a x (G, D)^T of b -> (rows, G) dot products */
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, G, dim, 1.0f,
-                            feats[a] + (size_t)r0 * dim, dim, feats[b], dim, 0.0f, tile, G);
-                reduce_rows(tile, rows, G, inv_a + r0, inv_b, heap_a + (size_t)r0 * K, count[a], K,
-                            params->order);
-                reduce_cols(tile, rows, G, inv_a + r0, colmax);
-            }
-            float *heap_b = heaps + (size_t)b * G * K;
-            int cb = count[b];
-            pe_order order = params->order;
-            for (int j = 0; j < G; j++)
-                heap_offer(heap_b + (size_t)j * K, cb, K, key_of(cos_dist(colmax[j] * inv_b[j]), order));
+            pe_score_pair(feats[a], inv + (size_t)a * G, feats[b], inv + (size_t)b * G, G, dim, T, K,
+                          params->order, heaps + (size_t)a * G * K, count[a],
+                          heaps + (size_t)b * G * K, count[b], tile, colmax);
             count[a]++;
             count[b]++;
         }
