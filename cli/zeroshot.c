@@ -3,6 +3,7 @@
 #include "cli.h"
 #include "options.h"
 #include "output.h"
+#include "scale.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -17,7 +18,10 @@ static const char *USAGE =
     "options:\n"
     "  --out DIR         output folder (default ./patchead-out)\n"
     "  --threshold T     add is_anomalous = score > T\n"
-    "  --no-maps         only scores.csv / scores.jsonl\n" DETECT_OPTS_HELP;
+    "  --no-maps         only scores.csv / scores.jsonl\n" DETECT_OPTS_HELP SCALE_OPTS_HELP
+    "\nLarge batches: images are decoded one at a time and only their features kept; the\n"
+    "memory estimate is checked before anything is allocated. Under mpirun (a build with\n"
+    "make MPI=1) the ranks share the pairs and rank 0 writes the outputs (docs/SCALE.md).\n";
 
 static void on_progress(int done, int total, void *user)
 {
@@ -32,7 +36,8 @@ int cmd_zeroshot(int argc, char **argv)
     const char *out = "patchead-out";
     double threshold = NAN;
     int no_maps = 0;
-    static const struct option longs[] = {DETECT_LONG_OPTS,
+    scale_opts so = {0};
+    static const struct option longs[] = {DETECT_LONG_OPTS, SCALE_LONG_OPTS,
                                           {"out", required_argument, 0, OPT_OUT},
                                           {"threshold", required_argument, 0, OPT_THRESHOLD},
                                           {"no-maps", no_argument, 0, OPT_NO_MAPS},
@@ -41,6 +46,7 @@ int cmd_zeroshot(int argc, char **argv)
     int c;
     while ((c = getopt_long(argc, argv, "h", longs, NULL)) != -1) {
         int r = detect_opt(&o, c, optarg);
+        if (!r) r = scale_opt(&so, c, optarg);
         if (r < 0) return EXIT_USAGE;
         if (r) continue;
         switch (c) {
@@ -61,6 +67,7 @@ int cmd_zeroshot(int argc, char **argv)
     }
     pe_detect_params params;
     if (detect_params_from(&o, 1, &params)) return EXIT_USAGE;
+    scale_apply(&so, &params);
     if (o.threads) pe_set_threads(o.threads);
 
     char **paths = NULL;
@@ -68,6 +75,7 @@ int cmd_zeroshot(int argc, char **argv)
     if (n < 0) return EXIT_ERROR;
     int rc = EXIT_ERROR, failed = 0, loaded = 0;
     pe_model *model = NULL;
+    pe_feature_store *store = NULL;
     det_item *items = calloc((size_t)n + 1, sizeof *items);
     pe_image *imgs = calloc((size_t)n + 1, sizeof *imgs);
     int *index = calloc((size_t)n + 1, sizeof *index); /* batch slot -> input */
@@ -83,32 +91,81 @@ int cmd_zeroshot(int argc, char **argv)
         cli_lib_error(s);
         goto done;
     }
-    for (int i = 0; i < n; i++) {
-        items[i].path = paths[i];
-        s = pe_image_load(paths[i], &imgs[loaded]);
-        if (s) {
-            snprintf(items[i].error, sizeof items[i].error, "%s", pe_last_error());
-            cli_warn("%s", items[i].error);
-            failed++;
-        } else {
-            index[loaded++] = i;
-        }
-    }
-    if (loaded < 2) {
-        cli_error("zeroshot: needs at least 2 readable images, got %d", loaded);
-        goto done;
-    }
+    for (int i = 0; i < n; i++) items[i].path = paths[i];
     if (det_assign_stems(items, n)) {
         cli_error("zeroshot: out of memory");
         goto done;
     }
+    /* Memory guard, before any of the batch is allocated (shape from the model). */
+    pe_model_info info;
+    if ((s = pe_model_get_info(model, &info))) {
+        cli_lib_error(s);
+        goto done;
+    }
+    int side = params.size > 0 ? params.size : info.default_size;
+    int grid = (side + info.patch_size - 1) / info.patch_size;
+    if (scale_check_memory(&so, n, grid * grid, info.feature_dim, params.mask, &params)) goto done;
+
     cli_progress bar;
-    cli_progress_begin(&bar, "features", loaded);
+    cli_progress_begin(&bar, "features", n);
     double t0 = cli_now();
-    s = pe_zeroshot(model, imgs, loaded, &params, on_progress, &bar, results);
+    uint64_t fingerprint = 0xcbf29ce484222325ULL;
+    if (params.align) {
+        /* alignment warps every image onto the first: the pixels must stay loaded */
+        for (int i = 0; i < n; i++) {
+            s = pe_image_load(paths[i], &imgs[loaded]);
+            if (s) {
+                snprintf(items[i].error, sizeof items[i].error, "%s", pe_last_error());
+                cli_warn("%s", items[i].error);
+                failed++;
+            } else {
+                index[loaded++] = i;
+            }
+        }
+        s = loaded < 2 ? PE_OK : pe_zeroshot(model, imgs, loaded, &params, on_progress, &bar, results);
+    } else {
+        /* one image at a time: decode, extract, keep only the features (RAM or --spill) */
+        pe_extract_params ep = pe_extract_default_params();
+        ep.size = params.size;
+        ep.layer = params.layer;
+        ep.want_attn = params.mask;
+        for (int i = 0; i < n && !s; i++) {
+            pe_image img;
+            pe_features f = {0};
+            if (pe_image_load(paths[i], &img)) {
+                snprintf(items[i].error, sizeof items[i].error, "%s", pe_last_error());
+                cli_warn("%s", items[i].error);
+                failed++;
+                continue;
+            }
+            s = pe_model_extract(model, &img, &ep, &f);
+            pe_image_free(&img);
+            if (!s && !store)
+                s = pe_feature_store_create(so.spill, n, f.grid_h * f.grid_w, f.dim, params.mask,
+                                            &store);
+            if (!s) s = pe_feature_store_put(store, loaded, &f);
+            if (!s) {
+                fingerprint = scale_hash(fingerprint, &i, sizeof i);
+                fingerprint = scale_hash(fingerprint, f.data, sizeof(float) * f.dim);
+                index[loaded++] = i;
+            }
+            pe_features_free(&f);
+            cli_progress_step(&bar, i + 1);
+        }
+        cli_progress_end(&bar);
+        if (!s && loaded >= 2) {
+            if (!scale_ranks_agree(fingerprint)) goto done;
+            scale_progress_hook(&bar, "scoring", &params);
+            s = pe_zeroshot_features(pe_feature_store_views(store), loaded, &params, results);
+        }
+    }
     cli_progress_end(&bar);
     if (s) {
         cli_lib_error(s);
+        goto done;
+    }
+    if (loaded < 2) {
+        cli_error("zeroshot: needs at least 2 readable images, got %d", loaded);
         goto done;
     }
     double elapsed = cli_now() - t0;
@@ -118,6 +175,12 @@ int cmd_zeroshot(int argc, char **argv)
         memset(&results[b], 0, sizeof results[b]);
         pe_image_free(&imgs[b]); /* maps reload images one at a time */
     }
+    pe_feature_store_free(store);
+    store = NULL;
+    if (pe_dist_rank() != 0) { /* rank 0 writes the outputs */
+        rc = failed ? EXIT_SOME_FAILED : EXIT_OK;
+        goto done;
+    }
     if (det_write_scores(out, items, n, (float)threshold, !no_maps)) goto done;
     int map_failed = 0;
     if (!no_maps &&
@@ -126,12 +189,20 @@ int cmd_zeroshot(int argc, char **argv)
     if (!cli_quiet) {
         char rule[96];
         detect_describe(&params.score, rule, sizeof rule);
-        fprintf(stderr, "patchead: zero-shot over %d images in %.1fs (%s)\n", loaded, elapsed, rule);
+        char how[96] = "";
+        if (params.comparators > 0 && params.comparators < loaded - 1)
+            snprintf(how, sizeof how, ", %d comparators (seed %llu)", params.comparators,
+                     (unsigned long long)params.comparator_seed);
+        if (pe_dist_size() > 1)
+            snprintf(how + strlen(how), sizeof how - strlen(how), ", %d MPI ranks", pe_dist_size());
+        fprintf(stderr, "patchead: zero-shot over %d images in %.1fs (%s%s)\n", loaded, elapsed,
+                rule, how);
         fprintf(stderr, "patchead: scores in %s/scores.csv%s\n", out,
                 no_maps ? "" : ", heatmaps in heatmaps/, maps in maps/");
     }
     rc = failed || map_failed ? EXIT_SOME_FAILED : EXIT_OK;
 done:
+    pe_feature_store_free(store);
     for (int b = 0; imgs && b < n; b++) pe_image_free(&imgs[b]);
     for (int b = 0; results && b < n; b++) pe_result_free(&results[b]);
     free(imgs);

@@ -21,6 +21,9 @@ pe_status pe_dist_init(int *argc, char ***argv)
     int on = 0;
     MPI_Initialized(&on);
     if (on) return PE_OK;
+    /* Not started by an MPI launcher: stay a plain single process (no singleton MPI). */
+    if (!getenv("OMPI_COMM_WORLD_SIZE") && !getenv("PMIX_RANK") && !getenv("PMI_SIZE"))
+        return PE_OK;
     int provided;
     if (MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS)
         return pe_fail(PE_ERR_IO, "MPI: initialisation failed");

@@ -34,17 +34,31 @@ pe_status pe_zeroshot_estimate(int n, int patches, int dim, int want_attn, int s
     return PE_OK;
 }
 
+/* "1.50 GiB", "12.0 MiB", "512 KiB" */
+static const char *human(double bytes, char buf[32])
+{
+    const char *unit[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
+    int u = 0;
+    while (bytes >= 1024 && u < 5) {
+        bytes /= 1024;
+        u++;
+    }
+    snprintf(buf, 32, bytes < 10 ? "%.2f %s" : "%.1f %s", bytes, unit[u]);
+    return buf;
+}
+
 pe_status pe_zeroshot_check_memory(const pe_memory_estimate *est, double limit_bytes)
 {
     if (!est) return pe_fail(PE_ERR_ARG, "pe_zeroshot_check_memory: NULL argument");
     double limit = limit_bytes > 0 ? limit_bytes : est->available;
     if (limit <= 0 || est->total <= limit) return PE_OK;
-    const double gib = 1024.0 * 1024.0 * 1024.0;
+    char total[32], feat[32], score[32], lim[32], avail[32];
     return pe_fail(PE_ERR_LIMIT,
-                   "zero-shot batch needs about %.2f GiB (features %.2f GiB, scoring %.2f GiB with "
-                   "K = %d), over the %s of %.2f GiB (MemAvailable %.2f GiB); spill the features "
-                   "to disk, or sample fewer comparators (smaller K), or split the batch",
-                   est->total / gib, est->features / gib, est->scoring / gib, est->k,
-                   limit_bytes > 0 ? "limit" : "available memory", limit / gib,
-                   est->available / gib);
+                   "zero-shot batch needs about %s (features %s, scoring %s with K = %d), over the "
+                   "%s of %s (MemAvailable %s); keep the features in a spill file, sample fewer "
+                   "comparators, or split the batch",
+                   human(est->total, total), human(est->features, feat),
+                   human(est->scoring, score), est->k,
+                   limit_bytes > 0 ? "limit" : "available memory", human(limit, lim),
+                   human(est->available, avail));
 }

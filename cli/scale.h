@@ -1,0 +1,51 @@
+/* scale.h — options and helpers of batch zero-shot at scale, shared by `zeroshot` and
+ * `eval`: --comparators, --comparator-seed, --spill, --mem-limit, the scoring progress
+ * bar, and the MPI agreement check (docs/SCALE.md). */
+#ifndef PE_CLI_SCALE_H
+#define PE_CLI_SCALE_H
+
+#include "cli.h"
+
+#include <getopt.h>
+
+enum { OPT_COMPARATORS = 3000, OPT_COMPARATOR_SEED, OPT_SPILL, OPT_MEM_LIMIT };
+
+#define SCALE_LONG_OPTS                                                                        \
+    {"comparators", required_argument, 0, OPT_COMPARATORS},                                   \
+        {"comparator-seed", required_argument, 0, OPT_COMPARATOR_SEED},                       \
+        {"spill", required_argument, 0, OPT_SPILL},                                           \
+        {"mem-limit", required_argument, 0, OPT_MEM_LIMIT }
+
+#define SCALE_OPTS_HELP                                                                        \
+    "  --comparators R   score each image against R others of the batch instead of all\n"    \
+    "                    (seeded, balanced; K's fraction applies to R; R >= n-1 = all)\n"     \
+    "  --comparator-seed S  seed of the comparator draw (default 0)\n"                        \
+    "  --spill DIR       keep the batch's features in a memory-mapped file in DIR\n"          \
+    "                    (deleted on exit) instead of RAM\n"                                  \
+    "  --mem-limit SIZE  refuse a batch estimated above SIZE (e.g. 8G, 512M; default: the\n"  \
+    "                    machine's available memory)\n"
+
+typedef struct {
+    int comparators;
+    uint64_t seed;
+    const char *spill;
+    double mem_limit; /* bytes; 0 = MemAvailable */
+} scale_opts;
+
+/* Handle one scale option; 1 if handled, 0 if not ours, -1 on a bad value. */
+int scale_opt(scale_opts *o, int c, const char *arg);
+/* Copy --comparators / --comparator-seed into detect params. */
+void scale_apply(const scale_opts *o, pe_detect_params *p);
+/* The memory guard before a batch of n images is allocated: -1 with one error line
+ * (estimate, available memory, the options that lower it) when it does not fit. */
+int scale_check_memory(const scale_opts *o, int n, int patches, int dim, int want_attn,
+                       const pe_detect_params *p);
+/* Scoring progress bar (pairs done / total, ETA) hooked into params; end it after. */
+void scale_progress_hook(cli_progress *bar, const char *label, pe_detect_params *p);
+/* MPI: 1 when every rank holds the same batch (fingerprint of its inputs and
+ * features), else 0 with an error printed on rank 0. Always 1 on one rank. */
+int scale_ranks_agree(uint64_t fingerprint);
+/* FNV-1a of bytes, continuing from h (start with 0xcbf29ce484222325). */
+uint64_t scale_hash(uint64_t h, const void *data, size_t n);
+
+#endif
