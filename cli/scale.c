@@ -104,3 +104,18 @@ int scale_ranks_agree(uint64_t fingerprint)
     if (pe_dist_broadcast(&ok, sizeof ok)) ok = 0;
     return ok;
 }
+
+int scale_ranks_all_ok(int ok)
+{
+    int all = ok;
+    for (int r = 1; r < pe_dist_size(); r++) {
+        int theirs = ok;
+        if (pe_dist_to_root(&theirs, sizeof theirs, r)) all = 0;
+        if (pe_dist_rank() == 0 && !theirs) {
+            cli_error("MPI rank %d failed (its error is above)", r);
+            all = 0;
+        }
+    }
+    if (pe_dist_broadcast(&all, sizeof all)) all = 0;
+    return all;
+}

@@ -10,16 +10,19 @@
 
 enum { OPT_COMPARATORS = 3000, OPT_COMPARATOR_SEED, OPT_SPILL, OPT_MEM_LIMIT };
 
-#define SCALE_LONG_OPTS                                                                        \
+/* --comparators and --comparator-seed (zeroshot and eval) */
+#define SCALE_COMPARATOR_LONG_OPTS                                                             \
     {"comparators", required_argument, 0, OPT_COMPARATORS},                                   \
-        {"comparator-seed", required_argument, 0, OPT_COMPARATOR_SEED},                       \
-        {"spill", required_argument, 0, OPT_SPILL},                                           \
-        {"mem-limit", required_argument, 0, OPT_MEM_LIMIT }
+        {"comparator-seed", required_argument, 0, OPT_COMPARATOR_SEED }
+/* --spill and --mem-limit (zeroshot) */
+#define SCALE_MEMORY_LONG_OPTS                                                                 \
+    {"spill", required_argument, 0, OPT_SPILL}, {"mem-limit", required_argument, 0, OPT_MEM_LIMIT }
 
-#define SCALE_OPTS_HELP                                                                        \
+#define SCALE_COMPARATOR_HELP                                                                  \
     "  --comparators R   score each image against R others of the batch instead of all\n"    \
     "                    (seeded, balanced; K's fraction applies to R; R >= n-1 = all)\n"     \
-    "  --comparator-seed S  seed of the comparator draw (default 0)\n"                        \
+    "  --comparator-seed S  seed of the comparator draw (default 0)\n"
+#define SCALE_MEMORY_HELP                                                                      \
     "  --spill DIR       keep the batch's features in a memory-mapped file in DIR\n"          \
     "                    (deleted on exit) instead of RAM\n"                                  \
     "  --mem-limit SIZE  refuse a batch estimated above SIZE (e.g. 8G, 512M; default: the\n"  \
@@ -45,6 +48,8 @@ void scale_progress_hook(cli_progress *bar, const char *label, pe_detect_params 
 /* MPI: 1 when every rank holds the same batch (fingerprint of its inputs and
  * features), else 0 with an error printed on rank 0. Always 1 on one rank. */
 int scale_ranks_agree(uint64_t fingerprint);
+/* MPI: 1 when every rank passes ok = 1 (each rank must call it), else 0. */
+int scale_ranks_all_ok(int ok);
 /* FNV-1a of bytes, continuing from h (start with 0xcbf29ce484222325). */
 uint64_t scale_hash(uint64_t h, const void *data, size_t n);
 

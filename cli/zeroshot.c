@@ -18,7 +18,7 @@ static const char *USAGE =
     "options:\n"
     "  --out DIR         output folder (default ./patchead-out)\n"
     "  --threshold T     add is_anomalous = score > T\n"
-    "  --no-maps         only scores.csv / scores.jsonl\n" DETECT_OPTS_HELP SCALE_OPTS_HELP
+    "  --no-maps         only scores.csv / scores.jsonl\n" DETECT_OPTS_HELP SCALE_COMPARATOR_HELP SCALE_MEMORY_HELP
     "\nLarge batches: images are decoded one at a time and only their features kept; the\n"
     "memory estimate is checked before anything is allocated. Under mpirun (a build with\n"
     "make MPI=1) the ranks share the pairs and rank 0 writes the outputs (docs/SCALE.md).\n";
@@ -37,7 +37,8 @@ int cmd_zeroshot(int argc, char **argv)
     double threshold = NAN;
     int no_maps = 0;
     scale_opts so = {0};
-    static const struct option longs[] = {DETECT_LONG_OPTS, SCALE_LONG_OPTS,
+    static const struct option longs[] = {DETECT_LONG_OPTS, SCALE_COMPARATOR_LONG_OPTS,
+                                          SCALE_MEMORY_LONG_OPTS,
                                           {"out", required_argument, 0, OPT_OUT},
                                           {"threshold", required_argument, 0, OPT_THRESHOLD},
                                           {"no-maps", no_argument, 0, OPT_NO_MAPS},
