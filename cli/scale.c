@@ -101,7 +101,7 @@ int scale_ranks_agree(uint64_t fingerprint)
             ok = 0;
         }
     }
-    if (pe_dist_broadcast(&ok, sizeof ok)) ok = 0;
+    if (pe_dist_broadcast(&ok, sizeof ok, 0)) ok = 0;
     return ok;
 }
 
@@ -116,6 +116,6 @@ int scale_ranks_all_ok(int ok)
             all = 0;
         }
     }
-    if (pe_dist_broadcast(&all, sizeof all)) all = 0;
+    if (pe_dist_broadcast(&all, sizeof all, 0)) all = 0;
     return all;
 }

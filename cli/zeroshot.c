@@ -23,6 +23,19 @@ static const char *USAGE =
     "memory estimate is checked before anything is allocated. Under mpirun (a build with\n"
     "make MPI=1) the ranks share the pairs and rank 0 writes the outputs (docs/SCALE.md).\n";
 
+/* The batch's feature shape: the backbone run once on a plain grey S x S image. */
+static pe_status probe_shape(pe_model *model, const pe_extract_params *ep, int side,
+                             pe_features *out)
+{
+    pe_image grey = {side, side, malloc((size_t)side * side * 3)};
+    if (!grey.rgb) return PE_ERR_NOMEM;
+    memset(grey.rgb, 128, (size_t)side * side * 3);
+    pe_status s = pe_model_extract(model, &grey, ep, out);
+    pe_image_free(&grey);
+    if (!s) free(out->data), free(out->attn), out->data = out->attn = NULL;
+    return s;
+}
+
 static void on_progress(int done, int total, void *user)
 {
     (void)total;
@@ -110,7 +123,6 @@ int cmd_zeroshot(int argc, char **argv)
     cli_progress bar;
     cli_progress_begin(&bar, "features", n);
     double t0 = cli_now();
-    uint64_t fingerprint = 0xcbf29ce484222325ULL;
     if (params.align) {
         /* alignment warps every image onto the first: the pixels must stay loaded */
         for (int i = 0; i < n; i++) {
@@ -125,40 +137,61 @@ int cmd_zeroshot(int argc, char **argv)
         }
         s = loaded < 2 ? PE_OK : pe_zeroshot(model, imgs, loaded, &params, on_progress, &bar, results);
     } else {
-        /* one image at a time: decode, extract, keep only the features (RAM or --spill) */
+        /* One image at a time: decode, extract, keep only the features (RAM or --spill).
+         * Under MPI each rank extracts images i = rank, rank + ranks, ... and every
+         * image's features then travel once, from its rank to all the others. */
+        int ranks = pe_dist_size(), me = pe_dist_rank();
+        uint64_t inputs = 0xcbf29ce484222325ULL;
+        for (int i = 0; i < n; i++) inputs = scale_hash(inputs, paths[i], strlen(paths[i]) + 1);
+        if (!scale_ranks_agree(inputs)) goto done;
         pe_extract_params ep = pe_extract_default_params();
         ep.size = params.size;
         ep.layer = params.layer;
         ep.want_attn = params.mask;
+        pe_features shape = {0};
+        s = probe_shape(model, &ep, side, &shape);
+        if (!s)
+            s = pe_feature_store_create(so.spill, n, shape.grid_h * shape.grid_w, shape.dim,
+                                        params.mask, &store);
         for (int i = 0; i < n && !s; i++) {
+            if (i % ranks != me) continue;
             pe_image img;
             pe_features f = {0};
-            if (pe_image_load(paths[i], &img)) {
-                snprintf(items[i].error, sizeof items[i].error, "%s", pe_last_error());
-                cli_warn("%s", items[i].error);
-                failed++;
-                continue;
+            pe_status e = pe_image_load(paths[i], &img);
+            if (!e) {
+                e = pe_model_extract(model, &img, &ep, &f);
+                pe_image_free(&img);
             }
-            s = pe_model_extract(model, &img, &ep, &f);
-            pe_image_free(&img);
-            if (!s && !store)
-                s = pe_feature_store_create(so.spill, n, f.grid_h * f.grid_w, f.dim, params.mask,
-                                            &store);
-            if (!s) s = pe_feature_store_put(store, loaded, &f);
-            if (!s) {
-                fingerprint = scale_hash(fingerprint, &i, sizeof i);
-                fingerprint = scale_hash(fingerprint, f.data, sizeof(float) * f.dim);
-                index[loaded++] = i;
-            }
+            if (!e) e = pe_feature_store_put(store, i, &f);
+            if (e) snprintf(items[i].error, sizeof items[i].error, "%s", pe_last_error());
+            else items[i].ok = 1;
             pe_features_free(&f);
             cli_progress_step(&bar, i + 1);
         }
         cli_progress_end(&bar);
-        if (!s && loaded >= 2) {
-            if (!scale_ranks_agree(fingerprint)) goto done;
-            scale_progress_hook(&bar, "scoring", &params);
-            s = pe_zeroshot_features(pe_feature_store_views(store), loaded, &params, results);
+        for (int i = 0; i < n && !s && ranks > 1; i++) {
+            int owner = i % ranks;
+            s = pe_dist_broadcast(&items[i].ok, sizeof items[i].ok, owner);
+            if (!s) s = items[i].ok ? pe_feature_store_broadcast(store, i, owner)
+                                    : pe_dist_to_root(items[i].error, sizeof items[i].error, owner);
         }
+        pe_features *batch = s ? NULL : calloc((size_t)n, sizeof *batch);
+        for (int i = 0; batch && i < n; i++) {
+            if (items[i].ok) {
+                batch[loaded] = pe_feature_store_views(store)[i];
+                index[loaded++] = i;
+                items[i].ok = 0; /* set again once scored */
+            } else {
+                cli_warn("%s", items[i].error);
+                failed++;
+            }
+        }
+        if (!s && !batch) s = PE_ERR_NOMEM;
+        if (!s && loaded >= 2) {
+            scale_progress_hook(&bar, "scoring", &params);
+            s = pe_zeroshot_features(batch, loaded, &params, results);
+        }
+        free(batch);
     }
     cli_progress_end(&bar);
     if (s) {

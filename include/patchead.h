@@ -440,6 +440,8 @@ pe_status pe_feature_store_create(const char *spill_dir, int n, int patches, int
                                   int with_attn, pe_feature_store **out);
 /* Copy one image's features into slot i (its shape must be the store's). */
 pe_status pe_feature_store_put(pe_feature_store *store, int i, const pe_features *f);
+/* MPI: slot i of rank root's store to every rank's (all ranks call it). */
+pe_status pe_feature_store_broadcast(pe_feature_store *store, int i, int root);
 /* (n) views whose data / attn point into the store: pass to pe_zeroshot_features; do not
  * free them (pe_feature_store_free does). */
 const pe_features *pe_feature_store_views(const pe_feature_store *store);
@@ -455,8 +457,8 @@ int pe_dist_size(void);
 /* Rank `from` sends n bytes at data to rank 0; every rank makes the same calls in the
  * same order (a no-op on the others, and when from == 0). */
 pe_status pe_dist_to_root(void *data, size_t n, int from);
-/* Rank 0's n bytes at data to every rank. */
-pe_status pe_dist_broadcast(void *data, size_t n);
+/* Rank root's n bytes at data to every rank (all ranks call it). */
+pe_status pe_dist_broadcast(void *data, size_t n, int root);
 /* 1 in an MPI build (make MPI=1), else 0. */
 int pe_dist_available(void);
 

@@ -76,13 +76,13 @@ pe_status pe_dist_to_root(void *data, size_t n, int from)
     return PE_OK;
 }
 
-pe_status pe_dist_broadcast(void *data, size_t n)
+pe_status pe_dist_broadcast(void *data, size_t n, int root)
 {
     if (pe_dist_size() == 1) return PE_OK;
     for (size_t off = 0; off < n; off += CHUNK_BYTES) {
         int len = (int)(n - off < CHUNK_BYTES ? n - off : CHUNK_BYTES);
-        if (MPI_Bcast((char *)data + off, len, MPI_BYTE, 0, MPI_COMM_WORLD) != MPI_SUCCESS)
-            return pe_fail(PE_ERR_IO, "MPI: broadcast failed");
+        if (MPI_Bcast((char *)data + off, len, MPI_BYTE, root, MPI_COMM_WORLD) != MPI_SUCCESS)
+            return pe_fail(PE_ERR_IO, "MPI: broadcast from rank %d failed", root);
     }
     return PE_OK;
 }
@@ -157,10 +157,11 @@ pe_status pe_dist_to_root(void *data, size_t n, int from)
     (void)from;
     return PE_OK;
 }
-pe_status pe_dist_broadcast(void *data, size_t n)
+pe_status pe_dist_broadcast(void *data, size_t n, int root)
 {
     (void)data;
     (void)n;
+    (void)root;
     return PE_OK;
 }
 pe_status pe_dist_merge_selection(float *heaps, size_t blocks, int k)

@@ -106,6 +106,20 @@ pe_status pe_feature_store_put(pe_feature_store *s, int i, const pe_features *f)
     return PE_OK;
 }
 
+pe_status pe_feature_store_broadcast(pe_feature_store *s, int i, int root)
+{
+    if (!s || i < 0 || i >= s->n) return pe_fail(PE_ERR_ARG, "feature store: bad slot %d", i);
+    size_t g = (size_t)s->patches;
+    float *data = s->data + (size_t)i * g * s->dim;
+    float *attn = s->with_attn ? s->data + (size_t)s->n * g * s->dim + (size_t)i * g : NULL;
+    pe_status st = pe_dist_broadcast(&s->views[i], sizeof s->views[i], root);
+    if (!st) st = pe_dist_broadcast(data, g * s->dim * sizeof(float), root);
+    if (!st && attn) st = pe_dist_broadcast(attn, g * sizeof(float), root);
+    s->views[i].data = data; /* the root's pointers mean nothing here */
+    s->views[i].attn = attn;
+    return st;
+}
+
 const pe_features *pe_feature_store_views(const pe_feature_store *s) { return s ? s->views : NULL; }
 
 void pe_feature_store_free(pe_feature_store *s)

@@ -103,15 +103,10 @@ pe_status pe_score_batch_scheduled(const float *const *feats, int n, int patches
                                    void (*progress)(int64_t done, int64_t total, void *user),
                                    void *user, float *patch_scores)
 {
-    if (!feats || !params || !patch_scores)
-        return pe_fail(PE_ERR_ARG, "zero-shot scoring: NULL argument");
-    if (n < 2)
-        return pe_fail(PE_ERR_ARG, "zero-shot needs at least 2 images (each is scored against the "
-                                   "others), got %d", n);
-    if (patches <= 0 || dim <= 0)
-        return pe_fail(PE_ERR_SHAPE, "zero-shot scoring: %d patches of dim %d", patches, dim);
-    for (int b = 0; b < n; b++)
-        if (!feats[b]) return pe_fail(PE_ERR_ARG, "zero-shot scoring: image %d has no features", b);
+    /* pe_zeroshot_features has checked the batch's shapes; these guard direct callers */
+    if (!feats || !params || !patch_scores || n < 2 || patches <= 0 || dim <= 0)
+        return pe_fail(PE_ERR_ARG, "zero-shot scoring: %d images of %d patches x %d", n, patches,
+                       dim);
     pe_status s = pe_score_check(params);
     if (s) return s;
 
