@@ -82,6 +82,11 @@ int cmd_zeroshot(int argc, char **argv)
     pe_detect_params params;
     if (detect_params_from(&o, 1, &params)) return EXIT_USAGE;
     scale_apply(&so, &params);
+    if (so.spill && params.align) {
+        cli_error("--spill cannot be used with --align (aligned zero-shot warps every image onto "
+                  "the first, so it keeps the decoded images, not only their features)");
+        return EXIT_USAGE;
+    }
     if (o.threads) pe_set_threads(o.threads);
 
     char **paths = NULL;

@@ -21,6 +21,9 @@ check scale_bad_comparators test "$rc" -eq 2 -a -n "$(grep -e '--comparators' "$
 "$PATCHEAD" zeroshot --model x --mem-limit lots a b >/dev/null 2>"$T/err"; rc=$?
 check scale_bad_mem_limit test "$rc" -eq 2 -a -n "$(grep -e '--mem-limit' "$T/err")"
 
+"$PATCHEAD" zeroshot --model x --spill "$T" --align a b >/dev/null 2>"$T/err"; rc=$?
+check scale_spill_align_usage test "$rc" -eq 2 -a -n "$(grep -e '--spill cannot' "$T/err")"
+
 if [ ! -f "$MODEL/model.safetensors" ]; then
     echo "SKIP cli_scale: $MODEL absent (make weights)"
     exit 0
