@@ -13,6 +13,15 @@ SANITIZE ?= 0
 # AVX2+FMA (x86-64-v3) by default; override with ARCH=-march=native or ARCH= for older CPUs.
 ARCH    ?= -march=x86-64-v3 -mtune=generic
 
+# MPI=1: OpenMPI's mpicc and -DPE_MPI into build-mpi/: zeroshot and eval split their work
+# across mpirun's ranks (docs/SCALE.md). The default build has no MPI dependency.
+MPI     ?= 0
+ifeq ($(MPI),1)
+CC      := mpicc
+BUILD   ?= build-mpi
+MPI_CFLAGS := -DPE_MPI
+endif
+
 ifeq ($(SANITIZE),1)
 BUILD   ?= build-san
 OPT     := -O1 -g $(ARCH) -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
@@ -24,7 +33,7 @@ endif
 
 PKGS    := libpng libjpeg libcjson
 BASE_CFLAGS := -std=c11 -D_GNU_SOURCE $(OPT) -Wall -Wextra -Werror -fopenmp -Iinclude \
-           $(shell pkg-config --cflags $(PKGS) 2>/dev/null) $(EXTRA_CFLAGS)
+           $(shell pkg-config --cflags $(PKGS) 2>/dev/null) $(EXTRA_CFLAGS) $(MPI_CFLAGS)
 # The library (and its white-box tests/benches) see src/; the CLI sees only include/patchead.h.
 CFLAGS  := $(BASE_CFLAGS) -Isrc
 CLI_CFLAGS := $(BASE_CFLAGS) -Icli
@@ -106,7 +115,7 @@ lint:
 	bash scripts/lint.sh
 
 clean:
-	rm -rf build build-san
+	rm -rf build build-san build-mpi
 
 # ------------------------------------------------------------------ fuzzing (fuzz/README.md)
 # make fuzz        libFuzzer targets (clang-14, ASan + UBSan) in build-fuzz/fuzz_<name>

@@ -11,6 +11,7 @@
 #include "cli.h"
 #include "options.h"
 #include "report.h"
+#include "scale.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -39,6 +40,7 @@ typedef struct {
     int rotations, flips, window, coreset_count, coreset_proj;
     float coreset_fraction;
     char beyond[160]; /* their description for results.json */
+    scale_opts scale;     /* --comparators, --comparator-seed (zero-shot settings) */
 } eval_opts;
 
 static const char *USAGE =
@@ -49,7 +51,10 @@ static const char *USAGE =
     "--top) apply to every setting; few-shot references of seed S are those of\n"
     "patchead fit --shots N --seed S on the category's normal training images. The\n"
     "options beyond the paper (--rotations, --flips, --window, --coreset) apply to the\n"
-    "few-shot settings (docs/BEYOND.md).\n";
+    "few-shot settings (docs/BEYOND.md); --comparators to the zero-shot ones\n"
+    "(docs/SCALE.md). Under mpirun (a build with make MPI=1) the ranks share the (setting,\n"
+    "category, seed) cells, or a single zero-shot batch's pairs, and rank 0 writes the\n"
+    "outputs.\n";
 
 static int parse_shots(const char *text, eval_opts *o)
 {
@@ -162,6 +167,7 @@ typedef struct {
     ev_run *run;
     int ci;                   /* category index in the run */
     int need_attn;
+    int shard_cells;          /* MPI: cells split across ranks (else a batch's pairs are) */
     pe_features *test_feats;  /* (n) */
     int *test_w, *test_h;     /* original sizes (anomaly maps are computed at these) */
     pe_features *train_feats; /* (num_train) extracted on demand; data NULL if not */
@@ -284,6 +290,8 @@ static int run_cell(cat_state *cs, int si, int seed, pe_result *res)
     }
     /* rotated references are made from pixels: fit from images, predict from features */
     const int fit_images = set->align || dp.rotations > 1 || dp.flips;
+    scale_apply(&cs->o->scale, &dp);
+    dp.local_only = cs->shard_cells;
 
     if (set->shots == 0 && !set->align) {
         st = pe_zeroshot_features(cs->test_feats, n, &dp, res);
@@ -431,12 +439,28 @@ static void free_feats(pe_features *f, int n)
     free(f);
 }
 
-static int run_category(pe_model *model, const eval_opts *o, ev_run *run, int ci, int need_attn)
+/* MPI rank that runs cell (setting, category, seed) when cells are split: round robin
+ * starting at rank 1 (rank 0 also gathers and writes everything). */
+static int cell_owner(const ev_run *run, int s, int ci, int seed)
+{
+    return (int)((((size_t)s * run->num_categories + ci) * run->num_seed_list + seed + 1) %
+                 (size_t)pe_dist_size());
+}
+
+static int run_category(pe_model *model, const eval_opts *o, ev_run *run, int ci, int need_attn,
+                        int shard_cells)
 {
     ev_category *ec = &run->cats[ci];
     const pe_category *cat = ec->cat;
     const int n = ec->num_test;
-    cat_state cs = {model, o, run, ci, need_attn, NULL, NULL, NULL, NULL, NULL};
+    cat_state cs = {model, o, run, ci, need_attn, shard_cells, NULL, NULL, NULL, NULL, NULL};
+    if (shard_cells) { /* nothing of this category on this rank: skip its extraction too */
+        int mine = 0;
+        for (int s = 0; s < run->num_settings; s++)
+            for (int seed = 0; seed < run->settings[s].num_seeds; seed++)
+                mine |= cell_owner(run, s, ci, seed) == pe_dist_rank();
+        if (!mine) return 0;
+    }
     int rc = 0, max_shots = 0, need_train_feats = 0;
     for (int s = 0; s < run->num_settings; s++) {
         max_shots = EV_MAX(max_shots, run->settings[s].shots);
@@ -502,6 +526,7 @@ static int run_category(pe_model *model, const eval_opts *o, ev_run *run, int ci
         const ev_setting *set = &run->settings[s];
         if (set->shots && !few_ok) continue;
         for (int seed = 0; seed < set->num_seeds && !rc; seed++, cli_progress_step(&bar, ++cells_done)) {
+            if (shard_cells && cell_owner(run, s, ci, seed) != pe_dist_rank()) continue;
             double t1 = cli_now();
             ev_metrics *m = ev_cell(run, s, ci, seed);
             if (run_cell(&cs, s, seed, res) || cell_metrics(&cs, s, seed, res, m)) rc = EXIT_ERROR;
@@ -519,6 +544,74 @@ done:
     free(cs.test_w);
     free(cs.test_h);
     free(res);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ MPI gather */
+
+/* Owner of a file's bytes -> rank 0, written there under the same name (the example
+ * heatmaps, for ranks that do not share a file system). */
+static int file_to_root(const char *path, int from) /* path: at most 4400 bytes */
+{
+    uint64_t size = 0;
+    uint8_t *bytes = NULL;
+    if (pe_dist_rank() == from) {
+        FILE *f = fopen(path, "rb");
+        if (f && !fseek(f, 0, SEEK_END) && (long)(size = (uint64_t)ftell(f)) >= 0 &&
+            !fseek(f, 0, SEEK_SET) && (bytes = malloc(size ? size : 1)) &&
+            fread(bytes, 1, size, f) == size) {
+        } else {
+            size = 0;
+        }
+        if (f) fclose(f);
+    }
+    int rc = pe_dist_to_root(&size, sizeof size, from) ? -1 : 0;
+    if (!rc && pe_dist_rank() == 0 && size) rc = (bytes = malloc(size)) ? 0 : -1;
+    if (!rc && size) rc = pe_dist_to_root(bytes, size, from) ? -1 : 0;
+    if (!rc && pe_dist_rank() == 0 && size) {
+        char tmp[4500];
+        snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid());
+        FILE *f = fopen(tmp, "wb");
+        int ok = f && fwrite(bytes, 1, size, f) == size;
+        if (f && fclose(f)) ok = 0;
+        if (!ok || rename(tmp, path)) {
+            remove(tmp);
+            rc = cli_error("%s: cannot write the example heatmap from rank %d", path, from);
+        }
+    }
+    free(bytes);
+    return rc;
+}
+
+/* Cells split across ranks: every cell's metrics and scores, and each category's
+ * examples, travel from the rank that ran them to rank 0. All ranks call this. */
+static int gather_cells(ev_run *run, const char *out)
+{
+    int rc = 0;
+    for (int s = 0; s < run->num_settings; s++)
+        for (int ci = 0; ci < run->num_categories; ci++)
+            for (int seed = 0; seed < run->settings[s].num_seeds; seed++) {
+                int from = cell_owner(run, s, ci, seed);
+                if (pe_dist_to_root(ev_cell(run, s, ci, seed), sizeof(ev_metrics), from) ||
+                    pe_dist_to_root(ev_scores(run, s, ci, seed),
+                                    sizeof(float) * (size_t)EV_MAX(run->max_test_count, 1), from))
+                    rc = -1;
+            }
+    for (int ci = 0; ci < run->num_categories && !rc; ci++) {
+        ev_category *ec = &run->cats[ci];
+        int from = cell_owner(run, 0, ci, 0); /* examples come from setting 0, seed 0 */
+        if (pe_dist_to_root(ec->examples, sizeof ec->examples, from) ||
+            pe_dist_to_root(&ec->num_examples, sizeof ec->num_examples, from) ||
+            pe_dist_to_root(ec->examples_setting, sizeof ec->examples_setting, from) ||
+            pe_dist_to_root(&ec->extract_seconds, sizeof ec->extract_seconds, from))
+            rc = -1;
+        for (int k = 0; k < ec->num_examples && !rc && from != 0; k++) {
+            char path[4400];
+            snprintf(path, sizeof path, "%s/%s", out, ec->examples[k].file);
+            rc = file_to_root(path, from);
+        }
+    }
+    if (rc) cli_error("MPI: gathering the results on rank 0 failed (%s)", pe_last_error());
     return rc;
 }
 
@@ -586,6 +679,10 @@ int cmd_eval(int argc, char **argv)
     o.threads = co.threads;
     o.max_test = co.max_test;
     o.bins = co.pixel_bins;
+    if (scale_opts_from(&co, &o.scale)) {
+        cli_opts_free(&co);
+        return EXIT_USAGE;
+    }
     if (co.precision && cli_parse_precision(co.precision, &o.precision)) {
         cli_opts_free(&co);
         return EXIT_USAGE;
@@ -760,15 +857,32 @@ int cmd_eval(int argc, char **argv)
         fprintf(stderr, "eval: %s (%s), %d categor%s of %s (%s), %d setting(s)\n", info.name,
                 info.weights_hash, run.num_categories, run.num_categories == 1 ? "y" : "ies",
                 o.data, ds->layout, run.num_settings);
-    for (int ci = 0; ci < run.num_categories; ci++) {
+    /* MPI: with at least as many cells as ranks the cells are split; otherwise each
+     * zero-shot batch's pairs are (and every rank runs every cell). */
+    size_t runnable = 0;
+    for (int s = 0; s < run.num_settings; s++)
+        runnable += (size_t)run.settings[s].num_seeds * run.num_categories;
+    int shard_cells = pe_dist_size() > 1 && runnable >= (size_t)pe_dist_size();
+    run.comparators = o.scale.comparators;
+    run.comparator_seed = (int)o.scale.seed;
+    run.mpi_ranks = pe_dist_size();
+    int failed_here = 0;
+    for (int ci = 0; ci < run.num_categories && !failed_here; ci++) {
         double t = cli_now();
-        if (run_category(model, &o, &run, ci, need_attn)) goto out;
-        if (!cli_quiet) {
+        if (run_category(model, &o, &run, ci, need_attn, shard_cells)) failed_here = 1;
+        if (!failed_here && !cli_quiet && !shard_cells) {
             const ev_metrics *m = ev_cell(&run, 0, ci, 0);
             fprintf(stderr, "  %-20s %4d test  I-AUROC %5.1f  P-AUROC %5.1f  (%.1fs)\n",
                     run.cats[ci].cat->name, run.cats[ci].num_test, 100 * m->i_auroc,
                     100 * m->p_auroc, cli_now() - t);
         }
+    }
+    /* every rank says whether it got through before anything is gathered or written */
+    if (!scale_ranks_all_ok(!failed_here)) goto out;
+    if (shard_cells && gather_cells(&run, o.out)) goto out;
+    if (pe_dist_rank() != 0) { /* rank 0 writes the outputs */
+        rc = EXIT_OK;
+        goto out;
     }
     run.total_seconds = cli_now() - t_start;
     run.peak_rss_kb = peak_rss_kb();

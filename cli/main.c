@@ -63,7 +63,14 @@ int main(int argc, char **argv)
         return EXIT_OK;
     }
     for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
-        if (!strcmp(argv[1], commands[i].name)) return commands[i].run(argc - 1, argv + 1);
+        if (!strcmp(argv[1], commands[i].name)) {
+            /* under mpirun (make MPI=1): rank 0 talks and writes, the others only compute */
+            if (pe_dist_init(&argc, &argv)) return cli_lib_error(PE_ERR_IO);
+            if (pe_dist_rank() != 0) cli_quiet = 1;
+            int rc = commands[i].run(argc - 1, argv + 1);
+            pe_dist_finalize();
+            return rc;
+        }
     cli_error("unknown command '%s' (see patchead --help)", argv[1]);
     return EXIT_USAGE;
 }

@@ -120,6 +120,20 @@ const cli_option cli_option_table[] = {
     {"shape", 0, ARG_TEXT, F(shape), 0, 0, "MxNxK",
      "--gemm shape (default 1025x1536x384, a ViT MLP GEMM)", CMD_BENCH},
 
+    /* ---- zeroshot and eval at scale (docs/SCALE.md) */
+    {"comparators", 0, ARG_INT, F(comparators), 1, 1 << 30, "R",
+     "score each image against R others of the batch instead of\nall (seeded, balanced; K's "
+     "fraction applies to R; R >= n-1 = all)",
+     CMD_ZEROSHOT | CMD_EVAL},
+    {"comparator-seed", 0, ARG_INT, F(comparator_seed), 0, 1 << 30, "S",
+     "seed of the comparator draw (default 0)", CMD_ZEROSHOT | CMD_EVAL},
+    {"spill", 0, ARG_TEXT, F(spill), 0, 0, "DIR",
+     "keep the batch's features in a memory-mapped file in DIR\n(deleted on exit) instead of RAM",
+     CMD_ZEROSHOT},
+    {"mem-limit", 0, ARG_TEXT, F(mem_limit), 0, 0, "SIZE",
+     "refuse a batch estimated above SIZE (e.g. 8G, 512M; default:\nthe machine's available "
+     "memory)",
+     CMD_ZEROSHOT},
     /* ---- serve */
     {"bank", 0, ARG_LIST, F(banks), 0, 0, "[NAME=]B",
      "a bank written by patchead fit (repeat for more); NAME\ndefaults to the file's stem "

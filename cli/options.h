@@ -84,6 +84,9 @@ typedef struct {
     int sgemm, n, reps, gemm;
     const char *shape; /* --gemm MxNxK */
     const char *random_vit;
+    /* zeroshot and eval at scale (docs/SCALE.md) */
+    int comparators, comparator_seed; /* 0: all the others */
+    const char *spill, *mem_limit;    /* zeroshot only */
     /* serve */
     cli_list banks; /* [NAME=]BANK.pead, repeatable */
     const char *host;

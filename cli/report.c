@@ -312,6 +312,9 @@ int ev_write_json(const ev_run *r, const char *dir)
     cJSON_AddNumberToObject(pa, "pixel_bins", r->pixel_bins);
     cJSON_AddNumberToObject(pa, "pro_max_fpr", 0.3);
     if (r->beyond) cJSON_AddStringToObject(pa, "beyond", r->beyond);
+    cJSON_AddNumberToObject(pa, "comparators", r->comparators);
+    cJSON_AddNumberToObject(pa, "comparator_seed", r->comparator_seed);
+    cJSON_AddNumberToObject(pa, "mpi_ranks", r->mpi_ranks);
     cJSON_AddItemToObject(root, "seeds", cJSON_CreateIntArray(r->seed_list, r->num_seed_list));
     cJSON *cats = cJSON_AddArrayToObject(root, "categories");
     for (int c = 0; c < r->num_categories; c++) {

@@ -65,6 +65,8 @@ typedef struct {
     ev_metrics *metrics;   /* [setting][category][seed], seed < num_seed_list */
     float *scores;         /* [setting][category][seed][test] image scores (NAN = not run) */
     int max_test_count;    /* stride of the last axis of scores */
+    int comparators, comparator_seed; /* zero-shot comparators R (0 = all) and their seed */
+    int mpi_ranks;                    /* ranks that shared the run (1 without MPI) */
 } ev_run;
 
 static inline ev_metrics *ev_cell(const ev_run *r, int s, int c, int seed)

@@ -3,6 +3,7 @@
 #include "cli.h"
 #include "options.h"
 #include "output.h"
+#include "scale.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -13,7 +14,23 @@ static const char *USAGE =
     "Batch zero-shot: each image (files or folders) is scored against all the others\n"
     "(default rule: mean of the lowest 30% of its per-image distances). Writes\n"
     "DIR/scores.csv, scores.jsonl, maps/ and heatmaps/ as predict does. An unreadable\n"
-    "image is reported and left out of the batch; the exit status is then 3.\n";
+    "image is reported and left out of the batch; the exit status is then 3.\n"
+    "Large batches: images are decoded one at a time and only their features kept; the\n"
+    "memory estimate is checked before anything is allocated. Under mpirun (a build with\n"
+    "make MPI=1) the ranks share the pairs and rank 0 writes the outputs (docs/SCALE.md).\n";
+
+/* The batch's feature shape: the backbone run once on a plain grey S x S image. */
+static pe_status probe_shape(pe_model *model, const pe_extract_params *ep, int side,
+                             pe_features *out)
+{
+    pe_image grey = {side, side, malloc((size_t)side * side * 3)};
+    if (!grey.rgb) return PE_ERR_NOMEM;
+    memset(grey.rgb, 128, (size_t)side * side * 3);
+    pe_status s = pe_model_extract(model, &grey, ep, out);
+    pe_image_free(&grey);
+    if (!s) free(out->data), free(out->attn), out->data = out->attn = NULL;
+    return s;
+}
 
 static void on_progress(int done, int total, void *user)
 {
@@ -36,6 +53,14 @@ int cmd_zeroshot(int argc, char **argv)
     int no_maps = o.no_maps;
     pe_detect_params params;
     if (cli_detect_params(&o, 1, &params)) return EXIT_USAGE;
+    scale_opts so;
+    if (scale_opts_from(&o, &so)) return EXIT_USAGE;
+    scale_apply(&so, &params);
+    if (so.spill && params.align) {
+        cli_error("--spill cannot be used with --align (aligned zero-shot warps every image onto "
+                  "the first, so it keeps the decoded images, not only their features)");
+        return EXIT_USAGE;
+    }
     if (o.threads) pe_set_threads(o.threads);
 
     char **paths = NULL;
@@ -43,8 +68,11 @@ int cmd_zeroshot(int argc, char **argv)
     if (n < 0) return EXIT_ERROR;
     int rc = EXIT_ERROR, failed = 0, loaded = 0;
     pe_model *model = NULL;
-    pe_run_dir *run = det_begin(out); /* output folder checked before any work */
-    if (!run) {
+    pe_feature_store *store = NULL;
+    /* rank 0 writes the outputs: its output folder is checked before any work */
+    pe_run_dir *run = pe_dist_rank() == 0 ? det_begin(out) : NULL;
+    if (!scale_ranks_all_ok(pe_dist_rank() != 0 || run != NULL)) {
+        pe_run_abort(run);
         cli_free_paths(paths, n);
         return EXIT_ERROR;
     }
@@ -64,32 +92,101 @@ int cmd_zeroshot(int argc, char **argv)
         cli_lib_error(s);
         goto done;
     }
-    for (int i = 0; i < n; i++) {
-        items[i].path = paths[i];
-        s = pe_image_load(paths[i], &imgs[loaded]);
-        if (s) {
-            snprintf(items[i].error, sizeof items[i].error, "%s", pe_last_error());
-            cli_warn("%s", items[i].error);
-            failed++;
-        } else {
-            index[loaded++] = i;
-        }
-    }
-    if (loaded < 2) {
-        cli_error("zeroshot: needs at least 2 readable images, got %d", loaded);
-        goto done;
-    }
+    for (int i = 0; i < n; i++) items[i].path = paths[i];
     if (det_assign_stems(items, n)) {
         cli_error("zeroshot: out of memory");
         goto done;
     }
+    /* Memory guard, before any of the batch is allocated (shape from the model). */
+    pe_model_info info;
+    if ((s = pe_model_get_info(model, &info))) {
+        cli_lib_error(s);
+        goto done;
+    }
+    int side = params.size > 0 ? params.size : info.default_size;
+    int grid = (side + info.patch_size - 1) / info.patch_size;
+    if (scale_check_memory(&so, n, grid * grid, info.feature_dim, params.mask, &params)) goto done;
+
     cli_progress bar;
-    cli_progress_begin(&bar, "features", loaded);
+    cli_progress_begin(&bar, "features", n);
     double t0 = cli_now();
-    s = pe_zeroshot(model, imgs, loaded, &params, on_progress, &bar, results);
+    if (params.align) {
+        /* alignment warps every image onto the first: the pixels must stay loaded */
+        for (int i = 0; i < n; i++) {
+            s = pe_image_load(paths[i], &imgs[loaded]);
+            if (s) {
+                snprintf(items[i].error, sizeof items[i].error, "%s", pe_last_error());
+                cli_warn("%s", items[i].error);
+                failed++;
+            } else {
+                index[loaded++] = i;
+            }
+        }
+        s = loaded < 2 ? PE_OK : pe_zeroshot(model, imgs, loaded, &params, on_progress, &bar, results);
+    } else {
+        /* One image at a time: decode, extract, keep only the features (RAM or --spill).
+         * Under MPI each rank extracts images i = rank, rank + ranks, ... and every
+         * image's features then travel once, from its rank to all the others. */
+        int ranks = pe_dist_size(), me = pe_dist_rank();
+        uint64_t inputs = 0xcbf29ce484222325ULL;
+        for (int i = 0; i < n; i++) inputs = scale_hash(inputs, paths[i], strlen(paths[i]) + 1);
+        if (!scale_ranks_agree(inputs)) goto done;
+        pe_extract_params ep = pe_extract_default_params();
+        ep.size = params.size;
+        ep.layer = params.layer;
+        ep.want_attn = params.mask;
+        pe_features shape = {0};
+        s = probe_shape(model, &ep, side, &shape);
+        if (!s)
+            s = pe_feature_store_create(so.spill, n, shape.grid_h * shape.grid_w, shape.dim,
+                                        params.mask, &store);
+        for (int i = 0; i < n && !s; i++) {
+            if (i % ranks != me) continue;
+            pe_image img;
+            pe_features f = {0};
+            pe_status e = pe_image_load(paths[i], &img);
+            if (!e) {
+                e = pe_model_extract(model, &img, &ep, &f);
+                pe_image_free(&img);
+            }
+            if (!e) e = pe_feature_store_put(store, i, &f);
+            if (e) snprintf(items[i].error, sizeof items[i].error, "%s", pe_last_error());
+            else items[i].ok = 1;
+            pe_features_free(&f);
+            cli_progress_step(&bar, i + 1);
+        }
+        cli_progress_end(&bar);
+        for (int i = 0; i < n && !s && ranks > 1; i++) {
+            int owner = i % ranks;
+            s = pe_dist_broadcast(&items[i].ok, sizeof items[i].ok, owner);
+            if (!s) s = items[i].ok ? pe_feature_store_broadcast(store, i, owner)
+                                    : pe_dist_to_root(items[i].error, sizeof items[i].error, owner);
+        }
+        pe_features *batch = s ? NULL : calloc((size_t)n, sizeof *batch);
+        for (int i = 0; batch && i < n; i++) {
+            if (items[i].ok) {
+                batch[loaded] = pe_feature_store_views(store)[i];
+                index[loaded++] = i;
+                items[i].ok = 0; /* set again once scored */
+            } else {
+                cli_warn("%s", items[i].error);
+                failed++;
+            }
+        }
+        if (!s && !batch) s = PE_ERR_NOMEM;
+        if (!s && loaded >= 2) {
+            scale_progress_hook(&bar, "scoring", &params);
+            s = pe_zeroshot_features(batch, loaded, &params, results);
+        }
+        free(batch);
+    }
     cli_progress_end(&bar);
     if (s) {
         cli_lib_error(s);
+        goto done;
+    }
+    if (loaded < 2) {
+        cli_error("zeroshot: needs at least 2 readable images, got %d", loaded);
         goto done;
     }
     double elapsed = cli_now() - t0;
@@ -99,6 +196,12 @@ int cmd_zeroshot(int argc, char **argv)
         memset(&results[b], 0, sizeof results[b]);
         pe_image_free(&imgs[b]); /* maps reload images one at a time */
     }
+    pe_feature_store_free(store);
+    store = NULL;
+    if (pe_dist_rank() != 0) { /* rank 0 writes the outputs */
+        rc = failed ? EXIT_SOME_FAILED : EXIT_OK;
+        goto done;
+    }
     int map_failed = 0;
     pe_run_dir *pub = run;
     run = NULL; /* det_publish frees it */
@@ -107,14 +210,21 @@ int cmd_zeroshot(int argc, char **argv)
     if (!cli_quiet) {
         char rule[96];
         detect_describe(&params.score, rule, sizeof rule);
-        fprintf(stderr, "patchead: zero-shot over %d images in %.1fs (%s)\n", loaded, elapsed,
-                rule);
+        char how[96] = "";
+        if (params.comparators > 0 && params.comparators < loaded - 1)
+            snprintf(how, sizeof how, ", %d comparators (seed %llu)", params.comparators,
+                     (unsigned long long)params.comparator_seed);
+        if (pe_dist_size() > 1)
+            snprintf(how + strlen(how), sizeof how - strlen(how), ", %d MPI ranks", pe_dist_size());
+        fprintf(stderr, "patchead: zero-shot over %d images in %.1fs (%s%s)\n", loaded, elapsed,
+                rule, how);
         fprintf(stderr, "patchead: scores in %s/scores.csv%s\n", out,
                 no_maps ? "" : ", heatmaps in heatmaps/, maps in maps/");
     }
     rc = failed || map_failed ? EXIT_SOME_FAILED : EXIT_OK;
 done:
     pe_run_abort(run);
+    pe_feature_store_free(store);
     for (int b = 0; imgs && b < n; b++) pe_image_free(&imgs[b]);
     for (int b = 0; results && b < n; b++) pe_result_free(&results[b]);
     free(imgs);

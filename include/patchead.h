@@ -340,6 +340,14 @@ typedef struct {
     uint64_t coreset_seed;  /* coreset: first centre and projection (deterministic) */
     float fpr;              /* fit: target false-alarm rate alpha of the conformal threshold
                                (0 = the leave-one-out maximum, uncalibrated) */
+    /* batch zero-shot at scale (docs/SCALE.md) */
+    int comparators;           /* R > 0: each image is scored against R others of the batch
+                                  (seeded, balanced rule; Eq. 3's M = R); 0 or >= n-1: all */
+    uint64_t comparator_seed;  /* seed of the comparator draw */
+    int local_only;            /* MPI build: 1 = score the whole batch on this rank (no pair
+                                  sharding across ranks); ignored without MPI */
+    void (*score_progress)(int64_t done, int64_t total, void *user); /* pairs scored; may be NULL */
+    void *progress_user;
 } pe_detect_params;
 /* zeroshot selects the zero-shot preset defaults. */
 pe_detect_params pe_detect_default_params(int zeroshot);
@@ -547,6 +555,55 @@ pe_status pe_mask_load(const char *path, int *width, int *height, uint8_t **mask
 pe_status pe_sample_refs(uint64_t seed, int n, int *perm);
 /* One step of splitmix64 (Steele, Lea, Flood 2014): advances *state, returns 64 bits. */
 uint64_t pe_splitmix64(uint64_t *state);
+/* ================================================================== scale (docs/SCALE.md) */
+/* Large zero-shot batches: a memory estimate checked before the batch is allocated,
+ * feature maps kept in a memory-mapped spill file, and MPI ranks sharing the work. */
+
+/* Memory a batch zero-shot needs, in bytes. */
+typedef struct {
+    double features;  /* n * G * D floats of feature maps (+ attention), 0 when spilled */
+    double scoring;   /* Eq. 3 selection heaps n * G * K, norms, scores, results, one tile */
+    double total;
+    double available; /* MemAvailable of /proc/meminfo; 0 when unknown */
+    int k;            /* Eq. 3's K for this batch */
+} pe_memory_estimate;
+/* Estimate for n images of `patches` x `dim` features (want_attn: + G attention floats). */
+pe_status pe_zeroshot_estimate(int n, int patches, int dim, int want_attn, int spilled,
+                               const pe_detect_params *params, pe_memory_estimate *out);
+/* PE_ERR_LIMIT, with a message giving the estimate and the limit, when the estimate's
+ * total exceeds limit_bytes (<= 0: the machine's available memory; no check when that
+ * is unknown). pe_zeroshot_features runs this check on its scoring state itself. */
+pe_status pe_zeroshot_check_memory(const pe_memory_estimate *est, double limit_bytes);
+
+/* n feature maps of one shape, in RAM or (spill_dir given) in a file of that folder
+ * mapped into memory: the kernel pages it to disk, so a batch larger than RAM fits.
+ * The file is unlinked as soon as it is created (nothing left behind, even on a crash). */
+typedef struct pe_feature_store pe_feature_store;
+pe_status pe_feature_store_create(const char *spill_dir, int n, int patches, int dim,
+                                  int with_attn, pe_feature_store **out);
+/* Copy one image's features into slot i (its shape must be the store's). */
+pe_status pe_feature_store_put(pe_feature_store *store, int i, const pe_features *f);
+/* MPI: slot i of rank root's store to every rank's (all ranks call it). */
+pe_status pe_feature_store_broadcast(pe_feature_store *store, int i, int root);
+/* (n) views whose data / attn point into the store: pass to pe_zeroshot_features; do not
+ * free them (pe_feature_store_free does). */
+const pe_features *pe_feature_store_views(const pe_feature_store *store);
+void pe_feature_store_free(pe_feature_store *store);
+
+/* MPI (build with `make MPI=1`; the default build has these as a single rank 0 of 1).
+ * In an MPI build pe_zeroshot_features splits a batch's pairs across the ranks and
+ * every rank returns the same results (unless params->local_only). */
+pe_status pe_dist_init(int *argc, char ***argv);
+void pe_dist_finalize(void);
+int pe_dist_rank(void);
+int pe_dist_size(void);
+/* Rank `from` sends n bytes at data to rank 0; every rank makes the same calls in the
+ * same order (a no-op on the others, and when from == 0). */
+pe_status pe_dist_to_root(void *data, size_t n, int from);
+/* Rank root's n bytes at data to every rank (all ranks call it). */
+pe_status pe_dist_broadcast(void *data, size_t n, int root);
+/* 1 in an MPI build (make MPI=1), else 0. */
+int pe_dist_available(void);
 
 #ifdef __cplusplus
 }

@@ -19,6 +19,8 @@ pkgs=(
     clang-format cppcheck
     # patchead serve (HTTP); its tests (curl, chromium for the page test); bench/serve_load.sh (wrk)
     libmicrohttpd-dev curl chromium wrk
+    # make MPI=1 and tests/cli_mpi.sh (the default build does not link MPI)
+    openmpi-bin libopenmpi-dev
     # scripts/fresh-check.sh (a debootstrapped Debian 12 + a clean clone)
     debootstrap git
 )

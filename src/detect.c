@@ -4,6 +4,7 @@
  * averaging, masking order). */
 #include "bank.h"
 #include "beyond.h"
+#include "scale.h"
 #include "score.h"
 
 #include <math.h>
@@ -585,7 +586,7 @@ pe_status pe_zeroshot_features(const pe_features *feats, int n, const pe_detect_
         return pe_fail(PE_ERR_NOMEM, "zero-shot: out of memory");
     }
     for (int b = 0; b < n; b++) views[b] = feats[b].data;
-    pe_status s = pe_score_batch(views, n, g, dim, &params->score, scores, NULL);
+    pe_status s = pe_zeroshot_score(views, n, g, dim, params, scores);
     free(views);
     for (int b = 0; b < n && !s; b++) {
         float *patch = pe_alloc((size_t)g, sizeof(float), "patch scores");

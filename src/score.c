@@ -405,6 +405,99 @@ pe_status pe_score_query(const float *query, int query_patches, const float *con
 
 /* ------------------------------------------------------------------ batch zero-shot */
 
+/* Pairs of one zero-shot batch through the engine (see score.h): the batch's operands
+ * (fp32, plus a bf16 copy in bf16 mode, made once) and per-thread tiles / column maxima. */
+struct pe_pair_scorer {
+    int n, G, dim, T, K, bf16, nthr;
+    pe_order order;
+    operand *ops;  /* (n) */
+    float *tiles;  /* (nthr, T, G) */
+    float *colmax; /* (nthr, G) */
+};
+
+void pe_pair_scorer_free(pe_pair_scorer *ps)
+{
+    if (!ps) return;
+    for (int b = 0; ps->ops && b < ps->n; b++) free(ps->ops[b].h);
+    free(ps->ops);
+    free(ps->tiles);
+    free(ps->colmax);
+    free(ps);
+}
+
+pe_status pe_pair_scorer_new(const float *const *feats, int n, int G, int dim, int T, int K,
+                             pe_order order, pe_precision precision, pe_pair_scorer **out)
+{
+    *out = NULL;
+    pe_pair_scorer *ps = calloc(1, sizeof *ps);
+    if (!ps) return pe_fail(PE_ERR_NOMEM, "zero-shot: out of memory");
+    ps->n = n;
+    ps->G = G;
+    ps->dim = dim;
+    ps->T = T;
+    ps->K = K;
+    ps->order = order;
+    ps->bf16 = pe_precision_resolve(precision) == PE_PRECISION_BF16;
+    ps->nthr = team_size();
+    ps->ops = calloc((size_t)n, sizeof *ps->ops);
+    ps->tiles = pe_alloc((size_t)ps->nthr * T * G, sizeof(float), "score tiles");
+    ps->colmax = pe_alloc((size_t)ps->nthr * G, sizeof(float), "column maxima");
+    int failed = !ps->ops || !ps->tiles || !ps->colmax;
+    for (int b = 0; b < n && !failed; b++)
+        failed = operand_make(&ps->ops[b], feats[b], (size_t)G, dim, ps->bf16);
+    if (failed) {
+        pe_pair_scorer_free(ps);
+        return pe_fail(PE_ERR_NOMEM, "zero-shot: out of memory (%d images x %d patches)", n, G);
+    }
+    *out = ps;
+    return PE_OK;
+}
+
+int pe_pair_scorer_run(pe_pair_scorer *ps, int a, const float *inv_a, int b, const float *inv_b,
+                       float *heap_a, int count_a, float *heap_b, int count_b)
+{
+    const int G = ps->G, T = ps->T, K = ps->K, nthr = ps->nthr, dim = ps->dim;
+    const int ntiles = (G + T - 1) / T;
+    const pe_order order = ps->order;
+    int failed = 0;
+    float *colmax = ps->colmax;
+    if (heap_b)
+        for (size_t j = 0; j < (size_t)nthr * G; j++) colmax[j] = -INFINITY;
+    /* each thread: (rows, D) of a x (G, D)^T of b -> (rows, G) dot products, its rows'
+     * minima into a's heaps (disjoint rows) and column maxima into its own colmax row
+     * (merged below) */
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nthr) reduction(| : failed)
+    for (int t = 0; t < ntiles; t++) {
+        const int r0 = t * T, rows = PE_MIN(T, G - r0), me = thread_id();
+        float *tile = ps->tiles + (size_t)me * T * G;
+        if (tile_gemm(ps->bf16, &ps->ops[a], r0, rows, &ps->ops[b], G, dim, tile)) {
+            failed = 1;
+            continue;
+        }
+        if (heap_a)
+            reduce_rows(tile, rows, G, inv_a + r0, inv_b, heap_a + (size_t)r0 * K, count_a, K, order);
+        if (heap_b) reduce_cols(tile, rows, G, inv_a + r0, colmax + (size_t)me * G);
+    }
+    if (failed || !heap_b) return failed ? -1 : 0;
+    for (int th = 1; th < nthr; th++) {
+        const float *other = colmax + (size_t)th * G;
+#pragma omp simd
+        for (int j = 0; j < G; j++) colmax[j] = other[j] > colmax[j] ? other[j] : colmax[j];
+    }
+    for (int j = 0; j < G; j++)
+        heap_offer(heap_b + (size_t)j * K, count_b, K, key_of(cos_dist(colmax[j] * inv_b[j]), order));
+    return 0;
+}
+
+/* Exported views of the helpers above for the comparator schedule (zeroshot_sampled.c). */
+void pe_score_heap_offer(float *heap, int count, int k, float key) { heap_offer(heap, count, k, key); }
+int pe_score_auto_tile(const pe_score_params *p, int rows, int cols) { return auto_tile(p, rows, cols); }
+pe_status pe_score_check(const pe_score_params *p) { return check_params(p); }
+void pe_score_finish(const float *heaps, int n, int k, pe_order order, float *out)
+{
+    finish_patch_scores(heaps, n, k, order, out);
+}
+
 /* Every unordered pair (a, b), a < b, is computed once: the (rows of a) x (G of b)
  * tile of dot products gives a's Eq. 2 distances to b from its row maxima and b's
  * distances to a from its column maxima (accumulated over a's row tiles).
@@ -430,77 +523,40 @@ pe_status pe_score_batch(const float *const *feats, int num_images, int patches,
     const int K = pe_score_k(params, M);
     const int T = auto_tile(params, G, G);
     const size_t heap_floats = (size_t)B * G * K;
-    const int bf16 = pe_precision_resolve(params->precision) == PE_PRECISION_BF16;
-    const int nthr = team_size();
     float *inv = pe_alloc((size_t)B * G, sizeof(float), "inverse norms");
     float *heaps = pe_alloc(heap_floats, sizeof(float), "zero-shot selection");
-    float *tiles = pe_alloc((size_t)nthr * T * G, sizeof(float), "score tiles");
-    float *colmax = pe_alloc((size_t)nthr * G, sizeof(float), "column maxima"); /* per thread */
     int *count = calloc((size_t)B, sizeof *count); /* values offered so far, per image */
-    operand *ops = calloc((size_t)B, sizeof *ops);
-    int failed = !inv || !heaps || !tiles || !colmax || !count || !ops;
-    for (int b = 0; b < B && !failed; b++) failed = operand_make(&ops[b], feats[b], (size_t)G, dim, bf16);
-    if (failed) {
+    pe_pair_scorer *ps = NULL;
+    if (!inv || !heaps || !count ||
+        pe_pair_scorer_new(feats, B, G, dim, T, K, params->order, params->precision, &ps)) {
         free(inv);
         free(heaps);
-        free(tiles);
-        free(colmax);
         free(count);
-        for (int b = 0; ops && b < B; b++) free(ops[b].h);
-        free(ops);
         return pe_fail(PE_ERR_NOMEM, "zero-shot: out of memory (%d images x %d patches, K = %d)", B,
                        G, K);
     }
     for (int b = 0; b < B; b++) pe_inv_norms(feats[b], G, dim, inv + (size_t)b * G);
 
-    const int ntiles = (G + T - 1) / T;
+    /* every unordered pair once: a's rows serve a, b's columns serve b */
+    int failed = 0;
     for (int a = 0; a < B && !failed; a++) {
-        float *heap_a = heaps + (size_t)a * G * K;
-        const float *inv_a = inv + (size_t)a * G;
         for (int b = a + 1; b < B && !failed; b++) {
-            const float *inv_b = inv + (size_t)b * G;
-            for (size_t j = 0; j < (size_t)nthr * G; j++) colmax[j] = -INFINITY;
-            /* each thread: (rows, D) of a x (G, D)^T of b -> (rows, G) dot products, its
-             * rows' minima into a's heaps (disjoint rows) and column maxima into its own
-             * colmax row (merged below) */
-#pragma omp parallel for schedule(dynamic, 1) num_threads(nthr) reduction(| : failed)
-            for (int t = 0; t < ntiles; t++) {
-                const int r0 = t * T, rows = PE_MIN(T, G - r0), me = thread_id();
-                float *tile = tiles + (size_t)me * T * G;
-                if (tile_gemm(bf16, &ops[a], r0, rows, &ops[b], G, dim, tile)) {
-                    failed = 1;
-                    continue;
-                }
-                reduce_rows(tile, rows, G, inv_a + r0, inv_b, heap_a + (size_t)r0 * K, count[a], K,
-                            params->order);
-                reduce_cols(tile, rows, G, inv_a + r0, colmax + (size_t)me * G);
-            }
-            for (int th = 1; th < nthr; th++) {
-                const float *other = colmax + (size_t)th * G;
-#pragma omp simd
-                for (int j = 0; j < G; j++) colmax[j] = other[j] > colmax[j] ? other[j] : colmax[j];
-            }
-            float *heap_b = heaps + (size_t)b * G * K;
-            int cb = count[b];
-            pe_order order = params->order;
-            for (int j = 0; j < G; j++)
-                heap_offer(heap_b + (size_t)j * K, cb, K, key_of(cos_dist(colmax[j] * inv_b[j]), order));
+            failed = pe_pair_scorer_run(ps, a, inv + (size_t)a * G, b, inv + (size_t)b * G,
+                                        heaps + (size_t)a * G * K, count[a],
+                                        heaps + (size_t)b * G * K, count[b]) != 0;
             count[a]++;
             count[b]++;
         }
     }
     for (int b = 0; b < B && !failed; b++) {
-        float *ps = patch_scores + (size_t)b * G;
-        finish_patch_scores(heaps + (size_t)b * G * K, G, K, params->order, ps);
-        if (image_scores) image_scores[b] = pe_image_score(ps, G, params);
+        float *out = patch_scores + (size_t)b * G;
+        finish_patch_scores(heaps + (size_t)b * G * K, G, K, params->order, out);
+        if (image_scores) image_scores[b] = pe_image_score(out, G, params);
     }
     free(inv);
     free(heaps);
-    free(tiles);
-    free(colmax);
     free(count);
-    for (int b = 0; b < B; b++) free(ops[b].h);
-    free(ops);
+    pe_pair_scorer_free(ps);
     if (failed) return pe_fail(PE_ERR_NOMEM, "zero-shot: scoring tile GEMM failed (out of memory)");
     return PE_OK;
 }

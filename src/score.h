@@ -24,4 +24,28 @@ pe_status pe_score_query_inv(const float *query, const float *query_inv, int que
                              const pe_score_params *params, float *patch_scores,
                              float *image_score);
 
+/* The pairs of one zero-shot batch, computed once for both directions: the (G, D) x
+ * (G, D)^T dot products of a's patches with b's, T rows at a time, through the engine in
+ * `precision` (bf16 operands converted once, in pe_pair_scorer_new), tiles spread over the
+ * threads. The row maxima give a's Eq. 2 distances to b, offered to heap_a ((G, K),
+ * count_a keys offered before); the column maxima give b's distances to a, offered to
+ * heap_b. Either heap may be NULL when that direction is not needed. inv_a, inv_b: (G)
+ * inverse norms. pe_score_batch runs every pair a < b through this; zeroshot_sampled.c
+ * runs a sampled (and/or MPI-sharded) schedule. run returns 0, or -1 if a GEMM failed. */
+typedef struct pe_pair_scorer pe_pair_scorer;
+pe_status pe_pair_scorer_new(const float *const *feats, int n, int G, int dim, int T, int K,
+                             pe_order order, pe_precision precision, pe_pair_scorer **out);
+int pe_pair_scorer_run(pe_pair_scorer *ps, int a, const float *inv_a, int b, const float *inv_b,
+                       float *heap_a, int count_a, float *heap_b, int count_b);
+void pe_pair_scorer_free(pe_pair_scorer *ps);
+/* Offer a heap key (distance for order lowest, -distance for highest) to a K-slot
+ * max-heap holding the K smallest keys; `count` keys were offered before. */
+void pe_score_heap_offer(float *heap, int count, int k, float key);
+/* Query rows per GEMM tile for `cols` reference patches (params->tile or ~16 MB). */
+int pe_score_auto_tile(const pe_score_params *p, int rows, int cols);
+/* PE_ERR_ARG unless K, top fraction, order and tile are valid. */
+pe_status pe_score_check(const pe_score_params *p);
+/* a_i = mean of the K kept keys of each of n patches (heaps: (n, K)), sign restored. */
+void pe_score_finish(const float *heaps, int n, int k, pe_order order, float *out);
+
 #endif

@@ -1,0 +1,114 @@
+/* scale.c — batch zero-shot at scale: shared options and helpers (see scale.h). */
+#include "scale.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* "8G", "512M", "100k", "1.5GiB", "4096" -> bytes (binary units). */
+static int parse_size(const char *text, double *out)
+{
+    char *end;
+    double v = strtod(text, &end);
+    double unit = 1;
+    switch (*end) {
+    case 'k': case 'K': unit = 1024.0; end++; break;
+    case 'm': case 'M': unit = 1048576.0; end++; break;
+    case 'g': case 'G': unit = 1073741824.0; end++; break;
+    case 't': case 'T': unit = 1099511627776.0; end++; break;
+    }
+    if (unit > 1 && (!strcmp(end, "iB") || !strcmp(end, "B"))) end += strlen(end);
+    if (end == text || *end || !(v > 0) || !isfinite(v)) {
+        cli_error("--mem-limit expects a size like 8G, 512M or 1048576, got '%s'", text);
+        return -1;
+    }
+    *out = v * unit;
+    return 0;
+}
+
+int scale_opts_from(const cli_opts *o, scale_opts *so)
+{
+    memset(so, 0, sizeof *so);
+    so->comparators = o->comparators;
+    so->seed = (uint64_t)o->comparator_seed;
+    so->spill = o->spill;
+    if (o->mem_limit && parse_size(o->mem_limit, &so->mem_limit)) return -1;
+    return 0;
+}
+
+void scale_apply(const scale_opts *o, pe_detect_params *p)
+{
+    p->comparators = o->comparators;
+    p->comparator_seed = o->seed;
+}
+
+int scale_check_memory(const scale_opts *o, int n, int patches, int dim, int want_attn,
+                       const pe_detect_params *p)
+{
+    pe_memory_estimate est;
+    pe_status s = pe_zeroshot_estimate(n, patches, dim, want_attn, o->spill != NULL, p, &est);
+    if (!s) s = pe_zeroshot_check_memory(&est, o->mem_limit);
+    if (s == PE_ERR_LIMIT) {
+        cli_error("%d images of %d patches x %d: %s (%s--comparators R, --mem-limit SIZE)", n,
+                  patches, dim, pe_last_error(), o->spill ? "" : "--spill DIR, ");
+        return -1;
+    }
+    if (s) return cli_lib_error(s), -1;
+    return 0;
+}
+
+static void on_pairs(int64_t done, int64_t total, void *user)
+{
+    cli_progress *bar = user;
+    bar->total = (int)total;
+    /* redraw about 200 times per run, not once per pair */
+    if (done == total || done % (total / 200 + 1) == 0) cli_progress_step(bar, (int)done);
+}
+
+void scale_progress_hook(cli_progress *bar, const char *label, pe_detect_params *p)
+{
+    cli_progress_begin(bar, label, 1); /* total set by the first callback */
+    if (!bar->active) return;          /* not a terminal (or quiet): the plain path */
+    p->score_progress = on_pairs;
+    p->progress_user = bar;
+}
+
+uint64_t scale_hash(uint64_t h, const void *data, size_t n)
+{
+    const unsigned char *b = data;
+    for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 0x100000001b3ULL;
+    return h;
+}
+
+int scale_ranks_agree(uint64_t fingerprint)
+{
+    int ranks = pe_dist_size();
+    if (ranks == 1) return 1;
+    int ok = 1;
+    for (int r = 1; r < ranks; r++) {
+        uint64_t theirs = fingerprint;
+        if (pe_dist_to_root(&theirs, sizeof theirs, r)) ok = 0;
+        if (pe_dist_rank() == 0 && theirs != fingerprint) {
+            cli_error("MPI rank %d holds a different batch than rank 0 (other files, or other "
+                      "image bytes): give every rank the same inputs", r);
+            ok = 0;
+        }
+    }
+    if (pe_dist_broadcast(&ok, sizeof ok, 0)) ok = 0;
+    return ok;
+}
+
+int scale_ranks_all_ok(int ok)
+{
+    int all = ok;
+    for (int r = 1; r < pe_dist_size(); r++) {
+        int theirs = ok;
+        if (pe_dist_to_root(&theirs, sizeof theirs, r)) all = 0;
+        if (pe_dist_rank() == 0 && !theirs) {
+            cli_error("MPI rank %d failed (its error is above)", r);
+            all = 0;
+        }
+    }
+    if (pe_dist_broadcast(&all, sizeof all, 0)) all = 0;
+    return all;
+}

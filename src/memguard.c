@@ -1,0 +1,64 @@
+/* memguard.c — how much memory a batch zero-shot needs, checked against what the
+ * machine has before the batch is allocated (docs/SCALE.md). */
+#include "scale.h"
+
+#include <stdio.h>
+#include <string.h>
+
+double pe_mem_available(void)
+{
+    FILE *f = fopen("/proc/meminfo", "r");
+    if (!f) return 0;
+    char line[256];
+    double kb = 0;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "MemAvailable: %lf kB", &kb) == 1) break;
+    fclose(f);
+    return kb * 1024.0;
+}
+
+pe_status pe_zeroshot_estimate(int n, int patches, int dim, int want_attn, int spilled,
+                               const pe_detect_params *params, pe_memory_estimate *out)
+{
+    pe_detect_params defaults = pe_detect_default_params(1);
+    if (!params) params = &defaults;
+    if (!out) return pe_fail(PE_ERR_ARG, "pe_zeroshot_estimate: NULL argument");
+    memset(out, 0, sizeof *out);
+    if (n < 2 || patches <= 0 || dim <= 0)
+        return pe_fail(PE_ERR_ARG, "zero-shot estimate: %d images of %d patches x %d", n, patches,
+                       dim);
+    out->features = spilled ? 0 : 4.0 * n * (double)patches * (dim + (want_attn ? 1 : 0));
+    out->scoring = pe_zeroshot_scoring_bytes(n, patches, params, &out->k);
+    out->total = out->features + out->scoring;
+    out->available = pe_mem_available();
+    return PE_OK;
+}
+
+/* "1.50 GiB", "12.0 MiB", "512 KiB" */
+static const char *human(double bytes, char buf[32])
+{
+    const char *unit[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
+    int u = 0;
+    while (bytes >= 1024 && u < 5) {
+        bytes /= 1024;
+        u++;
+    }
+    snprintf(buf, 32, bytes < 10 ? "%.2f %s" : "%.1f %s", bytes, unit[u]);
+    return buf;
+}
+
+pe_status pe_zeroshot_check_memory(const pe_memory_estimate *est, double limit_bytes)
+{
+    if (!est) return pe_fail(PE_ERR_ARG, "pe_zeroshot_check_memory: NULL argument");
+    double limit = limit_bytes > 0 ? limit_bytes : est->available;
+    if (limit <= 0 || est->total <= limit) return PE_OK;
+    char total[32], feat[32], score[32], lim[32], avail[32];
+    return pe_fail(PE_ERR_LIMIT,
+                   "zero-shot batch needs about %s (features %s, scoring %s with K = %d), over the "
+                   "%s of %s (MemAvailable %s); keep the features in a spill file, sample fewer "
+                   "comparators, or split the batch",
+                   human(est->total, total), human(est->features, feat),
+                   human(est->scoring, score), est->k,
+                   limit_bytes > 0 ? "limit" : "available memory", human(limit, lim),
+                   human(est->available, avail));
+}
