@@ -8,6 +8,9 @@ SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 pkgs=(gcc make pkg-config libopenblas-dev libpng-dev libjpeg62-turbo-dev libcjson-dev
       python3 python3-pip python3-numpy ca-certificates)
+# issue 13: strace injects SIGKILL at exact system calls in tests/cli_reliability.sh;
+# clang-14 builds the libFuzzer targets (make fuzz)
+pkgs+=(strace clang-14)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
