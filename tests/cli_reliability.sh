@@ -167,7 +167,7 @@ if strace -qq -o /dev/null true 2>/dev/null; then
         local sc=$1 when=$2; shift 3
         # (in a subshell: strace re-raises the SIGKILL on itself; keep the shell's notice quiet)
         (timeout 120 strace -f -qq -o /dev/null -e trace="$sc" -e inject="$sc:signal=KILL:when=$when" "$@" \
-            >/dev/null 2>&1) 2>/dev/null
+            >/dev/null 2>&1; exit $?) 2>/dev/null
     }
     cp "$T/bank.pead" "$T/k.pead"; cp "$T/k.pead" "$T/k.before"
     # --size 448: the bank is ~0.8 MB, written in two write() calls; kill between them,
