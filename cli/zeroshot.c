@@ -15,7 +15,9 @@ static const char *USAGE =
     "DIR/scores.csv, scores.jsonl, maps/ and heatmaps/ as predict does. An unreadable\n"
     "image is reported and left out of the batch; the exit status is then 3.\n\n"
     "options:\n"
-    "  --out DIR         output folder (default ./patchead-out)\n"
+    "  --out DIR         output folder (default ./patchead-out): new, empty or from an\n"
+    "                    earlier run; replaced as a whole when the run succeeds, left\n"
+    "                    unchanged when it fails\n"
     "  --threshold T     add is_anomalous = score > T\n"
     "  --no-maps         only scores.csv / scores.jsonl\n" DETECT_OPTS_HELP;
 
