@@ -101,6 +101,14 @@ void pe_run_abort(pe_run_dir *run);
  * part is at most 48 bytes. O(n) expected. stems[i] are malloc'd (free each). */
 pe_status pe_output_stems(const char *const *paths, int n, char **stems);
 
+/* ------------------------------------------------------------------ text output */
+/* For paths and messages with any bytes (src/text.c). JSON string literal per RFC 8259:
+ * quote, backslash and control characters escaped, bytes that are not valid UTF-8 replaced
+ * by U+FFFD. CSV field per RFC 4180: quoted (quotes doubled) when it holds , " CR or LF;
+ * the bytes are kept exactly. */
+void pe_json_string(FILE *f, const char *s);
+void pe_csv_field(FILE *f, const char *s);
+
 /* ------------------------------------------------------------------ images */
 
 /* Largest accepted decoded image: PE_MAX_IMAGE_SIDE pixels per side and

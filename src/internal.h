@@ -35,6 +35,10 @@ int pe_open_regular(const char *path);
 /* The same as a read-only stdio stream (text files: dataset lists, split CSVs). */
 FILE *pe_fopen_regular(const char *path);
 
+/* Length of the valid UTF-8 sequence at s (n bytes available), 0 if none starts there
+ * (overlong, surrogate, above U+10FFFF, truncated, stray continuation byte). */
+int pe_utf8_len(const unsigned char *s, size_t n);
+
 #define PE_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define PE_MAX(a, b) ((a) > (b) ? (a) : (b))
 
