@@ -209,10 +209,18 @@ static void test_run_dir(void)
     CHECK(pe_run_begin(".", &r) == PE_ERR_ARG);
 }
 
+static void remove_tmpdir(void)
+{
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
+    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmpdir);
+}
+
 int main(void)
 {
     alarm(120);
     if (!mkdtemp(tmpdir)) return 1;
+    atexit(remove_tmpdir);
     RUN(test_stems_basic);
     RUN(test_stems_camera_tree_10000);
     RUN(test_stems_identical_10000);
@@ -220,8 +228,5 @@ int main(void)
     RUN(test_atomic_commit_abort);
     RUN(test_atomic_write_error_keeps_old);
     RUN(test_run_dir);
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-    if (system(cmd) != 0) return 1;
     return test_summary();
 }
