@@ -108,6 +108,9 @@ pe_status pe_output_stems(const char *const *paths, int n, char **stems);
  * the bytes are kept exactly. */
 void pe_json_string(FILE *f, const char *s);
 void pe_csv_field(FILE *f, const char *s);
+/* Text with every byte that does not start a valid UTF-8 sequence replaced by U+FFFD
+ * (e.g. a JSON document printed by cJSON, which copies string bytes as they are). */
+void pe_utf8_write(FILE *f, const char *s);
 
 /* ------------------------------------------------------------------ images */
 

@@ -63,3 +63,17 @@ void pe_csv_field(FILE *f, const char *s)
     }
     fputc('"', f);
 }
+
+void pe_utf8_write(FILE *f, const char *s)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    size_t n = strlen(s);
+    while (n) {
+        int l = pe_utf8_len(p, n);
+        if (l) fwrite(p, 1, (size_t)l, f);
+        else fputs("\xEF\xBF\xBD", f); /* U+FFFD */
+        l = l ? l : 1;
+        p += l;
+        n -= (size_t)l;
+    }
+}
