@@ -86,7 +86,7 @@ bench: all $(BENCH_BIN)
 	bash bench/run.sh $(BUILD)
 
 clean:
-	rm -rf build build-san
+	rm -rf build build-san build-fuzz
 
 # ------------------------------------------------------------------ fuzzing (fuzz/README.md)
 # make fuzz        libFuzzer targets (clang-14, ASan + UBSan) in build-fuzz/fuzz_<name>
