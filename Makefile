@@ -115,7 +115,7 @@ lint:
 	bash scripts/lint.sh
 
 clean:
-	rm -rf build build-san build-mpi
+	rm -rf build build-san build-mpi build-fuzz
 
 # ------------------------------------------------------------------ fuzzing (fuzz/README.md)
 # make fuzz        libFuzzer targets (clang-14, ASan + UBSan) in build-fuzz/fuzz_<name>

@@ -94,23 +94,31 @@ typedef struct {
     int n, cap;
 } path_list;
 
+/* Append an owned string (freed on failure). */
+static int push_owned(path_list *l, char *p)
+{
+    if (!p) return cli_error("out of memory collecting inputs"), -1;
+    if (l->n == l->cap) {
+        int cap = l->cap ? 2 * l->cap : 64;
+        char **items = realloc(l->items, (size_t)cap * sizeof *items);
+        if (!items) {
+            free(p);
+            return cli_error("out of memory collecting inputs"), -1;
+        }
+        l->items = items;
+        l->cap = cap;
+    }
+    l->items[l->n++] = p;
+    return 0;
+}
+
 static int push_path(path_list *l, const char *p)
 {
     if (l->n >= CLI_MAX_INPUTS) {
         cli_error("more than %d inputs in one run (at %s); split the run", CLI_MAX_INPUTS, p);
         return -1;
     }
-    if (l->n == l->cap) {
-        int cap = l->cap ? 2 * l->cap : 64;
-        char **items = realloc(l->items, (size_t)cap * sizeof *items);
-        if (!items) return cli_error("out of memory collecting inputs"), -1;
-        l->items = items;
-        l->cap = cap;
-    }
-    l->items[l->n] = strdup(p);
-    if (!l->items[l->n]) return cli_error("out of memory collecting inputs"), -1;
-    l->n++;
-    return 0;
+    return push_owned(l, strdup(p));
 }
 
 static int cmp_str(const void *a, const void *b)
@@ -156,28 +164,32 @@ typedef struct {
     int skipped;
 } walk_state;
 
+/* 1 the first time (dev, ino) of `st` is seen in `set`; 0 later (warned, counted as
+ * skipped); -1 with an error printed when out of memory. */
+static int first_visit(walk_state *w, id_set *set, const char *path, const struct stat *st,
+                       const char *again)
+{
+    int fresh = id_add(set, st->st_dev, st->st_ino);
+    if (fresh < 0) return cli_error("out of memory collecting inputs"), -1;
+    if (!fresh) {
+        cli_warn("%s: skipped (%s)", path, again);
+        w->skipped++;
+    }
+    return fresh;
+}
+
 /* Take a file once (by device + inode). */
 static int take_file(walk_state *w, const char *path, const struct stat *st)
 {
-    int fresh = id_add(&w->files, st->st_dev, st->st_ino);
-    if (fresh < 0) return cli_error("out of memory collecting inputs"), -1;
-    if (!fresh) {
-        cli_warn("%s: skipped (the same file as an earlier input)", path);
-        w->skipped++;
-        return 0;
-    }
-    return push_path(&w->out, path);
+    int fresh = first_visit(w, &w->files, path, st, "the same file as an earlier input");
+    return fresh == 1 ? push_path(&w->out, path) : fresh;
 }
 
 static int walk(walk_state *w, const char *dir, const struct stat *dst, int depth)
 {
-    int fresh = id_add(&w->dirs, dst->st_dev, dst->st_ino);
-    if (fresh < 0) return cli_error("out of memory collecting inputs"), -1;
-    if (!fresh) {
-        cli_warn("%s: skipped (folder already walked: a link loop or a second link to it)", dir);
-        w->skipped++;
-        return 0;
-    }
+    int fresh = first_visit(w, &w->dirs, dir, dst,
+                            "folder already walked: a link loop or a second link to it");
+    if (fresh != 1) return fresh;
     if (depth > CLI_MAX_DEPTH) {
         cli_warn("%s: skipped (more than %d folder levels)", dir, CLI_MAX_DEPTH);
         w->skipped++;
@@ -201,27 +213,12 @@ static int walk(walk_state *w, const char *dir, const struct stat *dst, int dept
             continue;
         }
         char *full = malloc(len);
-        if (!full) {
-            cli_error("out of memory collecting inputs");
-            rc = -1;
-            break;
+        if (full) {
+            memcpy(full, dir, strlen(dir));
+            full[strlen(dir)] = '/';
+            memcpy(full + strlen(dir) + 1, e->d_name, strlen(e->d_name) + 1);
         }
-        memcpy(full, dir, strlen(dir));
-        full[strlen(dir)] = '/';
-        memcpy(full + strlen(dir) + 1, e->d_name, strlen(e->d_name) + 1);
-        if (here.n == here.cap) {
-            int cap = here.cap ? 2 * here.cap : 64;
-            char **items = realloc(here.items, (size_t)cap * sizeof *items);
-            if (!items) {
-                free(full);
-                cli_error("out of memory collecting inputs");
-                rc = -1;
-                break;
-            }
-            here.items = items;
-            here.cap = cap;
-        }
-        here.items[here.n++] = full;
+        rc = push_owned(&here, full);
     }
     closedir(d);
     if (here.n) qsort(here.items, (size_t)here.n, sizeof *here.items, cmp_str);
@@ -335,61 +332,7 @@ void cli_progress_end(cli_progress *p)
     p->active = 0;
 }
 
-/* CSV field per RFC 4180: quoted (quotes doubled) when it holds a comma, quote, CR or LF;
- * the bytes themselves are written unchanged (a path that is not UTF-8 stays exact). */
-void cli_csv_field(FILE *f, const char *s)
-{
-    if (!strpbrk(s, ",\"\n\r")) {
-        fputs(s, f);
-        return;
-    }
-    fputc('"', f);
-    for (; *s; s++) {
-        if (*s == '"') fputc('"', f);
-        fputc(*s, f);
-    }
-    fputc('"', f);
-}
+/* RFC 4180 field / RFC 8259 string: the library's writers (pe_csv_field, pe_json_string). */
+void cli_csv_field(FILE *f, const char *s) { pe_csv_field(f, s); }
 
-/* Length of the valid UTF-8 sequence at p, 0 if invalid (overlong, surrogate, > U+10FFFF,
- * truncated). */
-static int utf8_seq(const unsigned char *p)
-{
-    unsigned c = p[0], cp, min;
-    int len;
-    if (c < 0x80) return 1;
-    if (c >= 0xC2 && c <= 0xDF) len = 2, min = 0x80;
-    else if (c >= 0xE0 && c <= 0xEF) len = 3, min = 0x800;
-    else if (c >= 0xF0 && c <= 0xF4) len = 4, min = 0x10000;
-    else return 0;
-    cp = c & (0xFFu >> (len + 1));
-    for (int i = 1; i < len; i++) {
-        if ((p[i] & 0xC0) != 0x80) return 0; /* also stops at the NUL */
-        cp = cp << 6 | (p[i] & 0x3F);
-    }
-    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
-    return len;
-}
-
-/* JSON string literal per RFC 8259: quote, backslash and control characters escaped;
- * bytes that are not valid UTF-8 are replaced by U+FFFD (JSON text must be Unicode). */
-void cli_json_string(FILE *f, const char *s)
-{
-    fputc('"', f);
-    for (const unsigned char *p = (const unsigned char *)s; *p;) {
-        int n = utf8_seq(p);
-        if (n == 0) {
-            fputs("\\ufffd", f);
-            p++;
-        } else if (n > 1) {
-            fwrite(p, 1, (size_t)n, f);
-            p += n;
-        } else {
-            if (*p == '"' || *p == '\\') fprintf(f, "\\%c", *p);
-            else if (*p < 0x20) fprintf(f, "\\u%04x", *p);
-            else fputc(*p, f);
-            p++;
-        }
-    }
-    fputc('"', f);
-}
+void cli_json_string(FILE *f, const char *s) { pe_json_string(f, s); }

@@ -752,6 +752,8 @@ int cmd_eval(int argc, char **argv)
     pe_model *model = NULL;
     pe_dataset *ds = NULL;
     ev_run run = {0};
+    const char *final_out = o.out; /* o.out becomes the staging folder during the run */
+    pe_run_dir *pub = NULL;
     pe_model_params mp = pe_model_default_params();
     mp.threads = o.threads;
     mp.precision = o.precision;
@@ -829,6 +831,13 @@ int cmd_eval(int argc, char **argv)
         m->i_auroc = m->i_ap = m->f1_max = m->p_auroc = m->pro = NAN;
         m->p_auroc_bound = m->pro_bound = NAN;
     }
+    /* One commit point: everything goes into a staging folder that replaces --out as a
+     * whole at the end (pe_run_*); a failed run leaves the previous results. */
+    if ((st = pe_run_begin(final_out, &pub))) {
+        cli_lib_error(st);
+        goto out;
+    }
+    o.out = pe_run_path(pub);
     char hm[4200];
     snprintf(hm, sizeof hm, "%s/heatmaps", o.out);
     if (cli_mkdirs(hm)) goto out;
@@ -844,7 +853,7 @@ int cmd_eval(int argc, char **argv)
     run.weights_hash = info.weights_hash;
     run.data_root = o.data;
     run.layout = ds->layout;
-    run.out_dir = o.out;
+    run.out_dir = final_out;
     run.size = o.size ? o.size : info.default_size;
     run.threads = pe_get_threads();
     run.precision = pe_precision_name(o.precision);
@@ -889,6 +898,15 @@ int cmd_eval(int argc, char **argv)
     if (ev_write_scores(&run, o.out) || ev_write_csv(&run, o.out) || ev_write_json(&run, o.out) ||
         ev_write_markdown(&run, o.out) || ev_write_html(&run, o.out))
         goto out;
+    st = pe_run_commit(pub);
+    pub = NULL;
+    o.out = final_out;
+    if (st) {
+        cli_lib_error(st);
+        cli_error("%s: results not published; the previous contents (if any) are unchanged",
+                  final_out);
+        goto out;
+    }
     if (!cli_quiet) {
         char md[4200];
         snprintf(md, sizeof md, "%s/results.md", o.out);
@@ -902,6 +920,11 @@ int cmd_eval(int argc, char **argv)
     }
     rc = EXIT_OK;
 out:
+    if (pub) {
+        pe_run_abort(pub);
+        cli_error("%s: results not published; the previous contents (if any) are unchanged",
+                  final_out);
+    }
     if (run.cats)
         for (int i = 0; i < run.num_categories; i++) free(run.cats[i].test);
     free(run.cats);

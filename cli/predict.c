@@ -11,11 +11,14 @@ static const char *USAGE =
     "usage: patchead predict --bank BANK.pead [options] QUERY...\n\n"
     "Scores each query image (files or folders) against the bank's references and\n"
     "writes DIR/scores.csv, DIR/scores.jsonl, DIR/maps/<stem>.npy and\n"
-    "DIR/heatmaps/<stem>.png. An unreadable image is reported and skipped (empty\n"
-    "score in the CSV); the exit status is then 3. The scoring rule, input size and\n"
-    "PatchEAD+ switches are the bank's (set them at fit). With a calibrated bank (fit\n"
+    "DIR/heatmaps/<stem>.png. An input that is missing or unreadable is reported and\n"
+    "skipped (empty score in the CSV, \"error\" in the JSON); the exit status is then 3.\n"
+    "The scoring rule, input size and PatchEAD+ switches are the bank's (set them at\n"
+    "fit). With a calibrated bank (fit\n"
     "--fpr / --calibrate) each image also gets its conformal p-value (column p_value);\n"
-    "--fpr A re-thresholds it for false-alarm rate A (docs/BEYOND.md).\n";
+    "--fpr A re-thresholds it for false-alarm rate A (docs/BEYOND.md). --out is new,\n"
+    "empty or from an earlier run; it is replaced as a whole when the run succeeds and\n"
+    "left unchanged when it fails.\n";
 
 int cmd_predict(int argc, char **argv)
 {

@@ -371,7 +371,7 @@ int ev_write_json(const ev_run *r, const char *dir)
     out_file o;
     int rc = out_open(&o, dir, "results.json");
     if (!rc) {
-        fputs(text, o.f);
+        pe_utf8_write(o.f, text); /* paths may hold bytes that are not UTF-8 (RFC 8259) */
         fputc('\n', o.f);
         rc = out_close(&o);
     }

@@ -11,9 +11,11 @@ OUT=${OUT:-patchead-out/examples}
 SIZE=${SIZE:-448}
 if [ ! -x "$PATCHEAD" ]; then echo "examples/run.sh: $PATCHEAD missing: run make first" >&2; exit 1; fi
 if [ ! -e "$MODEL" ]; then echo "examples/run.sh: $MODEL missing: run make weights first" >&2; exit 1; fi
-mkdir -p "$OUT"
-"$PATCHEAD" fit --model "$MODEL" --size "$SIZE" -o "$OUT/tire.pead" examples/tire/train/good
-"$PATCHEAD" predict --bank "$OUT/tire.pead" --out "$OUT" examples/tire/test
+# the bank sits beside the output folder: predict replaces "$OUT" as a whole
+BANK=${BANK:-$(dirname "$OUT")/tire.pead}
+mkdir -p "$(dirname "$OUT")"
+"$PATCHEAD" fit --model "$MODEL" --size "$SIZE" -o "$BANK" examples/tire/train/good
+"$PATCHEAD" predict --bank "$BANK" --out "$OUT" examples/tire/test
 echo
 column -s, -t < "$OUT/scores.csv" 2>/dev/null || cat "$OUT/scores.csv"
 echo

@@ -4,19 +4,10 @@
  * target patches both to match the mutated bytes first, so mutations reach the parser
  * behind them (header fields, grids, strings, features, images). */
 #include "fuzz_util.h"
+#include "internal.h" /* pe_fnv1a: the checksum the bank format uses */
 #include "patchead.h"
 
 #include <string.h>
-
-static uint64_t fnv1a(const uint8_t *p, size_t n)
-{
-    uint64_t h = 0xcbf29ce484222325ULL;
-    for (size_t i = 0; i < n; i++) {
-        h ^= p[i];
-        h *= 0x100000001b3ULL;
-    }
-    return h;
-}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -26,7 +17,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     memcpy(buf, data, size);
     if (size >= 32) {
         for (int i = 0; i < 8; i++) buf[16 + i] = (uint8_t)((uint64_t)size >> (8 * i));
-        uint64_t h = fnv1a(buf, size - 8);
+        uint64_t h = pe_fnv1a(PE_FNV_SEED, buf, size - 8);
         for (int i = 0; i < 8; i++) buf[size - 8 + i] = (uint8_t)(h >> (8 * i));
     }
     char path[64];

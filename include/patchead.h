@@ -125,6 +125,17 @@ const char *pe_engine_isa(void);
 double pe_engine_gemm_gflops(pe_precision p, int M, int N, int K, int reps);
 const char *pe_engine_gemm_impl(pe_precision p, int M, int N, int K);
 
+/* ------------------------------------------------------------------ text output */
+/* For paths and messages with any bytes (src/text.c). JSON string literal per RFC 8259:
+ * quote, backslash and control characters escaped, bytes that are not valid UTF-8 replaced
+ * by U+FFFD. CSV field per RFC 4180: quoted (quotes doubled) when it holds , " CR or LF;
+ * the bytes are kept exactly. */
+void pe_json_string(FILE *f, const char *s);
+void pe_csv_field(FILE *f, const char *s);
+/* Text with every byte that does not start a valid UTF-8 sequence replaced by U+FFFD
+ * (e.g. a JSON document printed by cJSON, which copies string bytes as they are). */
+void pe_utf8_write(FILE *f, const char *s);
+
 /* ------------------------------------------------------------------ images */
 
 /* Largest accepted decoded image: PE_MAX_IMAGE_SIDE pixels per side and

@@ -21,6 +21,8 @@ pkgs=(
     libmicrohttpd-dev curl chromium wrk
     # make MPI=1 and tests/cli_mpi.sh (the default build does not link MPI)
     openmpi-bin libopenmpi-dev
+    # tests/cli_reliability.sh (strace injects SIGKILL at exact system calls); make fuzz (clang-14 libFuzzer)
+    strace clang-14
     # scripts/fresh-check.sh (a debootstrapped Debian 12 + a clean clone)
     debootstrap git
 )

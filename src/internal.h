@@ -37,6 +37,10 @@ FILE *pe_fopen_regular(const char *path);
 /* splitmix64: the library's seeded generator (coreset first centre and projection). */
 uint64_t pe_splitmix64(uint64_t *state);
 
+/* Length of the valid UTF-8 sequence at s (n bytes available), 0 if none starts there
+ * (overlong, surrogate, above U+10FFFF, truncated, stray continuation byte). */
+int pe_utf8_len(const unsigned char *s, size_t n);
+
 #define PE_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define PE_MAX(a, b) ((a) > (b) ? (a) : (b))
 

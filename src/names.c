@@ -26,34 +26,13 @@
 #define PE_STEM_LEVELS 3
 #define PE_STEM_PART 48
 
-/* Length of the valid UTF-8 sequence at s (n bytes left), 0 if invalid. */
-static int utf8_len(const unsigned char *s, size_t n)
-{
-    unsigned c = s[0];
-    int len;
-    unsigned min;
-    if (c < 0x80) return 1;
-    if (c >= 0xC2 && c <= 0xDF) len = 2, min = 0x80;
-    else if (c >= 0xE0 && c <= 0xEF) len = 3, min = 0x800;
-    else if (c >= 0xF0 && c <= 0xF4) len = 4, min = 0x10000;
-    else return 0;
-    if ((size_t)len > n) return 0;
-    unsigned cp = c & (0xFF >> (len + 1));
-    for (int i = 1; i < len; i++) {
-        if ((s[i] & 0xC0) != 0x80) return 0;
-        cp = cp << 6 | (s[i] & 0x3F);
-    }
-    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
-    return len;
-}
-
 /* Append part[0..n) to buf (at *len), sanitised and cut at PE_STEM_PART bytes. */
 static void put_part(char *buf, size_t *len, const char *part, size_t n)
 {
     const unsigned char *p = (const unsigned char *)part;
     size_t used = 0, i = 0;
     while (i < n) {
-        int l = utf8_len(p + i, n - i);
+        int l = pe_utf8_len(p + i, n - i);
         int ok = l > 0 && !(l == 1 && (p[i] < 0x20 || p[i] == 0x7F));
         size_t take = ok ? (size_t)l : 1;
         if (used + take > PE_STEM_PART) break;

@@ -134,4 +134,13 @@ fi
 "$PATCHEAD" eval "${common[@]}" --data "$ds" --mask --shots 1 --out "$tmp/e4out" >/dev/null 2>"$tmp/e4"; rc=$?
 [ $rc -eq 1 ] && grep -q 'needs a ViT' "$tmp/e4" && pass eval_mask_needs_vit ||
     fail eval_mask_needs_vit "exit $rc: $(cat "$tmp/e4")"
+
+# 4. one commit point: an eval that cannot write (file size limit: the same error path as a
+# full disk) publishes nothing and leaves the previous results folder exactly as it was
+cp -a "$tmp/again" "$tmp/again.before"
+(trap '' XFSZ; ulimit -f 4; exec timeout 300 "$PATCHEAD" eval "${common[@]}" --data "$ds" --shots 1 --seeds 1 --out "$tmp/again") \
+    >/dev/null 2>"$tmp/e5"; rc=$?
+[ $rc -eq 1 ] && grep -q 'File too large' "$tmp/e5" && grep -q 'results not published' "$tmp/e5" &&
+    diff -r "$tmp/again" "$tmp/again.before" >/dev/null && pass eval_failed_run_keeps_previous ||
+    fail eval_failed_run_keeps_previous "exit $rc: $(head -c 300 "$tmp/e5")"
 exit 0

@@ -100,6 +100,27 @@ static void test_stems_bytes(void)
     free_all(s, 4);
 }
 
+/* JSON string / CSV field / UTF-8 repair on hand-checked byte strings: escapes, a stray
+ * 0xFF, an overlong encoding, a UTF-16 surrogate and a truncated sequence. */
+static void test_text_output(void)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    pe_json_string(f, "a\"b\\c\td\n\x01\xff\xc3\xa9\xc0\xaf\xed\xa0\x80\xe2\x82");
+    fputc('|', f);
+    pe_csv_field(f, "plain");
+    fputc('|', f);
+    pe_csv_field(f, "a,b\"c\nd");
+    fputc('|', f);
+    pe_utf8_write(f, "ok\xff\xe2\x82\xac");
+    fclose(f);
+    const char *want = "\"a\\\"b\\\\c\\u0009d\\u000a\\u0001\\ufffd\xc3\xa9\\ufffd\\ufffd"
+                       "\\ufffd\\ufffd\\ufffd\\ufffd\\ufffd\"|plain|\"a,b\"\"c\nd\"|ok\xef\xbf\xbd\xe2\x82\xac";
+    CHECK_MSG(!strcmp(buf, want), "got  %s\nwant %s", buf, want);
+    free(buf);
+}
+
 static char tmpdir[] = "/tmp/pe_test_out.XXXXXX";
 
 static int read_all(const char *path, char *buf, size_t cap)
@@ -209,19 +230,25 @@ static void test_run_dir(void)
     CHECK(pe_run_begin(".", &r) == PE_ERR_ARG);
 }
 
+static void remove_tmpdir(void)
+{
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
+    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmpdir);
+}
+
 int main(void)
 {
     alarm(120);
     if (!mkdtemp(tmpdir)) return 1;
+    atexit(remove_tmpdir);
     RUN(test_stems_basic);
     RUN(test_stems_camera_tree_10000);
     RUN(test_stems_identical_10000);
     RUN(test_stems_bytes);
+    RUN(test_text_output);
     RUN(test_atomic_commit_abort);
     RUN(test_atomic_write_error_keeps_old);
     RUN(test_run_dir);
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-    if (system(cmd) != 0) return 1;
     return test_summary();
 }
