@@ -83,7 +83,7 @@ weights:
 	bash tools/make_weights.sh
 
 bench: all $(BENCH_BIN)
-	bash bench/run.sh $(BUILD)
+	PYTHON=$(PYTHON) bash bench/run.sh $(BUILD)
 
 clean:
 	rm -rf build build-san

@@ -14,6 +14,8 @@
 #include <pthread.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 /* ------------------------------------------------------------------ engine, ISA */
 
@@ -525,6 +527,18 @@ static weight_entry *prepare_weight(eng_ctx *c, const float *w, int N, int K, in
         goto done;
     dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, src}, {DNNL_ARG_TO, e->mem}};
     if (dnnl_primitive_execute(reorder, s, 2, args) || dnnl_stream_wait(s)) goto done;
+    /* The fp32 source is not read again (calls go to the bf16 copy): let the kernel drop
+     * its pages from memory (weights are mostly a read-only file mapping: dropped pages
+     * are re-read on demand; MADV_PAGEOUT never discards contents), so the bf16 model
+     * does not hold both copies. A hint: failures (old kernels) change nothing. */
+#ifdef MADV_PAGEOUT
+    {
+        const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+        uintptr_t lo = ((uintptr_t)w + page - 1) & ~(page - 1);
+        uintptr_t hi = ((uintptr_t)(w + (size_t)N * K)) & ~(page - 1);
+        if (hi > lo) madvise((void *)lo, hi - lo, MADV_PAGEOUT);
+    }
+#endif
     e->src = w;
     e->rows = N;
     e->cols = K;
@@ -566,23 +580,18 @@ int eng_linear(eng_ctx *c, int M, int N, int K, const float *A, int lda, const f
 {
     if (M <= 0 || N <= 0) return 0;
     pe_precision prec = eng_ctx_precision(c);
-    /* bf16 without bf16 kernels (AVX2 CPUs): eng_gemm's emulation on rounded operands */
-    if (prec == PE_PRECISION_BF16 && !bf16_kernels())
+    /* fp32: the weight is used in place, in its nn.Linear layout (no second copy: the
+     * peak RSS stays that of the weights file); bf16 without bf16 kernels (AVX2 CPUs):
+     * eng_gemm's emulation on rounded operands */
+    if (prec == PE_PRECISION_FP32 || !bf16_kernels())
         return eng_gemm(prec, 1, M, N, K, 1.0f, A, lda, W, K, beta, C, ldc, bias);
     weight_entry *we = c ? ctx_weight(c, W, N, K, M) : NULL;
     if (!we) return eng_gemm(prec, 1, M, N, K, 1.0f, A, lda, W, K, beta, C, ldc, bias);
-    int bf16 = prec == PE_PRECISION_BF16;
-    const void *a = A;
-    if (bf16) {
-        bf16_t *a16 = scratch16(0, (size_t)M * K);
-        if (!a16) return -1;
-        eng_to_bf16_2d(a16, A, M, K, lda);
-        a = a16;
-        lda = K;
-    }
-    prim_key k = {bf16 ? PE_PRECISION_BF16 : PE_PRECISION_FP32, 1, M, N, K, lda, K, ldc, bias != NULL,
-                  1.0f, beta, &we->md};
-    return matmul(k, a, we->data, C, ldc, bias);
+    bf16_t *a16 = scratch16(0, (size_t)M * K);
+    if (!a16) return -1;
+    eng_to_bf16_2d(a16, A, M, K, lda);
+    prim_key k = {PE_PRECISION_BF16, 1, M, N, K, K, K, ldc, bias != NULL, 1.0f, beta, &we->md};
+    return matmul(k, a16, we->data, C, ldc, bias);
 }
 
 static _Thread_local eng_ctx *tl_current;
