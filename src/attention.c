@@ -22,39 +22,33 @@
 #define BQ 128 /* query rows per block */
 #define BK 512 /* keys per block: a (BQ, BK) fp32 tile is 256 KB, L2-resident */
 
-/* Per-thread scratch, grown once to the largest tile (kept between calls). */
+/* Per-thread scratch (engine thread buffers: freed when an OpenMP worker exits). */
 typedef struct {
     float *s;      /* (BQ, BK) scores / probabilities */
     bf16_t *p16;   /* (BQ, BK) probabilities in bf16 */
     float *acc;    /* (BQ, dh) */
-    float m[BQ], l[BQ];
-    size_t cap_dh;
+    float *m, *l;  /* (BQ) running maximum and denominator */
 } attn_scratch;
 
-static _Thread_local attn_scratch tl;
-
-static int scratch_ready(int dh)
+static int scratch_get(attn_scratch *t, int dh)
 {
-    if (!tl.s) {
-        tl.s = pe_alloc((size_t)BQ * BK, sizeof(float), "attention tile");
-        tl.p16 = pe_alloc((size_t)BQ * BK, sizeof(bf16_t), "attention tile");
-    }
-    if ((size_t)dh > tl.cap_dh) {
-        free(tl.acc);
-        tl.acc = pe_alloc((size_t)BQ * dh, sizeof(float), "attention accumulator");
-        tl.cap_dh = tl.acc ? (size_t)dh : 0;
-    }
-    return tl.s && tl.p16 && tl.acc;
+    t->s = eng_thread_buffer(ENG_SLOT_ATTN, (size_t)BQ * BK * sizeof(float));
+    t->p16 = eng_thread_buffer(ENG_SLOT_ATTN + 1, (size_t)BQ * BK * sizeof(bf16_t));
+    t->acc = eng_thread_buffer(ENG_SLOT_ATTN + 2, ((size_t)BQ * dh + 2 * BQ) * sizeof(float));
+    if (!t->s || !t->p16 || !t->acc) return 0;
+    t->m = t->acc + (size_t)BQ * dh;
+    t->l = t->m + BQ;
+    return 1;
 }
 
 /* One (head, query block): rows q0..q0+nq-1 of head h. q, k, v: the head's dense
  * (T, dh) matrices (fp32 or bf16 as `bf16` says). Every operand is dense (leading
  * dimension = its width): oneDNN's brgemm kernels (AMX for bf16) take only dense ones;
  * strided views into qkv fall back to a slower generic GEMM. Returns 0 or -1. */
-static int block(float *ctx, const void *q, const void *k, const void *v, int T, int D, int dh, int h,
-                 int q0, int nq, float scale, int bf16)
+static int block(attn_scratch *tl, float *ctx, const void *q, const void *k, const void *v, int T, int D,
+                 int dh, int h, int q0, int nq, float scale, int bf16)
 {
-    float *acc = tl.acc, *m = tl.m, *l = tl.l;
+    float *acc = tl->acc, *m = tl->m, *l = tl->l;
     const size_t esz = bf16 ? sizeof(bf16_t) : sizeof(float);
     const char *qb = (const char *)q + (size_t)q0 * dh * esz;
     for (int r = 0; r < nq; r++) {
@@ -65,7 +59,7 @@ static int block(float *ctx, const void *q, const void *k, const void *v, int T,
     for (int k0 = 0; k0 < T; k0 += BK) {
         const int nk = PE_MIN(BK, T - k0);
         const char *kb = (const char *)k + (size_t)k0 * dh * esz, *vb = (const char *)v + (size_t)k0 * dh * esz;
-        float *S = tl.s; /* (nq, nk), dense */
+        float *S = tl->s; /* (nq, nk), dense */
         int rc;
         /* S (nq, nk) = scale * Q (nq, dh) . K (nk, dh)^T */
         if (bf16)
@@ -97,8 +91,8 @@ static int block(float *ctx, const void *q, const void *k, const void *v, int T,
         }
         /* acc (nq, dh) += P (nq, nk) . V (nk, dh) */
         if (bf16) {
-            eng_to_bf16(tl.p16, S, (size_t)nq * nk);
-            rc = eng_gemm_bf16(0, nq, dh, nk, 1.0f, tl.p16, nk, (const bf16_t *)vb, dh, 1.0f, acc, dh, NULL);
+            eng_to_bf16(tl->p16, S, (size_t)nq * nk);
+            rc = eng_gemm_bf16(0, nq, dh, nk, 1.0f, tl->p16, nk, (const bf16_t *)vb, dh, 1.0f, acc, dh, NULL);
         } else {
             rc = eng_gemm(PE_PRECISION_FP32, 0, nq, dh, nk, 1.0f, S, nk, (const float *)vb, dh, 1.0f, acc,
                           dh, NULL);
@@ -175,7 +169,8 @@ int op_attention(float *ctx, const float *qkv, int T, int D, int H, float scale,
         const int h = it / nqb, q0 = (it % nqb) * BQ;
         const char *q = heads + (size_t)h * per * esz, *k = heads + (size_t)(H + h) * per * esz,
                    *v = heads + (size_t)(2 * H + h) * per * esz;
-        if (!scratch_ready(dh) || block(ctx, q, k, v, T, D, dh, h, q0, PE_MIN(BQ, T - q0), scale, bf16))
+        attn_scratch tl;
+        if (!scratch_get(&tl, dh) || block(&tl, ctx, q, k, v, T, D, dh, h, q0, PE_MIN(BQ, T - q0), scale, bf16))
             failed = 1;
         eng_set_current(prev);
     }

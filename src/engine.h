@@ -60,6 +60,13 @@ int eng_gemm(pe_precision prec, int trans_b, int M, int N, int K, float alpha, c
 int eng_gemm_bf16(int trans_b, int M, int N, int K, float alpha, const bf16_t *A, int lda,
                   const bf16_t *B, int ldb, float beta, float *C, int ldc, const float *bias);
 
+/* ---- per-thread scratch: buffer `slot` of the calling thread, at least `bytes` long
+ * (contents kept between calls, reallocated when it grows; freed when the thread exits).
+ * NULL if out of memory. */
+enum { ENG_SLOT_CONVERT = 0 /* 0..3: engine.c */, ENG_SLOT_ONEDNN = 4, ENG_SLOT_ATTN = 5 /* 5..7 */,
+       ENG_SLOTS = 8 };
+void *eng_thread_buffer(int slot, size_t bytes);
+
 /* ---- per-model context: precision + weights reordered once */
 typedef struct eng_ctx eng_ctx;
 eng_ctx *eng_ctx_create(pe_precision prec); /* AUTO is resolved here */
