@@ -109,7 +109,7 @@ weights:
 	bash tools/make_weights.sh
 
 bench: all $(BENCH_BIN)
-	bash bench/run.sh $(BUILD)
+	PYTHON=$(PYTHON) bash bench/run.sh $(BUILD)
 
 lint:
 	bash scripts/lint.sh

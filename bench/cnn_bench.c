@@ -4,7 +4,7 @@
  *       INPUT.f32: raw little-endian float32 (3, H, W), already normalised. Runs
  *       pe_model_forward and writes the (G, D) features as raw float32; prints
  *       "grid_h grid_w dim" on stdout.
- *   cnn_bench time MODEL SIZE THREADS [REPS]
+ *   cnn_bench time MODEL SIZE THREADS [REPS [PRECISION]]
  *       ms/image of pe_model_forward on a SIZE x SIZE input (best and median of REPS
  *       after one warm-up run) and the process CPU time per image (all threads; on a
  *       busy machine the 1-thread CPU time is the steadier figure), one line:
@@ -75,6 +75,8 @@ static int cmd_time(int argc, char **argv)
     int size = atoi(argv[3]), reps = argc > 5 ? atoi(argv[5]) : 5;
     pe_model_params mp = pe_model_default_params();
     mp.threads = atoi(argv[4]);
+    if (argc > 6 && pe_precision_parse(argv[6], &mp.precision))
+        return fprintf(stderr, "cnn_bench: %s\n", pe_last_error()), 2;
     if (size <= 0 || reps <= 0 || reps > 1000) return fprintf(stderr, "cnn_bench: bad size/reps\n"), 2;
     pe_model *m;
     if (pe_model_load(argv[2], &mp, &m)) return fail(argv[2]);
@@ -98,8 +100,9 @@ static int cmd_time(int argc, char **argv)
     }
     double cpu = (cpu_ms() - cpu0) / reps;
     qsort(ms, (size_t)reps, sizeof *ms, cmp_double);
-    printf("%s size %d threads %d ms_best %.1f ms_median %.1f cpu_ms %.1f grid %dx%d dim %d\n", info.name,
-           size, pe_get_threads(), ms[0], ms[reps / 2], cpu, gh, gw, dim);
+    printf("%s size %d threads %d ms_best %.1f ms_median %.1f cpu_ms %.1f grid %dx%d dim %d precision %s\n",
+           info.name, size, pe_get_threads(), ms[0], ms[reps / 2], cpu, gh, gw, dim,
+           pe_precision_name(info.precision));
     free(ms);
     free(x);
     pe_model_free(m);

@@ -1,12 +1,21 @@
 #!/usr/bin/env bash
-# bench/run.sh BUILD — `make bench`: one run that measures
-#   1. OpenBLAS sgemm peak (2048^3, 1 and 2 threads) and which kernel OpenBLAS picked;
-#   2. patchead ms/image, achieved GFLOP/s (FLOPs counted as in cli/bench.c) and
-#      peak RSS for random-weight DINOv2 ViT-S/14 and ViT-B/14 at 224 and 448, 1 and 2
-#      threads (one process per configuration, so the RSS is that configuration's);
-#   3. the same configurations in PyTorch (tools/bench_torch.py) when torch is importable,
-# then prints one table side by side. Environment: REPS (timed runs, default 3),
-# MODELS (default "small base"), SIZES ("224 448"), THREADS ("1 2").
+# bench/run.sh BUILD — `make bench`: one run that measures, for fp32 and bf16,
+#   1. the CPU model, the ISA the engine (oneDNN) dispatched to, and the engine's GEMM
+#      peak per precision and thread count on a ViT GEMM shape (1025x1536x384); the
+#      OpenBLAS sgemm peak (and its kernel) for comparison;
+#   2. patchead ms/image, achieved GFLOP/s (FLOPs as in cli/bench.c), % of the same-
+#      precision GEMM peak and peak RSS for random-weight DINOv2 ViT-S/14 and ViT-B/14 at
+#      224 and 448, 1 and 2 threads (one process per configuration: its own RSS);
+#   3. the same configurations in PyTorch fp32 and bf16 autocast (tools/bench_torch.py,
+#      transformers Dinov2Model) when $PYTHON can import torch + transformers (else the
+#      torch columns show "-");
+#   4. scoring throughput vs the same-precision GEMM peak (bench/score_speed), CNN
+#      forward times (weights/ from `make weights`), and the batch zero-shot time of the
+#      112 MVTec 3D-AD tire test images at 448 with MobileNetV2 (needs $PATCHEAD_DATA).
+# Environment: REPS (timed runs, default 3), MODELS ("small base"), SIZES ("224 448"),
+# THREADS ("1 2"), PRECISIONS ("fp32 bf16"), PYTHON (python3), PATCHEAD_DATA, ZS=0 skips 4's
+# zero-shot. The machine may be shared: the load average is printed; compare ratios
+# from the same run.
 set -eu
 BUILD=${1:-build}
 P="$BUILD/patchead"
@@ -14,6 +23,8 @@ REPS=${REPS:-3}
 MODELS=${MODELS:-small base}
 SIZES=${SIZES:-224 448}
 THREADS=${THREADS:-1 2}
+PRECISIONS=${PRECISIONS:-fp32 bf16}
+PYTHON=${PYTHON:-python3}
 # The CLI picks passive OpenMP waiting for itself (cli/main.c); the bench drivers too.
 if [ -z "${OMP_WAIT_POLICY:-}${GOMP_SPINCOUNT:-}" ]; then export OMP_WAIT_POLICY=passive GOMP_SPINCOUNT=0; fi
 T=$(mktemp -d)
@@ -21,59 +32,72 @@ trap 'rm -rf "$T"' EXIT
 
 echo "== machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
 echo "== load average: $(cut -d' ' -f1-3 /proc/loadavg) (numbers are noisy when other work runs)"
+for p in $PRECISIONS; do
+    for t in $THREADS; do "$P" bench --gemm --precision "$p" --threads "$t" | tee -a "$T/gemm"; done
+done
 for t in $THREADS; do "$P" bench --sgemm --threads "$t" | tee -a "$T/sgemm"; done
+echo "== engine ISA: $(awk '{ print $NF; exit }' "$T/gemm")"
 
 for m in $MODELS; do
     "$P" bench --random-vit "$m" -o "$T/$m" >/dev/null
     for s in $SIZES; do
-        for t in $THREADS; do
-            "$P" bench --model "$T/$m" --size "$s" --threads "$t" --reps "$REPS" | tee -a "$T/ours"
+        for p in $PRECISIONS; do
+            for t in $THREADS; do
+                "$P" bench --model "$T/$m" --size "$s" --threads "$t" --reps "$REPS" --precision "$p" |
+                    tee -a "$T/ours"
+            done
         done
     done
     rm -rf "${T:?}/$m"
 done
 
-if python3 -c "import torch, transformers" 2>/dev/null; then
+if "$PYTHON" -c "import torch, transformers" 2>/dev/null; then
     comma() { echo "$1" | tr ' ' ','; }
-    python3 "$(dirname "$0")/../tools/bench_torch.py" --models "$(comma "$MODELS")" \
-        --sizes "$(comma "$SIZES")" --threads "$(comma "$THREADS")" --reps "$REPS" 2>/dev/null |
-        tee "$T/torch"
+    "$PYTHON" "$(dirname "$0")/../tools/bench_torch.py" --models "$(comma "$MODELS")" \
+        --sizes "$(comma "$SIZES")" --threads "$(comma "$THREADS")" --reps "$REPS" \
+        --precisions "$(comma "$PRECISIONS")" 2>/dev/null | tee "$T/torch"
 else
-    echo "(torch/transformers not importable: no PyTorch column)"
+    echo "($PYTHON cannot import torch + transformers: no PyTorch columns; set PYTHON=...)"
     : >"$T/torch"
 fi
 
-echo
-echo "== ViT forward, ms/image (best of $REPS); GFLOP/s and % of the sgemm peak at the same thread count"
-awk '
-    FILENAME ~ /sgemm$/ { peak[$5] = $7; core = $9; next }
-    FILENAME ~ /torch$/ { torch[$2 " " $4 " " $6] = $8; next }
-    {
-        key = $2 " " $4 " " $6
-        n++; keys[n] = key; ms[key] = $8; gf[key] = $14; gfl[key] = $12; rss[key] = $16; thr[key] = $6
-    }
-    END {
-        printf "%-14s %5s %3s %10s %9s %9s %7s %10s %8s\n", "model", "size", "thr", "patchead", "GFLOP/s",
-               "%peak", "torch", "torch/ours", "RSS MB"
-        for (i = 1; i <= n; i++) {
-            k = keys[i]; split(k, f, " ")
-            pk = peak[thr[k]] > 0 ? 100 * gf[k] / peak[thr[k]] : 0
-            tm = (k in torch) ? sprintf("%.1f", torch[k]) : "-"
-            ratio = (k in torch) ? sprintf("%.2f", torch[k] / ms[k]) : "-"
-            printf "%-14s %5s %3s %10.1f %9.1f %8.0f%% %7s %10s %8s\n", f[1], f[2], f[3], ms[k], gf[k], pk,
-                   tm, ratio, rss[k]
+for p in $PRECISIONS; do
+    echo
+    echo "== ViT forward, $p: ms/image (best of $REPS); GFLOP/s and % of the engine's $p GEMM peak at the same thread count"
+    awk -v want="$p" '
+        FILENAME ~ /gemm$/ { if ($3 == want) peak[$5] = $9; next }
+        FILENAME ~ /torch$/ { t[$2 " " $4 " " $6 " " $12] = $8; next }
+        $18 == want {
+            key = $2 " " $4 " " $6
+            n++; keys[n] = key; ms[key] = $8; gf[key] = $14; rss[key] = $16; thr[key] = $6
         }
-        printf "OpenBLAS kernel: %s; sgemm peak:", core
-        for (t in peak) printf " %s thread(s) %.1f GFLOP/s", t, peak[t]
-        printf "\n"
-    }' "$T/sgemm" "$T/torch" "$T/ours"
+        END {
+            printf "%-14s %5s %3s %9s %8s %6s %8s %9s %10s %9s %7s\n", "model", "size", "thr", "patchead",
+                   "GFLOP/s", "%peak", "RSS MB", "torch32", "torch32/us", "torchbf16", "bf16/us"
+            for (i = 1; i <= n; i++) {
+                k = keys[i]; split(k, f, " ")
+                pk = peak[thr[k]] > 0 ? 100 * gf[k] / peak[thr[k]] : 0
+                a = (k " fp32") in t ? sprintf("%.1f", t[k " fp32"]) : "-"
+                ar = (k " fp32") in t ? sprintf("%.2f", t[k " fp32"] / ms[k]) : "-"
+                b = (k " bf16") in t ? sprintf("%.1f", t[k " bf16"]) : "-"
+                br = (k " bf16") in t ? sprintf("%.2f", t[k " bf16"] / ms[k]) : "-"
+                printf "%-14s %5s %3s %9.1f %8.1f %5.0f%% %8s %9s %10s %9s %7s\n", f[1], f[2], f[3], ms[k],
+                       gf[k], pk, rss[k], a, ar, b, br
+            }
+            printf "engine %s GEMM peak (1025x1536x384):", want
+            for (x in peak) printf " %s thread(s) %.1f GFLOP/s", x, peak[x]
+            printf "\n"
+        }' "$T/gemm" "$T/torch" "$T/ours"
+done
+awk '{ printf "OpenBLAS sgemm 2048^3 (%s kernel), %s thread(s): %s GFLOP/s\n", $9, $5, $7 }' "$T/sgemm"
 
-# Scoring (Eq. 1-4) throughput vs the sgemm peak of the same run: batch zero-shot of
-# 12 random MobileNetV2-sized feature maps at 448 (G = 56*56, D = 128) and a 4-shot query.
+# Scoring (Eq. 1-4) throughput vs the same-precision GEMM peak of the same run: batch
+# zero-shot of 12 random MobileNetV2-sized feature maps at 448 (G = 56*56, D = 128) and a
+# 4-shot query.
 if [ -x "$BUILD/bench/score_speed" ]; then
     echo
     echo "== scoring throughput (random features, G=3136, D=128)"
-    for t in $THREADS; do "$BUILD/bench/score_speed" 12 3136 128 "$t"; done
+    for p in $PRECISIONS; do for t in $THREADS; do "$BUILD/bench/score_speed" 12 3136 128 "$t" 0 "$p"; done; done
 fi
 
 # CNN backbones with the real weights from `make weights` (when present).
@@ -81,6 +105,25 @@ if [ -x "$BUILD/bench/cnn_bench" ]; then
     for m in mobilenet_v2 efficientnet_lite0; do
         [ -e "weights/$m/model.safetensors" ] || { echo "(weights/$m missing: make weights)"; continue; }
         [ "$m" = mobilenet_v2 ] && { echo; echo "== CNN forward, ms/image (real weights)"; }
-        for s in $SIZES; do for t in $THREADS; do "$BUILD/bench/cnn_bench" time "weights/$m" "$s" "$t" 7; done; done
+        for s in $SIZES; do for p in $PRECISIONS; do for t in $THREADS; do
+            "$BUILD/bench/cnn_bench" time "weights/$m" "$s" "$t" 7 "$p"
+        done; done; done
     done
+fi
+
+# Batch zero-shot of the 112 tire test images at 448 with MobileNetV2, 2 threads (the
+# largest thread count given), wall time of the whole command (decode, backbone, scoring).
+tire="${PATCHEAD_DATA:-}/mvtec3d_tire/test"
+if [ "${ZS:-1}" != 0 ] && [ -n "${PATCHEAD_DATA:-}" ] && [ -d "$tire" ] && [ -e weights/mobilenet_v2/model.safetensors ]; then
+    echo
+    tmax=$(echo $THREADS | tr ' ' '\n' | sort -n | tail -1)
+    echo "== batch zero-shot, $(find "$tire" -name '*.jpg' -o -name '*.png' | grep -c -v /gt/) tire images at 448, MobileNetV2, $tmax threads (load $(cut -d' ' -f1-3 /proc/loadavg))"
+    for p in $PRECISIONS; do
+        s=$(date +%s.%N)
+        "$P" zeroshot --quiet --no-maps --threads "$tmax" --precision "$p" --model weights/mobilenet_v2 \
+            --size 448 --out "$T/zs-$p" "$tire"
+        echo "zeroshot $p: $(awk -v a="$s" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }') s"
+    done
+else
+    echo "(batch zero-shot skipped: needs PATCHEAD_DATA with mvtec3d_tire and weights/mobilenet_v2)"
 fi

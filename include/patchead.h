@@ -119,8 +119,9 @@ pe_precision pe_precision_resolve(pe_precision p);
 /* The instruction set the engine dispatched to on this CPU, e.g. "avx512_core_amx", "avx2". */
 const char *pe_engine_isa(void);
 /* Benchmark helpers (`patchead bench`): best GFLOP/s over `reps` runs of the engine's
- * C (M, N) = A (M, K) . W^T with W (N, K) a weight reordered once, in precision p (AUTO
- * resolved), on the current thread count; <= 0 on failure. And the name of the oneDNN
+ * C (M, N) = A (M, K) . W^T with W (N, K) a weight as the backbones use it (bf16:
+ * reordered once), in precision p (AUTO resolved), on the current thread count; <= 0 on
+ * failure. And the name of the oneDNN
  * kernel for that shape, e.g. "brg:avx512_core_amx_bf16" ("" if none). */
 double pe_engine_gemm_gflops(pe_precision p, int M, int N, int K, int reps);
 const char *pe_engine_gemm_impl(pe_precision p, int M, int N, int K);

@@ -22,37 +22,35 @@
 #define BQ 128 /* query rows per block */
 #define BK 512 /* keys per block: a (BQ, BK) fp32 tile is 256 KB, L2-resident */
 
-/* Per-thread scratch, grown once to the largest tile (kept between calls). */
+/* Per-thread scratch (engine thread buffers: freed when an OpenMP worker exits). */
 typedef struct {
     float *s;      /* (BQ, BK) scores / probabilities */
     bf16_t *p16;   /* (BQ, BK) probabilities in bf16 */
     float *acc;    /* (BQ, dh) */
-    float m[BQ], l[BQ];
-    size_t cap_dh;
+    float *m, *l;  /* (BQ) running maximum and denominator */
 } attn_scratch;
 
-static _Thread_local attn_scratch tl;
-
-static int scratch_ready(int dh)
+static int scratch_get(attn_scratch *t, int dh)
 {
-    if (!tl.s) {
-        tl.s = pe_alloc((size_t)BQ * BK, sizeof(float), "attention tile");
-        tl.p16 = pe_alloc((size_t)BQ * BK, sizeof(bf16_t), "attention tile");
-    }
-    if ((size_t)dh > tl.cap_dh) {
-        free(tl.acc);
-        tl.acc = pe_alloc((size_t)BQ * dh, sizeof(float), "attention accumulator");
-        tl.cap_dh = tl.acc ? (size_t)dh : 0;
-    }
-    return tl.s && tl.p16 && tl.acc;
+    t->s = eng_thread_buffer(ENG_SLOT_ATTN, (size_t)BQ * BK * sizeof(float));
+    t->p16 = eng_thread_buffer(ENG_SLOT_ATTN + 1, (size_t)BQ * BK * sizeof(bf16_t));
+    t->acc = eng_thread_buffer(ENG_SLOT_ATTN + 2, ((size_t)BQ * dh + 2 * BQ) * sizeof(float));
+    if (!t->s || !t->p16 || !t->acc) return 0;
+    t->m = t->acc + (size_t)BQ * dh;
+    t->l = t->m + BQ;
+    return 1;
 }
 
-/* One (head, query block): rows q0..q0+nq-1 of head h. Returns 0 or -1 (engine failure). */
-static int block(float *ctx, const float *qkv, const bf16_t *qkv16, int T, int D, int dh, int h,
-                 int q0, int nq, float scale, int bf16)
+/* One (head, query block): rows q0..q0+nq-1 of head h. q, k, v: the head's dense
+ * (T, dh) matrices (fp32 or bf16 as `bf16` says). Every operand is dense (leading
+ * dimension = its width): oneDNN's brgemm kernels (AMX for bf16) take only dense ones;
+ * strided views into qkv fall back to a slower generic GEMM. Returns 0 or -1. */
+static int block(attn_scratch *tl, float *ctx, const void *q, const void *k, const void *v, int T, int D,
+                 int dh, int h, int q0, int nq, float scale, int bf16)
 {
-    const int ld = 3 * D;
-    float *acc = tl.acc, *m = tl.m, *l = tl.l;
+    float *acc = tl->acc, *m = tl->m, *l = tl->l;
+    const size_t esz = bf16 ? sizeof(bf16_t) : sizeof(float);
+    const char *qb = (const char *)q + (size_t)q0 * dh * esz;
     for (int r = 0; r < nq; r++) {
         m[r] = -INFINITY;
         l[r] = 0.0f;
@@ -60,18 +58,19 @@ static int block(float *ctx, const float *qkv, const bf16_t *qkv16, int T, int D
     memset(acc, 0, (size_t)nq * dh * sizeof(float));
     for (int k0 = 0; k0 < T; k0 += BK) {
         const int nk = PE_MIN(BK, T - k0);
-        float *S = tl.s;
+        const char *kb = (const char *)k + (size_t)k0 * dh * esz, *vb = (const char *)v + (size_t)k0 * dh * esz;
+        float *S = tl->s; /* (nq, nk), dense */
         int rc;
         /* S (nq, nk) = scale * Q (nq, dh) . K (nk, dh)^T */
         if (bf16)
-            rc = eng_gemm_bf16(1, nq, nk, dh, scale, qkv16 + (size_t)q0 * ld + h * dh, ld,
-                               qkv16 + (size_t)k0 * ld + D + h * dh, ld, 0.0f, S, BK, NULL);
+            rc = eng_gemm_bf16(1, nq, nk, dh, scale, (const bf16_t *)qb, dh, (const bf16_t *)kb, dh, 0.0f, S,
+                               nk, NULL);
         else
-            rc = eng_gemm(PE_PRECISION_FP32, 1, nq, nk, dh, scale, qkv + (size_t)q0 * ld + h * dh, ld,
-                          qkv + (size_t)k0 * ld + D + h * dh, ld, 0.0f, S, BK, NULL);
+            rc = eng_gemm(PE_PRECISION_FP32, 1, nq, nk, dh, scale, (const float *)qb, dh, (const float *)kb,
+                          dh, 0.0f, S, nk, NULL);
         if (rc) return -1;
         for (int r = 0; r < nq; r++) {
-            float *row = S + (size_t)r * BK;
+            float *row = S + (size_t)r * nk;
             float mx = m[r];
 #pragma omp simd reduction(max : mx)
             for (int j = 0; j < nk; j++) mx = row[j] > mx ? row[j] : mx;
@@ -89,15 +88,15 @@ static int block(float *ctx, const float *qkv, const bf16_t *qkv16, int T, int D
 #pragma omp simd
                 for (int i = 0; i < dh; i++) a[i] *= corr;
             }
-            if (bf16) eng_to_bf16(tl.p16 + (size_t)r * BK, row, (size_t)nk);
         }
         /* acc (nq, dh) += P (nq, nk) . V (nk, dh) */
-        if (bf16)
-            rc = eng_gemm_bf16(0, nq, dh, nk, 1.0f, tl.p16, BK, qkv16 + (size_t)k0 * ld + 2 * D + h * dh,
-                               ld, 1.0f, acc, dh, NULL);
-        else
-            rc = eng_gemm(PE_PRECISION_FP32, 0, nq, dh, nk, 1.0f, S, BK,
-                          qkv + (size_t)k0 * ld + 2 * D + h * dh, ld, 1.0f, acc, dh, NULL);
+        if (bf16) {
+            eng_to_bf16(tl->p16, S, (size_t)nq * nk);
+            rc = eng_gemm_bf16(0, nq, dh, nk, 1.0f, tl->p16, nk, (const bf16_t *)vb, dh, 1.0f, acc, dh, NULL);
+        } else {
+            rc = eng_gemm(PE_PRECISION_FP32, 0, nq, dh, nk, 1.0f, S, nk, (const float *)vb, dh, 1.0f, acc,
+                          dh, NULL);
+        }
         if (rc) return -1;
     }
     for (int r = 0; r < nq; r++) {
@@ -139,16 +138,23 @@ int op_attention(float *ctx, const float *qkv, int T, int D, int H, float scale,
 {
     const int dh = D / H;
     const int bf16 = eng_ctx_precision(eng_current()) == PE_PRECISION_BF16;
-    bf16_t *qkv16 = NULL;
-    if (bf16) {
-        qkv16 = pe_alloc((size_t)T * 3 * D, sizeof(bf16_t), "attention bf16 operands");
-        if (!qkv16) return -1;
-        eng_to_bf16(qkv16, qkv, (size_t)T * 3 * D);
-    }
+    const size_t per = (size_t)T * dh, esz = bf16 ? sizeof(bf16_t) : sizeof(float);
+    /* heads: [part q/k/v][head][T][dh], dense per head (see block); bf16 rounds here */
+    char *heads = pe_alloc((size_t)3 * H * per, esz, "attention heads");
+    if (!heads) return -1;
+#pragma omp parallel for schedule(static)
+    for (int t = 0; t < T; t++)
+        for (int part = 0; part < 3; part++)
+            for (int h = 0; h < H; h++) {
+                const float *src = qkv + (size_t)t * 3 * D + (size_t)part * D + (size_t)h * dh;
+                const size_t at = ((size_t)(part * H + h) * per + (size_t)t * dh);
+                if (bf16) eng_to_bf16((bf16_t *)(void *)heads + at, src, (size_t)dh);
+                else memcpy((float *)(void *)heads + at, src, (size_t)dh * sizeof(float));
+            }
     if (cls_attn) {
         float *row = pe_alloc((size_t)T, sizeof(float), "CLS attention row");
         if (!row) {
-            free(qkv16);
+            free(heads);
             return -1;
         }
         cls_attention(qkv, T, D, H, scale, cls_attn, first_patch, row);
@@ -161,10 +167,13 @@ int op_attention(float *ctx, const float *qkv, int T, int D, int H, float scale,
     for (int it = 0; it < items; it++) {
         eng_ctx *prev = eng_set_current(current); /* worker threads see the caller's engine */
         const int h = it / nqb, q0 = (it % nqb) * BQ;
-        if (!scratch_ready(dh) || block(ctx, qkv, qkv16, T, D, dh, h, q0, PE_MIN(BQ, T - q0), scale, bf16))
+        const char *q = heads + (size_t)h * per * esz, *k = heads + (size_t)(H + h) * per * esz,
+                   *v = heads + (size_t)(2 * H + h) * per * esz;
+        attn_scratch tl;
+        if (!scratch_get(&tl, dh) || block(&tl, ctx, q, k, v, T, D, dh, h, q0, PE_MIN(BQ, T - q0), scale, bf16))
             failed = 1;
         eng_set_current(prev);
     }
-    free(qkv16);
+    free(heads);
     return failed ? -1 : 0;
 }

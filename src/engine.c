@@ -14,6 +14,8 @@
 #include <pthread.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 /* ------------------------------------------------------------------ engine, ISA */
 
@@ -244,37 +246,41 @@ static int prim_get(const prim_key *k, prim_entry *out)
     return rc;
 }
 
-/* This thread's scratchpad for oneDNN (grown, never shrunk; freed at thread exit by
- * the key's destructor). */
-static pthread_key_t g_scratch_key;
-static pthread_once_t g_scratch_once = PTHREAD_ONCE_INIT;
+/* Per-thread buffers (slots, see engine.h), grown on demand, never shrunk, freed at
+ * thread exit by the key's destructor (OpenMP workers come and go with team sizes). */
 typedef struct {
-    void *p;
-    size_t cap;
-} scratch_buf;
-static void scratch_free(void *x)
+    void *p[ENG_SLOTS];
+    size_t cap[ENG_SLOTS];
+} thread_bufs;
+static pthread_key_t g_bufs_key;
+static pthread_once_t g_bufs_once = PTHREAD_ONCE_INIT;
+static void bufs_free(void *x)
 {
-    scratch_buf *b = x;
-    free(b->p);
+    thread_bufs *b = x;
+    for (int i = 0; i < ENG_SLOTS; i++) free(b->p[i]);
     free(b);
 }
-static void scratch_key_init(void) { pthread_key_create(&g_scratch_key, scratch_free); }
-static void *thread_scratchpad(size_t bytes)
+static void bufs_key_init(void) { pthread_key_create(&g_bufs_key, bufs_free); }
+
+void *eng_thread_buffer(int slot, size_t bytes)
 {
-    pthread_once(&g_scratch_once, scratch_key_init);
-    scratch_buf *b = pthread_getspecific(g_scratch_key);
+    pthread_once(&g_bufs_once, bufs_key_init);
+    thread_bufs *b = pthread_getspecific(g_bufs_key);
     if (!b) {
         b = calloc(1, sizeof *b);
-        if (!b) return NULL;
-        pthread_setspecific(g_scratch_key, b);
+        if (!b || pthread_setspecific(g_bufs_key, b)) {
+            free(b);
+            return NULL;
+        }
     }
-    if (bytes > b->cap) {
-        free(b->p);
-        b->p = pe_alloc(bytes, 1, "oneDNN scratchpad");
-        b->cap = b->p ? bytes : 0;
+    if (bytes > b->cap[slot]) {
+        free(b->p[slot]);
+        b->p[slot] = pe_alloc(bytes, 1, "engine scratch");
+        b->cap[slot] = b->p[slot] ? bytes : 0;
     }
-    return b->p;
+    return b->p[slot];
 }
+#define thread_scratchpad(bytes) eng_thread_buffer(ENG_SLOT_ONEDNN, bytes)
 
 static int run_matmul(const prim_key *k, const void *A, const void *B, float *C, const float *bias)
 {
@@ -323,28 +329,14 @@ static int bf16_kernels(void)
     return g_bf16_ok;
 }
 
-/* Thread-local growable scratch for converted operands. */
-static _Thread_local bf16_t *tl_buf[2];
-static _Thread_local size_t tl_cap[2];
+/* Converted operands: this thread's buffers (slots 0, 1 bf16; 2, 3 fp32). */
 static bf16_t *scratch16(int which, size_t n)
 {
-    if (n > tl_cap[which]) {
-        free(tl_buf[which]);
-        tl_buf[which] = malloc(n * sizeof(bf16_t));
-        tl_cap[which] = tl_buf[which] ? n : 0;
-    }
-    return tl_buf[which];
+    return eng_thread_buffer(ENG_SLOT_CONVERT + which, n * sizeof(bf16_t));
 }
-static _Thread_local float *tl_fbuf[2];
-static _Thread_local size_t tl_fcap[2];
 static float *scratch32(int which, size_t n)
 {
-    if (n > tl_fcap[which]) {
-        free(tl_fbuf[which]);
-        tl_fbuf[which] = malloc(n * sizeof(float));
-        tl_fcap[which] = tl_fbuf[which] ? n : 0;
-    }
-    return tl_fbuf[which];
+    return eng_thread_buffer(ENG_SLOT_CONVERT + 2 + which, n * sizeof(float));
 }
 
 /* C (+)= product via a temp when beta is not 0 or 1 (never in patchead's own calls). */
@@ -525,6 +517,18 @@ static weight_entry *prepare_weight(eng_ctx *c, const float *w, int N, int K, in
         goto done;
     dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, src}, {DNNL_ARG_TO, e->mem}};
     if (dnnl_primitive_execute(reorder, s, 2, args) || dnnl_stream_wait(s)) goto done;
+    /* The fp32 source is not read again (calls go to the bf16 copy): let the kernel drop
+     * its pages from memory (weights are mostly a read-only file mapping: dropped pages
+     * are re-read on demand; MADV_PAGEOUT never discards contents), so the bf16 model
+     * does not hold both copies. A hint: failures (old kernels) change nothing. */
+#ifdef MADV_PAGEOUT
+    {
+        const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+        uintptr_t lo = ((uintptr_t)w + page - 1) & ~(page - 1);
+        uintptr_t hi = ((uintptr_t)(w + (size_t)N * K)) & ~(page - 1);
+        if (hi > lo) madvise((void *)lo, hi - lo, MADV_PAGEOUT);
+    }
+#endif
     e->src = w;
     e->rows = N;
     e->cols = K;
@@ -566,23 +570,18 @@ int eng_linear(eng_ctx *c, int M, int N, int K, const float *A, int lda, const f
 {
     if (M <= 0 || N <= 0) return 0;
     pe_precision prec = eng_ctx_precision(c);
-    /* bf16 without bf16 kernels (AVX2 CPUs): eng_gemm's emulation on rounded operands */
-    if (prec == PE_PRECISION_BF16 && !bf16_kernels())
+    /* fp32: the weight is used in place, in its nn.Linear layout (no second copy: the
+     * peak RSS stays that of the weights file); bf16 without bf16 kernels (AVX2 CPUs):
+     * eng_gemm's emulation on rounded operands */
+    if (prec == PE_PRECISION_FP32 || !bf16_kernels())
         return eng_gemm(prec, 1, M, N, K, 1.0f, A, lda, W, K, beta, C, ldc, bias);
     weight_entry *we = c ? ctx_weight(c, W, N, K, M) : NULL;
     if (!we) return eng_gemm(prec, 1, M, N, K, 1.0f, A, lda, W, K, beta, C, ldc, bias);
-    int bf16 = prec == PE_PRECISION_BF16;
-    const void *a = A;
-    if (bf16) {
-        bf16_t *a16 = scratch16(0, (size_t)M * K);
-        if (!a16) return -1;
-        eng_to_bf16_2d(a16, A, M, K, lda);
-        a = a16;
-        lda = K;
-    }
-    prim_key k = {bf16 ? PE_PRECISION_BF16 : PE_PRECISION_FP32, 1, M, N, K, lda, K, ldc, bias != NULL,
-                  1.0f, beta, &we->md};
-    return matmul(k, a, we->data, C, ldc, bias);
+    bf16_t *a16 = scratch16(0, (size_t)M * K);
+    if (!a16) return -1;
+    eng_to_bf16_2d(a16, A, M, K, lda);
+    prim_key k = {PE_PRECISION_BF16, 1, M, N, K, K, K, ldc, bias != NULL, 1.0f, beta, &we->md};
+    return matmul(k, a16, we->data, C, ldc, bias);
 }
 
 static _Thread_local eng_ctx *tl_current;

@@ -8,8 +8,8 @@
  * to the fp32 kernel on bf16-rounded inputs: same numbers, no speed-up.
  *
  * Primitives are created once per (precision, shape, strides, alpha, beta, bias) and
- * kept in a process-wide cache; bf16 copies of weights are made once per model (an
- * eng_ctx) at first use and reused. Calls are thread-safe; a call made inside an
+ * kept in a process-wide cache; bf16 weights are converted and reordered once per model
+ * (an eng_ctx) at first use and reused. Calls are thread-safe; a call made inside an
  * OpenMP parallel region runs single-threaded on the calling thread (oneDNN's rule). */
 #ifndef PE_ENGINE_H
 #define PE_ENGINE_H
@@ -60,14 +60,22 @@ int eng_gemm(pe_precision prec, int trans_b, int M, int N, int K, float alpha, c
 int eng_gemm_bf16(int trans_b, int M, int N, int K, float alpha, const bf16_t *A, int lda,
                   const bf16_t *B, int ldb, float beta, float *C, int ldc, const float *bias);
 
+/* ---- per-thread scratch: buffer `slot` of the calling thread, at least `bytes` long
+ * (contents kept between calls, reallocated when it grows; freed when the thread exits).
+ * NULL if out of memory. */
+enum { ENG_SLOT_CONVERT = 0 /* 0..3: engine.c */, ENG_SLOT_ONEDNN = 4, ENG_SLOT_ATTN = 5 /* 5..7 */,
+       ENG_SLOTS = 8 };
+void *eng_thread_buffer(int slot, size_t bytes);
+
 /* ---- per-model context: precision + weights reordered once */
 typedef struct eng_ctx eng_ctx;
 eng_ctx *eng_ctx_create(pe_precision prec); /* AUTO is resolved here */
 void eng_ctx_free(eng_ctx *ctx);
 pe_precision eng_ctx_precision(const eng_ctx *ctx); /* FP32 for NULL */
 /* C (M, N) = A (M, K) . W^T + bias (+ C when beta = 1), W (N, K) a constant weight of
- * the model (nn.Linear layout): reordered once, on first use, into the kernel's blocked
- * layout in the context's precision and kept until eng_ctx_free. ctx NULL: plain fp32.
+ * the model (nn.Linear layout). bf16: W is converted and reordered once, on first use,
+ * into the kernel's blocked layout (AMX tiles) and kept until eng_ctx_free; fp32: W is
+ * used in place (no copy, so no extra memory). ctx NULL: fp32.
  * Returns 0, or -1 if oneDNN failed. */
 int eng_linear(eng_ctx *ctx, int M, int N, int K, const float *A, int lda, const float *W, float beta,
                float *C, int ldc, const float *bias);

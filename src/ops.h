@@ -2,8 +2,8 @@
  * backbones. All arrays are row-major float32; shapes are given as (rows, cols).
  *
  * GEMMs go through the engine (engine.h: oneDNN, kernels picked at run time, in the
- * precision of the model whose context is current on the thread; the weights of
- * op_linear are reordered once per model). OpenBLAS remains only as the fallback.
+ * precision of the model whose context is current on the thread; in bf16 the weights of
+ * op_linear are converted and reordered once per model). OpenBLAS remains only as the fallback.
  * Threading: GEMMs use the OpenMP team (oneDNN's runtime); the element-wise and
  * row-wise ops use OpenMP over rows. Never call these from inside an OpenMP
  * parallel region (BLAS must not be called there, and the row ops would nest).

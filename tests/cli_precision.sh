@@ -6,12 +6,10 @@
 # the real MobileNetV2 weights: a bf16 bank, predict with the bank's / an overriding
 # precision, and results.json recording precision and engine ISA.
 set -u
-PATCHEAD=${PATCHEAD:-build/patchead}
-FIX=tests/fixtures/vit
-T=$(mktemp -d)
+PATCHEAD=${PATCHEAD:-build/patchead} FIX=tests/fixtures/vit T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
-pass() { echo "PASS $1"; }
-fail() { echo "FAIL $1: $2"; }
+pass() { echo "PASS $1"; } && fail() { echo "FAIL $1: $2"; }
+# check NAME COMMAND...: PASS when the command succeeds
 check() { local name=$1; shift; if "$@"; then pass "$name"; else fail "$name" "$*"; fi; }
 
 # max |a - b| / max |b| of two float32 .npy files (v1.0 header of 128 bytes, as written
