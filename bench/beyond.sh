@@ -5,6 +5,7 @@
 #   SIZE (default 224; the doc gives 448 for the key rows), SEEDS (3), THREADS (2),
 #   PATCHEAD (build/patchead), MODEL (weights/mobilenet_v2), DATASETS ("tire leather"),
 #   ROT_CONFIGS ("rot1 rot4 rot8 rot4f align"), WINDOWS ("0 1 2 4"), CORESET_SEEDS (1),
+#   THR_SIZES ("loo 19 59 119": calibration sizes of the threshold part),
 #   TABLES_ONLY=1 (write the tables from the runs already there, run nothing).
 # Each part writes its tables to OUT_DIR/<part>.md (and keeps every eval folder), and
 # prints the CPU and load average next to its timings.
@@ -135,7 +136,7 @@ threshold)
     echo
     echo "| calibration | n | normals | flagged at alpha 0.01 | at 0.05 | at 0.1 | guarantee at 0.01 / 0.05 / 0.1 |"
     echo "|---|---|---|---|---|---|---|"
-    for n in loo 19 59 119; do
+    for n in ${THR_SIZES:-loo 19 59 119}; do
         declare -A F=() TOT=()
         for seed in $(seq 0 $((SEEDS - 1))); do
             d=$OUT/thr_${n}_$seed

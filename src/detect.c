@@ -599,6 +599,7 @@ pe_status pe_zeroshot_features(const pe_features *feats, int n, const pe_detect_
             pe_apply_attention_mask(patch, feats[b].attn, g, params->score.mask_threshold,
                                     params->score.mask_low_weight);
         out[b].patch_scores = patch;
+        out[b].p_value = NAN; /* no calibration in zero-shot */
         out[b].grid_h = gh;
         out[b].grid_w = gw;
         out[b].image_score = pe_image_score(patch, g, &params->score);

@@ -64,6 +64,10 @@ check window_not_below_global awk -F, 'NR == FNR { a[FNR] = $2; next } FNR > 1 &
 check fit_calibrate_dir_ok test $? -eq 0
 "$PATCHEAD" predict --no-maps --bank "$T/cal.pead" --out "$T/pcal" "$EX/test" 2>"$T/err"
 check predict_pvalue_column test "$(head -1 "$T/pcal/scores.csv")" = "path,score,is_anomalous,p_value"
+# no p_value without a calibration: an uncalibrated bank, zero-shot
+check predict_no_pvalue_uncalibrated test "$(head -1 "$T/p1/scores.csv")" = "path,score,is_anomalous"
+"$PATCHEAD" zeroshot --quiet --no-maps --model "$MODEL" --size 224 --out "$T/zs" "$EX/test"
+check zeroshot_no_pvalue test "$(head -1 "$T/zs/scores.csv")" = "path,score"
 check predict_pvalue_range awk -F, 'NR > 1 && !($4 > 0 && $4 <= 1) { bad = 1 } END { exit bad }' "$T/pcal/scores.csv"
 # flagged <=> p <= alpha (0.34: with 2 calibration scores, rank ceil(0.66 * 3) = 2 exists)
 check flag_iff_pvalue awk -F, 'NR > 1 && (($3 == 1) != ($4 <= 0.34)) { bad = 1 } END { exit bad }' "$T/pcal/scores.csv"
