@@ -32,7 +32,7 @@ def flops(ref, size):
         c = m.config
         D, p, L, M = c.hidden_size, c.patch_size, c.num_hidden_layers, c.intermediate_size
         gated = bool(getattr(c, "use_gated_mlp", False))
-        prefix = {"dinov3_vit": 1 + c.num_register_tokens, "siglip_vision_model": 0,
+        prefix = {"dinov3_vit": 1 + getattr(c, "num_register_tokens", 0), "siglip_vision_model": 0,
                   "siglip2_vision_model": 0}.get(c.model_type, 1)
     G = (size // p) ** 2
     T = G + prefix
@@ -59,8 +59,11 @@ def main():
         with tempfile.TemporaryDirectory() as d:
             ref.save(d)
             del ref
-            r = subprocess.run([a.patchead, "bench", "--model", d, "--size", str(size), "--threads",
-                                str(a.threads), "--reps", str(a.reps)], capture_output=True, text=True)
+            # through a small shell that forks patchead: a child exec'd straight from this
+            # (large) Python process would inherit its peak RSS (Linux keeps ru_maxrss over exec)
+            cmd = [a.patchead, "bench", "--model", d, "--size", str(size), "--threads", str(a.threads),
+                   "--reps", str(a.reps)]
+            r = subprocess.run(["sh", "-c", '"$@" & wait $!', "sh"] + cmd, capture_output=True, text=True)
         if r.returncode != 0:
             print("%-32s FAIL %s" % (name, r.stderr.strip()))
             continue

@@ -137,7 +137,7 @@ def compare(name, size, ref, d, x, a):
     arel = adiff / float(np.abs(ra).max())
     ok = rel <= a.tol and arel <= a.tol
     print("%-28s %5d %13.3e %10.3e  %s" % (name, size, diff, rel, "PASS" if ok else "FAIL"))
-    print("%-28s %5s %13.3e %10.3e  (CLS attention)" % ("", "", adiff, arel))
+    print("%-28s %5s %13.3e %10.3e  (attention for --mask)" % ("", "", adiff, arel))
     sys.stdout.flush()
     return 0 if ok else 1
 

@@ -35,8 +35,9 @@ FULL = {  # family: (constructor args) at full size, native input size
     "beitv2-base-patch16": dict(kind="beit", width=768, layers=12, heads=12, mlp=3072, native=224),
     "siglip-base-patch16-224": dict(kind="siglip", width=768, layers=12, heads=12, mlp=3072, patch=16,
                                     native=224),
+    # 384 px is 27 patches of 14 plus 6 px the stride-14 conv drops: native grid 27 x 27 = 378 px
     "siglip-so400m-patch14-384": dict(kind="siglip", width=1152, layers=27, heads=16, mlp=4304,
-                                      patch=14, native=384),
+                                      patch=14, native=378),
     "siglip2-base-patch16-naflex": dict(kind="siglip2", width=768, layers=12, heads=12, mlp=3072,
                                         patch=16, native=256),
     "siglip2-so400m-patch16-naflex": dict(kind="siglip2", width=1152, layers=27, heads=16, mlp=4304,
