@@ -87,3 +87,9 @@ bench: all $(BENCH_BIN)
 
 clean:
 	rm -rf build build-san
+
+# The Python package (python/setup.py) builds the library with EXTRA_CFLAGS=-fPIC into a
+# BUILD folder of its own and asks for the link list here, so flags live in one place.
+.PHONY: print-ldlibs
+print-ldlibs:
+	@echo $(LDFLAGS) $(LDLIBS)

@@ -158,23 +158,24 @@ static void colormap(float t, uint8_t rgb[3])
     }
 }
 
-pe_status pe_save_heatmap_png(const char *path, const pe_image *img, const float *map, float vmin,
-                              float vmax)
+pe_status pe_heatmap_render(const pe_image *img, const float *map, float vmin, float vmax,
+                            pe_image *out)
 {
-    if (!path || !img || !img->rgb || !map)
-        return pe_fail(PE_ERR_ARG, "pe_save_heatmap_png: NULL argument");
+    if (!img || !img->rgb || !map || !out)
+        return pe_fail(PE_ERR_ARG, "pe_heatmap_render: NULL argument");
     const int w = img->width, h = img->height;
-    if (w <= 0 || h <= 0) return pe_fail(PE_ERR_SHAPE, "%s: empty image", path);
+    if (w <= 0 || h <= 0) return pe_fail(PE_ERR_SHAPE, "pe_heatmap_render: empty image");
     /* A colour bar (vmax at the top, vmin at the bottom) right of the overlay. */
     const int gap = 4, bar = PE_MAX(8, w / 40);
-    pe_image out = {w + gap + bar, h, NULL};
-    out.rgb = pe_alloc((size_t)out.width * h, 3, "heatmap");
-    if (!out.rgb) return PE_ERR_NOMEM;
+    out->width = w + gap + bar;
+    out->height = h;
+    out->rgb = pe_alloc((size_t)out->width * h, 3, "heatmap");
+    if (!out->rgb) return PE_ERR_NOMEM;
     const float range = vmax > vmin ? vmax - vmin : 0;
     const float alpha = 0.5f; /* weight of the colour over the image */
 #pragma omp parallel for schedule(static)
     for (int y = 0; y < h; y++) {
-        uint8_t *dst = out.rgb + (size_t)y * out.width * 3;
+        uint8_t *dst = out->rgb + (size_t)y * out->width * 3;
         const uint8_t *src = img->rgb + (size_t)y * w * 3;
         const float *m = map + (size_t)y * w;
         for (int x = 0; x < w; x++) {
@@ -186,9 +187,20 @@ pe_status pe_save_heatmap_png(const char *path, const pe_image *img, const float
         for (int x = w; x < w + gap; x++) dst[3 * x] = dst[3 * x + 1] = dst[3 * x + 2] = 255;
         uint8_t c[3];
         colormap(h > 1 ? 1.0f - (float)y / (h - 1) : 1.0f, c);
-        for (int x = w + gap; x < out.width; x++) memcpy(dst + 3 * x, c, 3);
+        for (int x = w + gap; x < out->width; x++) memcpy(dst + 3 * x, c, 3);
     }
-    pe_status s = pe_image_save_png(path, &out);
+    return PE_OK;
+}
+
+pe_status pe_save_heatmap_png(const char *path, const pe_image *img, const float *map, float vmin,
+                              float vmax)
+{
+    if (!path || !img || !img->rgb || !map)
+        return pe_fail(PE_ERR_ARG, "pe_save_heatmap_png: NULL argument");
+    if (img->width <= 0 || img->height <= 0) return pe_fail(PE_ERR_SHAPE, "%s: empty image", path);
+    pe_image out = {0, 0, NULL};
+    pe_status s = pe_heatmap_render(img, map, vmin, vmax, &out);
+    if (!s) s = pe_image_save_png(path, &out);
     free(out.rgb);
     return s;
 }
