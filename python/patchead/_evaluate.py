@@ -1,0 +1,2 @@
+def evaluate(*a, **k):
+    raise NotImplementedError
