@@ -18,7 +18,15 @@ import os
 
 import numpy as np
 
-from . import _core
+# As the CLI does for itself (cli/main.c): OpenMP threads that sleep instead of spinning
+# between parallel regions. Spinning workers take the cores from OpenBLAS and from other
+# processes; on a busy machine a predict call became ~100x slower. libgomp reads these
+# when it is loaded, i.e. by the import of _core just below; a caller's own setting wins.
+if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
+    os.environ["OMP_WAIT_POLICY"] = "passive"
+    os.environ["GOMP_SPINCOUNT"] = "0"
+
+from . import _core  # noqa: E402  (after the OpenMP settings above)
 from ._errors import (BY_STATUS, ArgumentError, Error, FormatError, IoError, LimitError,
                       MismatchError, NoMemoryError, ShapeError, UnsupportedError)
 from ._inputs import (collect_images, count_or_fraction, image_source, sample_shots,
@@ -280,7 +288,7 @@ def zeroshot(model, images, preset="patchead", align=False, mask=False, size=Non
     return [Result(raw, s, sig, th) for raw, s in zip(raws, sources)]
 
 
-def evaluate(model, data_root, shots=(1,), seeds=3, zeroshot=False, **options):
+def evaluate(model, data_root, shots=None, seeds=3, zeroshot=False, **options):
     """Run `patchead eval` from Python; returns a dict mirroring results.json (see
     patchead._evaluate for the options)."""
     from ._evaluate import evaluate as _evaluate
