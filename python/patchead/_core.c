@@ -184,37 +184,6 @@ static int image_arg_get(PyObject *obj, image_arg *a)
     return 0;
 }
 
-/* A list (any sequence) of image arguments; *out has n entries to release. */
-static int image_args_get(PyObject *seq_obj, image_arg **out, Py_ssize_t *n_out)
-{
-    PyObject *seq = PySequence_Fast(seq_obj, "images: expects a sequence of images");
-    if (!seq) return -1;
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
-    image_arg *args = PyMem_Calloc((size_t)(n ? n : 1), sizeof *args);
-    if (!args) {
-        Py_DECREF(seq);
-        PyErr_NoMemory();
-        return -1;
-    }
-    for (Py_ssize_t i = 0; i < n; i++)
-        if (image_arg_get(PySequence_Fast_GET_ITEM(seq, i), &args[i])) {
-            for (Py_ssize_t k = 0; k < i; k++) image_arg_release(&args[k]);
-            PyMem_Free(args);
-            Py_DECREF(seq);
-            return -1;
-        }
-    Py_DECREF(seq);
-    *out = args;
-    *n_out = n;
-    return 0;
-}
-
-static void image_args_release(image_arg *args, Py_ssize_t n)
-{
-    for (Py_ssize_t i = 0; args && i < n; i++) image_arg_release(&args[i]);
-    PyMem_Free(args);
-}
-
 /* load_image(src) -> (bytearray rgb, width, height) */
 static PyObject *py_load_image(PyObject *self, PyObject *arg)
 {
@@ -275,36 +244,6 @@ static int features_arg_get(PyObject *obj, features_arg *a)
     return 0;
 }
 
-static int features_args_get(PyObject *seq_obj, features_arg **out, Py_ssize_t *n_out)
-{
-    PyObject *seq = PySequence_Fast(seq_obj, "features: expects a sequence of Features");
-    if (!seq) return -1;
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
-    features_arg *args = PyMem_Calloc((size_t)(n ? n : 1), sizeof *args);
-    if (!args) {
-        Py_DECREF(seq);
-        PyErr_NoMemory();
-        return -1;
-    }
-    for (Py_ssize_t i = 0; i < n; i++)
-        if (features_arg_get(PySequence_Fast_GET_ITEM(seq, i), &args[i])) {
-            for (Py_ssize_t k = 0; k < i; k++) features_arg_release(&args[k]);
-            PyMem_Free(args);
-            Py_DECREF(seq);
-            return -1;
-        }
-    Py_DECREF(seq);
-    *out = args;
-    *n_out = n;
-    return 0;
-}
-
-static void features_args_release(features_arg *args, Py_ssize_t n)
-{
-    for (Py_ssize_t i = 0; args && i < n; i++) features_arg_release(&args[i]);
-    PyMem_Free(args);
-}
-
 /* pe_features -> (bytearray data, grid_h, grid_w, dim, bytearray attn or None) */
 static PyObject *features_tuple(const pe_features *f)
 {
@@ -327,6 +266,69 @@ static PyObject *result_tuple(const pe_result *r, int width, int height)
     if (!patches) return NULL;
     return Py_BuildValue("(diiNiiii)", (double)r->image_score, r->grid_h, r->grid_w, patches,
                          r->aligned, r->align_failed, width, height);
+}
+
+/* ------------------------------------------------------------------ argument lists */
+
+typedef int (*arg_get_fn)(PyObject *obj, void *arg);
+typedef void (*arg_release_fn)(void *arg);
+
+/* A sequence of arguments converted one by one into an array of `size`-byte entries
+ * (images, features). Returns the array (release with args_release) or NULL. */
+static void *args_get(PyObject *seq_obj, size_t size, arg_get_fn get, arg_release_fn release,
+                      const char *what, Py_ssize_t *n_out)
+{
+    PyObject *seq = PySequence_Fast(seq_obj, what);
+    if (!seq) return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    char *args = PyMem_Calloc((size_t)(n ? n : 1), size);
+    if (!args) {
+        Py_DECREF(seq);
+        return PyErr_NoMemory();
+    }
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (get(PySequence_Fast_GET_ITEM(seq, i), args + (size_t)i * size)) {
+            for (Py_ssize_t k = 0; k < i; k++) release(args + (size_t)k * size);
+            PyMem_Free(args);
+            Py_DECREF(seq);
+            return NULL;
+        }
+    Py_DECREF(seq);
+    *n_out = n;
+    return args;
+}
+
+static void args_release(void *args, Py_ssize_t n, size_t size, arg_release_fn release)
+{
+    for (Py_ssize_t i = 0; args && i < n; i++) release((char *)args + (size_t)i * size);
+    PyMem_Free(args);
+}
+
+static int image_get_any(PyObject *obj, void *arg) { return image_arg_get(obj, arg); }
+static void image_release_any(void *arg) { image_arg_release(arg); }
+static int features_get_any(PyObject *obj, void *arg) { return features_arg_get(obj, arg); }
+static void features_release_any(void *arg) { features_arg_release(arg); }
+
+static image_arg *image_args_get(PyObject *seq, Py_ssize_t *n)
+{
+    return args_get(seq, sizeof(image_arg), image_get_any, image_release_any,
+                    "images: expects a sequence of images", n);
+}
+
+static void image_args_release(image_arg *args, Py_ssize_t n)
+{
+    args_release(args, n, sizeof *args, image_release_any);
+}
+
+static features_arg *features_args_get(PyObject *seq, Py_ssize_t *n)
+{
+    return args_get(seq, sizeof(features_arg), features_get_any, features_release_any,
+                    "features: expects a sequence of Features", n);
+}
+
+static void features_args_release(features_arg *args, Py_ssize_t n)
+{
+    args_release(args, n, sizeof *args, features_release_any);
 }
 
 /* ------------------------------------------------------------------ detect params */
@@ -714,9 +716,9 @@ static PyObject *py_bank_fit(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "OOOO", &model_obj, &images, &names_obj, &params_obj) ||
         as_model(model_obj, &m) || detect_params_get(params_obj, &p))
         return NULL;
-    image_arg *imgs;
-    Py_ssize_t n;
-    if (image_args_get(images, &imgs, &n)) return NULL;
+    Py_ssize_t n = 0;
+    image_arg *imgs = image_args_get(images, &n);
+    if (!imgs) return NULL;
     pe_image *refs = PyMem_Calloc((size_t)(n ? n : 1), sizeof *refs);
     const char **names = PyMem_Calloc((size_t)(n ? n : 1), sizeof *names);
     PyObject *keep = PyList_New(0); /* owns the encoded names */
@@ -768,9 +770,9 @@ static PyObject *py_bank_fit_features(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "OOO", &model_obj, &feats_obj, &params_obj) ||
         as_model(model_obj, &m) || detect_params_get(params_obj, &p))
         return NULL;
-    features_arg *fa;
-    Py_ssize_t n;
-    if (features_args_get(feats_obj, &fa, &n)) return NULL;
+    Py_ssize_t n = 0;
+    features_arg *fa = features_args_get(feats_obj, &n);
+    if (!fa) return NULL;
     pe_features *f = PyMem_Calloc((size_t)(n ? n : 1), sizeof *f);
     if (!f) {
         features_args_release(fa, n);
@@ -838,9 +840,9 @@ static PyObject *py_zeroshot(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "OOO", &model_obj, &images, &params_obj) || as_model(model_obj, &m) ||
         detect_params_get(params_obj, &p))
         return NULL;
-    image_arg *imgs;
-    Py_ssize_t n;
-    if (image_args_get(images, &imgs, &n)) return NULL;
+    Py_ssize_t n = 0;
+    image_arg *imgs = image_args_get(images, &n);
+    if (!imgs) return NULL;
     size_t cap = (size_t)(n ? n : 1);
     pe_image *batch = PyMem_Calloc(cap, sizeof *batch);
     pe_result *res = PyMem_Calloc(cap, sizeof *res);
@@ -880,9 +882,9 @@ static PyObject *py_zeroshot_features(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "OOO", &feats_obj, &sizes_obj, &params_obj) ||
         detect_params_get(params_obj, &p))
         return NULL;
-    features_arg *fa;
-    Py_ssize_t n;
-    if (features_args_get(feats_obj, &fa, &n)) return NULL;
+    Py_ssize_t n = 0;
+    features_arg *fa = features_args_get(feats_obj, &n);
+    if (!fa) return NULL;
     size_t cap = (size_t)(n ? n : 1);
     pe_features *f = PyMem_Calloc(cap, sizeof *f);
     pe_result *res = PyMem_Calloc(cap, sizeof *res);
