@@ -652,7 +652,11 @@ static int Bank_set_threshold(BankObject *self, PyObject *value, void *closure)
     if (!value) return PyErr_SetString(PyExc_AttributeError, "threshold cannot be deleted"), -1;
     double t = PyFloat_AsDouble(value);
     if (t == -1 && PyErr_Occurred()) return -1;
+    /* With the GIL held, wait for a predict / save running without it (they release the
+     * bank lock before taking the GIL back, so this cannot deadlock). */
+    PyThread_acquire_lock(self->lock, WAIT_LOCK);
     pe_bank_set_threshold(self->bank, (float)t);
+    PyThread_release_lock(self->lock);
     return 0;
 }
 
@@ -668,7 +672,9 @@ static int Bank_set_model_path(BankObject *self, PyObject *value, void *closure)
     PyObject *path_obj;
     if (!value) return PyErr_SetString(PyExc_AttributeError, "model_path cannot be deleted"), -1;
     if (!PyUnicode_FSConverter(value, &path_obj)) return -1;
+    PyThread_acquire_lock(self->lock, WAIT_LOCK); /* see Bank_set_threshold */
     pe_bank_set_model_path(self->bank, PyBytes_AS_STRING(path_obj));
+    PyThread_release_lock(self->lock);
     Py_DECREF(path_obj);
     return 0;
 }
@@ -1117,10 +1123,10 @@ static PyObject *PixelAcc_add(PixelAccObject *self, PyObject *args)
         PyBuffer_Release(&mv);
         return NULL;
     }
+    /* The GIL is kept: it is what serialises calls on one accumulator (eval's helper,
+     * linear in the pixels of one map). */
     call_result r;
-    Py_BEGIN_ALLOW_THREADS
     keep_error(&r, pe_pixel_acc_add(self->acc, mv.buf, has_mask ? kv.buf : NULL, w, h));
-    Py_END_ALLOW_THREADS
     PyBuffer_Release(&mv);
     if (has_mask) PyBuffer_Release(&kv);
     if (r.status) return raise_status(r.status, r.message);
