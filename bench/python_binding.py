@@ -1,6 +1,7 @@
 """Per-image time of the Python binding vs the CLI on the bundled tire examples.
 
     build/pyvenv/bin/python bench/python_binding.py [--size 448] [--repeat 10] [--rounds 5]
+                                                    [--threads N]
 
 Both sides do the same work per image: decode the JPEG, extract features, score against
 the same 3-reference bank (maps not computed). The CLI's own figure is the one `patchead
@@ -34,12 +35,13 @@ def main():
     ap.add_argument("--size", type=int, default=448)
     ap.add_argument("--repeat", type=int, default=10, help="passes over the 4 test images per run")
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=0, help="both sides; 0 = all cores")
     ap.add_argument("--model", default=str(ROOT / "weights" / "mobilenet_v2"))
     ap.add_argument("--patchead", default=str(ROOT / "build" / "patchead"))
     a = ap.parse_args()
     test = ROOT / "examples" / "tire" / "test"
     paths = [str(p) for p in sorted(test.glob("*/*.jpg"))] * a.repeat
-    threads = os.cpu_count()
+    threads = a.threads or os.cpu_count()
     with tempfile.TemporaryDirectory() as tmp:
         bank_path = Path(tmp) / "b.pead"
         subprocess.run([a.patchead, "fit", "--quiet", "--model", a.model, "--size", str(a.size),
@@ -48,10 +50,11 @@ def main():
         cli_ms = []
         for _ in range(a.rounds):
             p = subprocess.run([a.patchead, "predict", "--bank", str(bank_path), "--no-maps",
+                                "--threads", str(threads),
                                 "--out", str(Path(tmp) / "out"), *paths],
                                capture_output=True, text=True, check=True)
             cli_ms.append(float(re.search(r"\(([\d.]+) ms/image\)", p.stderr).group(1)))
-        model = patchead.Model(a.model, size=a.size)
+        model = patchead.Model(a.model, size=a.size, threads=threads)
         bank = patchead.Bank.load(bank_path, model=model)
         bank.predict(paths[:4])  # warm-up, as the CLI's first image warms its buffers
         py_ms = []
