@@ -141,3 +141,9 @@ $(FUZZ_BUILD)/fuzz_%: fuzz/fuzz_%.c fuzz/fuzz_util.h $(FUZZ_LIB_OBJ)
 
 fuzz-smoke: fuzz
 	FUZZ_BUILD=$(FUZZ_BUILD) bash fuzz/smoke.sh
+
+# The Python package (python/setup.py) builds the library with EXTRA_CFLAGS=-fPIC into a
+# BUILD folder of its own and asks for the link list here, so flags live in one place.
+.PHONY: print-ldlibs
+print-ldlibs:
+	@echo $(LDFLAGS) $(LDLIBS)

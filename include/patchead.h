@@ -291,8 +291,9 @@ pe_status pe_anomaly_map(const float *patch_scores, int grid_h, int grid_w, int 
  * with the image (same size as map). */
 pe_status pe_save_heatmap_png(const char *path, const pe_image *img, const float *map, float vmin,
                               float vmax);
-/* The same overlay (with its colour bar on the right) as an image in memory; free with
- * pe_image_free. */
+/* The same overlay in memory (what pe_save_heatmap_png writes): out gets
+ * (img->width + 4 + max(8, img->width / 40)) x img->height RGB, the colour bar on the right;
+ * free with pe_image_free. */
 pe_status pe_heatmap_render(const pe_image *img, const float *map, float vmin, float vmax,
                             pe_image *out);
 

@@ -23,6 +23,8 @@ pkgs=(
     openmpi-bin libopenmpi-dev
     # tests/cli_reliability.sh (strace injects SIGKILL at exact system calls); make fuzz (clang-14 libFuzzer)
     strace clang-14
+    # the Python package (python/, tests/cli_python.sh)
+    python3-venv python3-dev
     # scripts/fresh-check.sh (a debootstrapped Debian 12 + a clean clone)
     debootstrap git
 )
