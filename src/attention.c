@@ -49,8 +49,9 @@ static int block(attn_scratch *tl, float *ctx, const void *q, const void *k, con
                  int dh, int h, int q0, int nq, float scale, int bf16)
 {
     float *acc = tl->acc, *m = tl->m, *l = tl->l;
-    const size_t esz = bf16 ? sizeof(bf16_t) : sizeof(float);
-    const char *qb = (const char *)q + (size_t)q0 * dh * esz;
+    /* the operands as their type says (one of each pair is NULL) */
+    const float *qf = bf16 ? NULL : (const float *)q + (size_t)q0 * dh;
+    const bf16_t *qh = bf16 ? (const bf16_t *)q + (size_t)q0 * dh : NULL;
     for (int r = 0; r < nq; r++) {
         m[r] = -INFINITY;
         l[r] = 0.0f;
@@ -58,15 +59,17 @@ static int block(attn_scratch *tl, float *ctx, const void *q, const void *k, con
     memset(acc, 0, (size_t)nq * dh * sizeof(float));
     for (int k0 = 0; k0 < T; k0 += BK) {
         const int nk = PE_MIN(BK, T - k0);
-        const char *kb = (const char *)k + (size_t)k0 * dh * esz, *vb = (const char *)v + (size_t)k0 * dh * esz;
+        const size_t off = (size_t)k0 * dh;
+        const float *kf = bf16 ? NULL : (const float *)k + off, *vf = bf16 ? NULL : (const float *)v + off;
+        const bf16_t *kh = bf16 ? (const bf16_t *)k + off : NULL, *vh = bf16 ? (const bf16_t *)v + off : NULL;
         float *S = tl->s; /* (nq, nk), dense */
         int rc;
         /* S (nq, nk) = scale * Q (nq, dh) . K (nk, dh)^T */
         if (bf16)
-            rc = eng_gemm_bf16(1, nq, nk, dh, scale, (const bf16_t *)qb, dh, (const bf16_t *)kb, dh, 0.0f, S,
+            rc = eng_gemm_bf16(1, nq, nk, dh, scale, qh, dh, kh, dh, 0.0f, S,
                                nk, NULL);
         else
-            rc = eng_gemm(PE_PRECISION_FP32, 1, nq, nk, dh, scale, (const float *)qb, dh, (const float *)kb,
+            rc = eng_gemm(PE_PRECISION_FP32, 1, nq, nk, dh, scale, qf, dh, kf,
                           dh, 0.0f, S, nk, NULL);
         if (rc) return -1;
         for (int r = 0; r < nq; r++) {
@@ -92,9 +95,9 @@ static int block(attn_scratch *tl, float *ctx, const void *q, const void *k, con
         /* acc (nq, dh) += P (nq, nk) . V (nk, dh) */
         if (bf16) {
             eng_to_bf16(tl->p16, S, (size_t)nq * nk);
-            rc = eng_gemm_bf16(0, nq, dh, nk, 1.0f, tl->p16, nk, (const bf16_t *)vb, dh, 1.0f, acc, dh, NULL);
+            rc = eng_gemm_bf16(0, nq, dh, nk, 1.0f, tl->p16, nk, vh, dh, 1.0f, acc, dh, NULL);
         } else {
-            rc = eng_gemm(PE_PRECISION_FP32, 0, nq, dh, nk, 1.0f, S, nk, (const float *)vb, dh, 1.0f, acc,
+            rc = eng_gemm(PE_PRECISION_FP32, 0, nq, dh, nk, 1.0f, S, nk, vf, dh, 1.0f, acc,
                           dh, NULL);
         }
         if (rc) return -1;
