@@ -889,7 +889,9 @@ int cmd_eval(int argc, char **argv)
     /* every rank says whether it got through before anything is gathered or written */
     if (!scale_ranks_all_ok(!failed_here)) goto out;
     if (shard_cells && gather_cells(&run, o.out)) goto out;
-    if (pe_dist_rank() != 0) { /* rank 0 writes the outputs */
+    if (pe_dist_rank() != 0) { /* rank 0 writes the outputs; this rank's staging is dropped */
+        pe_run_abort(pub);
+        pub = NULL;
         rc = EXIT_OK;
         goto out;
     }

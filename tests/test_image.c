@@ -252,31 +252,6 @@ static void test_resize_args(void)
     pe_image_free(&out);
 }
 
-static double now_ms(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec * 1e3 + t.tv_nsec / 1e6;
-}
-
-static void test_resize_speed(void)
-{
-    pe_image src, out;
-    if (!load_png("rs_600x800.png", &src)) return;
-    double best = 1e9;
-    for (int rep = 0; rep < 5; rep++) {
-        double t0 = now_ms();
-        CHECK(pe_image_resize(&src, 448, 448, &out) == PE_OK);
-        double t = now_ms() - t0;
-        if (t < best) best = t;
-        pe_image_free(&out);
-    }
-    printf("# resize 600x800 -> 448x448: %.2f ms (best of 5, %d threads)\n", best,
-           pe_get_threads());
-    CHECK(best < 500); /* generous: shared CPUs, sanitizer builds */
-    pe_image_free(&src);
-}
-
 static void test_save_png(void)
 {
     pe_image src, back;
@@ -347,7 +322,6 @@ int main(void)
     RUN(test_limits_before_allocation);
     RUN(test_resize_vs_pil);
     RUN(test_resize_args);
-    RUN(test_resize_speed);
     RUN(test_save_png);
     RUN(test_real_data);
     return test_summary();
