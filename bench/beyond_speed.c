@@ -57,7 +57,8 @@ int main(int argc, char **argv)
     }
     char cpu[256] = "?", load[128] = "?";
     FILE *f = fopen("/proc/cpuinfo", "r");
-    while (f && fgets(cpu, sizeof cpu, f) && strncmp(cpu, "model name", 10)) {}
+    while (f && fgets(cpu, sizeof cpu, f) && strncmp(cpu, "model name", 10)) {
+    }
     if (f) fclose(f);
     if ((f = fopen("/proc/loadavg", "r"))) {
         if (!fgets(load, sizeof load, f)) load[0] = 0;
@@ -65,13 +66,15 @@ int main(int argc, char **argv)
     }
     cpu[strcspn(cpu, "\n")] = load[strcspn(load, "\n")] = 0;
     printf("# %s; load %s; threads %d; grid %dx%d, D %d, %d references\n",
-           strchr(cpu, ':') ? strchr(cpu, ':') + 2 : cpu, load, pe_get_threads(), grid, grid, dim, m);
+           strchr(cpu, ':') ? strchr(cpu, ':') + 2 : cpu, load, pe_get_threads(), grid, grid, dim,
+           m);
 
     const int views = 4 * m;
     float *data = malloc(sizeof(float) * (size_t)(views + 1) * g * dim);
     for (size_t i = 0; i < (size_t)(views + 1) * g * dim; i++) data[i] = frand();
     pe_features *refs = calloc((size_t)views, sizeof *refs);
-    for (int k = 0; k < views; k++) refs[k] = (pe_features){grid, grid, dim, data + (size_t)k * g * dim, NULL};
+    for (int k = 0; k < views; k++)
+        refs[k] = (pe_features){grid, grid, dim, data + (size_t)k * g * dim, NULL};
     pe_features q = {grid, grid, dim, data + (size_t)views * g * dim, NULL};
 
     printf("| scoring | candidates per query patch | ms / query |\n|---|---|---|\n");

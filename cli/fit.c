@@ -127,7 +127,8 @@ int cmd_fit(int argc, char **argv)
         pool = n - (int)ceil(holdout * n);
         if (pool < 1) {
             cli_free_paths(paths, n);
-            return cli_error("fit: --calibrate %s holds out every one of the %d images", calibrate, n);
+            return cli_error("fit: --calibrate %s holds out every one of the %d images", calibrate,
+                             n);
         }
         used = pool;
     }
@@ -168,8 +169,8 @@ int cmd_fit(int argc, char **argv)
         goto done;
     }
     pe_bank_set_model_path(bank, o.model);
-    if (calibrate && calibrate_bank(bank, model, calib_is_path ? calibrate : NULL,
-                                    paths + pool, n - pool, (float)fpr))
+    if (calibrate && calibrate_bank(bank, model, calib_is_path ? calibrate : NULL, paths + pool,
+                                    n - pool, (float)fpr))
         goto done;
     s = pe_bank_save(bank, output);
     if (s) {
@@ -185,26 +186,36 @@ int cmd_fit(int argc, char **argv)
                 used == 1 ? "" : "s", cli_now() - t0, rule, pe_bank_params(bank)->size,
                 params.align ? ", align" : "", params.mask ? ", mask" : "", output);
         if (rotations > 1 || flips)
-            fprintf(stderr, "patchead: %d views per reference (rotations %d%s): %dx memory and "
-                    "scoring time\n", rotations * (flips ? 2 : 1), rotations,
-                    flips ? ", mirrored" : "", rotations * (flips ? 2 : 1));
+            fprintf(stderr,
+                    "patchead: %d views per reference (rotations %d%s): %dx memory and "
+                    "scoring time\n",
+                    rotations * (flips ? 2 : 1), rotations, flips ? ", mirrored" : "",
+                    rotations * (flips ? 2 : 1));
         if (o.coreset)
-            fprintf(stderr, "patchead: coreset bank (greedy k-center, seed %d): one union of "
-                    "patches, nearest neighbour over all of them\n", o.seed);
+            fprintf(stderr,
+                    "patchead: coreset bank (greedy k-center, seed %d): one union of "
+                    "patches, nearest neighbour over all of them\n",
+                    o.seed);
         pe_calibration cal;
         pe_bank_calibration(bank, &cal);
         if (cal.n > 0 && cal.guaranteed)
-            fprintf(stderr, "patchead: threshold %.6g: conformal quantile of %d %s scores; false-alarm "
-                    "rate <= %g for normal images exchangeable with them\n", th, cal.n,
-                    !strcmp(cal.source, "images") ? "calibration-image" : "leave-one-out", cal.alpha);
+            fprintf(stderr,
+                    "patchead: threshold %.6g: conformal quantile of %d %s scores; false-alarm "
+                    "rate <= %g for normal images exchangeable with them\n",
+                    th, cal.n,
+                    !strcmp(cal.source, "images") ? "calibration-image" : "leave-one-out",
+                    cal.alpha);
         else if (cal.n > 0)
-            fprintf(stderr, "patchead: warning: %d calibration scores are too few for a false-alarm "
+            fprintf(stderr,
+                    "patchead: warning: %d calibration scores are too few for a false-alarm "
                     "rate of %g (need at least %d); threshold %.6g is their maximum, with no "
-                    "guarantee\n", cal.n, cal.alpha, (int)ceil(1.0 / cal.alpha - 1e-9) - 1, th);
+                    "guarantee\n",
+                    cal.n, cal.alpha, (int)ceil(1.0 / cal.alpha - 1e-9) - 1, th);
         else if (isnan(th))
             fprintf(stderr, "patchead: no threshold (needs at least 2 references%s)\n",
                     params.coreset_fraction > 0 || params.coreset_count > 0
-                        ? "; a coreset bank has one: use --calibrate" : "");
+                        ? "; a coreset bank has one: use --calibrate"
+                        : "");
         else fprintf(stderr, "patchead: suggested threshold %.6g (leave-one-out maximum)\n", th);
     }
     rc = EXIT_OK;

@@ -100,7 +100,8 @@ static int split_spec(const char *spec, char *name, const char **path)
     const char *eq = strchr(spec, '=');
     if (eq) {
         size_t n = (size_t)(eq - spec);
-        snprintf(name, LIVE_NAME_MAX + 1, "%.*s", (int)(n > LIVE_NAME_MAX ? LIVE_NAME_MAX : n), spec);
+        snprintf(name, LIVE_NAME_MAX + 1, "%.*s", (int)(n > LIVE_NAME_MAX ? LIVE_NAME_MAX : n),
+                 spec);
         *path = eq + 1;
         if (n > LIVE_NAME_MAX || !live_valid_name(name)) {
             cli_error("bank name '%.*s' in '%s': use 1-%d of A-Z a-z 0-9 . _ - (not . or ..)",
@@ -117,7 +118,8 @@ static int split_spec(const char *spec, char *name, const char **path)
     snprintf(name, LIVE_NAME_MAX + 1, "%.*s", (int)(n > LIVE_NAME_MAX ? LIVE_NAME_MAX : n), base);
     if (n > LIVE_NAME_MAX || !live_valid_name(name)) {
         cli_error("%s: its name '%.*s' is not a valid bank name (A-Z a-z 0-9 . _ -, at most %d); "
-                  "give one as NAME=%s", spec, (int)n, base, LIVE_NAME_MAX, spec);
+                  "give one as NAME=%s",
+                  spec, (int)n, base, LIVE_NAME_MAX, spec);
         return -1;
     }
     return 0;

@@ -18,10 +18,10 @@
 #define LIVE_NAME_MAX 64
 
 typedef struct {
-    char *path;            /* model path as given or recorded in the bank */
+    char *path; /* model path as given or recorded in the bank */
     pe_model *model;
     pe_model_info info;
-    pthread_mutex_t lock;  /* one inference at a time per backbone */
+    pthread_mutex_t lock; /* one inference at a time per backbone */
 } live_model;
 
 typedef struct {
@@ -29,7 +29,7 @@ typedef struct {
     char *path;                   /* .pead file */
     pe_bank *bank;
     live_model *model;
-    float threshold;              /* the bank's label-free threshold (NAN if none) */
+    float threshold; /* the bank's label-free threshold (NAN if none) */
 } live_bank;
 
 typedef struct {

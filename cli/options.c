@@ -116,7 +116,8 @@ const cli_option cli_option_table[] = {
     {"output", 'o', ARG_TEXT, F(output), 0, 0, "DIR", "--random-vit: the folder to write",
      CMD_BENCH},
     {"gemm", 0, ARG_FLAG, F(gemm), 0, 0, NULL,
-     "engine GEMM GFLOP/s (oneDNN) at --shape, with the kernel\nand the ISA dispatched to", CMD_BENCH},
+     "engine GEMM GFLOP/s (oneDNN) at --shape, with the kernel\nand the ISA dispatched to",
+     CMD_BENCH},
     {"shape", 0, ARG_TEXT, F(shape), 0, 0, "MxNxK",
      "--gemm shape (default 1025x1536x384, a ViT MLP GEMM)", CMD_BENCH},
 
@@ -153,8 +154,8 @@ const cli_option cli_option_table[] = {
      "predict requests admitted at once, receiving + waiting +\nrunning (default 16); more get "
      "503 with Retry-After",
      CMD_SERVE},
-    {"max-body", 0, ARG_INT, F(max_body_mb), 1, 4096, "MB", "largest request body in MiB (default 32)",
-     CMD_SERVE},
+    {"max-body", 0, ARG_INT, F(max_body_mb), 1, 4096, "MB",
+     "largest request body in MiB (default 32)", CMD_SERVE},
     {"max-connections", 0, ARG_INT, F(max_connections), 4, 65536, "N",
      "open connections at once (default 256)", CMD_SERVE},
     {"timeout", 0, ARG_INT, F(timeout_s), 1, 3600, "S",

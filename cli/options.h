@@ -31,7 +31,7 @@ enum {
 };
 #define CMD_DETECT (CMD_FIT | CMD_ZEROSHOT | CMD_EVAL) /* the scoring options */
 #define CMD_ALL                                                                                    \
-    (CMD_INFO | CMD_FEATURES | CMD_FIT | CMD_PREDICT | CMD_ZEROSHOT | CMD_EVAL | CMD_BENCH |      \
+    (CMD_INFO | CMD_FEATURES | CMD_FIT | CMD_PREDICT | CMD_ZEROSHOT | CMD_EVAL | CMD_BENCH |       \
      CMD_SERVE | CMD_WATCH)
 
 typedef enum {

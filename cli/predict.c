@@ -119,14 +119,17 @@ int cmd_predict(int argc, char **argv)
     int map_failed = 0;
     pe_run_dir *pub = run;
     run = NULL; /* det_publish frees it */
-    if (det_publish(pub, items, n, (float)threshold, !no_maps, (float)sigma, &map_failed)) goto done;
+    if (det_publish(pub, items, n, (float)threshold, !no_maps, (float)sigma, &map_failed))
+        goto done;
     if (!cli_quiet) {
         fprintf(stderr, "patchead: scored %d of %d images in %.1fs (%.0f ms/image)\n", n - failed,
                 n, elapsed, n - failed > 0 ? 1000 * elapsed / (n - failed) : 0.0);
         pe_calibration cal;
         if (pe_bank_calibration(bank, &cal) == PE_OK && cal.n > 0)
-            fprintf(stderr, "patchead: threshold %.6g for a false-alarm rate of %g (%d calibration "
-                    "scores, %s%s)\n", threshold, cal.alpha, cal.n,
+            fprintf(stderr,
+                    "patchead: threshold %.6g for a false-alarm rate of %g (%d calibration "
+                    "scores, %s%s)\n",
+                    threshold, cal.alpha, cal.n,
                     strcmp(cal.source, "images") ? "leave-one-out over the references"
                                                  : "normal images",
                     cal.guaranteed ? "" : "; too few for that rate: no guarantee");

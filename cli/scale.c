@@ -12,10 +12,26 @@ static int parse_size(const char *text, double *out)
     double v = strtod(text, &end);
     double unit = 1;
     switch (*end) {
-    case 'k': case 'K': unit = 1024.0; end++; break;
-    case 'm': case 'M': unit = 1048576.0; end++; break;
-    case 'g': case 'G': unit = 1073741824.0; end++; break;
-    case 't': case 'T': unit = 1099511627776.0; end++; break;
+    case 'k':
+    case 'K':
+        unit = 1024.0;
+        end++;
+        break;
+    case 'm':
+    case 'M':
+        unit = 1048576.0;
+        end++;
+        break;
+    case 'g':
+    case 'G':
+        unit = 1073741824.0;
+        end++;
+        break;
+    case 't':
+    case 'T':
+        unit = 1099511627776.0;
+        end++;
+        break;
     }
     if (unit > 1 && (!strcmp(end, "iB") || !strcmp(end, "B"))) end += strlen(end);
     if (end == text || *end || !(v > 0) || !isfinite(v)) {
@@ -90,7 +106,8 @@ int scale_ranks_agree(uint64_t fingerprint)
         if (pe_dist_to_root(&theirs, sizeof theirs, r)) ok = 0;
         if (pe_dist_rank() == 0 && theirs != fingerprint) {
             cli_error("MPI rank %d holds a different batch than rank 0 (other files, or other "
-                      "image bytes): give every rank the same inputs", r);
+                      "image bytes): give every rank the same inputs",
+                      r);
             ok = 0;
         }
     }

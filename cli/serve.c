@@ -81,7 +81,10 @@ typedef struct {
     atomic_int draining;  /* SIGTERM seen: new requests get 503 + Connection: close */
 
     /* metrics */
-    struct { int code; unsigned long count; } by_status[24];
+    struct {
+        int code;
+        unsigned long count;
+    } by_status[24];
     unsigned long hist[16], hist_count;
     double hist_sum;
     unsigned long *scored;   /* (num_banks) images scored */
@@ -250,7 +253,8 @@ static void add_bank_json(cJSON *arr, const live_bank *b)
     char rule[96];
     detect_describe(&p->score, rule, sizeof rule);
     cJSON_AddStringToObject(params, "scoring", rule);
-    cJSON_AddStringToObject(params, "order", p->score.order == PE_ORDER_LOWEST ? "lowest" : "highest");
+    cJSON_AddStringToObject(params, "order",
+                            p->score.order == PE_ORDER_LOWEST ? "lowest" : "highest");
     if (p->score.k_count > 0) cJSON_AddNumberToObject(params, "k_count", p->score.k_count);
     else cJSON_AddNumberToObject(params, "k_fraction", p->score.k_fraction);
     if (p->score.top_count > 0) cJSON_AddNumberToObject(params, "top_count", p->score.top_count);
@@ -317,7 +321,8 @@ static enum MHD_Result get_metrics(server *srv, struct MHD_Connection *conn)
     pthread_mutex_lock(&srv->lock);
     tb_printf(&t, "# HELP patchead_http_requests_total HTTP requests answered, by status code.\n"
                   "# TYPE patchead_http_requests_total counter\n");
-    for (size_t i = 0; i < sizeof srv->by_status / sizeof *srv->by_status && srv->by_status[i].code; i++)
+    for (size_t i = 0; i < sizeof srv->by_status / sizeof *srv->by_status && srv->by_status[i].code;
+         i++)
         tb_printf(&t, "patchead_http_requests_total{code=\"%d\"} %lu\n", srv->by_status[i].code,
                   srv->by_status[i].count);
     tb_printf(&t, "# HELP patchead_http_request_duration_seconds Time from request headers to the "
@@ -325,9 +330,11 @@ static enum MHD_Result get_metrics(server *srv, struct MHD_Connection *conn)
     unsigned long cum = 0;
     for (int b = 0; b < NUM_BUCKETS; b++) {
         cum += srv->hist[b];
-        tb_printf(&t, "patchead_http_request_duration_seconds_bucket{le=\"%g\"} %lu\n", BUCKETS[b], cum);
+        tb_printf(&t, "patchead_http_request_duration_seconds_bucket{le=\"%g\"} %lu\n", BUCKETS[b],
+                  cum);
     }
-    tb_printf(&t, "patchead_http_request_duration_seconds_bucket{le=\"+Inf\"} %lu\n", srv->hist_count);
+    tb_printf(&t, "patchead_http_request_duration_seconds_bucket{le=\"+Inf\"} %lu\n",
+              srv->hist_count);
     tb_printf(&t, "patchead_http_request_duration_seconds_sum %.6f\n", srv->hist_sum);
     tb_printf(&t, "patchead_http_request_duration_seconds_count %lu\n", srv->hist_count);
     tb_printf(&t, "# HELP patchead_images_scored_total Images scored, by bank.\n"
@@ -335,29 +342,37 @@ static enum MHD_Result get_metrics(server *srv, struct MHD_Connection *conn)
     for (int i = 0; i < srv->set.num_banks; i++)
         tb_printf(&t, "patchead_images_scored_total{bank=\"%s\"} %lu\n", srv->set.banks[i].name,
                   srv->scored[i]);
-    tb_printf(&t, "# HELP patchead_requests_in_flight Requests received and not yet answered.\n"
-                  "# TYPE patchead_requests_in_flight gauge\npatchead_requests_in_flight %d\n",
+    tb_printf(&t,
+              "# HELP patchead_requests_in_flight Requests received and not yet answered.\n"
+              "# TYPE patchead_requests_in_flight gauge\npatchead_requests_in_flight %d\n",
               srv->active);
-    tb_printf(&t, "# HELP patchead_predict_queue_depth Predict jobs waiting for a worker.\n"
-                  "# TYPE patchead_predict_queue_depth gauge\npatchead_predict_queue_depth %d\n",
+    tb_printf(&t,
+              "# HELP patchead_predict_queue_depth Predict jobs waiting for a worker.\n"
+              "# TYPE patchead_predict_queue_depth gauge\npatchead_predict_queue_depth %d\n",
               srv->queued);
-    tb_printf(&t, "# HELP patchead_predict_admitted Predict requests admitted (of --queue).\n"
-                  "# TYPE patchead_predict_admitted gauge\npatchead_predict_admitted %d\n",
+    tb_printf(&t,
+              "# HELP patchead_predict_admitted Predict requests admitted (of --queue).\n"
+              "# TYPE patchead_predict_admitted gauge\npatchead_predict_admitted %d\n",
               srv->admitted);
-    tb_printf(&t, "# HELP patchead_predict_abandoned_total Predict jobs dropped unscored: the "
-                  "client closed the connection before its turn.\n"
-                  "# TYPE patchead_predict_abandoned_total counter\npatchead_predict_abandoned_total %lu\n",
-              srv->abandoned);
-    tb_printf(&t, "# HELP patchead_connections_total TCP connections accepted.\n"
-                  "# TYPE patchead_connections_total counter\npatchead_connections_total %lu\n",
+    tb_printf(
+        &t,
+        "# HELP patchead_predict_abandoned_total Predict jobs dropped unscored: the "
+        "client closed the connection before its turn.\n"
+        "# TYPE patchead_predict_abandoned_total counter\npatchead_predict_abandoned_total %lu\n",
+        srv->abandoned);
+    tb_printf(&t,
+              "# HELP patchead_connections_total TCP connections accepted.\n"
+              "# TYPE patchead_connections_total counter\npatchead_connections_total %lu\n",
               srv->connections);
     pthread_mutex_unlock(&srv->lock);
-    tb_printf(&t, "# HELP patchead_process_resident_memory_bytes Resident set size.\n"
-                  "# TYPE patchead_process_resident_memory_bytes gauge\n"
-                  "patchead_process_resident_memory_bytes %lu\n",
+    tb_printf(&t,
+              "# HELP patchead_process_resident_memory_bytes Resident set size.\n"
+              "# TYPE patchead_process_resident_memory_bytes gauge\n"
+              "patchead_process_resident_memory_bytes %lu\n",
               rss_bytes());
     if (!t.data) return MHD_NO;
-    return send_buffer(srv, conn, 200, "text/plain; version=0.0.4; charset=utf-8", t.data, t.len, 1);
+    return send_buffer(srv, conn, 200, "text/plain; version=0.0.4; charset=utf-8", t.data, t.len,
+                       1);
 }
 
 /* ------------------------------------------------------------------ predict: worker */
@@ -378,7 +393,7 @@ static unsigned status_of(pe_status s)
     case PE_ERR_LIMIT: return 413;       /* too many pixels */
     case PE_ERR_FORMAT:
     case PE_ERR_SHAPE:
-    case PE_ERR_ARG: return 400;         /* not an image / corrupt */
+    case PE_ERR_ARG: return 400; /* not an image / corrupt */
     default: return 500;
     }
 }
@@ -406,7 +421,8 @@ static void run_job(server *srv, job *j)
         live_heatmap_range(&res, b->threshold, &vmin, &vmax);
         float *map = malloc(sizeof(float) * (size_t)img.width * img.height);
         pe_image heat = {0};
-        s = map ? pe_result_map(&res, img.width, img.height, pe_bank_params(b->bank)->map_sigma, map)
+        s = map ? pe_result_map(&res, img.width, img.height, pe_bank_params(b->bank)->map_sigma,
+                                map)
                 : PE_ERR_NOMEM;
         if (!s) s = pe_heatmap_render(&img, map, vmin, vmax, &heat);
         if (!s) s = pe_image_encode_png(&heat, &png, &png_len);
@@ -618,7 +634,8 @@ static enum MHD_Result predict_first_call(server *srv, struct MHD_Connection *co
 {
     if (atomic_load(&srv->draining)) return send_error(srv, conn, 503, "shutting down");
     live_bank *bank = live_find(&srv->set, name);
-    if (!bank) return send_error(srv, conn, 404, "unknown bank '%s' (GET /v1/banks lists them)", name);
+    if (!bank)
+        return send_error(srv, conn, 404, "unknown bank '%s' (GET /v1/banks lists them)", name);
     const char *ct = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Type");
     int multipart;
     char shown[64];
@@ -626,7 +643,8 @@ static enum MHD_Result predict_first_call(server *srv, struct MHD_Connection *co
         return send_error(srv, conn, 415,
                           "Content-Type %s: send an image (image/png, image/jpeg, image/bmp), "
                           "application/octet-stream or multipart/form-data (curl --data-binary "
-                          "needs -H 'Content-Type: image/jpeg')", printable(ct, shown, sizeof shown));
+                          "needs -H 'Content-Type: image/jpeg')",
+                          printable(ct, shown, sizeof shown));
     const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
     if (cl) {
         char *end;
@@ -634,8 +652,8 @@ static enum MHD_Result predict_first_call(server *srv, struct MHD_Connection *co
         unsigned long long n = strtoull(cl, &end, 10);
         if (errno || end == cl || *end) return send_error(srv, conn, 400, "bad Content-Length");
         if (n > srv->max_body)
-            return send_error(srv, conn, 413, "body of %llu bytes exceeds the limit of %zu bytes", n,
-                              srv->max_body);
+            return send_error(srv, conn, 413, "body of %llu bytes exceeds the limit of %zu bytes",
+                              n, srv->max_body);
         if (n == 0) return send_error(srv, conn, 400, "empty body: send one image");
     }
     /* ?threshold=T and ?heatmap=png|json */
@@ -662,7 +680,8 @@ static enum MHD_Result predict_first_call(server *srv, struct MHD_Connection *co
     if (!full) srv->admitted++;
     pthread_mutex_unlock(&srv->lock);
     if (full)
-        return send_error(srv, conn, 503, "busy: %d predict requests in progress; retry", srv->queue_limit);
+        return send_error(srv, conn, 503, "busy: %d predict requests in progress; retry",
+                          srv->queue_limit);
     job *j = calloc(1, sizeof *j);
     if (!j) {
         pthread_mutex_lock(&srv->lock);
@@ -849,7 +868,8 @@ int cmd_serve(int argc, char **argv)
         return r > 0 ? EXIT_OK : EXIT_USAGE;
     }
     if (first < argc || o.banks.n == 0) {
-        cli_error(first < argc ? "serve: unexpected argument '%s'" : "serve needs at least one --bank%s",
+        cli_error(first < argc ? "serve: unexpected argument '%s'"
+                               : "serve needs at least one --bank%s",
                   first < argc ? argv[first] : "");
         cli_opts_free(&o);
         return EXIT_USAGE;
@@ -946,7 +966,8 @@ int cmd_serve(int argc, char **argv)
     }
     /* Drain: stop accepting, answer what was received, then stop. */
     atomic_store(&srv->draining, 1);
-    if (!cli_quiet) fprintf(stderr, "patchead: %s: draining requests in flight\n", strsignal((int)sig));
+    if (!cli_quiet)
+        fprintf(stderr, "patchead: %s: draining requests in flight\n", strsignal((int)sig));
     MHD_socket listener = MHD_quiesce_daemon(srv->daemon);
     if (listener != MHD_INVALID_SOCKET) close(listener);
     struct timespec deadline;

@@ -109,7 +109,9 @@ static void set_free(path_set *set)
 static int load_done(const char *jsonl, path_set *done)
 {
     FILE *f = fopen(jsonl, "r");
-    if (!f) return errno == ENOENT ? 0 : (cli_error("%s: cannot read (%s)", jsonl, strerror(errno)), -1);
+    if (!f)
+        return errno == ENOENT ? 0
+                               : (cli_error("%s: cannot read (%s)", jsonl, strerror(errno)), -1);
     char *line = NULL;
     size_t cap = 0;
     ssize_t n;
@@ -128,11 +130,11 @@ static int load_done(const char *jsonl, path_set *done)
 /* ------------------------------------------------------------------ pending files */
 
 typedef struct {
-    char *name;       /* file name inside DIR */
-    int closed;       /* IN_CLOSE_WRITE / IN_MOVED_TO seen since the last write */
-    int evented;      /* inotify told us about it (else: found by the start-up scan) */
-    double since_ms;  /* last event or last observed change */
-    off_t size;       /* at since_ms */
+    char *name;      /* file name inside DIR */
+    int closed;      /* IN_CLOSE_WRITE / IN_MOVED_TO seen since the last write */
+    int evented;     /* inotify told us about it (else: found by the start-up scan) */
+    double since_ms; /* last event or last observed change */
+    off_t size;      /* at since_ms */
     struct timespec mtime;
 } pending;
 
@@ -239,11 +241,12 @@ static char *unique_stem(const watcher *w, const char *name)
     return NULL;
 }
 
-static int write_maps(const watcher *w, const pe_image *img, const det_item *it, char *err, size_t cap)
+static int write_maps(const watcher *w, const pe_image *img, const det_item *it, char *err,
+                      size_t cap)
 {
     float *map = malloc(sizeof(float) * (size_t)img->width * img->height);
-    pe_status s = map ? pe_result_map(&it->result, img->width, img->height, w->sigma, map)
-                      : PE_ERR_NOMEM;
+    pe_status s =
+        map ? pe_result_map(&it->result, img->width, img->height, w->sigma, map) : PE_ERR_NOMEM;
     char path[5000];
     if (!s) {
         int64_t shape[2] = {img->height, img->width};
@@ -265,7 +268,8 @@ static int write_maps(const watcher *w, const pe_image *img, const det_item *it,
 static int append_row(watcher *w, const det_item *it)
 {
     det_write_row(w->csv, w->jsonl, it, w->threshold, 0);
-    int bad = fflush(w->csv) || fsync(fileno(w->csv)) || fflush(w->jsonl) || fsync(fileno(w->jsonl));
+    int bad =
+        fflush(w->csv) || fsync(fileno(w->csv)) || fflush(w->jsonl) || fsync(fileno(w->jsonl));
     if (bad) return cli_error("%s: cannot append results (%s)", w->out, strerror(errno)), -1;
     return 0;
 }
@@ -316,7 +320,10 @@ static int score_file(watcher *w, const char *name)
         if (!cli_quiet) {
             float s = it.result.image_score;
             fprintf(stderr, "patchead: watch: %s score %.4f%s (%.0f ms)\n", path, s,
-                    isnan(w->threshold) ? "" : s > w->threshold ? " NG" : " OK", live_now_ms() - t0);
+                    isnan(w->threshold) ? ""
+                    : s > w->threshold  ? " NG"
+                                        : " OK",
+                    live_now_ms() - t0);
         }
     } else {
         w->failed++;
@@ -437,9 +444,9 @@ int cmd_watch(int argc, char **argv)
 
     ino = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
     /* Watch before the scan, so nothing falls between the two. */
-    if (ino < 0 ||
-        inotify_add_watch(ino, in, IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE | IN_MODIFY |
-                                       IN_DELETE_SELF | IN_MOVE_SELF) < 0) {
+    if (ino < 0 || inotify_add_watch(ino, in,
+                                     IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE | IN_MODIFY |
+                                         IN_DELETE_SELF | IN_MOVE_SELF) < 0) {
         cli_error("%s: cannot watch (%s)", in, strerror(errno));
         goto out;
     }
@@ -552,7 +559,8 @@ int cmd_watch(int argc, char **argv)
         }
     }
     if (!cli_quiet)
-        fprintf(stderr, "patchead: watch stopped: %d scored, %d failed this run\n", w.scored, w.failed);
+        fprintf(stderr, "patchead: watch stopped: %d scored, %d failed this run\n", w.scored,
+                w.failed);
     rc = EXIT_OK;
 out:
     for (int i = 0; i < pend.n; i++) free(pend.items[i].name);

@@ -122,7 +122,8 @@ int cmd_zeroshot(int argc, char **argv)
                 index[loaded++] = i;
             }
         }
-        s = loaded < 2 ? PE_OK : pe_zeroshot(model, imgs, loaded, &params, on_progress, &bar, results);
+        s = loaded < 2 ? PE_OK
+                       : pe_zeroshot(model, imgs, loaded, &params, on_progress, &bar, results);
     } else {
         /* One image at a time: decode, extract, keep only the features (RAM or --spill).
          * Under MPI each rank extracts images i = rank, rank + ranks, ... and every
@@ -159,8 +160,9 @@ int cmd_zeroshot(int argc, char **argv)
         for (int i = 0; i < n && !s && ranks > 1; i++) {
             int owner = i % ranks;
             s = pe_dist_broadcast(&items[i].ok, sizeof items[i].ok, owner);
-            if (!s) s = items[i].ok ? pe_feature_store_broadcast(store, i, owner)
-                                    : pe_dist_to_root(items[i].error, sizeof items[i].error, owner);
+            if (!s)
+                s = items[i].ok ? pe_feature_store_broadcast(store, i, owner)
+                                : pe_dist_to_root(items[i].error, sizeof items[i].error, owner);
         }
         pe_features *batch = s ? NULL : calloc((size_t)n, sizeof *batch);
         for (int i = 0; batch && i < n; i++) {

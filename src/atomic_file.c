@@ -22,11 +22,11 @@
 #include <unistd.h>
 
 struct pe_atomic_file {
-    FILE *f;       /* stdio stream over fd (fopencookie) */
+    FILE *f; /* stdio stream over fd (fopencookie) */
     int fd;
-    int err;       /* first write errno, 0 if none */
-    char *path;    /* target */
-    char *tmp;     /* temporary name */
+    int err;    /* first write errno, 0 if none */
+    char *path; /* target */
+    char *tmp;  /* temporary name */
 };
 
 static ssize_t cookie_write(void *cookie, const char *buf, size_t n)
@@ -80,8 +80,8 @@ pe_status pe_atomic_open(const char *path, pe_atomic_file **out)
         free(af);
         return s;
     }
-    cookie_io_functions_t io = {.read = NULL, .write = cookie_write, .seek = NULL,
-                                .close = cookie_close};
+    cookie_io_functions_t io = {
+        .read = NULL, .write = cookie_write, .seek = NULL, .close = cookie_close};
     af->f = fopencookie(af, "w", io);
     if (!af->f) {
         close(af->fd);
@@ -159,7 +159,8 @@ pe_status pe_atomic_commit(pe_atomic_file *af)
     if (rename(af->tmp, af->path) != 0) {
         int e = errno;
         unlink(af->tmp);
-        pe_status s = pe_fail(PE_ERR_IO, "%s: cannot rename into place (%s)", af->path, strerror(e));
+        pe_status s =
+            pe_fail(PE_ERR_IO, "%s: cannot rename into place (%s)", af->path, strerror(e));
         release(af);
         return s;
     }

@@ -24,10 +24,10 @@
 
 /* Per-thread scratch (engine thread buffers: freed when an OpenMP worker exits). */
 typedef struct {
-    float *s;      /* (BQ, BK) scores / probabilities */
-    bf16_t *p16;   /* (BQ, BK) probabilities in bf16 */
-    float *acc;    /* (BQ, dh) */
-    float *m, *l;  /* (BQ) running maximum and denominator */
+    float *s;     /* (BQ, BK) scores / probabilities */
+    bf16_t *p16;  /* (BQ, BK) probabilities in bf16 */
+    float *acc;   /* (BQ, dh) */
+    float *m, *l; /* (BQ) running maximum and denominator */
 } attn_scratch;
 
 static int scratch_get(attn_scratch *t, int dh)
@@ -45,8 +45,8 @@ static int scratch_get(attn_scratch *t, int dh)
  * (T, dh) matrices (fp32 or bf16 as `bf16` says). Every operand is dense (leading
  * dimension = its width): oneDNN's brgemm kernels (AMX for bf16) take only dense ones;
  * strided views into qkv fall back to a slower generic GEMM. Returns 0 or -1. */
-static int block(attn_scratch *tl, float *ctx, const void *q, const void *k, const void *v, int T, int D,
-                 int dh, int h, int q0, int nq, float scale, int bf16)
+static int block(attn_scratch *tl, float *ctx, const void *q, const void *k, const void *v, int T,
+                 int D, int dh, int h, int q0, int nq, float scale, int bf16)
 {
     float *acc = tl->acc, *m = tl->m, *l = tl->l;
     /* the operands as their type says (one of each pair is NULL) */
@@ -60,17 +60,17 @@ static int block(attn_scratch *tl, float *ctx, const void *q, const void *k, con
     for (int k0 = 0; k0 < T; k0 += BK) {
         const int nk = PE_MIN(BK, T - k0);
         const size_t off = (size_t)k0 * dh;
-        const float *kf = bf16 ? NULL : (const float *)k + off, *vf = bf16 ? NULL : (const float *)v + off;
-        const bf16_t *kh = bf16 ? (const bf16_t *)k + off : NULL, *vh = bf16 ? (const bf16_t *)v + off : NULL;
+        const float *kf = bf16 ? NULL : (const float *)k + off,
+                    *vf = bf16 ? NULL : (const float *)v + off;
+        const bf16_t *kh = bf16 ? (const bf16_t *)k + off : NULL,
+                     *vh = bf16 ? (const bf16_t *)v + off : NULL;
         float *S = tl->s; /* (nq, nk), dense */
         int rc;
         /* S (nq, nk) = scale * Q (nq, dh) . K (nk, dh)^T */
-        if (bf16)
-            rc = eng_gemm_bf16(1, nq, nk, dh, scale, qh, dh, kh, dh, 0.0f, S,
-                               nk, NULL);
+        if (bf16) rc = eng_gemm_bf16(1, nq, nk, dh, scale, qh, dh, kh, dh, 0.0f, S, nk, NULL);
         else
-            rc = eng_gemm(PE_PRECISION_FP32, 1, nq, nk, dh, scale, qf, dh, kf,
-                          dh, 0.0f, S, nk, NULL);
+            rc = eng_gemm(PE_PRECISION_FP32, 1, nq, nk, dh, scale, qf, dh, kf, dh, 0.0f, S, nk,
+                          NULL);
         if (rc) return -1;
         for (int r = 0; r < nq; r++) {
             float *row = S + (size_t)r * nk;
@@ -97,8 +97,8 @@ static int block(attn_scratch *tl, float *ctx, const void *q, const void *k, con
             eng_to_bf16(tl->p16, S, (size_t)nq * nk);
             rc = eng_gemm_bf16(0, nq, dh, nk, 1.0f, tl->p16, nk, vh, dh, 1.0f, acc, dh, NULL);
         } else {
-            rc = eng_gemm(PE_PRECISION_FP32, 0, nq, dh, nk, 1.0f, S, nk, vf, dh, 1.0f, acc,
-                          dh, NULL);
+            rc = eng_gemm(PE_PRECISION_FP32, 0, nq, dh, nk, 1.0f, S, nk, vf, dh, 1.0f, acc, dh,
+                          NULL);
         }
         if (rc) return -1;
     }
@@ -173,7 +173,8 @@ int op_attention(float *ctx, const float *qkv, int T, int D, int H, float scale,
         const char *q = heads + (size_t)h * per * esz, *k = heads + (size_t)(H + h) * per * esz,
                    *v = heads + (size_t)(2 * H + h) * per * esz;
         attn_scratch tl;
-        if (!scratch_get(&tl, dh) || block(&tl, ctx, q, k, v, T, D, dh, h, q0, PE_MIN(BQ, T - q0), scale, bf16))
+        if (!scratch_get(&tl, dh) ||
+            block(&tl, ctx, q, k, v, T, D, dh, h, q0, PE_MIN(BQ, T - q0), scale, bf16))
             failed = 1;
         eng_set_current(prev);
     }

@@ -43,8 +43,9 @@ pe_status pe_coreset_select(const float *x, int n, int dim, int keep, int proj_d
     const int d = proj_dim > 0 ? proj_dim : dim;
     float *unit = pe_alloc((size_t)n * dim, sizeof(float), "coreset features");
     float *z = proj_dim > 0 ? pe_alloc((size_t)n * d, sizeof(float), "coreset projection") : unit;
-    float *proj = proj_dim > 0 ? pe_alloc((size_t)dim * d, sizeof(float), "coreset projection") : NULL;
-    float *sq = pe_alloc((size_t)n, sizeof(float), "coreset norms");     /* ||z_i||^2 */
+    float *proj =
+        proj_dim > 0 ? pe_alloc((size_t)dim * d, sizeof(float), "coreset projection") : NULL;
+    float *sq = pe_alloc((size_t)n, sizeof(float), "coreset norms");       /* ||z_i||^2 */
     float *mind = pe_alloc((size_t)n, sizeof(float), "coreset distances"); /* to nearest centre */
     if (!unit || !z || (proj_dim > 0 && !proj) || !sq || !mind) {
         free(unit);

@@ -67,10 +67,9 @@ pe_status pe_dist_to_root(void *data, size_t n, int from)
     if (from == 0 || (rank != 0 && rank != from) || pe_dist_size() == 1) return PE_OK;
     for (size_t off = 0; off < n; off += CHUNK_BYTES) {
         int len = (int)(n - off < CHUNK_BYTES ? n - off : CHUNK_BYTES);
-        int rc = rank == from
-                     ? MPI_Send((char *)data + off, len, MPI_BYTE, 0, 7, MPI_COMM_WORLD)
-                     : MPI_Recv((char *)data + off, len, MPI_BYTE, from, 7, MPI_COMM_WORLD,
-                                MPI_STATUS_IGNORE);
+        int rc = rank == from ? MPI_Send((char *)data + off, len, MPI_BYTE, 0, 7, MPI_COMM_WORLD)
+                              : MPI_Recv((char *)data + off, len, MPI_BYTE, from, 7, MPI_COMM_WORLD,
+                                         MPI_STATUS_IGNORE);
         if (rc != MPI_SUCCESS) return pe_fail(PE_ERR_IO, "MPI: transfer from rank %d failed", from);
     }
     return PE_OK;

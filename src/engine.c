@@ -74,7 +74,8 @@ int eng_native_bf16(void)
     /* the ISA values are bit sets: every ISA with AVX-512-BF16 contains its bits (AMX too);
      * DNNL_MAX_CPU_ISA in the environment lowers this, which the tests use */
     unsigned isa = (unsigned)dnnl_get_effective_cpu_isa();
-    return (isa & (unsigned)dnnl_cpu_isa_avx512_core_bf16) == (unsigned)dnnl_cpu_isa_avx512_core_bf16;
+    return (isa & (unsigned)dnnl_cpu_isa_avx512_core_bf16) ==
+           (unsigned)dnnl_cpu_isa_avx512_core_bf16;
 }
 
 const char *pe_engine_isa(void) { return eng_isa_name(); }
@@ -122,7 +123,8 @@ void eng_to_bf16(bf16_t *dst, const float *src, size_t n)
 
 void eng_to_bf16_2d(bf16_t *dst, const float *src, int rows, int cols, int ld)
 {
-    for (int r = 0; r < rows; r++) eng_to_bf16(dst + (size_t)r * cols, src + (size_t)r * ld, (size_t)cols);
+    for (int r = 0; r < rows; r++)
+        eng_to_bf16(dst + (size_t)r * cols, src + (size_t)r * ld, (size_t)cols);
 }
 
 /* ------------------------------------------------------------------ primitive cache */
@@ -179,10 +181,12 @@ static int prim_create(const prim_key *k, prim_entry *e)
         (k->b_fixed ? (e->b_md = *k->b_fixed, 0)
                     : dnnl_memory_desc_init_by_strides(&e->b_md, 2, b_dims, in_t, b_str)) ||
         dnnl_memory_desc_init_by_strides(&e->c_md, 2, c_dims, dnnl_f32, c_str) ||
-        (k->has_bias && dnnl_memory_desc_init_by_strides(&e->bias_md, 2, bias_dims, dnnl_f32, bias_str)))
+        (k->has_bias &&
+         dnnl_memory_desc_init_by_strides(&e->bias_md, 2, bias_dims, dnnl_f32, bias_str)))
         return -1;
     dnnl_matmul_desc_t desc;
-    if (dnnl_matmul_desc_init(&desc, &e->a_md, &e->b_md, k->has_bias ? &e->bias_md : NULL, &e->c_md))
+    if (dnnl_matmul_desc_init(&desc, &e->a_md, &e->b_md, k->has_bias ? &e->bias_md : NULL,
+                              &e->c_md))
         return -1;
     dnnl_primitive_attr_t attr = NULL;
     dnnl_post_ops_t po = NULL;
@@ -349,7 +353,8 @@ static int gemm_general_beta(prim_key k, const void *A, const void *B, float *C,
     k.ldc = k.N;
     if (run_matmul(&k, A, B, tmp, bias)) return -1;
     for (int i = 0; i < k.M; i++)
-        for (int j = 0; j < k.N; j++) C[(size_t)i * k.ldc + j] = beta * C[(size_t)i * k.ldc + j] + tmp[(size_t)i * k.N + j];
+        for (int j = 0; j < k.N; j++)
+            C[(size_t)i * k.ldc + j] = beta * C[(size_t)i * k.ldc + j] + tmp[(size_t)i * k.N + j];
     return 0;
 }
 
@@ -368,7 +373,8 @@ int eng_gemm_bf16(int trans_b, int M, int N, int K, float alpha, const bf16_t *A
 {
     if (M <= 0 || N <= 0) return 0;
     if (bf16_kernels()) {
-        prim_key k = {PE_PRECISION_BF16, trans_b != 0, M, N, K, lda, ldb, ldc, bias != NULL, alpha, beta, NULL};
+        prim_key k = {PE_PRECISION_BF16, trans_b != 0, M,    N,   K, lda, ldb, ldc,
+                      bias != NULL,      alpha,        beta, NULL};
         return matmul(k, A, B, C, ldc, bias);
     }
     /* no bf16 kernels on this CPU: the fp32 kernel on the widened (exact) bf16 values */
@@ -380,10 +386,13 @@ int eng_gemm_bf16(int trans_b, int M, int N, int K, float alpha, const bf16_t *A
         return -1;
     }
     for (int i = 0; i < M; i++)
-        for (int j = 0; j < K; j++) a32[(size_t)i * K + j] = eng_bf16_to_f32(A[(size_t)i * lda + j]);
+        for (int j = 0; j < K; j++)
+            a32[(size_t)i * K + j] = eng_bf16_to_f32(A[(size_t)i * lda + j]);
     for (int i = 0; i < b_rows; i++)
-        for (int j = 0; j < b_cols; j++) b32[(size_t)i * b_cols + j] = eng_bf16_to_f32(B[(size_t)i * ldb + j]);
-    prim_key k = {PE_PRECISION_FP32, trans_b != 0, M, N, K, K, b_cols, ldc, bias != NULL, alpha, beta, NULL};
+        for (int j = 0; j < b_cols; j++)
+            b32[(size_t)i * b_cols + j] = eng_bf16_to_f32(B[(size_t)i * ldb + j]);
+    prim_key k = {PE_PRECISION_FP32, trans_b != 0, M,    N,   K, K, b_cols, ldc,
+                  bias != NULL,      alpha,        beta, NULL};
     int rc = matmul(k, a32, b32, C, ldc, bias);
     free(b32);
     return rc;
@@ -394,7 +403,8 @@ int eng_gemm(pe_precision prec, int trans_b, int M, int N, int K, float alpha, c
 {
     if (M <= 0 || N <= 0) return 0;
     if (prec != PE_PRECISION_BF16) {
-        prim_key k = {PE_PRECISION_FP32, trans_b != 0, M, N, K, lda, ldb, ldc, bias != NULL, alpha, beta, NULL};
+        prim_key k = {PE_PRECISION_FP32, trans_b != 0, M,    N,   K, lda, ldb, ldc,
+                      bias != NULL,      alpha,        beta, NULL};
         return matmul(k, A, B, C, ldc, bias);
     }
     int b_rows = trans_b ? N : K, b_cols = trans_b ? K : N;
@@ -435,9 +445,9 @@ const char *eng_impl_name(pe_precision prec, int M, int N, int K)
  * wants (oneDNN "any": for AMX, VNNI-blocked bf16 tiles), in the context's precision. */
 typedef struct {
     const float *src;
-    int rows, cols;           /* N, K */
-    dnnl_memory_desc_t md;    /* blocked layout */
-    dnnl_memory_t mem;        /* owns the reordered data */
+    int rows, cols;        /* N, K */
+    dnnl_memory_desc_t md; /* blocked layout */
+    dnnl_memory_t mem;     /* owns the reordered data */
     void *data;
 } weight_entry;
 
@@ -517,7 +527,7 @@ static weight_entry *prepare_weight(eng_ctx *c, const float *w, int N, int K, in
         goto done;
     dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, src}, {DNNL_ARG_TO, e->mem}};
     if (dnnl_primitive_execute(reorder, s, 2, args) || dnnl_stream_wait(s)) goto done;
-    /* The fp32 source is not read again (calls go to the bf16 copy): let the kernel drop
+        /* The fp32 source is not read again (calls go to the bf16 copy): let the kernel drop
      * its pages from memory (weights are mostly a read-only file mapping: dropped pages
      * are re-read on demand; MADV_PAGEOUT never discards contents), so the bf16 model
      * does not hold both copies. A hint: failures (old kernels) change nothing. */
@@ -560,7 +570,8 @@ static weight_entry *ctx_weight(eng_ctx *c, const float *w, int N, int K, int M)
             c->cap = cap;
         }
     }
-    if (!found && c->n < c->cap && (found = prepare_weight(c, w, N, K, M)) != NULL) c->w[c->n++] = found;
+    if (!found && c->n < c->cap && (found = prepare_weight(c, w, N, K, M)) != NULL)
+        c->w[c->n++] = found;
     pthread_mutex_unlock(&c->lock);
     return found;
 }
@@ -613,8 +624,10 @@ double pe_engine_gemm_gflops(pe_precision p, int M, int N, int K, int reps)
     eng_ctx *ctx = eng_ctx_create(p);
     double best = -1;
     if (a && w && c && ctx) {
-        for (size_t i = 0; i < (size_t)M * K; i++) a[i] = (float)((i * 2654435761u) % 1000) * 1e-3f - 0.5f;
-        for (size_t i = 0; i < (size_t)N * K; i++) w[i] = (float)((i * 40503u) % 1000) * 1e-3f - 0.5f;
+        for (size_t i = 0; i < (size_t)M * K; i++)
+            a[i] = (float)((i * 2654435761u) % 1000) * 1e-3f - 0.5f;
+        for (size_t i = 0; i < (size_t)N * K; i++)
+            w[i] = (float)((i * 40503u) % 1000) * 1e-3f - 0.5f;
         for (int r = -1; r < reps; r++) { /* first run: JIT, weight reorder */
             double t = seconds();
             if (eng_linear(ctx, M, N, K, a, K, w, 0.0f, c, N, NULL)) {

@@ -35,12 +35,18 @@ void eng_to_bf16(bf16_t *dst, const float *src, size_t n);
 void eng_to_bf16_2d(bf16_t *dst, const float *src, int rows, int cols, int ld);
 static inline float eng_bf16_to_f32(bf16_t h)
 {
-    union { uint32_t u; float f; } v = {(uint32_t)h << 16};
+    union {
+        uint32_t u;
+        float f;
+    } v = {(uint32_t)h << 16};
     return v.f;
 }
 static inline float eng_round_bf16(float x)
 {
-    union { float f; uint32_t u; } v = {x};
+    union {
+        float f;
+        uint32_t u;
+    } v = {x};
     if ((v.u & 0x7f800000u) == 0x7f800000u) return x; /* inf / NaN kept */
     v.u = (v.u + 0x7fffu + ((v.u >> 16) & 1u)) & 0xffff0000u;
     return v.f;
@@ -63,8 +69,12 @@ int eng_gemm_bf16(int trans_b, int M, int N, int K, float alpha, const bf16_t *A
 /* ---- per-thread scratch: buffer `slot` of the calling thread, at least `bytes` long
  * (contents kept between calls, reallocated when it grows; freed when the thread exits).
  * NULL if out of memory. */
-enum { ENG_SLOT_CONVERT = 0 /* 0..3: engine.c */, ENG_SLOT_ONEDNN = 4, ENG_SLOT_ATTN = 5 /* 5..7 */,
-       ENG_SLOTS = 8 };
+enum {
+    ENG_SLOT_CONVERT = 0 /* 0..3: engine.c */,
+    ENG_SLOT_ONEDNN = 4,
+    ENG_SLOT_ATTN = 5 /* 5..7 */,
+    ENG_SLOTS = 8
+};
 void *eng_thread_buffer(int slot, size_t bytes);
 
 /* ---- per-model context: precision + weights reordered once */
@@ -77,8 +87,8 @@ pe_precision eng_ctx_precision(const eng_ctx *ctx); /* FP32 for NULL */
  * into the kernel's blocked layout (AMX tiles) and kept until eng_ctx_free; fp32: W is
  * used in place (no copy, so no extra memory). ctx NULL: fp32.
  * Returns 0, or -1 if oneDNN failed. */
-int eng_linear(eng_ctx *ctx, int M, int N, int K, const float *A, int lda, const float *W, float beta,
-               float *C, int ldc, const float *bias);
+int eng_linear(eng_ctx *ctx, int M, int N, int K, const float *A, int lda, const float *W,
+               float beta, float *C, int ldc, const float *bias);
 /* The context used by op_linear / op_attention on this thread (NULL: fp32, no cache).
  * Returns the previous one (backbones set theirs around a forward pass). */
 eng_ctx *eng_set_current(eng_ctx *ctx);

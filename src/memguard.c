@@ -57,8 +57,7 @@ pe_status pe_zeroshot_check_memory(const pe_memory_estimate *est, double limit_b
                    "zero-shot batch needs about %s (features %s, scoring %s with K = %d), over the "
                    "%s of %s (MemAvailable %s); keep the features in a spill file, sample fewer "
                    "comparators, or split the batch",
-                   human(est->total, total), human(est->features, feat),
-                   human(est->scoring, score), est->k,
-                   limit_bytes > 0 ? "limit" : "available memory", human(limit, lim),
+                   human(est->total, total), human(est->features, feat), human(est->scoring, score),
+                   est->k, limit_bytes > 0 ? "limit" : "available memory", human(limit, lim),
                    human(est->available, avail));
 }

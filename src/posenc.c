@@ -27,7 +27,8 @@ void rope_tables(const rope_config *rc, int gh, int gw, int dh, float *cos_out, 
                 if (rc->ref_w > 0) cx = cx / (float)gw * (float)rc->ref_w;
             }
             const float c0 = rc->xy ? cx : cy, c1 = rc->xy ? cy : cx;
-            float *co = cos_out + ((size_t)i * gw + j) * half, *si = sin_out + ((size_t)i * gw + j) * half;
+            float *co = cos_out + ((size_t)i * gw + j) * half,
+                  *si = sin_out + ((size_t)i * gw + j) * half;
             for (int k = 0; k < nb; k++) {
                 /* (scale * c) * band in float32, the references' order; cos/sin rounded once */
                 const double a0 = (double)((float)rc->scale * c0 * band[k]);
@@ -119,7 +120,8 @@ int op_resize_bilinear(float *out, const float *in, int channels, int in_h, int 
     op_axis ax = {0}, ay = {0};
     int rc = -1;
     if (antialias && (in_w > 15 * out_w || in_h > 15 * out_h)) return -1;
-    if (!lin_axis_setup(&ax, in_w, out_w, antialias) && !lin_axis_setup(&ay, in_h, out_h, antialias))
+    if (!lin_axis_setup(&ax, in_w, out_w, antialias) &&
+        !lin_axis_setup(&ay, in_h, out_h, antialias))
         rc = op_resize_taps(out, in, channels, in_h, in_w, out_h, out_w, &ax, &ay);
     free(ax.index);
     free(ax.weight);
@@ -148,7 +150,7 @@ void relpos_index(int *out, int gh, int gw)
             const int dy = a / gw - b / gw + gh - 1, dx = a % gw - b % gw + gw - 1;
             out[(size_t)(a + 1) * T + b + 1] = dy * nw + dx;
         }
-    for (int j = 0; j < T; j++) out[j] = n - 3;            /* cls -> token */
+    for (int j = 0; j < T; j++) out[j] = n - 3;             /* cls -> token */
     for (int i = 0; i < T; i++) out[(size_t)i * T] = n - 2; /* token -> cls */
     out[0] = n - 1;                                         /* cls -> cls */
 }

@@ -10,18 +10,18 @@
 typedef enum {
     ROPE_NONE = 0,
     ROPE_CENTERED, /* DINOv3: c = 2 * (i + 0.5) / n - 1 in [-1, 1] (transformers / timm 'dinov3') */
-    ROPE_INDEX     /* EVA-02, PE: c = (i + offset) [* ref / n if ref > 0] (timm RotaryEmbeddingCat) */
+    ROPE_INDEX /* EVA-02, PE: c = (i + offset) [* ref / n if ref > 0] (timm RotaryEmbeddingCat) */
 } rope_grid;
 
 typedef struct {
     rope_grid grid;
-    int half;          /* 1: rotate-half layout [f0..f(n-1), f0..f(n-1)] (DINOv3);
+    int half;     /* 1: rotate-half layout [f0..f(n-1), f0..f(n-1)] (DINOv3);
                           0: interleaved pairs [f0, f0, f1, f1, ...] (timm EVA / PE) */
-    int xy;            /* 1: first coordinate channel is x (timm grid_indexing='xy', PE); 0: y first */
-    float offset;      /* ROPE_INDEX: added to the integer index (PE: 1) */
-    int ref_h, ref_w;  /* ROPE_INDEX: > 0 rescales the grid onto this reference shape (EVA style) */
-    double theta;      /* base of the inverse frequencies: band k = theta^(-k / nb), nb = dh / 4 */
-    double scale;      /* angle multiplier: 2*pi for DINOv3, 1 for timm 'cat' */
+    int xy;       /* 1: first coordinate channel is x (timm grid_indexing='xy', PE); 0: y first */
+    float offset; /* ROPE_INDEX: added to the integer index (PE: 1) */
+    int ref_h, ref_w; /* ROPE_INDEX: > 0 rescales the grid onto this reference shape (EVA style) */
+    double theta;     /* base of the inverse frequencies: band k = theta^(-k / nb), nb = dh / 4 */
+    double scale;     /* angle multiplier: 2*pi for DINOv3, 1 for timm 'cat' */
 } rope_config;
 
 /* Angles of a gh x gw grid for head dim dh (a multiple of 4): cos/sin of (G, dh/2)
@@ -43,7 +43,8 @@ void rope_apply(const rope_config *rc, float *x, int ld, int rows, int dh, const
  *   (transformers BeitRelativePositionBias.forward). out must hold that many rows.
  * relpos_index: (T, T) int32 row index into the resized table (generate_relative_position_index).
  * Both return 0, or -1 when out of memory. */
-int relpos_table_resize(float *out, const float *table, int heads, int g0h, int g0w, int gh, int gw);
+int relpos_table_resize(float *out, const float *table, int heads, int g0h, int g0w, int gh,
+                        int gw);
 void relpos_index(int *out, int gh, int gw);
 
 /* Bilinear resize of a channels-last grid in (in_h, in_w, C) -> out (out_h, out_w, C),

@@ -20,10 +20,22 @@ static pe_status remap(const pe_image *src, int mirror, int quarters, pe_image *
         for (int x = 0; x < w; x++) {
             int sx, sy; /* source pixel of destination (x, y) */
             switch (quarters) {
-            case 0: sx = x; sy = y; break;
-            case 1: sx = y; sy = w - 1 - x; break;
-            case 2: sx = w - 1 - x; sy = h - 1 - y; break;
-            default: sx = h - 1 - y; sy = x; break;
+            case 0:
+                sx = x;
+                sy = y;
+                break;
+            case 1:
+                sx = y;
+                sy = w - 1 - x;
+                break;
+            case 2:
+                sx = w - 1 - x;
+                sy = h - 1 - y;
+                break;
+            default:
+                sx = h - 1 - y;
+                sy = x;
+                break;
             }
             if (mirror) sx = w - 1 - sx;
             memcpy(dst + 3 * ((size_t)y * w + x), src->rgb + 3 * ((size_t)sy * w + sx), 3);
@@ -48,7 +60,8 @@ static pe_status rotate(const pe_image *src, int mirror, double degrees, pe_imag
     }
     /* about the centre: q = R (r - c) + c, i.e. t = c - R c */
     double a = degrees * M_PI / 180.0, cx = (src->width - 1) / 2.0, cy = (src->height - 1) / 2.0;
-    pe_rigid t = {degrees, cx - (cos(a) * cx - sin(a) * cy), cy - (sin(a) * cx + cos(a) * cy), 0, 1};
+    pe_rigid t = {degrees, cx - (cos(a) * cx - sin(a) * cy), cy - (sin(a) * cx + cos(a) * cy), 0,
+                  1};
     pe_status s = pe_align_warp(src, &t, src->width, src->height, out);
     pe_image_free(&base);
     return s;

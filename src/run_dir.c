@@ -30,9 +30,9 @@
 #define RUN_MAX_DEPTH 64
 
 struct pe_run_dir {
-    char out[4096];     /* the output folder (a symlink to a folder is resolved) */
-    char parent[4096];  /* its parent folder */
-    char stage[4096];   /* staging folder */
+    char out[4096];    /* the output folder (a symlink to a folder is resolved) */
+    char parent[4096]; /* its parent folder */
+    char stage[4096];  /* staging folder */
 };
 
 /* mkdir -p */
@@ -153,7 +153,8 @@ pe_status pe_run_begin(const char *out_dir, pe_run_dir **out)
         free(r);
         return pe_fail(PE_ERR_ARG,
                        "%s: the output folder must be named (not '.', '..' or '/'): its contents "
-                       "are replaced as a whole", out_dir);
+                       "are replaced as a whole",
+                       out_dir);
     }
     if (!slash) snprintf(r->parent, sizeof r->parent, ".");
     else if (slash == r->out) snprintf(r->parent, sizeof r->parent, "/");
@@ -177,7 +178,8 @@ pe_status pe_run_begin(const char *out_dir, pe_run_dir **out)
         return s;
     }
     sweep_stale(r->parent, base);
-    int len = snprintf(r->stage, sizeof r->stage, "%s/.%s.run.%ld", r->parent, base, (long)getpid());
+    int len =
+        snprintf(r->stage, sizeof r->stage, "%s/.%s.run.%ld", r->parent, base, (long)getpid());
     if (len < 0 || len >= (int)sizeof r->stage) {
         free(r);
         return pe_fail(PE_ERR_ARG, "%s: path too long", out_dir);
@@ -244,8 +246,10 @@ pe_status pe_run_commit(pe_run_dir *r)
         }
     } else {
         if (!S_ISDIR(st.st_mode) || !replaceable(r->out)) {
-            s = pe_fail(PE_ERR_IO, "%s: changed during the run and was not written by patchead; "
-                        "results not published", r->out);
+            s = pe_fail(PE_ERR_IO,
+                        "%s: changed during the run and was not written by patchead; "
+                        "results not published",
+                        r->out);
             pe_run_abort(r);
             return s;
         }

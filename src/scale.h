@@ -7,8 +7,10 @@
 #include "internal.h"
 
 /* One unordered pair of a batch, lo < hi, and which directions are needed. */
-enum { PE_PAIR_LO = 1, /* lo's patches against hi (row maxima of the lo x hi tile) */
-       PE_PAIR_HI = 2  /* hi's patches against lo (column maxima of the same tile) */ };
+enum {
+    PE_PAIR_LO = 1, /* lo's patches against hi (row maxima of the lo x hi tile) */
+    PE_PAIR_HI = 2  /* hi's patches against lo (column maxima of the same tile) */
+};
 typedef struct {
     int lo, hi;
     int dirs; /* PE_PAIR_LO | PE_PAIR_HI */

@@ -13,14 +13,14 @@
 
 struct pe_feature_store {
     int n, patches, dim, with_attn;
-    float *data;      /* (n, G, D) then (n, G) attention when with_attn */
+    float *data; /* (n, G, D) then (n, G) attention when with_attn */
     size_t bytes;
-    int mapped;       /* 1: munmap, 0: free */
+    int mapped; /* 1: munmap, 0: free */
     pe_features *views;
 };
 
-pe_status pe_feature_store_create(const char *spill_dir, int n, int patches, int dim,
-                                  int with_attn, pe_feature_store **out)
+pe_status pe_feature_store_create(const char *spill_dir, int n, int patches, int dim, int with_attn,
+                                  pe_feature_store **out)
 {
     *out = NULL;
     if (n <= 0 || patches <= 0 || dim <= 0)

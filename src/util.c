@@ -94,8 +94,12 @@ uint64_t pe_hash_fast(const void *data, size_t n)
 
 static const char *file_kind(mode_t m)
 {
-    return S_ISDIR(m) ? "a folder" : S_ISFIFO(m) ? "a FIFO" : S_ISSOCK(m) ? "a socket"
-         : S_ISCHR(m) ? "a character device" : S_ISBLK(m) ? "a block device" : "not a plain file";
+    return S_ISDIR(m)    ? "a folder"
+           : S_ISFIFO(m) ? "a FIFO"
+           : S_ISSOCK(m) ? "a socket"
+           : S_ISCHR(m)  ? "a character device"
+           : S_ISBLK(m)  ? "a block device"
+                         : "not a plain file";
 }
 
 int pe_open_regular(const char *path)
@@ -143,9 +147,10 @@ pe_status pe_read_file(const char *path, uint8_t **data, size_t *size)
     }
     if ((uint64_t)st.st_size >= PE_MAX_INPUT_FILE) {
         close(fd);
-        return pe_fail(PE_ERR_LIMIT, "%s: %lld bytes, more than the %llu MiB accepted for this kind "
-                       "of file", path, (long long)st.st_size,
-                       (unsigned long long)(PE_MAX_INPUT_FILE >> 20));
+        return pe_fail(PE_ERR_LIMIT,
+                       "%s: %lld bytes, more than the %llu MiB accepted for this kind "
+                       "of file",
+                       path, (long long)st.st_size, (unsigned long long)(PE_MAX_INPUT_FILE >> 20));
     }
     size_t len = (size_t)st.st_size;
     uint8_t *buf = malloc(len + 1);
@@ -164,7 +169,8 @@ pe_status pe_read_file(const char *path, uint8_t **data, size_t *size)
     close(fd);
     if (got != len) {
         free(buf);
-        return pe_fail(PE_ERR_IO, "%s: short read (%s)", path, got < len && e ? strerror(e) : "file changed");
+        return pe_fail(PE_ERR_IO, "%s: short read (%s)", path,
+                       got < len && e ? strerror(e) : "file changed");
     }
     buf[len] = 0;
     *data = buf;

@@ -46,11 +46,12 @@ pe_status pe_comparator_schedule(int n, int r, uint64_t seed, pe_pair **pairs, i
 {
     *pairs = NULL;
     *num_pairs = 0;
-    if (n < 2) return pe_fail(PE_ERR_ARG, "comparator schedule: needs at least 2 images, got %d", n);
+    if (n < 2)
+        return pe_fail(PE_ERR_ARG, "comparator schedule: needs at least 2 images, got %d", n);
     int full = r <= 0 || r >= n - 1;
     int h = r / 2, odd = !full && (r & 1);
-    int64_t total = full ? (int64_t)n * (n - 1) / 2
-                         : (int64_t)n * h + (odd ? (n % 2 ? n : n / 2) : 0);
+    int64_t total =
+        full ? (int64_t)n * (n - 1) / 2 : (int64_t)n * h + (odd ? (n % 2 ? n : n / 2) : 0);
     pe_pair *out = pe_alloc((size_t)total, sizeof *out, "comparator schedule");
     int *ring = malloc((size_t)n * sizeof *ring);
     if (!out || !ring) {

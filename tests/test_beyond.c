@@ -121,8 +121,7 @@ static void test_window_infinite_is_global(void)
     CHECK(q && views);
     if (!q || !views) return;
     pe_features refs[3];
-    for (int k = 0; k < 3; k++)
-        refs[k] = (pe_features){GH, GW, D, views + (size_t)k * G * D, NULL};
+    for (int k = 0; k < 3; k++) refs[k] = (pe_features){GH, GW, D, views + (size_t)k * G * D, NULL};
     pe_features query = {GH, GW, D, q, NULL};
     const float *rp[3] = {refs[0].data, refs[1].data, refs[2].data};
     const int rn[3] = {G, G, G};
@@ -343,8 +342,8 @@ static void test_rotated_reference_end_to_end(void)
     /* the reference itself: ~0 either way; turned 90 / 180: ~0 only with rotations,
      * without them as far as an unrelated image */
     const float far = score[3][0];
-    CHECK_MSG(score[0][0] < 1e-6f && score[0][1] < 1e-6f, "self %g %g, unrelated %g",
-              score[0][0], score[0][1], far);
+    CHECK_MSG(score[0][0] < 1e-6f && score[0][1] < 1e-6f, "self %g %g, unrelated %g", score[0][0],
+              score[0][1], far);
     for (int i = 1; i < 3; i++)
         CHECK_MSG(score[i][1] < 1e-6f && score[i][0] > 0.3f * far && far > 1e-5f,
                   "turned x%d: %g with rotations, %g without, unrelated %g", i, score[i][1],
@@ -367,7 +366,7 @@ static void test_rotated_reference_end_to_end(void)
     /* mirrored: views 0..3 rotations, 4..7 the mirror's rotations */
     pe_image mirrored[8];
     CHECK(pe_reference_views(&ref, 4, 1, mirrored) == PE_OK);
-    CHECK(memcmp(mirrored[2].rgb, other.rgb, 64 * 64 * 3) == 0);   /* 180 = two quarter turns */
+    CHECK(memcmp(mirrored[2].rgb, other.rgb, 64 * 64 * 3) == 0); /* 180 = two quarter turns */
     CHECK(memcmp(mirrored[1].rgb, query.rgb, 64 * 64 * 3) == 0);
     CHECK(mirrored[4].rgb[0] == ref.rgb[3 * 63] && mirrored[4].rgb[1] == ref.rgb[3 * 63 + 1]);
     for (int i = 0; i < 8; i++) {
@@ -391,12 +390,16 @@ static double uniform(void) { return (pe_splitmix64(&rng) >> 11) / 9007199254740
 static void test_conformal_false_alarm_bound(void)
 {
     const int trials = 20000;
-    const struct { int n; float alpha; } cases[] = {{19, 0.1f}, {50, 0.05f}, {120, 0.01f}, {24, 0.1f}};
+    const struct {
+        int n;
+        float alpha;
+    } cases[] = {{19, 0.1f}, {50, 0.05f}, {120, 0.01f}, {24, 0.1f}};
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         int n = cases[c].n, alarms = 0;
         float alpha = cases[c].alpha, *s = malloc(sizeof(float) * n);
         for (int t = 0; t < trials; t++) {
-            double shape = 1 + (t % 3); /* a different distribution each trial: still exchangeable */
+            double shape =
+                1 + (t % 3); /* a different distribution each trial: still exchangeable */
             for (int i = 0; i < n; i++) s[i] = (float)pow(uniform(), shape);
             float test = (float)pow(uniform(), shape);
             float th = pe_conformal_threshold(s, n, alpha);
@@ -408,8 +411,8 @@ static void test_conformal_false_alarm_bound(void)
         double k = ceil((1.0 - alpha) * (n + 1) - 1e-9), exact = (n + 1 - k) / (n + 1);
         double rate = (double)alarms / trials, sd = sqrt(exact * (1 - exact) / trials);
         CHECK(exact <= alpha + 1e-9);
-        CHECK_MSG(fabs(rate - exact) < 4 * sd + 1e-4, "n %d alpha %g: rate %g, exact %g", n,
-                  alpha, rate, exact);
+        CHECK_MSG(fabs(rate - exact) < 4 * sd + 1e-4, "n %d alpha %g: rate %g, exact %g", n, alpha,
+                  rate, exact);
         CHECK_MSG(rate <= alpha + 4 * sd, "n %d alpha %g: rate %g above alpha", n, alpha, rate);
         free(s);
     }

@@ -58,8 +58,8 @@ static void ref_gemm(int trans_b, int M, int N, int K, float alpha, const float 
                 }
                 s += (double)a * b;
             }
-            out[(size_t)i * N + j] = alpha * s + (beta != 0 ? beta * C0[(size_t)i * ldc + j] : 0) +
-                                     (bias ? bias[j] : 0);
+            out[(size_t)i * N + j] =
+                alpha * s + (beta != 0 ? beta * C0[(size_t)i * ldc + j] : 0) + (bias ? bias[j] : 0);
         }
 }
 
@@ -80,7 +80,7 @@ static void test_precision_api(void)
     printf("  engine ISA %s, native bf16 %d\n", pe_engine_isa(), eng_native_bf16());
     /* rounding: nearest even on the 16 dropped bits; specials kept */
     CHECK(eng_round_bf16(1.0f) == 1.0f);
-    CHECK(eng_round_bf16(1.0f + 1.0f / 256) == 1.0f);             /* tie -> even (down) */
+    CHECK(eng_round_bf16(1.0f + 1.0f / 256) == 1.0f);              /* tie -> even (down) */
     CHECK(eng_round_bf16(1.0f + 3.0f / 256) == 1.0f + 4.0f / 256); /* tie -> even (up) */
     CHECK(isinf(eng_round_bf16(INFINITY)) && isnan(eng_round_bf16(NAN)));
     bf16_t h[3];
@@ -102,28 +102,33 @@ static void test_gemm(void)
                 const int ldb = (tb ? K : N) + 1;
                 float alpha = variant == 2 ? 0.125f : 1.0f, beta = variant == 1 ? 1.0f : 0.0f;
                 float *A = rand_buf((size_t)M * lda), *B = rand_buf((size_t)(tb ? N : K) * ldb);
-                float *C0 = rand_buf((size_t)M * ldc), *bias = variant == 1 ? rand_buf((size_t)N) : NULL;
+                float *C0 = rand_buf((size_t)M * ldc),
+                      *bias = variant == 1 ? rand_buf((size_t)N) : NULL;
                 float *C = malloc((size_t)M * ldc * sizeof *C);
-                double *ref = malloc((size_t)M * N * sizeof *ref), *ref16 = malloc((size_t)M * N * sizeof *ref);
+                double *ref = malloc((size_t)M * N * sizeof *ref),
+                       *ref16 = malloc((size_t)M * N * sizeof *ref);
                 float *got = malloc((size_t)M * N * sizeof *got);
                 ref_gemm(tb, M, N, K, alpha, A, lda, B, ldb, beta, C0, ldc, bias, 0, ref);
                 ref_gemm(tb, M, N, K, alpha, A, lda, B, ldb, beta, C0, ldc, bias, 1, ref16);
                 for (int prec = 0; prec < 2; prec++) {
                     memcpy(C, C0, (size_t)M * ldc * sizeof *C);
-                    int rc = eng_gemm(prec ? PE_PRECISION_BF16 : PE_PRECISION_FP32, tb, M, N, K, alpha, A,
-                                      lda, B, ldb, beta, C, ldc, bias);
+                    int rc = eng_gemm(prec ? PE_PRECISION_BF16 : PE_PRECISION_FP32, tb, M, N, K,
+                                      alpha, A, lda, B, ldb, beta, C, ldc, bias);
                     CHECK_MSG(rc == 0, "eng_gemm %dx%dx%d failed", M, N, K);
-                    for (int i = 0; i < M; i++) memcpy(got + (size_t)i * N, C + (size_t)i * ldc, N * sizeof *got);
+                    for (int i = 0; i < M; i++)
+                        memcpy(got + (size_t)i * N, C + (size_t)i * ldc, N * sizeof *got);
                     double d = rel(got, prec ? ref16 : ref, (size_t)M * N);
-                    CHECK_MSG(d <= 1e-5, "%s %dx%dx%d trans_b %d variant %d: rel %g", prec ? "bf16" : "fp32",
-                              M, N, K, tb, variant, d);
+                    CHECK_MSG(d <= 1e-5, "%s %dx%dx%d trans_b %d variant %d: rel %g",
+                              prec ? "bf16" : "fp32", M, N, K, tb, variant, d);
                     if (prec) {
                         double d32 = rel(got, ref, (size_t)M * N);
-                        CHECK_MSG(d32 <= 2e-2, "bf16 vs fp32 reference %dx%dx%d: rel %g", M, N, K, d32);
+                        CHECK_MSG(d32 <= 2e-2, "bf16 vs fp32 reference %dx%dx%d: rel %g", M, N, K,
+                                  d32);
                     }
                     /* the row padding of C is left alone */
                     for (int i = 0; i < M; i++)
-                        for (int j = N; j < ldc; j++) CHECK(C[(size_t)i * ldc + j] == C0[(size_t)i * ldc + j]);
+                        for (int j = N; j < ldc; j++)
+                            CHECK(C[(size_t)i * ldc + j] == C0[(size_t)i * ldc + j]);
                 }
                 free(A), free(B), free(C0), free(bias), free(C), free(ref), free(ref16), free(got);
             }
@@ -151,7 +156,8 @@ static void test_linear(void)
                 CHECK(eng_linear(ctx, M, N, K, A, K, W, (float)beta, C, N, bias) == 0);
                 ref_gemm(1, M, N, K, 1.0f, A, K, W, K, (float)beta, C0, N, bias, prec, ref);
                 double d = rel(C, ref, (size_t)M * N);
-                CHECK_MSG(d <= 1e-5, "linear %s M %d beta %d: rel %g", prec ? "bf16" : "fp32", M, beta, d);
+                CHECK_MSG(d <= 1e-5, "linear %s M %d beta %d: rel %g", prec ? "bf16" : "fp32", M,
+                          beta, d);
             }
             free(A), free(C), free(C0), free(ref);
         }
@@ -202,8 +208,8 @@ static void test_concurrent(void)
 }
 
 /* Naive attention in double: ctx and the CLS row (mean over heads, keys >= first). */
-static void ref_attention(const float *qkv, int T, int D, int H, float scale, int first, double *ctx,
-                          double *cls)
+static void ref_attention(const float *qkv, int T, int D, int H, float scale, int first,
+                          double *ctx, double *cls)
 {
     const int dh = D / H, ld = 3 * D;
     double *p = malloc((size_t)T * sizeof *p);
@@ -214,7 +220,8 @@ static void ref_attention(const float *qkv, int T, int D, int H, float scale, in
             for (int j = 0; j < T; j++) {
                 double s = 0;
                 for (int k = 0; k < dh; k++)
-                    s += (double)qkv[(size_t)i * ld + h * dh + k] * qkv[(size_t)j * ld + D + h * dh + k];
+                    s += (double)qkv[(size_t)i * ld + h * dh + k] *
+                         qkv[(size_t)j * ld + D + h * dh + k];
                 p[j] = s * scale;
                 if (p[j] > mx) mx = p[j];
             }
@@ -249,7 +256,9 @@ static void test_attention(void)
             omp_set_num_threads(threads);
             CHECK(op_attention(ctx, qkv, T, D, H, scale, cls, first) == 0);
             double d = rel(ctx, ref, (size_t)T * D), dc = rel(cls, rcls, (size_t)(T - first));
-            if (threads == 1) printf("  attention %s T=%d: ctx rel %.3g, CLS rel %.3g\n", prec ? "bf16" : "fp32", T, d, dc);
+            if (threads == 1)
+                printf("  attention %s T=%d: ctx rel %.3g, CLS rel %.3g\n", prec ? "bf16" : "fp32",
+                       T, d, dc);
             CHECK_MSG(d <= (prec ? 2e-2 : 1e-5), "%s attention rel %g", prec ? "bf16" : "fp32", d);
             CHECK_MSG(dc <= 1e-5, "CLS attention must stay exact: rel %g", dc); /* fp32 in both */
         }
@@ -281,7 +290,8 @@ static void test_scoring_precision(void)
     CHECK(pe_score_batch(feats, B, G, D, &p, s16, img16) == PE_OK);
     worst = 0;
     for (int i = 0; i < B * G; i++) worst = fmax(worst, fabs(s16[i] - s32[i]));
-    printf("  zero-shot patch scores bf16 vs fp32: max |diff| %.3g (scores ~%.2f)\n", worst, s32[0]);
+    printf("  zero-shot patch scores bf16 vs fp32: max |diff| %.3g (scores ~%.2f)\n", worst,
+           s32[0]);
     CHECK_MSG(worst <= 2e-2, "bf16 scores differ by %g", worst);
     /* few-shot */
     float q32[300], q16[300], i32, i16;

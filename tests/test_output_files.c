@@ -13,7 +13,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
 
 /* 1 if the n strings are pairwise distinct (sorts a copy: O(n log n)). */
 static int all_distinct(char **s, int n)
@@ -90,7 +93,10 @@ static void test_stems_bytes(void)
     char longname[400];
     memset(longname, 'L', 300);
     strcpy(longname + 300, ".png");
-    const char *p[] = {"q\n\"\\\t\r.png", "bad\xff\xfe" "name.png", "caf\xc3\xa9.png", longname};
+    const char *p[] = {"q\n\"\\\t\r.png",
+                       "bad\xff\xfe"
+                       "name.png",
+                       "caf\xc3\xa9.png", longname};
     char *s[4];
     CHECK(pe_output_stems(p, 4, s) == PE_OK);
     CHECK_MSG(!strcmp(s[0], "q_\"\\__"), "got '%s'", s[0]);
@@ -115,8 +121,9 @@ static void test_text_output(void)
     fputc('|', f);
     pe_utf8_write(f, "ok\xff\xe2\x82\xac");
     fclose(f);
-    const char *want = "\"a\\\"b\\\\c\\u0009d\\u000a\\u0001\\ufffd\xc3\xa9\\ufffd\\ufffd"
-                       "\\ufffd\\ufffd\\ufffd\\ufffd\\ufffd\"|plain|\"a,b\"\"c\nd\"|ok\xef\xbf\xbd\xe2\x82\xac";
+    const char *want =
+        "\"a\\\"b\\\\c\\u0009d\\u000a\\u0001\\ufffd\xc3\xa9\\ufffd\\ufffd"
+        "\\ufffd\\ufffd\\ufffd\\ufffd\\ufffd\"|plain|\"a,b\"\"c\nd\"|ok\xef\xbf\xbd\xe2\x82\xac";
     CHECK_MSG(!strcmp(buf, want), "got  %s\nwant %s", buf, want);
     free(buf);
 }

@@ -10,7 +10,6 @@
 #include <stdint.h>
 #include <unistd.h>
 
-
 static float frand(uint64_t *s)
 {
     *s = *s * 6364136223846793005ULL + 1442695040888963407ULL;
@@ -43,7 +42,8 @@ static int schedule_matrix(int n, int r, uint64_t seed, uint8_t *needs, int64_t 
     for (int64_t e = 0; e < *num_pairs; e++) {
         const pe_pair *p = &pairs[e];
         if (!(p->lo < p->hi) || p->lo < 0 || p->hi >= n || !p->dirs) bad = 1;
-        if (e && !(pairs[e - 1].lo < p->lo || (pairs[e - 1].lo == p->lo && pairs[e - 1].hi < p->hi)))
+        if (e &&
+            !(pairs[e - 1].lo < p->lo || (pairs[e - 1].lo == p->lo && pairs[e - 1].hi < p->hi)))
             bad = 1; /* sorted, each unordered pair once */
         if (p->dirs & PE_PAIR_LO) needs[p->lo * n + p->hi] = 1;
         if (p->dirs & PE_PAIR_HI) needs[p->hi * n + p->lo] = 1;
@@ -89,9 +89,14 @@ static void test_full_schedule_equals_batch(void)
     const int B = 9, g = 23, dim = 11;
     float **f = random_batch(B, g, dim, 42);
     float *a = malloc(sizeof(float) * B * g), *b = malloc(sizeof(float) * B * g);
-    struct { int order, k; float frac; int tile, r; } cases[] = {
-        {PE_ORDER_LOWEST, 0, 0.3f, 0, 0}, {PE_ORDER_LOWEST, 1, 0, 7, 8},
-        {PE_ORDER_HIGHEST, 3, 0, 5, 100}, {PE_ORDER_LOWEST, 0, 1.0f, 1, 8}};
+    struct {
+        int order, k;
+        float frac;
+        int tile, r;
+    } cases[] = {{PE_ORDER_LOWEST, 0, 0.3f, 0, 0},
+                 {PE_ORDER_LOWEST, 1, 0, 7, 8},
+                 {PE_ORDER_HIGHEST, 3, 0, 5, 100},
+                 {PE_ORDER_LOWEST, 0, 1.0f, 1, 8}};
     for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
         pe_score_params p = pe_score_default_params(NULL, 1);
         p.order = cases[c].order;
@@ -101,8 +106,10 @@ static void test_full_schedule_equals_batch(void)
         CHECK(pe_score_batch((const float *const *)f, B, g, dim, &p, a, NULL) == PE_OK);
         CHECK(pe_score_batch_scheduled((const float *const *)f, B, g, dim, &p, cases[c].r, 5, 0,
                                        NULL, NULL, b) == PE_OK);
-        CHECK_MSG(!memcmp(a, b, sizeof(float) * B * g), "case %zu: R >= B-1 differs from the full "
-                  "batch", c);
+        CHECK_MSG(!memcmp(a, b, sizeof(float) * B * g),
+                  "case %zu: R >= B-1 differs from the full "
+                  "batch",
+                  c);
     }
     free(a);
     free(b);

@@ -20,11 +20,16 @@ typedef struct {
 } fam_case;
 
 static const fam_case cases[] = {
-    {"dinov3", "dinov3", 0.485f},      {"dinov3_glu", "dinov3", 0.485f},
-    {"eva02", "eva02", 0.48145466f},   {"pe_spatial", "pe_spatial", 0.5f},
-    {"mae", "mae", 0.485f},            {"beit", "beit", 0.5f},
-    {"siglip", "siglip", 0.5f},        {"siglip2", "siglip2", 0.5f},
-    {"dinov3_timm", "dinov3", 0.485f}, {"beit_shared", "beit", 0.5f},
+    {"dinov3", "dinov3", 0.485f},
+    {"dinov3_glu", "dinov3", 0.485f},
+    {"eva02", "eva02", 0.48145466f},
+    {"pe_spatial", "pe_spatial", 0.5f},
+    {"mae", "mae", 0.485f},
+    {"beit", "beit", 0.5f},
+    {"siglip", "siglip", 0.5f},
+    {"siglip2", "siglip2", 0.5f},
+    {"dinov3_timm", "dinov3", 0.485f},
+    {"beit_shared", "beit", 0.5f},
 };
 
 static float *load_npy(const char *dir, const char *name, int64_t shape[4], int *ndim)

@@ -33,7 +33,8 @@ static PyObject *error_classes[NUM_STATUS];
 static PyObject *raise_status(pe_status status, const char *message)
 {
     PyObject *cls = (int)status > 0 && (int)status < NUM_STATUS ? error_classes[status] : NULL;
-    PyErr_SetString(cls ? cls : PyExc_RuntimeError, message && *message ? message : pe_status_name(status));
+    PyErr_SetString(cls ? cls : PyExc_RuntimeError,
+                    message && *message ? message : pe_status_name(status));
     return NULL;
 }
 
@@ -145,10 +146,8 @@ static int image_arg_get(PyObject *obj, image_arg *a)
     if (PyBytes_Check(obj)) {
         const uint8_t *data = (const uint8_t *)PyBytes_AS_STRING(obj);
         size_t n = (size_t)PyBytes_GET_SIZE(obj);
-        Py_BEGIN_ALLOW_THREADS
-        keep_error(&r, pe_image_decode(data, n, "<bytes>", &a->img));
-        Py_END_ALLOW_THREADS
-        if (r.status) return raise_status(r.status, r.message), -1;
+        Py_BEGIN_ALLOW_THREADS keep_error(&r, pe_image_decode(data, n, "<bytes>", &a->img));
+        Py_END_ALLOW_THREADS if (r.status) return raise_status(r.status, r.message), -1;
         a->owned = 1;
         return 0;
     }
@@ -156,25 +155,25 @@ static int image_arg_get(PyObject *obj, image_arg *a)
         PyObject *path = NULL;
         if (!PyUnicode_FSConverter(obj, &path)) return -1;
         const char *p = PyBytes_AS_STRING(path);
-        Py_BEGIN_ALLOW_THREADS
-        keep_error(&r, pe_image_load(p, &a->img));
-        Py_END_ALLOW_THREADS
-        Py_DECREF(path);
+        Py_BEGIN_ALLOW_THREADS keep_error(&r, pe_image_load(p, &a->img));
+        Py_END_ALLOW_THREADS Py_DECREF(path);
         if (r.status) return raise_status(r.status, r.message), -1;
         a->owned = 1;
         return 0;
     }
     if (get_typed(obj, 'B', -1, "image", &a->view, 0)) return -1;
     a->has_view = 1;
-    if (a->view.ndim != 3 || a->view.shape[2] != 3 || a->view.shape[0] < 1 || a->view.shape[1] < 1) {
+    if (a->view.ndim != 3 || a->view.shape[2] != 3 || a->view.shape[0] < 1 ||
+        a->view.shape[1] < 1) {
         raise_status(PE_ERR_SHAPE, "image: expects an (H, W, 3) RGB array");
         image_arg_release(a);
         return -1;
     }
     Py_ssize_t h = a->view.shape[0], w = a->view.shape[1];
-    if (h > PE_MAX_IMAGE_SIDE || w > PE_MAX_IMAGE_SIDE || (size_t)h * (size_t)w > PE_MAX_IMAGE_PIXELS) {
-        raise_fmt(PE_ERR_LIMIT, "image: %zdx%zd pixels exceeds the limit (%d per side, %u in all)", w,
-                  h, PE_MAX_IMAGE_SIDE, PE_MAX_IMAGE_PIXELS);
+    if (h > PE_MAX_IMAGE_SIDE || w > PE_MAX_IMAGE_SIDE ||
+        (size_t)h * (size_t)w > PE_MAX_IMAGE_PIXELS) {
+        raise_fmt(PE_ERR_LIMIT, "image: %zdx%zd pixels exceeds the limit (%d per side, %u in all)",
+                  w, h, PE_MAX_IMAGE_SIDE, PE_MAX_IMAGE_PIXELS);
         image_arg_release(a);
         return -1;
     }
@@ -250,7 +249,8 @@ static PyObject *features_tuple(const pe_features *f)
     size_t g = (size_t)f->grid_h * f->grid_w;
     PyObject *data = bytes_copy(f->data, g * f->dim * sizeof(float));
     if (!data) return NULL;
-    PyObject *attn = f->attn ? bytes_copy(f->attn, g * sizeof(float)) : (Py_INCREF(Py_None), Py_None);
+    PyObject *attn =
+        f->attn ? bytes_copy(f->attn, g * sizeof(float)) : (Py_INCREF(Py_None), Py_None);
     if (!attn) {
         Py_DECREF(data);
         return NULL;
@@ -366,7 +366,8 @@ static int detect_params_get(PyObject *d, pe_detect_params *p)
     if (preset && preset != Py_None) {
         const char *name = PyUnicode_AsUTF8(preset);
         if (!name) return -1;
-        if (pe_score_preset(name, zeroshot, &p->score)) return raise_status(PE_ERR_ARG, pe_last_error()), -1;
+        if (pe_score_preset(name, zeroshot, &p->score))
+            return raise_status(PE_ERR_ARG, pe_last_error()), -1;
     }
     PyObject *order = PyDict_GetItemString(d, "order");
     if (order && order != Py_None) {
@@ -393,21 +394,20 @@ static int detect_params_get(PyObject *d, pe_detect_params *p)
 
 static PyObject *detect_params_dict(const pe_detect_params *p)
 {
-    return Py_BuildValue(
-        "{s:s,s:i,s:d,s:i,s:d,s:i,s:i,s:O,s:O,s:d,s:d,s:d}", "order",
-        p->score.order == PE_ORDER_LOWEST ? "lowest" : "highest", "k_count", p->score.k_count,
-        "k_fraction", (double)p->score.k_fraction, "top_count", p->score.top_count, "top_fraction",
-        (double)p->score.top_fraction, "size", p->size, "layer", p->layer, "align",
-        p->align ? Py_True : Py_False, "mask", p->mask ? Py_True : Py_False, "sigma",
-        (double)p->map_sigma, "mask_threshold", (double)p->score.mask_threshold, "mask_low_weight",
-        (double)p->score.mask_low_weight);
+    return Py_BuildValue("{s:s,s:i,s:d,s:i,s:d,s:i,s:i,s:O,s:O,s:d,s:d,s:d}", "order",
+                         p->score.order == PE_ORDER_LOWEST ? "lowest" : "highest", "k_count",
+                         p->score.k_count, "k_fraction", (double)p->score.k_fraction, "top_count",
+                         p->score.top_count, "top_fraction", (double)p->score.top_fraction, "size",
+                         p->size, "layer", p->layer, "align", p->align ? Py_True : Py_False, "mask",
+                         p->mask ? Py_True : Py_False, "sigma", (double)p->map_sigma,
+                         "mask_threshold", (double)p->score.mask_threshold, "mask_low_weight",
+                         (double)p->score.mask_low_weight);
 }
 
 /* ------------------------------------------------------------------ Model */
 
 typedef struct {
-    PyObject_HEAD
-    pe_model *model;
+    PyObject_HEAD pe_model *model;
     PyThread_type_lock lock;
 } ModelObject;
 
@@ -418,7 +418,8 @@ static int Model_init(ModelObject *self, PyObject *args, PyObject *kw)
     static char *names[] = {"path", "threads", NULL};
     PyObject *path_obj = NULL;
     int threads = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O&|i", names, PyUnicode_FSConverter, &path_obj, &threads))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O&|i", names, PyUnicode_FSConverter, &path_obj,
+                                     &threads))
         return -1;
     if (self->model) {
         Py_DECREF(path_obj);
@@ -434,10 +435,8 @@ static int Model_init(ModelObject *self, PyObject *args, PyObject *kw)
     mp.threads = threads;
     const char *path = PyBytes_AS_STRING(path_obj);
     call_result r;
-    Py_BEGIN_ALLOW_THREADS
-    keep_error(&r, pe_model_load(path, &mp, &self->model));
-    Py_END_ALLOW_THREADS
-    Py_DECREF(path_obj);
+    Py_BEGIN_ALLOW_THREADS keep_error(&r, pe_model_load(path, &mp, &self->model));
+    Py_END_ALLOW_THREADS Py_DECREF(path_obj);
     if (r.status) return raise_status(r.status, r.message), -1;
     return 0;
 }
@@ -462,15 +461,14 @@ static PyObject *Model_info(ModelObject *self, PyObject *noargs)
     pe_model_info in;
     pe_status s = pe_model_get_info(self->model, &in);
     if (s) return raise_status(s, pe_last_error());
-    return Py_BuildValue("{s:s,s:s,s:s,s:O,s:O,s:i,s:i,s:i,s:i,s:i,s:L,s:(ddd),s:(ddd),s:s}", "family",
-                         in.family, "name", in.name, "dtype", in.dtype, "is_vit",
-                         in.is_vit ? Py_True : Py_False, "has_attention",
-                         in.has_attention ? Py_True : Py_False, "patch_size", in.patch_size,
-                         "feature_dim", in.feature_dim, "num_layers", in.num_layers, "hidden_dim",
-                         in.hidden_dim, "default_size", in.default_size, "num_params",
-                         (long long)in.num_params, "mean", (double)in.mean[0], (double)in.mean[1],
-                         (double)in.mean[2], "std", (double)in.std[0], (double)in.std[1],
-                         (double)in.std[2], "weights_hash", in.weights_hash);
+    return Py_BuildValue(
+        "{s:s,s:s,s:s,s:O,s:O,s:i,s:i,s:i,s:i,s:i,s:L,s:(ddd),s:(ddd),s:s}", "family", in.family,
+        "name", in.name, "dtype", in.dtype, "is_vit", in.is_vit ? Py_True : Py_False,
+        "has_attention", in.has_attention ? Py_True : Py_False, "patch_size", in.patch_size,
+        "feature_dim", in.feature_dim, "num_layers", in.num_layers, "hidden_dim", in.hidden_dim,
+        "default_size", in.default_size, "num_params", (long long)in.num_params, "mean",
+        (double)in.mean[0], (double)in.mean[1], (double)in.mean[2], "std", (double)in.std[0],
+        (double)in.std[1], (double)in.std[2], "weights_hash", in.weights_hash);
 }
 
 /* extract(image, size=0, layer=0, attn=False) -> features tuple (see features_tuple) */
@@ -490,12 +488,10 @@ static PyObject *Model_extract(ModelObject *self, PyObject *args, PyObject *kw)
     ep.want_attn = want_attn;
     pe_features f = {0};
     call_result r;
-    Py_BEGIN_ALLOW_THREADS
-    PyThread_acquire_lock(self->lock, WAIT_LOCK);
+    Py_BEGIN_ALLOW_THREADS PyThread_acquire_lock(self->lock, WAIT_LOCK);
     keep_error(&r, pe_model_extract(self->model, &a.img, &ep, &f));
     PyThread_release_lock(self->lock);
-    Py_END_ALLOW_THREADS
-    image_arg_release(&a);
+    Py_END_ALLOW_THREADS image_arg_release(&a);
     if (r.status) return raise_status(r.status, r.message);
     PyObject *res = features_tuple(&f);
     pe_features_free(&f);
@@ -532,8 +528,7 @@ static int as_model(PyObject *obj, ModelObject **out)
 /* ------------------------------------------------------------------ Bank */
 
 typedef struct {
-    PyObject_HEAD
-    pe_bank *bank;
+    PyObject_HEAD pe_bank *bank;
     PyThread_type_lock lock;
 } BankObject;
 
@@ -569,12 +564,10 @@ static PyObject *Bank_save(BankObject *self, PyObject *arg)
     if (!PyUnicode_FSConverter(arg, &path_obj)) return NULL;
     const char *path = PyBytes_AS_STRING(path_obj);
     call_result r;
-    Py_BEGIN_ALLOW_THREADS
-    PyThread_acquire_lock(self->lock, WAIT_LOCK);
+    Py_BEGIN_ALLOW_THREADS PyThread_acquire_lock(self->lock, WAIT_LOCK);
     keep_error(&r, pe_bank_save(self->bank, path));
     PyThread_release_lock(self->lock);
-    Py_END_ALLOW_THREADS
-    Py_DECREF(path_obj);
+    Py_END_ALLOW_THREADS Py_DECREF(path_obj);
     if (r.status) return raise_status(r.status, r.message);
     Py_RETURN_NONE;
 }
@@ -599,14 +592,12 @@ static PyObject *Bank_predict(BankObject *self, PyObject *args)
     if (image_arg_get(src, &a)) return NULL;
     pe_result res = {0};
     call_result r;
-    Py_BEGIN_ALLOW_THREADS
-    PyThread_acquire_lock(m->lock, WAIT_LOCK);
+    Py_BEGIN_ALLOW_THREADS PyThread_acquire_lock(m->lock, WAIT_LOCK);
     PyThread_acquire_lock(self->lock, WAIT_LOCK);
     keep_error(&r, pe_bank_predict(self->bank, m->model, &a.img, &res));
     PyThread_release_lock(self->lock);
     PyThread_release_lock(m->lock);
-    Py_END_ALLOW_THREADS
-    int w = a.img.width, h = a.img.height;
+    Py_END_ALLOW_THREADS int w = a.img.width, h = a.img.height;
     image_arg_release(&a);
     PyObject *out = r.status ? raise_status(r.status, r.message) : result_tuple(&res, w, h);
     pe_result_free(&res);
@@ -623,12 +614,10 @@ static PyObject *Bank_predict_features(BankObject *self, PyObject *args)
     if (features_arg_get(fobj, &fa)) return NULL;
     pe_result res = {0};
     call_result r;
-    Py_BEGIN_ALLOW_THREADS
-    PyThread_acquire_lock(self->lock, WAIT_LOCK);
+    Py_BEGIN_ALLOW_THREADS PyThread_acquire_lock(self->lock, WAIT_LOCK);
     keep_error(&r, pe_bank_predict_features(self->bank, &fa.f, &res));
     PyThread_release_lock(self->lock);
-    Py_END_ALLOW_THREADS
-    features_arg_release(&fa);
+    Py_END_ALLOW_THREADS features_arg_release(&fa);
     PyObject *out = r.status ? raise_status(r.status, r.message) : result_tuple(&res, w, h);
     pe_result_free(&res);
     return out;
@@ -752,12 +741,10 @@ static PyObject *py_bank_fit(PyObject *self, PyObject *args)
     }
     pe_bank *bank = NULL;
     call_result r;
-    Py_BEGIN_ALLOW_THREADS
-    PyThread_acquire_lock(m->lock, WAIT_LOCK);
+    Py_BEGIN_ALLOW_THREADS PyThread_acquire_lock(m->lock, WAIT_LOCK);
     keep_error(&r, pe_bank_fit(m->model, refs, (int)n, names, &p, &bank));
     PyThread_release_lock(m->lock);
-    Py_END_ALLOW_THREADS
-    out = r.status ? raise_status(r.status, r.message) : bank_wrap(bank);
+    Py_END_ALLOW_THREADS out = r.status ? raise_status(r.status, r.message) : bank_wrap(bank);
 done:
     Py_XDECREF(keep);
     PyMem_Free(names);
@@ -787,12 +774,10 @@ static PyObject *py_bank_fit_features(PyObject *self, PyObject *args)
     for (Py_ssize_t i = 0; i < n; i++) f[i] = fa[i].f;
     pe_bank *bank = NULL;
     call_result r;
-    Py_BEGIN_ALLOW_THREADS
-    PyThread_acquire_lock(m->lock, WAIT_LOCK);
+    Py_BEGIN_ALLOW_THREADS PyThread_acquire_lock(m->lock, WAIT_LOCK);
     keep_error(&r, pe_bank_fit_features(m->model, f, (int)n, &p, &bank));
     PyThread_release_lock(m->lock);
-    Py_END_ALLOW_THREADS
-    PyMem_Free(f);
+    Py_END_ALLOW_THREADS PyMem_Free(f);
     features_args_release(fa, n);
     return r.status ? raise_status(r.status, r.message) : bank_wrap(bank);
 }
@@ -811,12 +796,10 @@ static PyObject *py_bank_load(PyObject *self, PyObject *args)
     const char *path = PyBytes_AS_STRING(path_obj);
     pe_bank *bank = NULL;
     call_result r;
-    Py_BEGIN_ALLOW_THREADS
-    if (m) PyThread_acquire_lock(m->lock, WAIT_LOCK);
+    Py_BEGIN_ALLOW_THREADS if (m) PyThread_acquire_lock(m->lock, WAIT_LOCK);
     keep_error(&r, pe_bank_load(path, m ? m->model : NULL, &bank));
     if (m) PyThread_release_lock(m->lock);
-    Py_END_ALLOW_THREADS
-    Py_DECREF(path_obj);
+    Py_END_ALLOW_THREADS Py_DECREF(path_obj);
     return r.status ? raise_status(r.status, r.message) : bank_wrap(bank);
 }
 
@@ -843,8 +826,8 @@ static PyObject *py_zeroshot(PyObject *self, PyObject *args)
     PyObject *model_obj, *images, *params_obj;
     ModelObject *m;
     pe_detect_params p;
-    if (!PyArg_ParseTuple(args, "OOO", &model_obj, &images, &params_obj) || as_model(model_obj, &m) ||
-        detect_params_get(params_obj, &p))
+    if (!PyArg_ParseTuple(args, "OOO", &model_obj, &images, &params_obj) ||
+        as_model(model_obj, &m) || detect_params_get(params_obj, &p))
         return NULL;
     Py_ssize_t n = 0;
     image_arg *imgs = image_args_get(images, &n);
@@ -863,12 +846,11 @@ static PyObject *py_zeroshot(PyObject *self, PyObject *args)
             h[i] = imgs[i].img.height;
         }
         call_result r;
-        Py_BEGIN_ALLOW_THREADS
-        PyThread_acquire_lock(m->lock, WAIT_LOCK);
+        Py_BEGIN_ALLOW_THREADS PyThread_acquire_lock(m->lock, WAIT_LOCK);
         keep_error(&r, pe_zeroshot(m->model, batch, (int)n, &p, NULL, NULL, res));
         PyThread_release_lock(m->lock);
-        Py_END_ALLOW_THREADS
-        out = r.status ? raise_status(r.status, r.message) : results_list(res, n, w, h);
+        Py_END_ALLOW_THREADS out =
+            r.status ? raise_status(r.status, r.message) : results_list(res, n, w, h);
         for (Py_ssize_t i = 0; !r.status && i < n; i++) pe_result_free(&res[i]);
     }
     PyMem_Free(batch);
@@ -907,10 +889,9 @@ static PyObject *py_zeroshot_features(PyObject *self, PyObject *args)
         }
         if (ok) {
             call_result r;
-            Py_BEGIN_ALLOW_THREADS
-            keep_error(&r, pe_zeroshot_features(f, (int)n, &p, res));
-            Py_END_ALLOW_THREADS
-            out = r.status ? raise_status(r.status, r.message) : results_list(res, n, w, h);
+            Py_BEGIN_ALLOW_THREADS keep_error(&r, pe_zeroshot_features(f, (int)n, &p, res));
+            Py_END_ALLOW_THREADS out =
+                r.status ? raise_status(r.status, r.message) : results_list(res, n, w, h);
             for (Py_ssize_t i = 0; !r.status && i < n; i++) pe_result_free(&res[i]);
         }
     }
@@ -945,10 +926,8 @@ static PyObject *py_result_map(PyObject *self, PyObject *args)
     }
     float *dst = (float *)PyByteArray_AS_STRING(map);
     call_result r;
-    Py_BEGIN_ALLOW_THREADS
-    keep_error(&r, pe_anomaly_map(pv.buf, gh, gw, w, h, sigma, dst));
-    Py_END_ALLOW_THREADS
-    PyBuffer_Release(&pv);
+    Py_BEGIN_ALLOW_THREADS keep_error(&r, pe_anomaly_map(pv.buf, gh, gw, w, h, sigma, dst));
+    Py_END_ALLOW_THREADS PyBuffer_Release(&pv);
     if (r.status) {
         Py_DECREF(map);
         return raise_status(r.status, r.message);
@@ -973,10 +952,8 @@ static PyObject *py_heatmap(PyObject *self, PyObject *args)
     }
     pe_image out = {0, 0, NULL};
     call_result r;
-    Py_BEGIN_ALLOW_THREADS
-    keep_error(&r, pe_heatmap_render(&a.img, mv.buf, vmin, vmax, &out));
-    Py_END_ALLOW_THREADS
-    PyBuffer_Release(&mv);
+    Py_BEGIN_ALLOW_THREADS keep_error(&r, pe_heatmap_render(&a.img, mv.buf, vmin, vmax, &out));
+    Py_END_ALLOW_THREADS PyBuffer_Release(&mv);
     image_arg_release(&a);
     if (r.status) return raise_status(r.status, r.message);
     PyObject *rgb = bytes_copy(out.rgb, (size_t)out.width * out.height * 3);
@@ -1015,10 +992,8 @@ static PyObject *py_dataset_open(PyObject *self, PyObject *args)
     const char *root = PyBytes_AS_STRING(root_obj);
     pe_dataset *ds = NULL;
     call_result r;
-    Py_BEGIN_ALLOW_THREADS
-    keep_error(&r, pe_dataset_open(root, layout, &ds));
-    Py_END_ALLOW_THREADS
-    Py_DECREF(root_obj);
+    Py_BEGIN_ALLOW_THREADS keep_error(&r, pe_dataset_open(root, layout, &ds));
+    Py_END_ALLOW_THREADS Py_DECREF(root_obj);
     if (r.status) return raise_status(r.status, r.message);
     PyObject *cats = PyList_New(ds->num_categories);
     for (int c = 0; cats && c < ds->num_categories; c++) {
@@ -1073,10 +1048,8 @@ static PyObject *py_mask_load(PyObject *self, PyObject *arg)
     int w = 0, h = 0;
     uint8_t *mask = NULL;
     call_result r;
-    Py_BEGIN_ALLOW_THREADS
-    keep_error(&r, pe_mask_load(path, &w, &h, &mask));
-    Py_END_ALLOW_THREADS
-    Py_DECREF(path_obj);
+    Py_BEGIN_ALLOW_THREADS keep_error(&r, pe_mask_load(path, &w, &h, &mask));
+    Py_END_ALLOW_THREADS Py_DECREF(path_obj);
     if (r.status) return raise_status(r.status, r.message);
     PyObject *b = bytes_copy(mask, (size_t)w * h);
     free(mask);
@@ -1085,8 +1058,7 @@ static PyObject *py_mask_load(PyObject *self, PyObject *arg)
 
 /* PixelAcc(lo, hi, bins): streaming pixel AUROC / PRO (pe_pixel_acc). */
 typedef struct {
-    PyObject_HEAD
-    pe_pixel_acc *acc;
+    PyObject_HEAD pe_pixel_acc *acc;
 } PixelAccObject;
 
 static int PixelAcc_init(PixelAccObject *self, PyObject *args, PyObject *kw)
@@ -1142,9 +1114,9 @@ static PyObject *PixelAcc_result(PixelAccObject *self, PyObject *args)
     pe_status s = pe_pixel_acc_result(self->acc, max_fpr, &m);
     if (s) return raise_status(s, pe_last_error());
     return Py_BuildValue("{s:d,s:d,s:d,s:d,s:d,s:L,s:L,s:L}", "auroc", m.auroc, "auroc_bound",
-                         m.auroc_bound, "pro", m.pro, "pro_bound", m.pro_bound, "max_fpr", m.max_fpr,
-                         "num_pos", (long long)m.num_pos, "num_neg", (long long)m.num_neg,
-                         "num_regions", (long long)m.num_regions);
+                         m.auroc_bound, "pro", m.pro, "pro_bound", m.pro_bound, "max_fpr",
+                         m.max_fpr, "num_pos", (long long)m.num_pos, "num_neg",
+                         (long long)m.num_neg, "num_regions", (long long)m.num_regions);
 }
 
 static PyMethodDef PixelAcc_methods[] = {
@@ -1223,13 +1195,20 @@ static PyMethodDef module_methods[] = {
     {"get_threads", py_get_threads, METH_NOARGS, "get_threads() -> int"},
     {NULL, NULL, 0, NULL}};
 
-static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "patchead._core",
-                                        "C layer of the patchead package (see __init__.py).", -1,
-                                        module_methods, NULL, NULL, NULL, NULL};
+static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT,
+                                        "patchead._core",
+                                        "C layer of the patchead package (see __init__.py).",
+                                        -1,
+                                        module_methods,
+                                        NULL,
+                                        NULL,
+                                        NULL,
+                                        NULL};
 
 PyMODINIT_FUNC PyInit__core(void)
 {
-    if (PyType_Ready(&ModelType) < 0 || PyType_Ready(&BankType) < 0 || PyType_Ready(&PixelAccType) < 0)
+    if (PyType_Ready(&ModelType) < 0 || PyType_Ready(&BankType) < 0 ||
+        PyType_Ready(&PixelAccType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&module_def);
     if (!m) return NULL;
