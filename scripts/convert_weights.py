@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """convert_weights.py — PyTorch checkpoint (state_dict) -> .safetensors, WITHOUT torch.
 
-    python3 tools/convert_weights.py IN.pt OUT.safetensors [--drop REGEX] [--meta key=value ...]
+    python3 scripts/convert_weights.py IN.pt OUT.safetensors [--drop REGEX] [--meta key=value ...]
 
 Reads both PyTorch serialisation formats:
   * zip (torch >= 1.6): a zip holding <prefix>/data.pkl (the pickled state_dict, tensors
