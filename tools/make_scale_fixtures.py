@@ -20,15 +20,7 @@ import struct
 import numpy as np
 
 OUT = os.path.join(os.path.dirname(__file__), "..", "tests", "fixtures", "scale")
-MASK = (1 << 64) - 1
-
-
-def splitmix64(state):
-    state = (state + 0x9E3779B97F4A7C15) & MASK
-    z = state
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK
-    return state, z ^ (z >> 31)
+from splitmix_ref import MASK, splitmix64  # noqa: E402 (tools/ is on sys.path)
 
 
 def comparators(n, r, seed):
