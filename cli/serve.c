@@ -75,6 +75,7 @@ typedef struct {
     pthread_cond_t idle;  /* main: a request finished (drain) */
     job *head, *tail;     /* jobs waiting for a worker */
     int queued;           /* waiting in that list */
+    int running;          /* being decoded / scored by a worker */
     int admitted;         /* predict requests admitted (receiving .. answered) */
     int active;           /* all requests between their first call and completion */
     int stopping;         /* workers exit */
@@ -351,6 +352,10 @@ static enum MHD_Result get_metrics(server *srv, struct MHD_Connection *conn)
               "# TYPE patchead_predict_queue_depth gauge\npatchead_predict_queue_depth %d\n",
               srv->queued);
     tb_printf(&t,
+              "# HELP patchead_predict_running Predict jobs a worker is decoding / scoring now.\n"
+              "# TYPE patchead_predict_running gauge\npatchead_predict_running %d\n",
+              srv->running);
+    tb_printf(&t,
               "# HELP patchead_predict_admitted Predict requests admitted (of --queue).\n"
               "# TYPE patchead_predict_admitted gauge\npatchead_predict_admitted %d\n",
               srv->admitted);
@@ -530,7 +535,13 @@ static void *worker_main(void *arg)
             srv->abandoned++;
             pthread_mutex_unlock(&srv->lock);
         } else {
+            pthread_mutex_lock(&srv->lock);
+            srv->running++;
+            pthread_mutex_unlock(&srv->lock);
             run_job(srv, j);
+            pthread_mutex_lock(&srv->lock);
+            srv->running--;
+            pthread_mutex_unlock(&srv->lock);
         }
         struct MHD_Connection *conn = j->conn;
         pthread_mutex_lock(&srv->lock);

@@ -156,7 +156,11 @@ serve --queue 8 || { fail serve_restart2 "$(cat "$T/serve.err")"; exit 1; }
 curl -s -m 120 -o /dev/null -w '%{http_code}' -H 'Content-Type: image/png' --data-binary @"$T/big.png" \
     "$URL/v1/banks/tire/predict?heatmap=png" > "$T/big.code" &
 big=$!
-sleep 0.1
+# the two short clients are sent only once a worker is busy with the big job (its body
+# can take a while to arrive on a loaded machine)
+for _ in $(seq 300); do
+    [ "$(curl -s -m 5 "$URL/metrics" | sed -n 's/^patchead_predict_running //p')" = 1 ] && break; sleep 0.05
+done
 for i in 1 2; do curl -s -m 0.3 -o /dev/null -H 'Content-Type: image/jpeg' --data-binary @"$GOOD" "$URL/v1/banks/second/predict"; done
 wait "$big"
 check abandoned_big_image_200 test "$(cat "$T/big.code")" = 200
