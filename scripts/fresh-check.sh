@@ -17,7 +17,7 @@
 #
 # Network inside the root: the host's /etc/resolv.conf, /etc/pip.conf and its local CA
 # certificates (/usr/local/share/ca-certificates, e.g. an egress proxy's) are copied in;
-# /proc, /sys and /dev are mounted and unmounted on exit (trap), whatever happens.
+# /proc, /sys, /dev and /dev/pts are mounted and unmounted on exit (trap), whatever happens.
 # Needs: root, debootstrap, git. Takes a while (debootstrap + two builds + two test runs).
 set -uo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
@@ -77,12 +77,14 @@ if compgen -G "/usr/local/share/ca-certificates/*" >/dev/null; then
     mkdir -p "$ROOT/usr/local/share/ca-certificates"
     cp -r /usr/local/share/ca-certificates/. "$ROOT/usr/local/share/ca-certificates/"
 fi
-for m in proc sys dev; do
+# dev/pts too: tests that need a terminal (the progress bar under script(1)) open a pty
+for m in proc sys dev dev/pts; do
     mkdir -p "$ROOT/$m"
     case $m in
         proc) mount -t proc proc "$ROOT/proc" ;;
         sys) mount -t sysfs sysfs "$ROOT/sys" ;;
         dev) mount --bind /dev "$ROOT/dev" ;;
+        dev/pts) mount --bind /dev/pts "$ROOT/dev/pts" ;;
     esac || die "cannot mount $ROOT/$m"
     mounted+=("$ROOT/$m")
 done

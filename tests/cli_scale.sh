@@ -60,13 +60,13 @@ zs --mem-limit 1G --out "$T/fits" "$EX" 2>"$T/err"
 check scale_guard_allows cmp -s "$T/full/scores.csv" "$T/fits/scores.csv"
 
 # progress bar: only on a terminal; under `script` (util-linux) stderr is one
-if command -v script >/dev/null; then
+if command -v script >/dev/null && script -qec true /dev/null >/dev/null 2>&1; then
     timeout 300 script -qec "$PATCHEAD zeroshot --model $MODEL --size 224 --no-maps --threads 2 \
         --comparators 2 --comparator-seed 1 --out $T/tty $EX" /dev/null > "$T/tty.log" 2>&1
     check scale_progress_pairs grep -q "scoring .*\] 7/7" "$T/tty.log"
     check scale_progress_same_scores cmp -s "$T/r2b/scores.csv" "$T/tty/scores.csv"
 else
-    echo "SKIP scale_progress: no script(1)"
+    echo "SKIP scale_progress: no script(1) or no pseudo-terminal (/dev/pts) here"
 fi
 
 # eval: --comparators reaches the zero-shot settings and results.json
