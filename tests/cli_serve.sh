@@ -161,7 +161,23 @@ big=$!
 for _ in $(seq 300); do
     [ "$(curl -s -m 5 "$URL/metrics" | sed -n 's/^patchead_predict_running //p')" = 1 ] && break; sleep 0.05
 done
-for i in 1 2; do curl -s -m 0.3 -o /dev/null -H 'Content-Type: image/jpeg' --data-binary @"$GOOD" "$URL/v1/banks/second/predict"; done
+# Two clients queue behind it (seen in /metrics: depth 2 while the big job runs), then give
+# up (killed: their sockets close). No client-side timeout decides what was queued.
+short=()
+for i in 1 2; do
+    curl -s -m 120 -o /dev/null -H 'Content-Type: image/jpeg' --data-binary @"$GOOD" "$URL/v1/banks/second/predict" &
+    short+=($!)
+done
+queued=
+for _ in $(seq 600); do
+    curl -s -m 5 "$URL/metrics" > "$T/m1"
+    if grep -q '^patchead_predict_queue_depth 2$' "$T/m1" && grep -q '^patchead_predict_running 1$' "$T/m1"; then
+        queued=1; break
+    fi
+    sleep 0.05
+done
+kill "${short[@]}" 2>/dev/null; wait "${short[@]}" 2>/dev/null
+check abandoned_both_queued_behind_big test -n "$queued"
 wait "$big"
 check abandoned_big_image_200 test "$(cat "$T/big.code")" = 200
 for _ in $(seq 100); do
@@ -169,6 +185,8 @@ for _ in $(seq 100); do
 done
 curl -s -m 5 "$URL/metrics" > "$T/m2"
 check abandoned_counted grep -q '^patchead_predict_abandoned_total 2$' "$T/m2"
+grep -q '^patchead_predict_abandoned_total 2$' "$T/m2" \
+    || grep -E '^patchead_(predict|images_scored)' "$T/m2" | sed 's/^/  metrics then: /' 
 check abandoned_not_scored grep -q '^patchead_images_scored_total{bank="second"} 0$' "$T/m2"
 
 pids=()
