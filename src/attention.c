@@ -7,7 +7,10 @@
  *   m' = max(m, rowmax S);  c = exp(m - m')       running row maximum and its correction
  *   P = exp(S - m');  l = c * l + rowsum P        running softmax denominator
  *   acc = c * acc + P . V_blk                     (BQ, dh)  one engine GEMM (beta = 1)
- * and at the end ctx = acc / l. This is the exact softmax(QK^T/sqrt(dh)) V of the
+ * and at the end ctx = acc / l. The middle three lines are one pass per row
+ * (tile_softmax, AVX-512 or AVX2 as the CPU has: vecmath.h), which writes P directly
+ * in the GEMM's type. Key blocks are equal (key_block): for a 448-px ViT (T = 1025) one
+ * block holds every key, so the recurrence runs once. This is the exact softmax(QK^T/sqrt(dh)) V of the
  * reference, reordered (FlashAttention's recurrence); in bf16, Q, K, V and P enter the
  * GEMMs as bf16 while m, l, acc and the exponentials stay fp32.
  *
@@ -15,12 +18,21 @@
  * on its own thread (oneDNN runs single-threaded inside a parallel region). */
 #include "engine.h"
 #include "ops.h"
+#include "vecmath.h"
 
 #include <math.h>
 #include <string.h>
 
-#define BQ 128 /* query rows per block */
-#define BK 512 /* keys per block: a (BQ, BK) fp32 tile is 256 KB, L2-resident */
+#define BQ 128      /* query rows per block */
+#define BK_MAX 2048 /* keys per block at most: a (BQ, BK) fp32 tile is at most 1 MB (L2) */
+
+/* Keys per block for T keys: the blocks are of equal size (a multiple of VL), so no
+ * block is a sliver (T = 1025 is one block of 1040, not 1024 + 1). */
+static int key_block(int T)
+{
+    const int blocks = (T + BK_MAX - 1) / BK_MAX, bk = (T + blocks - 1) / blocks;
+    return (bk + VL - 1) / VL * VL;
+}
 
 /* Per-thread scratch (engine thread buffers: freed when an OpenMP worker exits). */
 typedef struct {
@@ -30,10 +42,10 @@ typedef struct {
     float *m, *l; /* (BQ) running maximum and denominator */
 } attn_scratch;
 
-static int scratch_get(attn_scratch *t, int dh)
+static int scratch_get(attn_scratch *t, int dh, int bk)
 {
-    t->s = eng_thread_buffer(ENG_SLOT_ATTN, (size_t)BQ * BK * sizeof(float));
-    t->p16 = eng_thread_buffer(ENG_SLOT_ATTN + 1, (size_t)BQ * BK * sizeof(bf16_t));
+    t->s = eng_thread_buffer(ENG_SLOT_ATTN, (size_t)BQ * bk * sizeof(float));
+    t->p16 = eng_thread_buffer(ENG_SLOT_ATTN + 1, (size_t)BQ * bk * sizeof(bf16_t));
     t->acc = eng_thread_buffer(ENG_SLOT_ATTN + 2, ((size_t)BQ * dh + 2 * BQ) * sizeof(float));
     if (!t->s || !t->p16 || !t->acc) return 0;
     t->m = t->acc + (size_t)BQ * dh;
@@ -41,12 +53,60 @@ static int scratch_get(attn_scratch *t, int dh)
     return 1;
 }
 
+/* The online-softmax step for one key block, all rows in one pass each: S (nq, nk)
+ * scores in; per row the running maximum m and denominator l are updated, the row of
+ * acc (nq, dh) is rescaled by exp(m_old - m_new), and P = exp(S - m_new) is written as
+ * bf16 into p16 (bf16 path) or over S (fp32 path). Tail lanes of a row are masked out
+ * of the sums. */
+VEC_INLINE void tile_softmax_body(float *S, bf16_t *p16, int nq, int nk, float *m, float *l,
+                                  float *acc, int dh)
+{
+    for (int r = 0; r < nq; r++) {
+        float *row = S + (size_t)r * nk;
+        vf vmax = vsplat(m[r]);
+        for (int i = 0; i < nk; i += VL) {
+            const vf v = vload(row + i, (size_t)PE_MIN(VL, nk - i), -INFINITY);
+            vmax = vsel(v > vmax, v, vmax);
+        }
+        const float mx = vmax_lanes(vmax);
+        const float corr = m[r] == -INFINITY ? 0.0f : expf(m[r] - mx);
+        vf vsum = vsplat(0.0f);
+        bf16_t *prow = p16 ? p16 + (size_t)r * nk : NULL;
+        int i = 0;
+        for (; i + VL <= nk; i += VL) { /* whole vectors: no tail tests in the hot loop */
+            const vf e = v_exp(vload(row + i, VL, 0.0f) - mx);
+            vsum += e;
+            if (prow) vstore_bf16(prow + i, e, VL);
+            else vstore(row + i, e, VL);
+        }
+        if (i < nk) {
+            const size_t k = (size_t)(nk - i);
+            const vf e = vsel(lanes_below(k), v_exp(vload(row + i, k, 0.0f) - mx), vsplat(0.0f));
+            vsum += e;
+            if (prow) vstore_bf16(prow + i, e, k);
+            else vstore(row + i, e, k);
+        }
+        l[r] = l[r] * corr + vsum_lanes(vsum);
+        m[r] = mx;
+        if (corr != 1.0f) {
+            float *a = acc + (size_t)r * dh;
+            for (int i = 0; i < dh; i += VL) {
+                const size_t k = (size_t)PE_MIN(VL, dh - i);
+                vstore(a + i, vload(a + i, k, 0.0f) * corr, k);
+            }
+        }
+    }
+}
+VEC_KERNEL(tile_softmax,
+           (float *S, bf16_t *p16, int nq, int nk, float *m, float *l, float *acc, int dh),
+           (S, p16, nq, nk, m, l, acc, dh))
+
 /* One (head, query block): rows q0..q0+nq-1 of head h. q, k, v: the head's dense
  * (T, dh) matrices (fp32 or bf16 as `bf16` says). Every operand is dense (leading
  * dimension = its width): oneDNN's brgemm kernels (AMX for bf16) take only dense ones;
  * strided views into qkv fall back to a slower generic GEMM. Returns 0 or -1. */
 static int block(attn_scratch *tl, float *ctx, const void *q, const void *k, const void *v, int T,
-                 int D, int dh, int h, int q0, int nq, float scale, int bf16)
+                 int D, int dh, int h, int q0, int nq, int bk, float scale, int bf16)
 {
     float *acc = tl->acc, *m = tl->m, *l = tl->l;
     /* the operands as their type says (one of each pair is NULL) */
@@ -57,8 +117,8 @@ static int block(attn_scratch *tl, float *ctx, const void *q, const void *k, con
         l[r] = 0.0f;
     }
     memset(acc, 0, (size_t)nq * dh * sizeof(float));
-    for (int k0 = 0; k0 < T; k0 += BK) {
-        const int nk = PE_MIN(BK, T - k0);
+    for (int k0 = 0; k0 < T; k0 += bk) {
+        const int nk = PE_MIN(bk, T - k0);
         const size_t off = (size_t)k0 * dh;
         const float *kf = bf16 ? NULL : (const float *)k + off,
                     *vf = bf16 ? NULL : (const float *)v + off;
@@ -72,34 +132,12 @@ static int block(attn_scratch *tl, float *ctx, const void *q, const void *k, con
             rc = eng_gemm(PE_PRECISION_FP32, 1, nq, nk, dh, scale, qf, dh, kf, dh, 0.0f, S, nk,
                           NULL);
         if (rc) return -1;
-        for (int r = 0; r < nq; r++) {
-            float *row = S + (size_t)r * nk;
-            float mx = m[r];
-#pragma omp simd reduction(max : mx)
-            for (int j = 0; j < nk; j++) mx = row[j] > mx ? row[j] : mx;
-            const float corr = m[r] == -INFINITY ? 0.0f : expf(m[r] - mx);
-#pragma omp simd
-            for (int j = 0; j < nk; j++) row[j] -= mx;
-            op_exp(row, (size_t)nk);
-            float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
-            for (int j = 0; j < nk; j++) sum += row[j];
-            l[r] = l[r] * corr + sum;
-            m[r] = mx;
-            if (corr != 1.0f) {
-                float *a = acc + (size_t)r * dh;
-#pragma omp simd
-                for (int i = 0; i < dh; i++) a[i] *= corr;
-            }
-        }
+        tile_softmax(S, bf16 ? tl->p16 : NULL, nq, nk, m, l, acc, dh);
         /* acc (nq, dh) += P (nq, nk) . V (nk, dh) */
-        if (bf16) {
-            eng_to_bf16(tl->p16, S, (size_t)nq * nk);
-            rc = eng_gemm_bf16(0, nq, dh, nk, 1.0f, tl->p16, nk, vh, dh, 1.0f, acc, dh, NULL);
-        } else {
+        if (bf16) rc = eng_gemm_bf16(0, nq, dh, nk, 1.0f, tl->p16, nk, vh, dh, 1.0f, acc, dh, NULL);
+        else
             rc = eng_gemm(PE_PRECISION_FP32, 0, nq, dh, nk, 1.0f, S, nk, vf, dh, 1.0f, acc, dh,
                           NULL);
-        }
         if (rc) return -1;
     }
     for (int r = 0; r < nq; r++) {
@@ -143,8 +181,12 @@ int op_attention(float *ctx, const float *qkv, int T, int D, int H, float scale,
     const int bf16 = eng_ctx_precision(eng_current()) == PE_PRECISION_BF16;
     const size_t per = (size_t)T * dh, esz = bf16 ? sizeof(bf16_t) : sizeof(float);
     /* heads: [part q/k/v][head][T][dh], dense per head (see block); bf16 rounds here */
-    char *heads = pe_alloc((size_t)3 * H * per, esz, "attention heads");
-    if (!heads) return -1;
+    /* the calling thread's buffer, kept between layers and calls (no per-layer malloc) */
+    char *heads = eng_thread_buffer(ENG_SLOT_ATTN_HEADS, (size_t)3 * H * per * esz);
+    if (!heads) {
+        pe_fail(PE_ERR_NOMEM, "out of memory for the attention heads");
+        return -1;
+    }
 #pragma omp parallel for schedule(static)
     for (int t = 0; t < T; t++)
         for (int part = 0; part < 3; part++)
@@ -156,14 +198,11 @@ int op_attention(float *ctx, const float *qkv, int T, int D, int H, float scale,
             }
     if (cls_attn) {
         float *row = pe_alloc((size_t)T, sizeof(float), "CLS attention row");
-        if (!row) {
-            free(heads);
-            return -1;
-        }
+        if (!row) return -1;
         cls_attention(qkv, T, D, H, scale, cls_attn, first_patch, row);
         free(row);
     }
-    const int nqb = (T + BQ - 1) / BQ, items = H * nqb;
+    const int nqb = (T + BQ - 1) / BQ, items = H * nqb, bk = key_block(T);
     int failed = 0;
     eng_ctx *current = eng_current();
 #pragma omp parallel for schedule(dynamic, 1) reduction(| : failed)
@@ -173,11 +212,10 @@ int op_attention(float *ctx, const float *qkv, int T, int D, int H, float scale,
         const char *q = heads + (size_t)h * per * esz, *k = heads + (size_t)(H + h) * per * esz,
                    *v = heads + (size_t)(2 * H + h) * per * esz;
         attn_scratch tl;
-        if (!scratch_get(&tl, dh) ||
-            block(&tl, ctx, q, k, v, T, D, dh, h, q0, PE_MIN(BQ, T - q0), scale, bf16))
+        if (!scratch_get(&tl, dh, bk) ||
+            block(&tl, ctx, q, k, v, T, D, dh, h, q0, PE_MIN(BQ, T - q0), bk, scale, bf16))
             failed = 1;
         eng_set_current(prev);
     }
-    free(heads);
     return failed ? -1 : 0;
 }

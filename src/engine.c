@@ -8,6 +8,7 @@
  * layouts (strides given to oneDNN), so no activation is ever reordered; bf16 operands
  * are produced by eng_to_bf16 (weights once per model, activations once per call). */
 #include "engine.h"
+#include "vecmath.h"
 
 #include <dnnl.h>
 #include <math.h>
@@ -109,17 +110,16 @@ pe_precision pe_precision_resolve(pe_precision p)
 
 /* ------------------------------------------------------------------ bf16 conversion */
 
-void eng_to_bf16(bf16_t *dst, const float *src, size_t n)
+VEC_INLINE void to_bf16_body(bf16_t *dst, const float *src, size_t n)
 {
-    /* round to nearest even on the bit pattern; a NaN keeps a quiet-NaN pattern */
-#pragma omp simd
-    for (size_t i = 0; i < n; i++) {
-        uint32_t u;
-        memcpy(&u, &src[i], 4);
-        uint32_t r = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
-        dst[i] = (u & 0x7fffffffu) > 0x7f800000u ? (bf16_t)((u >> 16) | 0x40u) : (bf16_t)r;
-    }
+    size_t i = 0;
+    for (; i + VL <= n; i += VL) vstore_bf16(dst + i, vload(src + i, VL, 0.0f), VL);
+    if (i < n) vstore_bf16(dst + i, vload(src + i, n - i, 0.0f), n - i);
 }
+VEC_KERNEL(to_bf16, (bf16_t * dst, const float *src, size_t n), (dst, src, n))
+
+/* round to nearest even on the bit pattern; a NaN keeps a quiet-NaN pattern (vecmath.h) */
+void eng_to_bf16(bf16_t *dst, const float *src, size_t n) { to_bf16(dst, src, n); }
 
 void eng_to_bf16_2d(bf16_t *dst, const float *src, int rows, int cols, int ld)
 {

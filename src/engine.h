@@ -73,7 +73,8 @@ enum {
     ENG_SLOT_CONVERT = 0 /* 0..3: engine.c */,
     ENG_SLOT_ONEDNN = 4,
     ENG_SLOT_ATTN = 5 /* 5..7 */,
-    ENG_SLOTS = 8
+    ENG_SLOT_ATTN_HEADS = 8 /* the caller's per-head q, k, v copies */,
+    ENG_SLOTS = 9
 };
 void *eng_thread_buffer(int slot, size_t bytes);
 

@@ -6,6 +6,7 @@
 
 #include "engine.h"
 #include "internal.h"
+#include "vecmath.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -99,144 +100,88 @@ void op_layernorm(float *out, const float *in, const float *gamma, const float *
     }
 }
 
-/* ---------------------------------------------------------------- exp / erf */
+/* ---------------------------------------------------------------- element-wise */
 
-/* The transcendental loops use GCC/Clang vector extensions: 8 floats per operation
- * (one AVX register with -march=x86-64-v3, two SSE registers otherwise). Every element,
- * including a row's tail (zero-padded into a vector), goes through the same vector
- * code, so results do not depend on an element's position. */
-#define VL 8
-/* Without AVX (e.g. the sanitizer build's plain x86-64) GCC warns that 32-byte vector
- * arguments change the ABI; these helpers are static, so no ABI is crossed. */
-#pragma GCC diagnostic ignored "-Wpsabi"
-typedef float vf __attribute__((vector_size(VL * sizeof(float))));
-typedef int32_t vi __attribute__((vector_size(VL * sizeof(int32_t))));
+/* The vector arithmetic and its AVX-512 / AVX2 dispatch: vecmath.h. Each kernel below
+ * is a serial loop over a chunk (or a row); the op_* functions split chunks or rows
+ * over the OpenMP team. Every element, a tail's included (zero-padded into a vector),
+ * goes through the same vector code, so results do not depend on its position. */
+#define CHUNK 4096 /* elements per parallel work item (a multiple of VL) */
 
-static inline vf vsplat(float a) { return (vf){0} + a; }
-static inline vf vsel(vi mask, vf a, vf b) { return (vf)((mask & (vi)a) | (~mask & (vi)b)); }
-/* k <= VL elements from p; lanes >= k get `pad` */
-static inline vf vload(const float *p, size_t k, float pad)
+#define MAP_KERNEL(name, F)                                                                        \
+    VEC_INLINE void name##_body(float *x, size_t n)                                                \
+    {                                                                                              \
+        size_t i = 0;                                                                              \
+        for (; i + VL <= n; i += VL) vstore(x + i, F(vload(x + i, VL, 0.0f)), VL);                 \
+        if (i < n) vstore(x + i, F(vload(x + i, n - i, 0.0f)), n - i);                             \
+    }                                                                                              \
+    VEC_KERNEL(name, (float *x, size_t n), (x, n))
+
+MAP_KERNEL(gelu_chunk, v_gelu)
+MAP_KERNEL(quick_gelu_chunk, v_quick_gelu)
+MAP_KERNEL(exp_chunk, v_exp)
+MAP_KERNEL(silu_chunk, v_silu)
+
+/* x[0..n) = kernel(x) chunk by chunk, over threads for large n. */
+static void map_chunks(float *x, size_t n, void (*kernel)(float *, size_t))
 {
-    vf v = vsplat(pad);
-    if (k == VL) memcpy(&v, p, sizeof v);
-    else memcpy(&v, p, k * sizeof(float));
-    return v;
-}
-static inline void vstore(float *p, vf v, size_t k)
-{
-    if (k == VL) memcpy(p, &v, sizeof v);
-    else memcpy(p, &v, k * sizeof(float));
-}
-static inline vi lanes_below(size_t k)
-{
-    const vi idx = {0, 1, 2, 3, 4, 5, 6, 7};
-    return idx < (int32_t)k;
+#pragma omp parallel for schedule(static) if (PAR(n))
+    for (size_t i = 0; i < n; i += CHUNK) kernel(x + i, n - i < CHUNK ? n - i : CHUNK);
 }
 
-/* exp(x): x = n ln2 + r, |r| <= ln2/2, exp(r) by a degree-6 Taylor polynomial (relative
- * error < 2e-8 on that interval), 2^n through the exponent bits. x is clamped to
- * [-87.3, 88] so the result stays a normal float (exp(-87.3) ~ 1.2e-38 instead of 0:
- * harmless for softmax / sigmoid, where it is added to 1 or normalised away). */
-static inline vf v_exp(vf x)
+void op_gelu(float *x, size_t n) { map_chunks(x, n, gelu_chunk); }
+void op_quick_gelu(float *x, size_t n) { map_chunks(x, n, quick_gelu_chunk); }
+void op_exp(float *x, size_t n) { map_chunks(x, n, exp_chunk); }
+void op_silu(float *x, size_t n) { map_chunks(x, n, silu_chunk); }
+
+/* row (dim) = GELU(row + bias): the fc1 epilogue in one pass over the hidden */
+VEC_INLINE void bias_gelu_row_body(float *row, const float *bias, int dim)
 {
-    x = vsel(x < -87.3f, vsplat(-87.3f), x);
-    x = vsel(x > 88.0f, vsplat(88.0f), x);
-    vf n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f; /* round(x / ln2) */
-    vf r = x - n * 0.693359375f; /* ln2 split in two for an exact product */
-    r = r - n * -2.12194440e-4f;
-    vf p = vsplat(1.0f / 720.0f);
-    p = p * r + 1.0f / 120.0f;
-    p = p * r + 1.0f / 24.0f;
-    p = p * r + 1.0f / 6.0f;
-    p = p * r + 0.5f;
-    p = p * r + 1.0f;
-    p = p * r + 1.0f;
-    vi e = (__builtin_convertvector(n, vi) + 127) << 23;
-    return p * (vf)e;
+    for (size_t i = 0; i < (size_t)dim; i += VL) {
+        size_t k = (size_t)dim - i < VL ? (size_t)dim - i : VL;
+        vf v = vload(row + i, k, 0.0f);
+        if (bias) v += vload(bias + i, k, 0.0f);
+        vstore(row + i, v_gelu(v), k);
+    }
 }
-
-/* erf(x): Abramowitz & Stegun 7.1.26, |error| <= 1.5e-7 (about 1 ulp near 1). */
-static inline vf v_erf(vf x)
-{
-    const vi sign = (vi)x & (int32_t)0x80000000;
-    vf a = (vf)((vi)x & 0x7fffffff);
-    vf t = 1.0f / (1.0f + 0.3275911f * a);
-    vf poly = t * (0.254829592f + t * (-0.284496736f + t * (1.421413741f +
-              t * (-1.453152027f + t * 1.061405429f))));
-    vf y = 1.0f - poly * v_exp(-a * a);
-    return (vf)((vi)y | sign);
-}
-
-static inline vf v_gelu(vf x) { return 0.5f * x * (1.0f + v_erf(x * 0.70710678118654752f)); }
-static inline vf v_quick_gelu(vf x) { return x / (1.0f + v_exp(-1.702f * x)); }
-static inline vf v_silu(vf x) { return x / (1.0f + v_exp(-x)); }
-
-/* x[0..n) = F(x) in vector chunks, split over threads for large n. */
-#define MAP_INPLACE(x, n, F)                                                                       \
-    do {                                                                                           \
-        _Pragma("omp parallel for schedule(static) if (PAR(n))")                            \
-        for (size_t i = 0; i < n; i += VL) {                                                       \
-            size_t k = n - i < VL ? n - i : VL;                                                    \
-            vstore(x + i, F(vload(x + i, k, 0.0f)), k);                                            \
-        }                                                                                          \
-    } while (0)
-
-void op_gelu(float *x, size_t n) { MAP_INPLACE(x, n, v_gelu); }
-void op_quick_gelu(float *x, size_t n) { MAP_INPLACE(x, n, v_quick_gelu); }
-void op_exp(float *x, size_t n) { MAP_INPLACE(x, n, v_exp); }
-void op_silu(float *x, size_t n) { MAP_INPLACE(x, n, v_silu); }
-
-/* x (rows, dim) = F(x + bias) row by row (the fc1 epilogue: one pass over the hidden). */
-#define MAP_BIAS_ROWS(x, bias, rows, dim, F)                                                       \
-    do {                                                                                           \
-        _Pragma("omp parallel for schedule(static) if (PAR((size_t)rows * dim))")           \
-        for (int r = 0; r < rows; r++) {                                                           \
-            float *row = x + (size_t)r * dim;                                                      \
-            for (size_t i = 0; i < (size_t)dim; i += VL) {                                         \
-                size_t k = (size_t)dim - i < VL ? (size_t)dim - i : VL;                            \
-                vf v = vload(row + i, k, 0.0f);                                                    \
-                if (bias) v += vload(bias + i, k, 0.0f);                                           \
-                vstore(row + i, F(v), k);                                                          \
-            }                                                                                      \
-        }                                                                                          \
-    } while (0)
+VEC_KERNEL(bias_gelu_row, (float *row, const float *bias, int dim), (row, bias, dim))
 
 void op_bias_gelu(float *x, const float *bias, int rows, int dim)
 {
-    MAP_BIAS_ROWS(x, bias, rows, dim, v_gelu);
+#pragma omp parallel for schedule(static) if (PAR((size_t)rows * dim))
+    for (int r = 0; r < rows; r++) bias_gelu_row(x + (size_t)r * dim, bias, dim);
 }
 
 /* ---------------------------------------------------------------- softmax */
 
+VEC_INLINE void softmax_row_body(float *row, size_t n)
+{
+    vf vmax = vsplat(-INFINITY);
+    for (size_t i = 0; i < n; i += VL) {
+        vf v = vload(row + i, n - i < VL ? n - i : VL, -INFINITY);
+        vmax = vsel(v > vmax, v, vmax);
+    }
+    const float mx = vmax_lanes(vmax);
+    vf vsum = vsplat(0.0f);
+    for (size_t i = 0; i < n; i += VL) {
+        size_t k = n - i < VL ? n - i : VL;
+        vf e = v_exp(vload(row + i, k, 0.0f) - mx);
+        if (k < VL) e = vsel(lanes_below(k), e, vsplat(0.0f));
+        vstore(row + i, e, k);
+        vsum += e;
+    }
+    const float inv = 1.0f / vsum_lanes(vsum);
+    for (size_t i = 0; i < n; i += VL) {
+        size_t k = n - i < VL ? n - i : VL;
+        vstore(row + i, vload(row + i, k, 0.0f) * inv, k);
+    }
+}
+VEC_KERNEL(softmax_row, (float *row, size_t n), (row, n))
+
 void op_softmax_rows(float *x, int rows, int cols, int ld)
 {
 #pragma omp parallel for schedule(static) if (PAR((size_t)rows * cols))
-    for (int r = 0; r < rows; r++) {
-        float *row = x + (size_t)r * ld;
-        const size_t n = (size_t)cols;
-        vf vmax = vsplat(-INFINITY);
-        for (size_t i = 0; i < n; i += VL) {
-            vf v = vload(row + i, n - i < VL ? n - i : VL, -INFINITY);
-            vmax = vsel(v > vmax, v, vmax);
-        }
-        float mx = vmax[0];
-        for (int l = 1; l < VL; l++) mx = vmax[l] > mx ? vmax[l] : mx;
-        vf vsum = vsplat(0.0f);
-        for (size_t i = 0; i < n; i += VL) {
-            size_t k = n - i < VL ? n - i : VL;
-            vf e = v_exp(vload(row + i, k, 0.0f) - mx);
-            if (k < VL) e = vsel(lanes_below(k), e, vsplat(0.0f));
-            vstore(row + i, e, k);
-            vsum += e;
-        }
-        float sum = 0.0f;
-        for (int l = 0; l < VL; l++) sum += vsum[l];
-        const float inv = 1.0f / sum;
-        for (size_t i = 0; i < n; i += VL) {
-            size_t k = n - i < VL ? n - i : VL;
-            vstore(row + i, vload(row + i, k, 0.0f) * inv, k);
-        }
-    }
+    for (int r = 0; r < rows; r++) softmax_row(x + (size_t)r * ld, (size_t)cols);
 }
 
 /* ---------------------------------------------------------------- bicubic resize */
