@@ -105,8 +105,9 @@ VEC_KERNEL(tile_softmax,
  * (T, dh) matrices (fp32 or bf16 as `bf16` says). Every operand is dense (leading
  * dimension = its width): oneDNN's brgemm kernels (AMX for bf16) take only dense ones;
  * strided views into qkv fall back to a slower generic GEMM. Returns 0 or -1. */
-static int block(attn_scratch *tl, float *ctx, const void *q, const void *k, const void *v, int T,
-                 int D, int dh, int h, int q0, int nq, int bk, float scale, int bf16)
+static int block(attn_scratch *tl, float *ctx, const void *q, const void *k, const void *v,
+                 const eng_packed *kp, const eng_packed *vp, int T, int D, int dh, int h, int q0,
+                 int nq, int bk, float scale, int bf16)
 {
     float *acc = tl->acc, *m = tl->m, *l = tl->l;
     /* the operands as their type says (one of each pair is NULL) */
@@ -126,16 +127,24 @@ static int block(attn_scratch *tl, float *ctx, const void *q, const void *k, con
                      *vh = bf16 ? (const bf16_t *)v + off : NULL;
         float *S = tl->s; /* (nq, nk), dense */
         int rc;
-        /* S (nq, nk) = scale * Q (nq, dh) . K (nk, dh)^T */
-        if (bf16) rc = eng_gemm_bf16(1, nq, nk, dh, scale, qh, dh, kh, dh, 0.0f, S, nk, NULL);
-        else
+        const int kb = k0 / bk;
+        /* S (nq, nk) = scale * Q (nq, dh) . K (nk, dh)^T: K packed once per head and key
+         * block when the engine could (kp), else the plain GEMM (it repacks per call) */
+        rc = kp && kp[kb].data
+                 ? eng_gemm_packed(nq, scale, bf16 ? (const void *)qh : qf, &kp[kb], 0.0f, S, nk)
+                 : -1;
+        if (rc && bf16) rc = eng_gemm_bf16(1, nq, nk, dh, scale, qh, dh, kh, dh, 0.0f, S, nk, NULL);
+        else if (rc)
             rc = eng_gemm(PE_PRECISION_FP32, 1, nq, nk, dh, scale, qf, dh, kf, dh, 0.0f, S, nk,
                           NULL);
         if (rc) return -1;
         tile_softmax(S, bf16 ? tl->p16 : NULL, nq, nk, m, l, acc, dh);
         /* acc (nq, dh) += P (nq, nk) . V (nk, dh) */
-        if (bf16) rc = eng_gemm_bf16(0, nq, dh, nk, 1.0f, tl->p16, nk, vh, dh, 1.0f, acc, dh, NULL);
-        else
+        const void *P = bf16 ? (const void *)tl->p16 : S;
+        rc = vp && vp[kb].data ? eng_gemm_packed(nq, 1.0f, P, &vp[kb], 1.0f, acc, dh) : -1;
+        if (rc && bf16)
+            rc = eng_gemm_bf16(0, nq, dh, nk, 1.0f, tl->p16, nk, vh, dh, 1.0f, acc, dh, NULL);
+        else if (rc)
             rc = eng_gemm(PE_PRECISION_FP32, 0, nq, dh, nk, 1.0f, S, nk, vf, dh, 1.0f, acc, dh,
                           NULL);
         if (rc) return -1;
@@ -174,6 +183,53 @@ static void cls_attention(const float *qkv, int T, int D, int H, float scale, fl
     }
 }
 
+/* Each head's K and V, per key block, packed once into the layout the GEMM kernel wants
+ * (eng_pack_b) for every query block that uses them: handles [K or V][head][key block],
+ * the packed data in the caller's kept buffer. bf16 only: AMX wants VNNI tiles, and
+ * packing once instead of in every product took ViT-S/14 at 448 px from 272 to 228 ms.
+ * NULL (every product then takes the plain path) when the engine cannot pack these
+ * shapes or memory is short. */
+static eng_packed *pack_heads(const char *heads, int T, int H, int dh, int bk, int nkb, int bf16)
+{
+    /* fp32 kernels read K^T and V in place at full speed: packing only costs there
+     * (measured: ViT-S/14 at 448 px, 2 threads, 403 ms packed vs 372 ms plain) */
+    if (!bf16) return NULL;
+    const pe_precision prec = bf16 ? PE_PRECISION_BF16 : PE_PRECISION_FP32;
+    const size_t per = (size_t)T * dh, esz = bf16 ? sizeof(bf16_t) : sizeof(float);
+    const int n = 2 * H * nkb;
+    eng_packed *out = calloc((size_t)n, sizeof *out);
+    size_t *at = malloc(((size_t)n + 1) * sizeof *at);
+    char *store = NULL;
+    int failed = !out || !at;
+    /* sizes and offsets first (serially: the engine builds one packing recipe per shape) */
+    for (int i = 0, off = 0; i < n && !failed; i++) {
+        const int part = i / (H * nkb), nk = PE_MIN(bk, T - (i % nkb) * bk);
+        const size_t bytes =
+            part == 0 ? eng_packed_size(prec, 1, nk, dh, BQ) : eng_packed_size(prec, 0, dh, nk, BQ);
+        at[i] = (size_t)off;
+        off += (int)((bytes + 63) & ~(size_t)63);
+        at[i + 1] = (size_t)off;
+        failed = bytes == 0;
+    }
+    if (!failed) store = eng_thread_buffer(ENG_SLOT_ATTN_PACKED, at[n]);
+    failed |= !store;
+#pragma omp parallel for schedule(static) reduction(| : failed) if (!failed)
+    for (int i = 0; i < n; i++) {
+        const int part = i / (H * nkb), h = (i / nkb) % H, kb = i % nkb;
+        const int nk = PE_MIN(bk, T - kb * bk);
+        /* part 0: K (nk, dh) rows, the B^T of S = Q K^T; part 1: V (nk, dh), the B of P V */
+        const char *src = heads + (((size_t)(1 + part) * H + h) * per + (size_t)kb * bk * dh) * esz;
+        failed |= part == 0 ? eng_pack_b(prec, 1, nk, dh, BQ, src, store + at[i], &out[i])
+                            : eng_pack_b(prec, 0, dh, nk, BQ, src, store + at[i], &out[i]);
+    }
+    free(at);
+    if (failed) {
+        free(out);
+        return NULL;
+    }
+    return out;
+}
+
 int op_attention(float *ctx, const float *qkv, int T, int D, int H, float scale, float *cls_attn,
                  int first_patch)
 {
@@ -203,6 +259,8 @@ int op_attention(float *ctx, const float *qkv, int T, int D, int H, float scale,
         free(row);
     }
     const int nqb = (T + BQ - 1) / BQ, items = H * nqb, bk = key_block(T);
+    const int nkb = (T + bk - 1) / bk;
+    eng_packed *packed = pack_heads(heads, T, H, dh, bk, nkb, bf16);
     int failed = 0;
     eng_ctx *current = eng_current();
 #pragma omp parallel for schedule(dynamic, 1) reduction(| : failed)
@@ -212,10 +270,13 @@ int op_attention(float *ctx, const float *qkv, int T, int D, int H, float scale,
         const char *q = heads + (size_t)h * per * esz, *k = heads + (size_t)(H + h) * per * esz,
                    *v = heads + (size_t)(2 * H + h) * per * esz;
         attn_scratch tl;
+        const eng_packed *kp = packed ? packed + (size_t)h * nkb : NULL,
+                         *vp = packed ? packed + (size_t)(H + h) * nkb : NULL;
         if (!scratch_get(&tl, dh, bk) ||
-            block(&tl, ctx, q, k, v, T, D, dh, h, q0, PE_MIN(BQ, T - q0), bk, scale, bf16))
+            block(&tl, ctx, q, k, v, kp, vp, T, D, dh, h, q0, PE_MIN(BQ, T - q0), bk, scale, bf16))
             failed = 1;
         eng_set_current(prev);
     }
+    free(packed);
     return failed ? -1 : 0;
 }

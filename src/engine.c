@@ -439,6 +439,105 @@ const char *eng_impl_name(pe_precision prec, int M, int N, int K)
     return name;
 }
 
+/* ------------------------------------------------------------------ packed B */
+
+/* One packing recipe per (precision, trans_b, N, K, m): the blocked layout oneDNN's
+ * matmul picks for B ("any") and the reorder into it. Entries live as long as the
+ * process (their layout address keys cached matmul primitives); when the table is
+ * full, new shapes are simply not packed. */
+typedef struct {
+    int used, prec, trans_b, N, K, m;
+    dnnl_memory_desc_t plain, packed;
+    dnnl_primitive_t reorder;
+    size_t bytes;
+} pack_recipe;
+#define PACK_RECIPES 32
+static pack_recipe g_recipes[PACK_RECIPES];
+static pthread_mutex_t g_recipe_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static pack_recipe *recipe_get(pe_precision prec, int trans_b, int N, int K, int m)
+{
+    pack_recipe *r = NULL;
+    pthread_mutex_lock(&g_recipe_lock);
+    for (int i = 0; i < PACK_RECIPES && !r; i++) {
+        pack_recipe *e = &g_recipes[i];
+        if (!e->used) {
+            /* first free slot: build it (a failed build is remembered: bytes 0) */
+            dnnl_engine_t eng = engine();
+            dnnl_data_type_t t = prec == PE_PRECISION_BF16 ? dnnl_bf16 : dnnl_f32;
+            dnnl_dims_t a = {m, K}, b = {K, N}, c = {m, N};
+            dnnl_dims_t str = {trans_b ? 1 : N, trans_b ? K : 1};
+            dnnl_memory_desc_t a_md, b_any, c_md;
+            dnnl_matmul_desc_t desc;
+            dnnl_primitive_desc_t pd = NULL, rpd = NULL;
+            memset(e, 0, sizeof *e);
+            e->used = 1;
+            e->prec = (int)prec;
+            e->trans_b = trans_b;
+            e->N = N;
+            e->K = K;
+            e->m = m;
+            if (eng && !dnnl_memory_desc_init_by_tag(&a_md, 2, a, t, dnnl_ab) &&
+                !dnnl_memory_desc_init_by_tag(&b_any, 2, b, t, dnnl_format_tag_any) &&
+                !dnnl_memory_desc_init_by_tag(&c_md, 2, c, dnnl_f32, dnnl_ab) &&
+                !dnnl_memory_desc_init_by_strides(&e->plain, 2, b, t, str) &&
+                !dnnl_matmul_desc_init(&desc, &a_md, &b_any, NULL, &c_md) &&
+                !dnnl_primitive_desc_create(&pd, &desc, NULL, eng, NULL)) {
+                e->packed = *dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+                if (!dnnl_reorder_primitive_desc_create(&rpd, &e->plain, eng, &e->packed, eng,
+                                                        NULL) &&
+                    !dnnl_primitive_create(&e->reorder, rpd))
+                    e->bytes = dnnl_memory_desc_get_size(&e->packed);
+            }
+            if (rpd) dnnl_primitive_desc_destroy(rpd);
+            if (pd) dnnl_primitive_desc_destroy(pd);
+            r = e;
+        } else if (e->prec == (int)prec && e->trans_b == trans_b && e->N == N && e->K == K &&
+                   e->m == m) {
+            r = e;
+        }
+    }
+    pthread_mutex_unlock(&g_recipe_lock);
+    return r && r->bytes ? r : NULL;
+}
+
+size_t eng_packed_size(pe_precision prec, int trans_b, int N, int K, int m)
+{
+    if (prec == PE_PRECISION_BF16 && !bf16_kernels()) return 0;
+    pack_recipe *r = recipe_get(prec, trans_b != 0, N, K, m);
+    return r ? r->bytes : 0;
+}
+
+int eng_pack_b(pe_precision prec, int trans_b, int N, int K, int m, const void *B, void *dst,
+               eng_packed *out)
+{
+    pack_recipe *r = recipe_get(prec, trans_b != 0, N, K, m);
+    dnnl_stream_t s = stream();
+    dnnl_memory_t from = NULL, to = NULL;
+    int rc = -1;
+    if (!r || !s || dnnl_memory_create(&from, &r->plain, engine(), (void *)B) ||
+        dnnl_memory_create(&to, &r->packed, engine(), dst))
+        goto done;
+    dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, from}, {DNNL_ARG_TO, to}};
+    if (dnnl_primitive_execute(r->reorder, s, 2, args) || dnnl_stream_wait(s)) goto done;
+    *out = (eng_packed){r, dst, N, K, prec};
+    rc = 0;
+done:
+    if (from) dnnl_memory_destroy(from);
+    if (to) dnnl_memory_destroy(to);
+    return rc;
+}
+
+int eng_gemm_packed(int M, float alpha, const void *A, const eng_packed *B, float beta, float *C,
+                    int ldc)
+{
+    if (M <= 0) return 0;
+    const pack_recipe *r = B->layout;
+    prim_key k = {B->prec, 0, M, B->N, B->K, B->K, B->N, ldc, 0, alpha, beta, NULL};
+    k.b_fixed = &r->packed;
+    return matmul(k, A, B->data, C, ldc, NULL);
+}
+
 /* ------------------------------------------------------------------ per-model context */
 
 /* A weight (N, K) (nn.Linear layout) reordered once into the layout the matmul kernel

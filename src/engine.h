@@ -74,9 +74,31 @@ enum {
     ENG_SLOT_ONEDNN = 4,
     ENG_SLOT_ATTN = 5 /* 5..7 */,
     ENG_SLOT_ATTN_HEADS = 8 /* the caller's per-head q, k, v copies */,
-    ENG_SLOTS = 9
+    ENG_SLOT_ATTN_PACKED = 9 /* the caller's packed K and V (attention.c) */,
+    ENG_SLOTS = 10
 };
 void *eng_thread_buffer(int slot, size_t bytes);
+
+/* ---- B packed once for many products (attention: one head's K and V serve every
+ * query block). The layout is the one oneDNN's kernel wants (for AMX: VNNI tiles), so
+ * the per-call repacking of a plain B disappears. */
+typedef struct eng_packed eng_packed;
+/* Bytes a packed B takes: 0 if this shape cannot be packed (callers use eng_gemm*). B
+ * is logical (K, N): trans_b = 1 means (N, K) rows. `m`: rows of A per product. */
+size_t eng_packed_size(pe_precision prec, int trans_b, int N, int K, int m);
+/* Pack B (bf16_t for BF16, float for FP32; dense: ldb = its row width) into `dst`
+ * (eng_packed_size bytes, 64-byte aligned). Writes the handle to *out. 0 or -1. */
+int eng_pack_b(pe_precision prec, int trans_b, int N, int K, int m, const void *B, void *dst,
+               eng_packed *out);
+/* C (M, N) = alpha * A (M, K) . B + beta * C (beta 0 or 1), A dense in B's precision. */
+int eng_gemm_packed(int M, float alpha, const void *A, const eng_packed *B, float beta, float *C,
+                    int ldc);
+struct eng_packed {
+    const void *layout; /* the packing recipe (engine-internal; shared by equal shapes) */
+    const void *data;
+    int N, K;
+    pe_precision prec;
+};
 
 /* ---- per-model context: precision + weights reordered once */
 typedef struct eng_ctx eng_ctx;

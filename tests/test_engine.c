@@ -237,11 +237,13 @@ static void ref_attention(const float *qkv, int T, int D, int H, float scale, in
     free(p);
 }
 
-/* Blocked attention with online softmax: T above both block sizes (128 queries, 512
- * keys) and not a multiple of either; large logits so the running maximum matters. */
-static void test_attention(void)
+/* Blocked attention with online softmax, T not a multiple of the 128-query blocks;
+ * large logits so the running maximum matters. T = 700: one key block (bf16: K and V
+ * packed once per head); T = 2300: two key blocks of 1152 (attention.c caps a block at
+ * 2048 keys), so the online rescaling between blocks runs. */
+static void attention_case(int T, int D, int H)
 {
-    const int T = 700, D = 64, H = 2, first = 1;
+    const int first = 1;
     const float scale = 1.0f / sqrtf((float)(D / H));
     float *qkv = rand_buf((size_t)T * 3 * D);
     for (int t = 0; t < T; t++)
@@ -267,6 +269,12 @@ static void test_attention(void)
     }
     omp_set_num_threads(pe_get_threads());
     free(qkv), free(ref), free(rcls), free(ctx), free(cls);
+}
+
+static void test_attention(void)
+{
+    attention_case(700, 64, 2);
+    attention_case(2300, 32, 1);
 }
 
 /* Scoring in bf16 stays close to fp32, and the threaded tiles equal one thread. */
