@@ -15,6 +15,7 @@
  * is (patches * K) floats per query image, never (patches * M).
  */
 #include "score.h"
+#include "score_kernel.h"
 
 #include "engine.h"
 
@@ -409,10 +410,13 @@ pe_status pe_score_query(const float *query, int query_patches, const float *con
  * (fp32, plus a bf16 copy in bf16 mode, made once) and per-thread tiles / column maxima. */
 struct pe_pair_scorer {
     int n, G, dim, T, K, bf16, nthr;
+    int fused;     /* score_kernel.c runs the pairs (no tiles); else engine GEMM tiles */
     pe_order order;
     operand *ops;  /* (n) */
-    float *tiles;  /* (nthr, T, G) */
+    float *tiles;  /* (nthr, T, G), engine path only */
     float *colmax; /* (nthr, G) */
+    void *packed;  /* fused: the current pair's b, packed (sk_panel_bytes) */
+    float *rowmax; /* fused: (G) row maxima of the current pair */
 };
 
 void pe_pair_scorer_free(pe_pair_scorer *ps)
@@ -422,6 +426,8 @@ void pe_pair_scorer_free(pe_pair_scorer *ps)
     free(ps->ops);
     free(ps->tiles);
     free(ps->colmax);
+    free(ps->packed);
+    free(ps->rowmax);
     free(ps);
 }
 
@@ -439,10 +445,16 @@ pe_status pe_pair_scorer_new(const float *const *feats, int n, int G, int dim, i
     ps->order = order;
     ps->bf16 = pe_precision_resolve(precision) == PE_PRECISION_BF16;
     ps->nthr = team_size();
+    ps->fused = sk_available(ps->bf16, dim);
     ps->ops = calloc((size_t)n, sizeof *ps->ops);
-    ps->tiles = pe_alloc((size_t)ps->nthr * T * G, sizeof(float), "score tiles");
+    if (ps->fused) {
+        ps->packed = pe_alloc(sk_panel_bytes(G, dim, ps->bf16), 1, "packed features");
+        ps->rowmax = pe_alloc((size_t)G, sizeof(float), "row maxima");
+    } else {
+        ps->tiles = pe_alloc((size_t)ps->nthr * T * G, sizeof(float), "score tiles");
+    }
     ps->colmax = pe_alloc((size_t)ps->nthr * G, sizeof(float), "column maxima");
-    int failed = !ps->ops || !ps->tiles || !ps->colmax;
+    int failed = !ps->ops || !ps->colmax || (ps->fused ? !ps->packed || !ps->rowmax : !ps->tiles);
     for (int b = 0; b < n && !failed; b++)
         failed = operand_make(&ps->ops[b], feats[b], (size_t)G, dim, ps->bf16);
     if (failed) {
@@ -463,6 +475,26 @@ int pe_pair_scorer_run(pe_pair_scorer *ps, int a, const float *inv_a, int b, con
     float *colmax = ps->colmax;
     if (heap_b)
         for (size_t j = 0; j < (size_t)nthr * G; j++) colmax[j] = -INFINITY;
+    if (ps->fused) {
+        /* b packed once; row tiles of a over threads, each reducing in registers */
+        const void *fa = ps->bf16 ? (const void *)ps->ops[a].h : ps->ops[a].f;
+        const void *fb = ps->bf16 ? (const void *)ps->ops[b].h : ps->ops[b].f;
+        const size_t esz = ps->bf16 ? sizeof(bf16_t) : sizeof(float);
+        sk_pack(fb, G, dim, ps->bf16, ps->packed);
+        const int rt = PE_MAX(8, PE_MIN(T, (G + 4 * nthr - 1) / (4 * nthr))) / 8 * 8;
+        const int nrt = (G + rt - 1) / rt;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nthr)
+        for (int t = 0; t < nrt; t++) {
+            const int r0 = t * rt, rows = PE_MIN(rt, G - r0);
+            sk_rows(ps->bf16, (const char *)fa + (size_t)r0 * dim * esz, rows, dim, ps->packed, G,
+                    inv_a + r0, inv_b, heap_a ? ps->rowmax + r0 : NULL,
+                    heap_b ? colmax + (size_t)thread_id() * G : NULL);
+        }
+        if (heap_a)
+            for (int r = 0; r < G; r++)
+                heap_offer(heap_a + (size_t)r * K, count_a, K,
+                           key_of(cos_dist(ps->rowmax[r] * inv_a[r]), order));
+    } else {
     /* each thread: (rows, D) of a x (G, D)^T of b -> (rows, G) dot products, its rows'
      * minima into a's heaps (disjoint rows) and column maxima into its own colmax row
      * (merged below) */
@@ -477,6 +509,7 @@ int pe_pair_scorer_run(pe_pair_scorer *ps, int a, const float *inv_a, int b, con
         if (heap_a)
             reduce_rows(tile, rows, G, inv_a + r0, inv_b, heap_a + (size_t)r0 * K, count_a, K, order);
         if (heap_b) reduce_cols(tile, rows, G, inv_a + r0, colmax + (size_t)me * G);
+    }
     }
     if (failed || !heap_b) return failed ? -1 : 0;
     for (int th = 1; th < nthr; th++) {
