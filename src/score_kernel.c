@@ -205,7 +205,7 @@ T512BF static void rows_bf16_512(const uint16_t *A, int rows, int dim, const voi
  * pairs x 16 columns, straight from the packed panel: its (dim/2, 32, 2) layout is the
  * tile unit's VNNI layout). The block is stored (4 KB, L1) and reduced with AVX-512. */
 
-#define TAMX                                                                                        \
+#define TAMX                                                                                       \
     __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,fma,avx512bf16,amx-tile,amx-bf16")))
 
 static int g_amx = -1;
@@ -213,8 +213,8 @@ static int amx_ready(int dim)
 {
     if (g_amx < 0) {
         unsigned a = 0, b = 0, c = 0, d = 0;
-        int ok = cpu_bf16() && __get_cpuid_count(7, 0, &a, &b, &c, &d) && (d >> 22 & 1) &&
-                 (d >> 24 & 1);
+        int ok =
+            cpu_bf16() && __get_cpuid_count(7, 0, &a, &b, &c, &d) && (d >> 22 & 1) && (d >> 24 & 1);
         /* DNNL_MAX_CPU_ISA below AMX turns ours off too (one knob for the program) */
         const char *cap = getenv("DNNL_MAX_CPU_ISA");
         if (cap && *cap && strncasecmp(cap, "ALL", 3) != 0 && !strcasestr(cap, "AMX")) ok = 0;
@@ -284,10 +284,12 @@ TAMX static void rows_bf16_amx(const uint16_t *A, int rows, int dim, const void 
             _tile_stored(3, C + 16 * 32 + 16, 128);
             const int nc = G - p * NR < NR ? G - p * NR : NR;
             const __mmask16 k0 = nc >= 16 ? 0xffff : (__mmask16)((1u << nc) - 1);
-            const __mmask16 k1 =
-                nc >= 32 ? 0xffff : nc <= 16 ? 0 : (__mmask16)((1u << (nc - 16)) - 1);
+            const __mmask16 k1 = nc >= 32   ? 0xffff
+                                 : nc <= 16 ? 0
+                                            : (__mmask16)((1u << (nc - 16)) - 1);
             const float *ci = col_inv + p * NR;
-            const __m512 ci0 = _mm512_maskz_loadu_ps(k0, ci), ci1 = _mm512_maskz_loadu_ps(k1, ci + 16);
+            const __m512 ci0 = _mm512_maskz_loadu_ps(k0, ci),
+                         ci1 = _mm512_maskz_loadu_ps(k1, ci + 16);
             __m512 cm0 = _mm512_set1_ps(-INFINITY), cm1 = cm0;
             for (int i = 0; i < mr; i++) {
                 const __m512 c0 = _mm512_load_ps(C + i * 32), c1 = _mm512_load_ps(C + i * 32 + 16);
@@ -373,7 +375,8 @@ static void rows_f32_256(const float *A, int rows, int dim, const void *Bp, int 
 void sk_rows(int bf16, const void *A, int rows, int dim, const void *Bp, int G,
              const float *row_inv, const float *col_inv, float *rowmax, float *colmax)
 {
-    if (bf16 && amx_ready(dim)) rows_bf16_amx(A, rows, dim, Bp, G, row_inv, col_inv, rowmax, colmax);
+    if (bf16 && amx_ready(dim))
+        rows_bf16_amx(A, rows, dim, Bp, G, row_inv, col_inv, rowmax, colmax);
     else if (bf16) rows_bf16_512(A, rows, dim, Bp, G, row_inv, col_inv, rowmax, colmax);
     else if (vec_avx512()) rows_f32_512(A, rows, dim, Bp, G, row_inv, col_inv, rowmax, colmax);
     else rows_f32_256(A, rows, dim, Bp, G, row_inv, col_inv, rowmax, colmax);
