@@ -16,6 +16,7 @@
  *
  * Work items (head, query block) are spread over the OpenMP team; each item's GEMMs run
  * on its own thread (oneDNN runs single-threaded inside a parallel region). */
+#include "amx.h"
 #include "engine.h"
 #include "ops.h"
 #include "vecmath.h"
@@ -37,7 +38,7 @@ static int key_block(int T)
 /* Per-thread scratch (engine thread buffers: freed when an OpenMP worker exits). */
 typedef struct {
     float *s;     /* (BQ, BK) scores / probabilities */
-    bf16_t *p16;  /* (BQ, BK) probabilities in bf16 */
+    bf16_t *p16;  /* (BQ, BK rounded up to 32) probabilities in bf16 */
     float *acc;   /* (BQ, dh) */
     float *m, *l; /* (BQ) running maximum and denominator */
 } attn_scratch;
@@ -45,7 +46,7 @@ typedef struct {
 static int scratch_get(attn_scratch *t, int dh, int bk)
 {
     t->s = eng_thread_buffer(ENG_SLOT_ATTN, (size_t)BQ * bk * sizeof(float));
-    t->p16 = eng_thread_buffer(ENG_SLOT_ATTN + 1, (size_t)BQ * bk * sizeof(bf16_t));
+    t->p16 = eng_thread_buffer(ENG_SLOT_ATTN + 1, (size_t)BQ * amx_kpad(bk) * sizeof(bf16_t));
     t->acc = eng_thread_buffer(ENG_SLOT_ATTN + 2, ((size_t)BQ * dh + 2 * BQ) * sizeof(float));
     if (!t->s || !t->p16 || !t->acc) return 0;
     t->m = t->acc + (size_t)BQ * dh;
@@ -55,33 +56,34 @@ static int scratch_get(attn_scratch *t, int dh, int bk)
 
 /* The online-softmax step for one key block, all rows in one pass each: S (nq, nk)
  * scores in; per row the running maximum m and denominator l are updated, the row of
- * acc (nq, dh) is rescaled by exp(m_old - m_new), and P = exp(S - m_new) is written as
+ * acc (nq, dh) is rescaled by exp(m_old - m_new), and P = exp(scale S - m_new) is written as
  * bf16 into p16 (bf16 path) or over S (fp32 path). Tail lanes of a row are masked out
  * of the sums. */
-VEC_INLINE void tile_softmax_body(float *S, bf16_t *p16, int nq, int nk, float *m, float *l,
-                                  float *acc, int dh)
+VEC_INLINE void tile_softmax_body(float *S, bf16_t *p16, int ldp, int nq, int nk, float scale,
+                                  float *m, float *l, float *acc, int dh)
 {
     for (int r = 0; r < nq; r++) {
         float *row = S + (size_t)r * nk;
         vf vmax = vsplat(m[r]);
         for (int i = 0; i < nk; i += VL) {
-            const vf v = vload(row + i, (size_t)PE_MIN(VL, nk - i), -INFINITY);
+            const vf v = vload(row + i, (size_t)PE_MIN(VL, nk - i), -INFINITY) * scale;
             vmax = vsel(v > vmax, v, vmax);
         }
         const float mx = vmax_lanes(vmax);
         const float corr = m[r] == -INFINITY ? 0.0f : expf(m[r] - mx);
         vf vsum = vsplat(0.0f);
-        bf16_t *prow = p16 ? p16 + (size_t)r * nk : NULL;
+        bf16_t *prow = p16 ? p16 + (size_t)r * ldp : NULL;
         int i = 0;
         for (; i + VL <= nk; i += VL) { /* whole vectors: no tail tests in the hot loop */
-            const vf e = v_exp(vload(row + i, VL, 0.0f) - mx);
+            const vf e = v_exp(vload(row + i, VL, 0.0f) * scale - mx);
             vsum += e;
             if (prow) vstore_bf16(prow + i, e, VL);
             else vstore(row + i, e, VL);
         }
         if (i < nk) {
             const size_t k = (size_t)(nk - i);
-            const vf e = vsel(lanes_below(k), v_exp(vload(row + i, k, 0.0f) - mx), vsplat(0.0f));
+            const vf e =
+                vsel(lanes_below(k), v_exp(vload(row + i, k, 0.0f) * scale - mx), vsplat(0.0f));
             vsum += e;
             if (prow) vstore_bf16(prow + i, e, k);
             else vstore(row + i, e, k);
@@ -98,16 +100,17 @@ VEC_INLINE void tile_softmax_body(float *S, bf16_t *p16, int nq, int nk, float *
     }
 }
 VEC_KERNEL(tile_softmax,
-           (float *S, bf16_t *p16, int nq, int nk, float *m, float *l, float *acc, int dh),
-           (S, p16, nq, nk, m, l, acc, dh))
+           (float *S, bf16_t *p16, int ldp, int nq, int nk, float scale, float *m, float *l,
+            float *acc, int dh),
+           (S, p16, ldp, nq, nk, scale, m, l, acc, dh))
 
 /* One (head, query block): rows q0..q0+nq-1 of head h. q, k, v: the head's dense
  * (T, dh) matrices (fp32 or bf16 as `bf16` says). Every operand is dense (leading
  * dimension = its width): oneDNN's brgemm kernels (AMX for bf16) take only dense ones;
  * strided views into qkv fall back to a slower generic GEMM. Returns 0 or -1. */
 static int block(attn_scratch *tl, float *ctx, const void *q, const void *k, const void *v,
-                 const eng_packed *kp, const eng_packed *vp, int T, int D, int dh, int h, int q0,
-                 int nq, int bk, float scale, int bf16)
+                 const eng_packed *kp, const eng_packed *vp, const uint16_t *ka, const uint16_t *va,
+                 int T, int D, int dh, int h, int q0, int nq, int bk, float scale, int bf16)
 {
     float *acc = tl->acc, *m = tl->m, *l = tl->l;
     /* the operands as their type says (one of each pair is NULL) */
@@ -128,6 +131,15 @@ static int block(attn_scratch *tl, float *ctx, const void *q, const void *k, con
         float *S = tl->s; /* (nq, nk), dense */
         int rc;
         const int kb = k0 / bk;
+        if (ka) { /* AMX tiles (one key block: ka, va are this head's K and V packed) */
+            const int ldp = amx_kpad(nk); /* P rows zero-padded to the tile depth */
+            if (amx_gemm(nq, nk, dh, qh, dh, ka, S, nk, 0)) return -1;
+            tile_softmax(S, tl->p16, ldp, nq, nk, scale, m, l, acc, dh);
+            for (int r = 0; r < nq; r++)
+                memset(tl->p16 + (size_t)r * ldp + nk, 0, (size_t)(ldp - nk) * sizeof(bf16_t));
+            if (amx_gemm(nq, dh, nk, tl->p16, ldp, va, acc, dh, 1)) return -1;
+            continue;
+        }
         /* S (nq, nk) = scale * Q (nq, dh) . K (nk, dh)^T: K packed once per head and key
          * block when the engine could (kp), else the plain GEMM (it repacks per call) */
         rc = kp && kp[kb].data
@@ -138,7 +150,7 @@ static int block(attn_scratch *tl, float *ctx, const void *q, const void *k, con
             rc = eng_gemm(PE_PRECISION_FP32, 1, nq, nk, dh, scale, qf, dh, kf, dh, 0.0f, S, nk,
                           NULL);
         if (rc) return -1;
-        tile_softmax(S, bf16 ? tl->p16 : NULL, nq, nk, m, l, acc, dh);
+        tile_softmax(S, bf16 ? tl->p16 : NULL, nk, nq, nk, 1.0f, m, l, acc, dh);
         /* acc (nq, dh) += P (nq, nk) . V (nk, dh) */
         const void *P = bf16 ? (const void *)tl->p16 : S;
         rc = vp && vp[kb].data ? eng_gemm_packed(nq, 1.0f, P, &vp[kb], 1.0f, acc, dh) : -1;
@@ -230,6 +242,27 @@ static eng_packed *pack_heads(const char *heads, int T, int H, int dh, int bk, i
     return out;
 }
 
+/* AMX: each head's K (as the B^T of S = Q K^T) and V (the B of P V) packed into the tile
+ * kernels' panels (amx.h), [head][K then V], in the caller's kept buffer. NULL when
+ * memory is short (the engine path then runs). */
+static uint16_t *pack_heads_amx(const char *heads, int T, int H, int dh)
+{
+    const size_t per = (size_t)T * dh, kbytes = amx_packed_bytes(dh, T),
+                 vbytes = amx_packed_bytes(T, dh);
+    char *store = eng_thread_buffer(ENG_SLOT_ATTN_PACKED, (size_t)H * (kbytes + vbytes));
+    if (!store) return NULL;
+    const bf16_t *hk = (const bf16_t *)(const void *)heads + (size_t)H * per,
+                 *hv = (const bf16_t *)(const void *)heads + (size_t)2 * H * per;
+#pragma omp parallel for schedule(static)
+    for (int i = 0; i < 2 * H; i++) {
+        const int h = i / 2;
+        char *dst = store + (size_t)h * (kbytes + vbytes) + (i % 2 ? kbytes : 0);
+        if (i % 2 == 0) amx_pack(hk + (size_t)h * per, dh, 1, dh, T, (uint16_t *)(void *)dst);
+        else amx_pack(hv + (size_t)h * per, dh, 0, T, dh, (uint16_t *)(void *)dst);
+    }
+    return (uint16_t *)(void *)store;
+}
+
 int op_attention(float *ctx, const float *qkv, int T, int D, int H, float scale, float *cls_attn,
                  int first_patch)
 {
@@ -260,7 +293,12 @@ int op_attention(float *ctx, const float *qkv, int T, int D, int H, float scale,
     }
     const int nqb = (T + BQ - 1) / BQ, items = H * nqb, bk = key_block(T);
     const int nkb = (T + bk - 1) / bk;
-    eng_packed *packed = pack_heads(heads, T, H, dh, bk, nkb, bf16);
+    /* bf16 on AMX: K and V of each head packed for the tile kernels (amx.c); else the
+     * engine's packing (oneDNN) where it helps, else plain products */
+    uint16_t *amx =
+        bf16 && nkb == 1 && dh % 32 == 0 && amx_ready() ? pack_heads_amx(heads, T, H, dh) : NULL;
+    const size_t kbytes = amx_packed_bytes(dh, T), vbytes = amx_packed_bytes(T, dh);
+    eng_packed *packed = amx ? NULL : pack_heads(heads, T, H, dh, bk, nkb, bf16);
     int failed = 0;
     eng_ctx *current = eng_current();
 #pragma omp parallel for schedule(dynamic, 1) reduction(| : failed)
@@ -272,8 +310,14 @@ int op_attention(float *ctx, const float *qkv, int T, int D, int H, float scale,
         attn_scratch tl;
         const eng_packed *kp = packed ? packed + (size_t)h * nkb : NULL,
                          *vp = packed ? packed + (size_t)(H + h) * nkb : NULL;
-        if (!scratch_get(&tl, dh, bk) ||
-            block(&tl, ctx, q, k, v, kp, vp, T, D, dh, h, q0, PE_MIN(BQ, T - q0), bk, scale, bf16))
+        const uint16_t *ka = amx ? (const uint16_t *)((const char *)amx +
+                                                      (size_t)h * (kbytes + vbytes))
+                                 : NULL,
+                       *va = amx ? (const uint16_t *)((const char *)amx +
+                                                      (size_t)h * (kbytes + vbytes) + kbytes)
+                                 : NULL;
+        if (!scratch_get(&tl, dh, bk) || block(&tl, ctx, q, k, v, kp, vp, ka, va, T, D, dh, h, q0,
+                                               PE_MIN(BQ, T - q0), bk, scale, bf16))
             failed = 1;
         eng_set_current(prev);
     }

@@ -28,8 +28,17 @@ typedef int32_t vi __attribute__((vector_size(VL * sizeof(int32_t))));
 typedef uint32_t vu __attribute__((vector_size(VL * sizeof(uint32_t))));
 typedef uint16_t vh __attribute__((vector_size(VL * sizeof(uint16_t))));
 
-#define VEC_INLINE static inline __attribute__((always_inline))
+#define VEC_INLINE static inline __attribute__((always_inline)) VEC_FAST
 #define VEC_AVX512 __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl")))
+/* ISO C mode (-std=c11) keeps a * b + c as two roundings; the kernels ask for fused
+ * multiply-adds (both copies alike, so they stay bit-identical to each other). */
+#if defined(__clang__)
+#define VEC_CONTRACT _Pragma("clang fp contract(fast)")
+#define VEC_FAST
+#else
+#define VEC_CONTRACT
+#define VEC_FAST __attribute__((optimize("fp-contract=fast")))
+#endif
 
 /* 1 if the AVX-512 variants run here (cpuid, capped by DNNL_MAX_CPU_ISA). */
 int vec_avx512(void);
@@ -42,8 +51,14 @@ const char *vec_isa_name(void);
 /* VEC_KERNEL(name, (params), (args)): after `VEC_INLINE void name##_body params {..}`,
  * defines `static void name params` that runs the body's AVX-512 or baseline copy. */
 #define VEC_KERNEL(name, params, args)                                                             \
-    static VEC_AVX512 void name##_avx512 params { name##_body args; }                              \
-    static void name##_base params { name##_body args; }                                           \
+    static VEC_AVX512 VEC_FAST void name##_avx512 params                                           \
+    {                                                                                              \
+        VEC_CONTRACT name##_body args;                                                             \
+    }                                                                                              \
+    static VEC_FAST void name##_base params                                                        \
+    {                                                                                              \
+        VEC_CONTRACT name##_body args;                                                             \
+    }                                                                                              \
     static void name params                                                                        \
     {                                                                                              \
         if (vec_avx512()) name##_avx512 args;                                                      \

@@ -1,0 +1,150 @@
+/* amx.c — bf16 GEMM on AMX tiles (see amx.h). A 32 x 32 block of C is four 16 x 16
+ * fp32 tiles (tmm0-3), accumulated over K in chunks of 32 from two A tiles (tmm4-5:
+ * 16 rows x 32 bf16, read in place) and two B tiles (tmm6-7: 16 pairs x 16 columns of a
+ * packed panel). Blocks at the edges of M or N go through a 32 x 32 buffer. */
+#include "amx.h"
+
+#include <cpuid.h>
+#include <immintrin.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#define TAMX __attribute__((target("avx512f,avx512bw,amx-tile,amx-bf16")))
+#define NP 32 /* panel width (columns) and tile depth (K per chunk) */
+
+static int g_amx = -1;
+
+int amx_ready(void)
+{
+    int v = __atomic_load_n(&g_amx, __ATOMIC_RELAXED);
+    if (v >= 0) return v;
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    /* leaf 7: EDX bit 22 AMX-BF16, bit 24 AMX-TILE */
+    v = __get_cpuid_count(7, 0, &a, &b, &c, &d) && (d >> 22 & 1) && (d >> 24 & 1);
+    const char *cap = getenv("DNNL_MAX_CPU_ISA"); /* one knob caps oneDNN and us */
+    if (cap && *cap && strncasecmp(cap, "ALL", 3) != 0 && !strcasestr(cap, "AMX")) v = 0;
+    /* Linux hands out the tile data state on request (ARCH_REQ_XCOMP_PERM, XTILEDATA) */
+    if (v) v = syscall(SYS_arch_prctl, 0x1023, 18) == 0;
+    __atomic_store_n(&g_amx, v, __ATOMIC_RELAXED);
+    return v;
+}
+
+int amx_kpad(int K) { return (K + NP - 1) / NP * NP; }
+
+size_t amx_packed_bytes(int K, int N)
+{
+    return (size_t)((N + NP - 1) / NP) * NP * amx_kpad(K) * sizeof(uint16_t);
+}
+
+void amx_pack(const uint16_t *B, int ld, int trans, int K, int N, uint16_t *packed)
+{
+    const int kp = amx_kpad(K), np = (N + NP - 1) / NP, kk_full = K / 2;
+    for (int p = 0; p < np; p++) {
+        /* a panel is (kp/2, 32) 32-bit cells, each the pair B[2kk][n], B[2kk+1][n] */
+        uint32_t *dst = (uint32_t *)(void *)(packed + (size_t)p * NP * kp);
+        memset(dst, 0, (size_t)NP * kp * sizeof(uint16_t));
+        const int n0 = p * NP, nc = N - n0 < NP ? N - n0 : NP;
+        if (trans) /* B^T rows (N, K): a pair is 4 contiguous bytes of row n */
+            for (int c = 0; c < nc; c++) {
+                const uint16_t *row = B + (size_t)(n0 + c) * ld;
+                for (int kk = 0; kk < kk_full; kk++) {
+                    uint32_t cell;
+                    memcpy(&cell, row + 2 * kk, 4);
+                    dst[(size_t)kk * NP + c] = cell;
+                }
+                if (K % 2) dst[(size_t)kk_full * NP + c] = row[K - 1];
+            }
+        else /* B rows (K, N): a pair interleaves two rows */
+            for (int kk = 0; kk < (K + 1) / 2; kk++) {
+                const uint16_t *r0 = B + (size_t)(2 * kk) * ld + n0;
+                const uint16_t *r1 = 2 * kk + 1 < K ? r0 + ld : NULL;
+                uint32_t *d = dst + (size_t)kk * NP;
+                for (int c = 0; c < nc; c++) d[c] = r0[c] | (uint32_t)(r1 ? r1[c] : 0) << 16;
+            }
+    }
+}
+
+typedef struct {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} tile_config;
+
+TAMX int amx_gemm(int M, int N, int K, const uint16_t *A, int lda, const uint16_t *packed, float *C,
+                  int ldc, int accumulate)
+{
+    tile_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.palette = 1;
+    for (int t = 0; t < 8; t++) {
+        cfg.rows[t] = 16;
+        cfg.colsb[t] = 64;
+    }
+    _tile_loadconfig(&cfg);
+    const int kp = amx_kpad(K), chunks = kp / NP;
+    float edge[32 * 32] __attribute__((aligned(64)));
+    uint16_t *apad = NULL; /* the last rows of A, zero-padded to 32 */
+    for (int m0 = 0; m0 < M; m0 += 32) {
+        const int mr = M - m0 < 32 ? M - m0 : 32;
+        const uint16_t *a = A + (size_t)m0 * lda;
+        int a_ld = lda;
+        if (mr < 32) {
+            apad = calloc((size_t)32 * kp, sizeof *apad);
+            if (!apad) {
+                _tile_release();
+                return -1;
+            }
+            for (int i = 0; i < mr; i++)
+                memcpy(apad + (size_t)i * kp, a + (size_t)i * lda, (size_t)kp * 2);
+            a = apad;
+            a_ld = kp;
+        }
+        for (int n0 = 0; n0 < N; n0 += 32) {
+            const int nc = N - n0 < 32 ? N - n0 : 32;
+            const uint16_t *pp = packed + (size_t)(n0 / NP) * NP * kp;
+            const int direct = mr == 32 && nc == 32;
+            float *c = direct ? C + (size_t)m0 * ldc + n0 : edge;
+            const int cld = direct ? ldc : 32;
+            if (accumulate && !direct)
+                for (int i = 0; i < 32; i++)
+                    for (int j = 0; j < 32; j++)
+                        edge[i * 32 + j] =
+                            i < mr && j < nc ? C[(size_t)(m0 + i) * ldc + n0 + j] : 0.0f;
+            if (accumulate) {
+                _tile_loadd(0, c, cld * 4);
+                _tile_loadd(1, c + 16, cld * 4);
+                _tile_loadd(2, c + (size_t)16 * cld, cld * 4);
+                _tile_loadd(3, c + (size_t)16 * cld + 16, cld * 4);
+            } else {
+                _tile_zero(0);
+                _tile_zero(1);
+                _tile_zero(2);
+                _tile_zero(3);
+            }
+            for (int kc = 0; kc < chunks; kc++) {
+                _tile_loadd(4, a + kc * NP, a_ld * 2);
+                _tile_loadd(5, a + (size_t)16 * a_ld + kc * NP, a_ld * 2);
+                _tile_loadd(6, pp + (size_t)kc * 16 * NP * 2, NP * 4);
+                _tile_loadd(7, pp + (size_t)kc * 16 * NP * 2 + 32, NP * 4);
+                _tile_dpbf16ps(0, 4, 6);
+                _tile_dpbf16ps(1, 4, 7);
+                _tile_dpbf16ps(2, 5, 6);
+                _tile_dpbf16ps(3, 5, 7);
+            }
+            _tile_stored(0, c, cld * 4);
+            _tile_stored(1, c + 16, cld * 4);
+            _tile_stored(2, c + (size_t)16 * cld, cld * 4);
+            _tile_stored(3, c + (size_t)16 * cld + 16, cld * 4);
+            if (!direct)
+                for (int i = 0; i < mr; i++)
+                    memcpy(C + (size_t)(m0 + i) * ldc + n0, edge + i * 32,
+                           (size_t)nc * sizeof(float));
+        }
+    }
+    free(apad);
+    _tile_release();
+    return 0;
+}
