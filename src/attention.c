@@ -64,17 +64,39 @@ VEC_INLINE void tile_softmax_body(float *S, bf16_t *p16, int ldp, int nq, int nk
 {
     for (int r = 0; r < nq; r++) {
         float *row = S + (size_t)r * nk;
-        vf vmax = vsplat(m[r]);
-        for (int i = 0; i < nk; i += VL) {
-            const vf v = vload(row + i, (size_t)PE_MIN(VL, nk - i), -INFINITY) * scale;
-            vmax = vsel(v > vmax, v, vmax);
-        }
-        const float mx = vmax_lanes(vmax);
-        const float corr = m[r] == -INFINITY ? 0.0f : expf(m[r] - mx);
-        vf vsum = vsplat(0.0f);
-        bf16_t *prow = p16 ? p16 + (size_t)r * ldp : NULL;
+        /* four running maxima (a single one is a serial chain of compare + blend) */
+        vf mx4[4] = {vsplat(m[r]), vsplat(m[r]), vsplat(m[r]), vsplat(m[r])};
         int i = 0;
-        for (; i + VL <= nk; i += VL) { /* whole vectors: no tail tests in the hot loop */
+        for (; i + 4 * VL <= nk; i += 4 * VL)
+            for (int u = 0; u < 4; u++) {
+                const vf v = vload(row + i + u * VL, VL, 0.0f) * scale;
+                mx4[u] = vsel(v > mx4[u], v, mx4[u]);
+            }
+        for (; i < nk; i += VL) {
+            const vf v = vload(row + i, (size_t)PE_MIN(VL, nk - i), -INFINITY) * scale;
+            mx4[0] = vsel(v > mx4[0], v, mx4[0]);
+        }
+        for (int u = 1; u < 4; u++) mx4[0] = vsel(mx4[u] > mx4[0], mx4[u], mx4[0]);
+        const float mx = vmax_lanes(mx4[0]);
+        const float corr = m[r] == -INFINITY ? 0.0f : expf(m[r] - mx);
+        vf vsum = vsplat(0.0f), vsum2 = vsplat(0.0f);
+        bf16_t *prow = p16 ? p16 + (size_t)r * ldp : NULL;
+        i = 0;
+        for (; i + 2 * VL <= nk; i += 2 * VL) { /* whole vectors, two chains of sums */
+            const vf e = v_exp(vload(row + i, VL, 0.0f) * scale - mx);
+            const vf e2 = v_exp(vload(row + i + VL, VL, 0.0f) * scale - mx);
+            vsum += e;
+            vsum2 += e2;
+            if (prow) {
+                vstore_bf16(prow + i, e, VL);
+                vstore_bf16(prow + i + VL, e2, VL);
+            } else {
+                vstore(row + i, e, VL);
+                vstore(row + i + VL, e2, VL);
+            }
+        }
+        vsum += vsum2;
+        for (; i + VL <= nk; i += VL) {
             const vf e = v_exp(vload(row + i, VL, 0.0f) * scale - mx);
             vsum += e;
             if (prow) vstore_bf16(prow + i, e, VL);
