@@ -338,7 +338,34 @@ pe_status pe_score_query_inv(const float *query, const float *query_inv, int que
     for (int k = 0; k < num_refs && !failed; k++)
         failed = operand_make(&r[k], refs[k], (size_t)ref_patches[k], dim, bf16);
     const int ntiles = (query_patches + T - 1) / T;
-    for (int k = 0; k < num_refs && !failed; k++) {
+    int engine_path = 1; /* 0 once the fused kernel has scored every reference */
+    if (!failed && sk_available(bf16, dim)) {
+        /* fused kernel (score_kernel.c): each reference packed once, then row tiles of the
+         * query over threads, reduced in registers to the row maxima */
+        const size_t esz = bf16 ? sizeof(bf16_t) : sizeof(float);
+        void *packed = pe_alloc(sk_panel_bytes(max_cols, dim, bf16), 1, "packed reference");
+        float *rowmax = pe_alloc((size_t)query_patches, sizeof(float), "row maxima");
+        failed = !packed || !rowmax;
+        const int rt = PE_MAX(8, PE_MIN(T, (query_patches + 4 * nthr - 1) / (4 * nthr))) / 8 * 8;
+        const int nrt = (query_patches + rt - 1) / rt;
+        const void *qa = bf16 ? (const void *)q.h : q.f;
+        for (int k = 0; k < num_refs && !failed; k++) {
+            sk_pack(bf16 ? (const void *)r[k].h : r[k].f, ref_patches[k], dim, bf16, packed);
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nthr)
+            for (int t = 0; t < nrt; t++) {
+                const int r0 = t * rt, rows = PE_MIN(rt, query_patches - r0);
+                sk_rows(bf16, (const char *)qa + (size_t)r0 * dim * esz, rows, dim, packed,
+                        ref_patches[k], query_inv + r0, ref_inv[k], rowmax + r0, NULL);
+            }
+            for (int i = 0; i < query_patches; i++)
+                heap_offer(heaps + (size_t)i * K, k, K,
+                           key_of(cos_dist(rowmax[i] * query_inv[i]), params->order));
+        }
+        free(packed);
+        free(rowmax);
+        engine_path = 0;
+    }
+    for (int k = 0; engine_path && k < num_refs && !failed; k++) {
         /* each thread: (rows, D) x (Gk, D)^T -> (rows, Gk) dot products, then its row minima */
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nthr) reduction(| : failed)
         for (int t = 0; t < ntiles; t++) {
