@@ -51,14 +51,8 @@ const char *vec_isa_name(void);
 /* VEC_KERNEL(name, (params), (args)): after `VEC_INLINE void name##_body params {..}`,
  * defines `static void name params` that runs the body's AVX-512 or baseline copy. */
 #define VEC_KERNEL(name, params, args)                                                             \
-    static VEC_AVX512 VEC_FAST void name##_avx512 params                                           \
-    {                                                                                              \
-        VEC_CONTRACT name##_body args;                                                             \
-    }                                                                                              \
-    static VEC_FAST void name##_base params                                                        \
-    {                                                                                              \
-        VEC_CONTRACT name##_body args;                                                             \
-    }                                                                                              \
+    static VEC_AVX512 VEC_FAST void name##_avx512 params { VEC_CONTRACT name##_body args; }        \
+    static VEC_FAST void name##_base params { VEC_CONTRACT name##_body args; }                     \
     static void name params                                                                        \
     {                                                                                              \
         if (vec_avx512()) name##_avx512 args;                                                      \
