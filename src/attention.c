@@ -246,8 +246,12 @@ static eng_packed *pack_heads(const char *heads, int T, int H, int dh, int bk, i
         failed = bytes == 0;
     }
     if (!failed) store = eng_thread_buffer(ENG_SLOT_ATTN_PACKED, at[n]);
-    failed |= !store;
-#pragma omp parallel for schedule(static) reduction(| : failed) if (!failed)
+    if (failed || !store) { /* (an OpenMP `if` would still run the loop, serially) */
+        free(at);
+        free(out);
+        return NULL;
+    }
+#pragma omp parallel for schedule(static) reduction(| : failed)
     for (int i = 0; i < n; i++) {
         const int part = i / (H * nkb), h = (i / nkb) % H, kb = i % nkb;
         const int nk = PE_MIN(bk, T - kb * bk);
