@@ -18,6 +18,15 @@ int cli_error(const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
+    if (pe_dist_size() > 1) {
+        /* under mpirun: the error goes to the other ranks, and rank 0 prints the first
+         * one, naming its rank, once all have stopped (main.c, docs/SCALE.md) */
+        char msg[512];
+        vsnprintf(msg, sizeof msg, fmt, ap);
+        va_end(ap);
+        pe_dist_fail(msg);
+        return EXIT_ERROR;
+    }
     fputs("patchead: error: ", stderr);
     vfprintf(stderr, fmt, ap);
     fputc('\n', stderr);

@@ -502,13 +502,15 @@ static int run_category(pe_model *model, const eval_opts *o, ev_run *run, int ci
     cli_progress bar;
     cli_progress_begin(&bar, label, n + num_needed);
     for (int i = 0; i < n && !rc; i++) {
-        if (extract_one(&cs, ec->test[i]->path, &cs.test_feats[i], &cs.test_w[i], &cs.test_h[i]))
+        if (pe_dist_peer_failed()) rc = EXIT_ERROR; /* another MPI rank failed: stop */
+        else if (extract_one(&cs, ec->test[i]->path, &cs.test_feats[i], &cs.test_w[i], &cs.test_h[i]))
             rc = EXIT_ERROR;
         cli_progress_step(&bar, i + 1);
     }
     for (int k = 0, done = 0; k < cat->num_train && !rc && needed; k++) {
         if (!needed[k]) continue;
-        if (extract_one(&cs, cat->train[k].path, &cs.train_feats[k], NULL, NULL)) rc = EXIT_ERROR;
+        if (pe_dist_peer_failed()) rc = EXIT_ERROR;
+        else if (extract_one(&cs, cat->train[k].path, &cs.train_feats[k], NULL, NULL)) rc = EXIT_ERROR;
         cli_progress_step(&bar, n + ++done);
     }
     cli_progress_end(&bar);
@@ -527,6 +529,10 @@ static int run_category(pe_model *model, const eval_opts *o, ev_run *run, int ci
         if (set->shots && !few_ok) continue;
         for (int seed = 0; seed < set->num_seeds && !rc; seed++, cli_progress_step(&bar, ++cells_done)) {
             if (shard_cells && cell_owner(run, s, ci, seed) != pe_dist_rank()) continue;
+            if (pe_dist_peer_failed()) {
+                rc = EXIT_ERROR;
+                break;
+            }
             double t1 = cli_now();
             ev_metrics *m = ev_cell(run, s, ci, seed);
             if (run_cell(&cs, s, seed, res) || cell_metrics(&cs, s, seed, res, m)) rc = EXIT_ERROR;
@@ -876,7 +882,7 @@ int cmd_eval(int argc, char **argv)
     run.comparator_seed = (int)o.scale.seed;
     run.mpi_ranks = pe_dist_size();
     int failed_here = 0;
-    for (int ci = 0; ci < run.num_categories && !failed_here; ci++) {
+    for (int ci = 0; ci < run.num_categories && !failed_here && !pe_dist_peer_failed(); ci++) {
         double t = cli_now();
         if (run_category(model, &o, &run, ci, need_attn, shard_cells)) failed_here = 1;
         if (!failed_here && !cli_quiet && !shard_cells) {

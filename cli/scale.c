@@ -100,32 +100,20 @@ int scale_ranks_agree(uint64_t fingerprint)
 {
     int ranks = pe_dist_size();
     if (ranks == 1) return 1;
-    int ok = 1;
+    if (pe_dist_check()) return 0; /* a rank failed before getting here */
     for (int r = 1; r < ranks; r++) {
         uint64_t theirs = fingerprint;
-        if (pe_dist_to_root(&theirs, sizeof theirs, r)) ok = 0;
-        if (pe_dist_rank() == 0 && theirs != fingerprint) {
+        if (pe_dist_to_root(&theirs, sizeof theirs, r)) return 0; /* a rank has failed */
+        if (pe_dist_rank() == 0 && theirs != fingerprint)
             cli_error("MPI rank %d holds a different batch than rank 0 (other files, or other "
                       "image bytes): give every rank the same inputs",
                       r);
-            ok = 0;
-        }
     }
-    if (pe_dist_broadcast(&ok, sizeof ok, 0)) ok = 0;
-    return ok;
+    return pe_dist_check() == PE_OK;
 }
 
 int scale_ranks_all_ok(int ok)
 {
-    int all = ok;
-    for (int r = 1; r < pe_dist_size(); r++) {
-        int theirs = ok;
-        if (pe_dist_to_root(&theirs, sizeof theirs, r)) all = 0;
-        if (pe_dist_rank() == 0 && !theirs) {
-            cli_error("MPI rank %d failed (its error is above)", r);
-            all = 0;
-        }
-    }
-    if (pe_dist_broadcast(&all, sizeof all, 0)) all = 0;
-    return all;
+    if (!ok) pe_dist_fail(NULL); /* keeps the rank's first error, if it printed one */
+    return pe_dist_check() == PE_OK;
 }

@@ -29,7 +29,8 @@ void scale_progress_hook(cli_progress *bar, const char *label, pe_detect_params 
 /* MPI: 1 when every rank holds the same batch (fingerprint of its inputs and
  * features), else 0 with an error printed on rank 0. Always 1 on one rank. */
 int scale_ranks_agree(uint64_t fingerprint);
-/* MPI: 1 when every rank passes ok = 1 (each rank must call it), else 0. */
+/* MPI: 1 when every rank passes ok = 1 and none has failed (each rank must call it),
+ * else 0 on every rank; a rank passing 0 is failed (pe_dist_fail) with its first error. */
 int scale_ranks_all_ok(int ok);
 /* FNV-1a of bytes, continuing from h (start with 0xcbf29ce484222325). */
 uint64_t scale_hash(uint64_t h, const void *data, size_t n);

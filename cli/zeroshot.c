@@ -143,6 +143,7 @@ int cmd_zeroshot(int argc, char **argv)
                                         params.mask, &store);
         for (int i = 0; i < n && !s; i++) {
             if (i % ranks != me) continue;
+            if (pe_dist_peer_failed()) break; /* another rank failed: stop here (main.c) */
             pe_image img;
             pe_features f = {0};
             pe_status e = pe_image_load(paths[i], &img);

@@ -607,16 +607,31 @@ void pe_feature_store_free(pe_feature_store *store);
  * In an MPI build pe_zeroshot_features splits a batch's pairs across the ranks and
  * every rank returns the same results (unless params->local_only). */
 pe_status pe_dist_init(int *argc, char ***argv);
+/* Ends the MPI job for this rank after a closing agreement (see pe_dist_fail). */
 void pe_dist_finalize(void);
 int pe_dist_rank(void);
 int pe_dist_size(void);
 /* Rank `from` sends n bytes at data to rank 0; every rank makes the same calls in the
- * same order (a no-op on the others, and when from == 0). */
+ * same order (a no-op on the others, and when from == 0). Point to point: run
+ * pe_dist_check before a series of them (a failed `from` would never send). */
 pe_status pe_dist_to_root(void *data, size_t n, int from);
 /* Rank root's n bytes at data to every rank (all ranks call it). */
 pe_status pe_dist_broadcast(void *data, size_t n, int root);
 /* 1 in an MPI build (make MPI=1), else 0. */
 int pe_dist_available(void);
+/* A failed rank must not leave the others waiting (docs/SCALE.md "A failed rank").
+ * pe_dist_fail: this rank hit an error (why: one line; the first call counts); it
+ * tells the other ranks at once. pe_dist_broadcast, the zero-shot merge,
+ * pe_dist_check and pe_dist_finalize start with an agreement: once any rank has failed, it returns
+ * PE_ERR_IO on every rank, pe_last_error "MPI rank R: why" (R: lowest failed rank). */
+void pe_dist_fail(const char *why);
+/* 1 when another rank has failed (a notice arrived, or an agreement said so): long
+ * local loops poll it to stop early. Cheap (MPI_Iprobe); 0 without MPI. */
+int pe_dist_peer_failed(void);
+/* Agreement on its own (all ranks call it): PE_OK when no rank has failed. */
+pe_status pe_dist_check(void);
+/* The lowest failed rank known here (-1: none) and its message into why. */
+int pe_dist_failure(char *why, size_t cap);
 
 #ifdef __cplusplus
 }
