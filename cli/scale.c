@@ -2,6 +2,7 @@
 #include "scale.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -58,19 +59,28 @@ void scale_apply(const scale_opts *o, pe_detect_params *p)
     p->comparator_seed = o->seed;
 }
 
+int scale_refuse_memory(const scale_opts *o, const char *what, const pe_memory_estimate *est,
+                        const char *more_options)
+{
+    pe_status s = pe_zeroshot_check_memory(est, o->mem_limit);
+    if (s == PE_ERR_LIMIT) {
+        cli_error("%s: %s (%s--comparators R, %s--mem-limit SIZE)", what, pe_last_error(),
+                  o->spill ? "" : "--spill DIR, ", more_options ? more_options : "");
+        return -1;
+    }
+    if (s) return cli_lib_error(s), -1;
+    return 0;
+}
+
 int scale_check_memory(const scale_opts *o, int n, int patches, int dim, int want_attn,
                        const pe_detect_params *p)
 {
     pe_memory_estimate est;
     pe_status s = pe_zeroshot_estimate(n, patches, dim, want_attn, o->spill != NULL, p, &est);
-    if (!s) s = pe_zeroshot_check_memory(&est, o->mem_limit);
-    if (s == PE_ERR_LIMIT) {
-        cli_error("%d images of %d patches x %d: %s (%s--comparators R, --mem-limit SIZE)", n,
-                  patches, dim, pe_last_error(), o->spill ? "" : "--spill DIR, ");
-        return -1;
-    }
     if (s) return cli_lib_error(s), -1;
-    return 0;
+    char what[96];
+    snprintf(what, sizeof what, "zero-shot batch of %d images of %d patches x %d", n, patches, dim);
+    return scale_refuse_memory(o, what, &est, NULL);
 }
 
 static void on_pairs(int64_t done, int64_t total, void *user)
@@ -115,5 +125,6 @@ int scale_ranks_agree(uint64_t fingerprint)
 int scale_ranks_all_ok(int ok)
 {
     if (!ok) pe_dist_fail(NULL); /* keeps the rank's first error, if it printed one */
-    return pe_dist_check() == PE_OK;
+    int all = pe_dist_check() == PE_OK; /* collective: every rank calls it */
+    return ok && all;
 }

@@ -24,6 +24,11 @@ void scale_apply(const scale_opts *o, pe_detect_params *p);
  * (estimate, available memory, the options that lower it) when it does not fit. */
 int scale_check_memory(const scale_opts *o, int n, int patches, int dim, int want_attn,
                        const pe_detect_params *p);
+/* The same guard with an estimate made by the caller (eval): -1 with one error line
+ * "what: needs about ... (options)" when it does not fit; more_options: the caller's own
+ * options that lower it, e.g. "--max-test N, " (or NULL). */
+int scale_refuse_memory(const scale_opts *o, const char *what, const pe_memory_estimate *est,
+                        const char *more_options);
 /* Scoring progress bar (pairs done / total, ETA) hooked into params; end it after. */
 void scale_progress_hook(cli_progress *bar, const char *label, pe_detect_params *p);
 /* MPI: 1 when every rank holds the same batch (fingerprint of its inputs and

@@ -79,3 +79,22 @@ timeout 300 "$PATCHEAD" eval --quiet --model "$MODEL" --data "$EX" --size 224 --
 check scale_eval_r_full cmp -s "$T/ev6/scores.csv" "$T/evfull/scores.csv"
 check scale_eval_sample test -n "$(cmp "$T/ev2/scores.csv" "$T/evfull/scores.csv" 2>&1)"
 check scale_eval_json grep -q '"comparators":[[:space:]]*2' "$T/ev2/results.json"
+
+# eval --spill / --mem-limit: the test features of each category in a mapped file (same
+# bytes), and the memory guard before anything is allocated (one line, nothing written)
+ev=(eval --quiet --model "$MODEL" --data "$EX" --size 224 --zeroshot --shots 1 --seeds 2)
+timeout 300 "$PATCHEAD" "${ev[@]}" --out "$T/evram" >/dev/null 2>"$T/err"
+mkdir -p "$T/evspill"
+timeout 300 "$PATCHEAD" "${ev[@]}" --spill "$T/evspill" --out "$T/evsp" >/dev/null 2>>"$T/err"
+check scale_eval_spill_identical cmp -s "$T/evram/scores.csv" "$T/evsp/scores.csv"
+check scale_eval_spill_cleaned test -z "$(ls -A "$T/evspill")" -a -s "$T/evram/scores.csv"
+timeout 300 "$PATCHEAD" "${ev[@]}" --spill "$T/no/such/dir" --out "$T/evspbad" >/dev/null 2>"$T/err"
+rc=$?
+check scale_eval_spill_bad_dir test "$rc" -eq 1 -a ! -e "$T/evspbad" -a -n "$(grep "$T/no/such/dir" "$T/err")"
+timeout 300 "$PATCHEAD" "${ev[@]}" --mem-limit 1M --out "$T/evguard" >/dev/null 2>"$T/err"; rc=$?
+check scale_eval_guard_refuses test "$rc" -eq 1 -a ! -e "$T/evguard" -a "$(wc -l < "$T/err")" -eq 1
+check scale_eval_guard_message grep -q \
+    "category tire (4 test + 2 reference images .*needs about .* MiB (features .*over the limit of 1.00 MiB (MemAvailable .*--spill DIR.*--max-test N" "$T/err"
+check scale_eval_guard_leaves_nothing test -z "$(ls -A "$T" | grep '^\.evguard')"
+timeout 300 "$PATCHEAD" "${ev[@]}" --mem-limit 1G --out "$T/evfits" >/dev/null 2>"$T/err"
+check scale_eval_guard_allows cmp -s "$T/evram/scores.csv" "$T/evfits/scores.csv"
