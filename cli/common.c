@@ -314,6 +314,7 @@ void cli_progress_begin(cli_progress *p, const char *label, int total)
     p->total = total;
     p->done = 0;
     p->start = cli_now();
+    p->estimate = 0;
     p->active = !cli_quiet && isatty(fileno(stderr)) && total > 0;
     if (p->active) cli_progress_step(p, 0);
 }
@@ -323,7 +324,7 @@ void cli_progress_step(cli_progress *p, int done)
     p->done = done;
     if (!p->active) return;
     double el = cli_now() - p->start;
-    double eta = done > 0 ? el * (p->total - done) / done : 0;
+    double eta = done > 0 ? el * (p->total - done) / done : p->estimate;
     int width = 30, fill = p->total ? (int)((long)width * done / p->total) : width;
     char bar[64];
     for (int i = 0; i < width; i++) bar[i] = i < fill ? '#' : '.';

@@ -52,9 +52,12 @@ static const char *USAGE =
     "patchead fit --shots N --seed S on the category's normal training images. The\n"
     "options beyond the paper (--rotations, --flips, --window, --coreset) apply to the\n"
     "few-shot settings (docs/BEYOND.md); --comparators to the zero-shot ones\n"
-    "(docs/SCALE.md). Under mpirun (a build with make MPI=1) the ranks share the (setting,\n"
-    "category, seed) cells, or a single zero-shot batch's pairs, and rank 0 writes the\n"
-    "outputs.\n";
+    "(docs/SCALE.md). Before anything is extracted, each category's memory is checked\n"
+    "(--mem-limit; --spill keeps test features in a mapped file) and the run's time is\n"
+    "estimated from a short calibration (--max-time refuses a longer run). Under mpirun\n"
+    "(a build with make MPI=1) the ranks share the (setting, category, seed) cells, or a\n"
+    "single zero-shot batch's pairs, and rank 0 writes the outputs; a rank that fails\n"
+    "ends every rank.\n";
 
 static int parse_shots(const char *text, eval_opts *o)
 {
@@ -693,6 +696,48 @@ static int check_memory(const ev_run *run, const eval_opts *o, const pe_model_in
     return 0;
 }
 
+/* The time guard (docs/SCALE.md), before anything is extracted: a short calibration
+ * (one forward, one pair), then every category's images (test + at most shots x seeds
+ * references) at the forward's time and its pair GEMMs at the pair's time: a zero-shot
+ * cell scores pe_zeroshot_num_pairs of its test images, a few-shot cell compares each test
+ * image with shots x rotations x flips reference maps (a coreset fraction scales that). */
+static int check_time(const ev_run *run, const eval_opts *o, const pe_model_info *info,
+                      int need_attn, pe_model *model)
+{
+    pe_extract_params ep = pe_extract_default_params();
+    ep.size = o->size;
+    ep.layer = o->layer;
+    ep.want_attn = need_attn;
+    pe_detect_params dp = pe_detect_default_params(1);
+    dp.score.precision = o->precision;
+    pe_features shape = {0};
+    double forward_s = 0, pair_s = 0, images = 0, pairs = 0;
+    if (scale_calibrate(model, &ep, o->size > 0 ? o->size : info->default_size, &dp, &shape,
+                        &forward_s, &pair_s))
+        return -1;
+    double views = o->rotations * (o->flips ? 2 : 1) *
+                   (o->coreset_fraction > 0 && o->coreset_fraction < 1 ? o->coreset_fraction : 1);
+    for (int ci = 0; ci < run->num_categories; ci++) {
+        const ev_category *ec = &run->cats[ci];
+        int n = ec->num_test, max_shots = 0;
+        for (int si = 0; si < run->num_settings; si++) {
+            const ev_setting *set = &run->settings[si];
+            if (!set->shots) {
+                pairs += (double)pe_zeroshot_num_pairs(n, o->scale.comparators);
+            } else if (set->shots <= ec->cat->num_train) {
+                max_shots = EV_MAX(max_shots, set->shots);
+                pairs += (double)set->num_seeds * n * set->shots * views;
+            }
+        }
+        int refs = max_shots * run->num_seed_list;
+        images += n + (refs < ec->cat->num_train ? refs : ec->cat->num_train);
+    }
+    char what[64];
+    snprintf(what, sizeof what, "eval of %d categor%s", run->num_categories,
+             run->num_categories == 1 ? "y" : "ies");
+    return scale_check_time(&o->scale, what, images, forward_s, pairs, pair_s, NULL);
+}
+
 /* ------------------------------------------------------------------ command */
 
 static int add_settings(ev_run *run, const eval_opts *o, int has_attn)
@@ -909,7 +954,8 @@ int cmd_eval(int argc, char **argv)
         m->i_auroc = m->i_ap = m->f1_max = m->p_auroc = m->pro = NAN;
         m->p_auroc_bound = m->pro_bound = NAN;
     }
-    if (check_memory(&run, &o, &info, need_attn)) goto out;
+    if (check_memory(&run, &o, &info, need_attn) || check_time(&run, &o, &info, need_attn, model))
+        goto out;
     /* One commit point: everything goes into a staging folder that replaces --out as a
      * whole at the end (pe_run_*); a failed run leaves the previous results. */
     if ((st = pe_run_begin(final_out, &pub))) {

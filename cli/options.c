@@ -135,6 +135,10 @@ const cli_option cli_option_table[] = {
      "refuse a batch estimated above SIZE (e.g. 8G, 512M; default:\nthe machine's available "
      "memory)",
      CMD_ZEROSHOT | CMD_EVAL},
+    {"max-time", 0, ARG_FLOAT, F(max_time), 0, 1e12, "SECONDS",
+     "refuse a run estimated (short calibration: one forward and\none pair timed) above SECONDS, "
+     "before the bulk of the work\n(default 0 = no limit)",
+     CMD_ZEROSHOT | CMD_EVAL},
     /* ---- serve */
     {"bank", 0, ARG_LIST, F(banks), 0, 0, "[NAME=]B",
      "a bank written by patchead fit (repeat for more); NAME\ndefaults to the file's stem "

@@ -49,6 +49,7 @@ int scale_opts_from(const cli_opts *o, scale_opts *so)
     so->comparators = o->comparators;
     so->seed = (uint64_t)o->comparator_seed;
     so->spill = o->spill;
+    so->max_time = o->max_time;
     if (o->mem_limit && parse_size(o->mem_limit, &so->mem_limit)) return -1;
     return 0;
 }
@@ -83,6 +84,61 @@ int scale_check_memory(const scale_opts *o, int n, int patches, int dim, int wan
     return scale_refuse_memory(o, what, &est, NULL);
 }
 
+int scale_calibrate(pe_model *model, const pe_extract_params *ep, int side,
+                    const pe_detect_params *p, pe_features *shape, double *forward_s,
+                    double *pair_s)
+{
+    pe_image grey = {side, side, malloc((size_t)side * side * 3)};
+    if (!grey.rgb) return cli_error("out of memory"), -1;
+    memset(grey.rgb, 128, (size_t)side * side * 3);
+    pe_status s = PE_OK;
+    for (int rep = 0; rep < 2 && !s; rep++) { /* the first forward warms up */
+        if (rep) pe_features_free(shape);
+        double t0 = cli_now();
+        s = pe_model_extract(model, &grey, ep, shape);
+        *forward_s = cli_now() - t0;
+    }
+    pe_image_free(&grey);
+    if (!s) s = pe_zeroshot_pair_seconds(shape, p, pair_s);
+    free(shape->data);
+    free(shape->attn);
+    shape->data = shape->attn = NULL;
+    if (s) return cli_lib_error(s), -1;
+    return 0;
+}
+
+/* "0.35 s", "4m10s", "3.2 h" */
+static const char *secs(double t, char buf[32])
+{
+    if (t < 120) snprintf(buf, 32, t < 1 ? "%.3f s" : t < 10 ? "%.2f s" : "%.0f s", t);
+    else if (t < 7200) snprintf(buf, 32, "%dm%02ds", (int)(t / 60), (int)fmod(t, 60));
+    else snprintf(buf, 32, "%.1f h", t / 3600);
+    return buf;
+}
+
+int scale_check_time(const scale_opts *o, const char *what, double images, double forward_s,
+                     double pairs, double pair_s, double *score_s)
+{
+    int ranks = pe_dist_size();
+    /* this rank's share: images round robin, pairs in equal contiguous shares */
+    double ex = ceil(images / ranks) * forward_s, sc = ceil(pairs / ranks) * pair_s;
+    if (score_s) *score_s = sc;
+    char a[32], b[32], c[32], d[32], e[32], per[64] = "";
+    if (ranks > 1) snprintf(per, sizeof per, ", each of %d MPI ranks", ranks);
+    char detail[256];
+    snprintf(detail, sizeof detail,
+             "extraction ~%s (%.0f images at %.1f ms) + scoring ~%s (%.0f pairs at %.1f ms)%s",
+             secs(ex, a), images, forward_s * 1e3, secs(sc, b), pairs, pair_s * 1e3, per);
+    if (o->max_time > 0 && ex + sc > o->max_time) {
+        cli_error("%s: estimated %s, over --max-time %s: %s; sample fewer comparators, use a "
+                  "smaller size, or run more MPI ranks (--comparators R, --size S, mpirun -n N)",
+                  what, secs(ex + sc, c), secs(o->max_time, d), detail);
+        return -1;
+    }
+    if (!cli_quiet) fprintf(stderr, "patchead: %s: about %s: %s\n", what, secs(ex + sc, e), detail);
+    return 0;
+}
+
 static void on_pairs(int64_t done, int64_t total, void *user)
 {
     cli_progress *bar = user;
@@ -91,9 +147,11 @@ static void on_pairs(int64_t done, int64_t total, void *user)
     if (done == total || done % (total / 200 + 1) == 0) cli_progress_step(bar, (int)done);
 }
 
-void scale_progress_hook(cli_progress *bar, const char *label, pe_detect_params *p)
+void scale_progress_hook(cli_progress *bar, const char *label, double estimate,
+                         pe_detect_params *p)
 {
     cli_progress_begin(bar, label, 1); /* total set by the first callback */
+    bar->estimate = estimate;
     if (!bar->active) return;          /* not a terminal (or quiet): the plain path */
     p->score_progress = on_pairs;
     p->progress_user = bar;

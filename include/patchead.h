@@ -588,6 +588,13 @@ pe_status pe_zeroshot_estimate(int n, int patches, int dim, int want_attn, int s
  * is unknown). pe_zeroshot_features runs this check on its scoring state itself. */
 pe_status pe_zeroshot_check_memory(const pe_memory_estimate *est, double limit_bytes);
 
+/* Time guard (docs/SCALE.md): the pair GEMMs a batch of n images scores with R
+ * comparators (R <= 0: all pairs), and the seconds one pair takes here, measured on a
+ * sample image's features (three runs of one pair; the first is a warm-up). */
+int64_t pe_zeroshot_num_pairs(int n, int comparators);
+pe_status pe_zeroshot_pair_seconds(const pe_features *sample, const pe_detect_params *params,
+                                   double *seconds);
+
 /* n feature maps of one shape, in RAM or (spill_dir given) in a file of that folder
  * mapped into memory: the kernel pages it to disk, so a batch larger than RAM fits.
  * The file is unlinked as soon as it is created (nothing left behind, even on a crash). */
