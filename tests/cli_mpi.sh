@@ -108,3 +108,11 @@ check mpi_fail_zeroshot_no_output test -z "$(ls -A "$T/fail")"
 rc=$(mpi_ranks -n 3 "${each_rank[@]}" "$PWD/build-mpi/patchead" "${zsf[@]}" --mem-limit lots)
 check mpi_fail_option_one_line one_line 0 "--mem-limit expects a size"
 check mpi_fail_option_all_ranks test "$(awk '$2 == 2' "$RCS" | wc -l)" -eq 3
+# an unreadable image in zeroshot is not a rank failure: it is left out of the batch (exit
+# status 3), under mpirun as in one process, with the same scores.csv (its row says why)
+"$PATCHEAD" zeroshot "${common[@]}" --no-maps --out "$T/bad1" "$T/ds/b" 2>"$T/err"; rc1=$?
+timeout 120 mpirun --oversubscribe --allow-run-as-root -n 3 build-mpi/patchead zeroshot \
+    "${common[@]}" --no-maps --out "$T/bad3" "$T/ds/b" >"$T/bad3.log" 2>&1; rc3=$?
+check mpi_unreadable_image_status test "$rc1" -eq 3 -a "$rc3" -eq 3
+check mpi_unreadable_image_same_scores cmp -s "$T/bad1/scores.csv" "$T/bad3/scores.csv"
+check mpi_unreadable_image_named grep -q "good_000.jpg" "$T/bad3/scores.csv"
