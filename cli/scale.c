@@ -147,12 +147,11 @@ static void on_pairs(int64_t done, int64_t total, void *user)
     if (done == total || done % (total / 200 + 1) == 0) cli_progress_step(bar, (int)done);
 }
 
-void scale_progress_hook(cli_progress *bar, const char *label, double estimate,
-                         pe_detect_params *p)
+void scale_progress_hook(cli_progress *bar, const char *label, double estimate, pe_detect_params *p)
 {
     cli_progress_begin(bar, label, 1); /* total set by the first callback */
     bar->estimate = estimate;
-    if (!bar->active) return;          /* not a terminal (or quiet): the plain path */
+    if (!bar->active) return; /* not a terminal (or quiet): the plain path */
     p->score_progress = on_pairs;
     p->progress_user = bar;
 }
@@ -182,7 +181,7 @@ int scale_ranks_agree(uint64_t fingerprint)
 
 int scale_ranks_all_ok(int ok)
 {
-    if (!ok) pe_dist_fail(NULL); /* keeps the rank's first error, if it printed one */
+    if (!ok) pe_dist_fail(NULL);        /* keeps the rank's first error, if it printed one */
     int all = pe_dist_check() == PE_OK; /* collective: every rank calls it */
     return ok && all;
 }

@@ -134,11 +134,12 @@ int cmd_zeroshot(int argc, char **argv)
         char what[64];
         snprintf(what, sizeof what, "zero-shot batch of %d images", n);
         if (scale_check_time(&so, what, n, forward_s,
-                             (double)pe_zeroshot_num_pairs(n, params.comparators), pair_s, &score_s))
+                             (double)pe_zeroshot_num_pairs(n, params.comparators), pair_s,
+                             &score_s))
             goto done;
         cli_progress_begin(&bar, "features", n);
         s = pe_feature_store_create(so.spill, n, shape.grid_h * shape.grid_w, shape.dim,
-                                        params.mask, &store);
+                                    params.mask, &store);
         for (int i = 0; i < n && !s; i++) {
             if (i % ranks != me) continue;
             if (pe_dist_peer_failed()) break; /* another rank failed: stop here (main.c) */

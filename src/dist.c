@@ -25,12 +25,12 @@ static int started_here; /* pe_dist_init called MPI_Init (so finalize is ours) *
 #define WHY_BYTES 512
 #define NOTICE_TAG 77
 static MPI_Comm notice_comm = MPI_COMM_NULL;
-static MPI_Request *notices;       /* this rank's sent notices (size - 1), or NULL */
-static int local_failed;           /* pe_dist_fail was called here */
-static char local_why[WHY_BYTES];  /* its first message */
-static int job_failed_rank = -1;   /* lowest failed rank, known to all after an agreement */
-static char job_why[WHY_BYTES];    /* that rank's message */
-static int notice_rank;            /* what the notices carry (kept until they are sent) */
+static MPI_Request *notices;      /* this rank's sent notices (size - 1), or NULL */
+static int local_failed;          /* pe_dist_fail was called here */
+static char local_why[WHY_BYTES]; /* its first message */
+static int job_failed_rank = -1;  /* lowest failed rank, known to all after an agreement */
+static char job_why[WHY_BYTES];   /* that rank's message */
+static int notice_rank;           /* what the notices carry (kept until they are sent) */
 
 int pe_dist_available(void) { return 1; }
 
@@ -99,7 +99,8 @@ void pe_dist_fail(const char *why)
     notices = calloc((size_t)size, sizeof *notices);
     notice_rank = pe_dist_rank();
     for (int r = 0, j = 0; notices && r < size; r++)
-        if (r != notice_rank) MPI_Isend(&notice_rank, 1, MPI_INT, r, NOTICE_TAG, notice_comm, &notices[j++]);
+        if (r != notice_rank)
+            MPI_Isend(&notice_rank, 1, MPI_INT, r, NOTICE_TAG, notice_comm, &notices[j++]);
 }
 
 int pe_dist_failure(char *why, size_t cap)

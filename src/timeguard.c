@@ -36,8 +36,8 @@ pe_status pe_zeroshot_pair_seconds(const pe_features *sample, const pe_detect_pa
     double best = 0;
     for (int rep = 0; rep < 3 && !s; rep++) { /* the first warms up threads and scratch */
         double t0 = now();
-        s = pe_score_batch_scheduled(feats, 2, G, sample->dim, &params->score, 0, 0, 0, NULL,
-                                     NULL, scores);
+        s = pe_score_batch_scheduled(feats, 2, G, sample->dim, &params->score, 0, 0, 0, NULL, NULL,
+                                     scores);
         double t = now() - t0;
         if (rep > 0 && (best == 0 || t < best)) best = t;
     }
