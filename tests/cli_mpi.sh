@@ -104,6 +104,13 @@ check mpi_fail_zeroshot_prompt test "$rc" -ne 124
 check mpi_fail_zeroshot_all_ranks_nonzero all_failed
 check mpi_fail_zeroshot_one_line one_line 2 "$T/no/such/dir: cannot create a spill file"
 check mpi_fail_zeroshot_no_output test -z "$(ls -A "$T/fail")"
+# a rank with less memory (its host's --mem-limit, as a smaller MemAvailable would be):
+# its memory guard refuses the batch, the others stop at their next exchange
+rc=$(mpi_ranks -n 2 "${each_rank[@]}" "$PWD/build-mpi/patchead" "${zsf[@]}" : \
+    -n 1 "${each_rank[@]}" "$PWD/build-mpi/patchead" "${zsf[@]}" --mem-limit 1M)
+check mpi_fail_memory_all_ranks_nonzero all_failed
+check mpi_fail_memory_one_line one_line 2 "zero-shot batch of 7 images .*needs about .*over the limit of 1.00 MiB"
+check mpi_fail_memory_no_output test "$rc" -ne 124 -a -z "$(ls -A "$T/fail")"
 # a bad option on every rank: one line (rank 0's), every rank exits with the usage status
 rc=$(mpi_ranks -n 3 "${each_rank[@]}" "$PWD/build-mpi/patchead" "${zsf[@]}" --mem-limit lots)
 check mpi_fail_option_one_line one_line 0 "--mem-limit expects a size"
