@@ -111,6 +111,11 @@ rc=$(mpi_ranks -n 2 "${each_rank[@]}" "$PWD/build-mpi/patchead" "${zsf[@]}" : \
 check mpi_fail_memory_all_ranks_nonzero all_failed
 check mpi_fail_memory_one_line one_line 2 "zero-shot batch of 7 images .*needs about .*over the limit of 1.00 MiB"
 check mpi_fail_memory_no_output test "$rc" -ne 124 -a -z "$(ls -A "$T/fail")"
+# the time guard on every rank (each estimates its own share): one line, nothing written
+rc=$(mpi_ranks -n 3 "${each_rank[@]}" "$PWD/build-mpi/patchead" "${zsf[@]}" --max-time 0.0001)
+check mpi_time_guard_all_ranks_nonzero all_failed
+check mpi_time_guard_one_line one_line 0 "zero-shot batch of 7 images: estimated .*each of 3 MPI ranks"
+check mpi_time_guard_no_output test "$rc" -ne 124 -a -z "$(ls -A "$T/fail")"
 # a bad option on every rank: one line (rank 0's), every rank exits with the usage status
 rc=$(mpi_ranks -n 3 "${each_rank[@]}" "$PWD/build-mpi/patchead" "${zsf[@]}" --mem-limit lots)
 check mpi_fail_option_one_line one_line 0 "--mem-limit expects a size"
