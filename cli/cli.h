@@ -59,6 +59,7 @@ typedef struct {
     int total, done;
     double start;
     int active;
+    double estimate; /* ETA shown before the first step (seconds; 0 = none) */
 } cli_progress;
 void cli_progress_begin(cli_progress *p, const char *label, int total);
 void cli_progress_step(cli_progress *p, int done);

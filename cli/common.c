@@ -18,6 +18,15 @@ int cli_error(const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
+    if (pe_dist_size() > 1) {
+        /* under mpirun: the error goes to the other ranks, and rank 0 prints the first
+         * one, naming its rank, once all have stopped (main.c, docs/SCALE.md) */
+        char msg[512];
+        vsnprintf(msg, sizeof msg, fmt, ap);
+        va_end(ap);
+        pe_dist_fail(msg);
+        return EXIT_ERROR;
+    }
     fputs("patchead: error: ", stderr);
     vfprintf(stderr, fmt, ap);
     fputc('\n', stderr);
@@ -305,6 +314,7 @@ void cli_progress_begin(cli_progress *p, const char *label, int total)
     p->total = total;
     p->done = 0;
     p->start = cli_now();
+    p->estimate = 0;
     p->active = !cli_quiet && isatty(fileno(stderr)) && total > 0;
     if (p->active) cli_progress_step(p, 0);
 }
@@ -314,7 +324,7 @@ void cli_progress_step(cli_progress *p, int done)
     p->done = done;
     if (!p->active) return;
     double el = cli_now() - p->start;
-    double eta = done > 0 ? el * (p->total - done) / done : 0;
+    double eta = done > 0 ? el * (p->total - done) / done : p->estimate;
     int width = 30, fill = p->total ? (int)((long)width * done / p->total) : width;
     char bar[64];
     for (int i = 0; i < width; i++) bar[i] = i < fill ? '#' : '.';

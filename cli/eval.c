@@ -52,9 +52,12 @@ static const char *USAGE =
     "patchead fit --shots N --seed S on the category's normal training images. The\n"
     "options beyond the paper (--rotations, --flips, --window, --coreset) apply to the\n"
     "few-shot settings (docs/BEYOND.md); --comparators to the zero-shot ones\n"
-    "(docs/SCALE.md). Under mpirun (a build with make MPI=1) the ranks share the (setting,\n"
-    "category, seed) cells, or a single zero-shot batch's pairs, and rank 0 writes the\n"
-    "outputs.\n";
+    "(docs/SCALE.md). Before anything is extracted, each category's memory is checked\n"
+    "(--mem-limit; --spill keeps test features in a mapped file) and the run's time is\n"
+    "estimated from a short calibration (--max-time refuses a longer run). Under mpirun\n"
+    "(a build with make MPI=1) the ranks share the (setting, category, seed) cells, or a\n"
+    "single zero-shot batch's pairs, and rank 0 writes the outputs; a rank that fails\n"
+    "ends every rank.\n";
 
 static int parse_shots(const char *text, eval_opts *o)
 {
@@ -454,6 +457,7 @@ static int run_category(pe_model *model, const eval_opts *o, ev_run *run, int ci
     const pe_category *cat = ec->cat;
     const int n = ec->num_test;
     cat_state cs = {model, o, run, ci, need_attn, shard_cells, NULL, NULL, NULL, NULL, NULL};
+    pe_feature_store *store = NULL; /* --spill: the test features */
     if (shard_cells) { /* nothing of this category on this rank: skip its extraction too */
         int mine = 0;
         for (int s = 0; s < run->num_settings; s++)
@@ -502,13 +506,27 @@ static int run_category(pe_model *model, const eval_opts *o, ev_run *run, int ci
     cli_progress bar;
     cli_progress_begin(&bar, label, n + num_needed);
     for (int i = 0; i < n && !rc; i++) {
-        if (extract_one(&cs, ec->test[i]->path, &cs.test_feats[i], &cs.test_w[i], &cs.test_h[i]))
+        /* --spill: each test image's features go into a mapped file (the batch), not RAM */
+        pe_features spilled = {0}, *f = o->scale.spill ? &spilled : &cs.test_feats[i];
+        if (pe_dist_peer_failed()) rc = EXIT_ERROR; /* another MPI rank failed: stop */
+        else if (extract_one(&cs, ec->test[i]->path, f, &cs.test_w[i], &cs.test_h[i]))
             rc = EXIT_ERROR;
+        if (!rc && f == &spilled) {
+            pe_status st = store ? PE_OK
+                                 : pe_feature_store_create(o->scale.spill, n, f->grid_h * f->grid_w,
+                                                           f->dim, f->attn != NULL, &store);
+            if (!st) st = pe_feature_store_put(store, i, f);
+            if (st) rc = (cli_lib_error(st), EXIT_ERROR);
+        }
+        pe_features_free(&spilled);
         cli_progress_step(&bar, i + 1);
     }
+    if (!rc && store) /* views into the store; free_feats must not free them */
+        memcpy(cs.test_feats, pe_feature_store_views(store), sizeof *cs.test_feats * (size_t)n);
     for (int k = 0, done = 0; k < cat->num_train && !rc && needed; k++) {
         if (!needed[k]) continue;
-        if (extract_one(&cs, cat->train[k].path, &cs.train_feats[k], NULL, NULL)) rc = EXIT_ERROR;
+        if (pe_dist_peer_failed()) rc = EXIT_ERROR;
+        else if (extract_one(&cs, cat->train[k].path, &cs.train_feats[k], NULL, NULL)) rc = EXIT_ERROR;
         cli_progress_step(&bar, n + ++done);
     }
     cli_progress_end(&bar);
@@ -527,6 +545,10 @@ static int run_category(pe_model *model, const eval_opts *o, ev_run *run, int ci
         if (set->shots && !few_ok) continue;
         for (int seed = 0; seed < set->num_seeds && !rc; seed++, cli_progress_step(&bar, ++cells_done)) {
             if (shard_cells && cell_owner(run, s, ci, seed) != pe_dist_rank()) continue;
+            if (pe_dist_peer_failed()) {
+                rc = EXIT_ERROR;
+                break;
+            }
             double t1 = cli_now();
             ev_metrics *m = ev_cell(run, s, ci, seed);
             if (run_cell(&cs, s, seed, res) || cell_metrics(&cs, s, seed, res, m)) rc = EXIT_ERROR;
@@ -539,7 +561,12 @@ static int run_category(pe_model *model, const eval_opts *o, ev_run *run, int ci
 done:
     for (int seed = 0; cs.perm && seed < run->num_seed_list; seed++) free(cs.perm[seed]);
     free(cs.perm);
-    free_feats(cs.test_feats, n);
+    if (store) {
+        free(cs.test_feats);
+        pe_feature_store_free(store);
+    } else {
+        free_feats(cs.test_feats, n);
+    }
     free_feats(cs.train_feats, cat->num_train);
     free(cs.test_w);
     free(cs.test_h);
@@ -613,6 +640,102 @@ static int gather_cells(ev_run *run, const char *out)
     }
     if (rc) cli_error("MPI: gathering the results on rank 0 failed (%s)", pe_last_error());
     return rc;
+}
+
+/* ------------------------------------------------------------------ guards */
+
+/* The memory guard (docs/SCALE.md), before anything is allocated. Categories run one at
+ * a time, so each is checked on its own: its test features (none with --spill), at most
+ * the references its seeds need, and the larger of its zero-shot scoring state (Eq. 3
+ * heaps, norms, scores, one tile) and a few-shot bank (shots x rotations x flips maps). */
+static int check_memory(const ev_run *run, const eval_opts *o, const pe_model_info *info,
+                        int need_attn)
+{
+    int side = o->size > 0 ? o->size : info->default_size;
+    int grid = (side + info->patch_size - 1) / info->patch_size;
+    int G = grid * grid, D = info->feature_dim;
+    double per_image = 4.0 * G * (D + (need_attn ? 1 : 0));
+    for (int ci = 0; ci < run->num_categories; ci++) {
+        const ev_category *ec = &run->cats[ci];
+        int n = ec->num_test, max_shots = 0;
+        pe_detect_params dp = pe_detect_default_params(1);
+        scale_apply(&o->scale, &dp);
+        pe_memory_estimate est, zs;
+        /* the base: the machine's MemAvailable, and the default rule's state */
+        pe_status st = pe_zeroshot_estimate(EV_MAX(n, 2), G, D, 0, 1, &dp, &est);
+        if (st) return cli_lib_error(st), -1;
+        est.scoring = 0;
+        est.k = 0;
+        for (int si = 0; si < run->num_settings; si++) {
+            const ev_setting *set = &run->settings[si];
+            if (set->shots) {
+                max_shots = EV_MAX(max_shots, set->shots);
+                continue;
+            }
+            if (pe_score_preset(set->preset, 1, &dp.score) || cli_score_overrides(o->cli, &dp.score))
+                continue; /* reported when the cell runs */
+            if (n >= 2 && !pe_zeroshot_estimate(n, G, D, 0, 1, &dp, &zs) && zs.scoring > est.scoring) {
+                est.scoring = zs.scoring;
+                est.k = zs.k;
+            }
+        }
+        int refs = 0;
+        if (max_shots && max_shots <= ec->cat->num_train) {
+            refs = max_shots * run->num_seed_list;
+            if (refs > ec->cat->num_train) refs = ec->cat->num_train;
+            double bank = 4.0 * max_shots * o->rotations * (o->flips ? 2 : 1) * G * D;
+            if (bank > est.scoring) est.scoring = bank, est.k = 0;
+        }
+        est.features = ((o->scale.spill ? 0 : n) + refs) * per_image;
+        est.total = est.features + est.scoring;
+        char what[192];
+        snprintf(what, sizeof what, "eval, category %.64s (%d test + %d reference images of %d "
+                 "patches x %d)", ec->cat->name, n, refs, G, D);
+        if (scale_refuse_memory(&o->scale, what, &est, "--max-test N, --category C, ")) return -1;
+    }
+    return 0;
+}
+
+/* The time guard (docs/SCALE.md), before anything is extracted: a short calibration
+ * (one forward, one pair), then every category's images (test + at most shots x seeds
+ * references) at the forward's time and its pair GEMMs at the pair's time: a zero-shot
+ * cell scores pe_zeroshot_num_pairs of its test images, a few-shot cell compares each test
+ * image with shots x rotations x flips reference maps (a coreset fraction scales that). */
+static int check_time(const ev_run *run, const eval_opts *o, const pe_model_info *info,
+                      int need_attn, pe_model *model)
+{
+    pe_extract_params ep = pe_extract_default_params();
+    ep.size = o->size;
+    ep.layer = o->layer;
+    ep.want_attn = need_attn;
+    pe_detect_params dp = pe_detect_default_params(1);
+    dp.score.precision = o->precision;
+    pe_features shape = {0};
+    double forward_s = 0, pair_s = 0, images = 0, pairs = 0;
+    if (scale_calibrate(model, &ep, o->size > 0 ? o->size : info->default_size, &dp, &shape,
+                        &forward_s, &pair_s))
+        return -1;
+    double views = o->rotations * (o->flips ? 2 : 1) *
+                   (o->coreset_fraction > 0 && o->coreset_fraction < 1 ? o->coreset_fraction : 1);
+    for (int ci = 0; ci < run->num_categories; ci++) {
+        const ev_category *ec = &run->cats[ci];
+        int n = ec->num_test, max_shots = 0;
+        for (int si = 0; si < run->num_settings; si++) {
+            const ev_setting *set = &run->settings[si];
+            if (!set->shots) {
+                pairs += (double)pe_zeroshot_num_pairs(n, o->scale.comparators);
+            } else if (set->shots <= ec->cat->num_train) {
+                max_shots = EV_MAX(max_shots, set->shots);
+                pairs += (double)set->num_seeds * n * set->shots * views;
+            }
+        }
+        int refs = max_shots * run->num_seed_list;
+        images += n + (refs < ec->cat->num_train ? refs : ec->cat->num_train);
+    }
+    char what[64];
+    snprintf(what, sizeof what, "eval of %d categor%s", run->num_categories,
+             run->num_categories == 1 ? "y" : "ies");
+    return scale_check_time(&o->scale, what, images, forward_s, pairs, pair_s, NULL);
 }
 
 /* ------------------------------------------------------------------ command */
@@ -831,6 +954,8 @@ int cmd_eval(int argc, char **argv)
         m->i_auroc = m->i_ap = m->f1_max = m->p_auroc = m->pro = NAN;
         m->p_auroc_bound = m->pro_bound = NAN;
     }
+    if (check_memory(&run, &o, &info, need_attn) || check_time(&run, &o, &info, need_attn, model))
+        goto out;
     /* One commit point: everything goes into a staging folder that replaces --out as a
      * whole at the end (pe_run_*); a failed run leaves the previous results. */
     if ((st = pe_run_begin(final_out, &pub))) {
@@ -876,7 +1001,7 @@ int cmd_eval(int argc, char **argv)
     run.comparator_seed = (int)o.scale.seed;
     run.mpi_ranks = pe_dist_size();
     int failed_here = 0;
-    for (int ci = 0; ci < run.num_categories && !failed_here; ci++) {
+    for (int ci = 0; ci < run.num_categories && !failed_here && !pe_dist_peer_failed(); ci++) {
         double t = cli_now();
         if (run_category(model, &o, &run, ci, need_attn, shard_cells)) failed_here = 1;
         if (!failed_here && !cli_quiet && !shard_cells) {

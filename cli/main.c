@@ -68,6 +68,17 @@ int main(int argc, char **argv)
             if (pe_dist_init(&argc, &argv)) return cli_lib_error(PE_ERR_IO);
             if (pe_dist_rank() != 0) cli_quiet = 1;
             int rc = commands[i].run(argc - 1, argv + 1);
+            /* The closing agreement: a failed rank makes every rank exit non-zero, and
+             * rank 0 prints its one line, before MPI_Finalize (mpirun may end the job
+             * as soon as one rank has exited non-zero). */
+            pe_dist_check();
+            char why[512];
+            int failed = pe_dist_failure(why, sizeof why);
+            if (failed >= 0) {
+                if (pe_dist_rank() == 0)
+                    fprintf(stderr, "patchead: error: MPI rank %d: %s\n", failed, why);
+                if (rc == EXIT_OK || rc == EXIT_SOME_FAILED) rc = EXIT_ERROR;
+            }
             pe_dist_finalize();
             return rc;
         }

@@ -130,11 +130,15 @@ const cli_option cli_option_table[] = {
      "seed of the comparator draw (default 0)", CMD_ZEROSHOT | CMD_EVAL},
     {"spill", 0, ARG_TEXT, F(spill), 0, 0, "DIR",
      "keep the batch's features in a memory-mapped file in DIR\n(deleted on exit) instead of RAM",
-     CMD_ZEROSHOT},
+     CMD_ZEROSHOT | CMD_EVAL},
     {"mem-limit", 0, ARG_TEXT, F(mem_limit), 0, 0, "SIZE",
      "refuse a batch estimated above SIZE (e.g. 8G, 512M; default:\nthe machine's available "
      "memory)",
-     CMD_ZEROSHOT},
+     CMD_ZEROSHOT | CMD_EVAL},
+    {"max-time", 0, ARG_FLOAT, F(max_time), 0, 1e12, "SECONDS",
+     "refuse a run estimated (short calibration: one forward and\none pair timed) above SECONDS, "
+     "before the bulk of the work\n(default 0 = no limit)",
+     CMD_ZEROSHOT | CMD_EVAL},
     /* ---- serve */
     {"bank", 0, ARG_LIST, F(banks), 0, 0, "[NAME=]B",
      "a bank written by patchead fit (repeat for more); NAME\ndefaults to the file's stem "

@@ -86,7 +86,8 @@ typedef struct {
     const char *random_vit;
     /* zeroshot and eval at scale (docs/SCALE.md) */
     int comparators, comparator_seed; /* 0: all the others */
-    const char *spill, *mem_limit;    /* zeroshot only */
+    const char *spill, *mem_limit;
+    double max_time; /* seconds; 0 = no limit */
     /* serve */
     cli_list banks; /* [NAME=]BANK.pead, repeatable */
     const char *host;

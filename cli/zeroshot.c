@@ -16,21 +16,11 @@ static const char *USAGE =
     "DIR/scores.csv, scores.jsonl, maps/ and heatmaps/ as predict does. An unreadable\n"
     "image is reported and left out of the batch; the exit status is then 3.\n"
     "Large batches: images are decoded one at a time and only their features kept; the\n"
-    "memory estimate is checked before anything is allocated. Under mpirun (a build with\n"
-    "make MPI=1) the ranks share the pairs and rank 0 writes the outputs (docs/SCALE.md).\n";
-
-/* The batch's feature shape: the backbone run once on a plain grey S x S image. */
-static pe_status probe_shape(pe_model *model, const pe_extract_params *ep, int side,
-                             pe_features *out)
-{
-    pe_image grey = {side, side, malloc((size_t)side * side * 3)};
-    if (!grey.rgb) return PE_ERR_NOMEM;
-    memset(grey.rgb, 128, (size_t)side * side * 3);
-    pe_status s = pe_model_extract(model, &grey, ep, out);
-    pe_image_free(&grey);
-    if (!s) free(out->data), free(out->attn), out->data = out->attn = NULL;
-    return s;
-}
+    "memory estimate is checked before anything is allocated, and a short calibration\n"
+    "(one forward, one pair) prints the estimated time before the bulk of the work\n"
+    "(--max-time refuses a longer run). Under mpirun (a build with make MPI=1) the ranks\n"
+    "share the pairs and rank 0 writes the outputs; a rank that fails ends every rank\n"
+    "(docs/SCALE.md).\n";
 
 static void on_progress(int done, int total, void *user)
 {
@@ -108,9 +98,9 @@ int cmd_zeroshot(int argc, char **argv)
     if (scale_check_memory(&so, n, grid * grid, info.feature_dim, params.mask, &params)) goto done;
 
     cli_progress bar;
-    cli_progress_begin(&bar, "features", n);
     double t0 = cli_now();
     if (params.align) {
+        cli_progress_begin(&bar, "features", n);
         /* alignment warps every image onto the first: the pixels must stay loaded */
         for (int i = 0; i < n; i++) {
             s = pe_image_load(paths[i], &imgs[loaded]);
@@ -136,13 +126,23 @@ int cmd_zeroshot(int argc, char **argv)
         ep.size = params.size;
         ep.layer = params.layer;
         ep.want_attn = params.mask;
+        /* Calibration (the batch's shape, a forward's and a pair's time), then the time
+         * guard: the estimate is printed, or the run refused, before the bulk of the work. */
         pe_features shape = {0};
-        s = probe_shape(model, &ep, side, &shape);
-        if (!s)
-            s = pe_feature_store_create(so.spill, n, shape.grid_h * shape.grid_w, shape.dim,
-                                        params.mask, &store);
+        double forward_s = 0, pair_s = 0, score_s = 0;
+        if (scale_calibrate(model, &ep, side, &params, &shape, &forward_s, &pair_s)) goto done;
+        char what[64];
+        snprintf(what, sizeof what, "zero-shot batch of %d images", n);
+        if (scale_check_time(&so, what, n, forward_s,
+                             (double)pe_zeroshot_num_pairs(n, params.comparators), pair_s,
+                             &score_s))
+            goto done;
+        cli_progress_begin(&bar, "features", n);
+        s = pe_feature_store_create(so.spill, n, shape.grid_h * shape.grid_w, shape.dim,
+                                    params.mask, &store);
         for (int i = 0; i < n && !s; i++) {
             if (i % ranks != me) continue;
+            if (pe_dist_peer_failed()) break; /* another rank failed: stop here (main.c) */
             pe_image img;
             pe_features f = {0};
             pe_status e = pe_image_load(paths[i], &img);
@@ -177,7 +177,7 @@ int cmd_zeroshot(int argc, char **argv)
         }
         if (!s && !batch) s = PE_ERR_NOMEM;
         if (!s && loaded >= 2) {
-            scale_progress_hook(&bar, "scoring", &params);
+            scale_progress_hook(&bar, "scoring", score_s, &params);
             s = pe_zeroshot_features(batch, loaded, &params, results);
         }
         free(batch);

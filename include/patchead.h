@@ -588,6 +588,13 @@ pe_status pe_zeroshot_estimate(int n, int patches, int dim, int want_attn, int s
  * is unknown). pe_zeroshot_features runs this check on its scoring state itself. */
 pe_status pe_zeroshot_check_memory(const pe_memory_estimate *est, double limit_bytes);
 
+/* Time guard (docs/SCALE.md): the pair GEMMs a batch of n images scores with R
+ * comparators (R <= 0: all pairs), and the seconds one pair takes here, measured on a
+ * sample image's features (three runs of one pair; the first is a warm-up). */
+int64_t pe_zeroshot_num_pairs(int n, int comparators);
+pe_status pe_zeroshot_pair_seconds(const pe_features *sample, const pe_detect_params *params,
+                                   double *seconds);
+
 /* n feature maps of one shape, in RAM or (spill_dir given) in a file of that folder
  * mapped into memory: the kernel pages it to disk, so a batch larger than RAM fits.
  * The file is unlinked as soon as it is created (nothing left behind, even on a crash). */
@@ -607,16 +614,31 @@ void pe_feature_store_free(pe_feature_store *store);
  * In an MPI build pe_zeroshot_features splits a batch's pairs across the ranks and
  * every rank returns the same results (unless params->local_only). */
 pe_status pe_dist_init(int *argc, char ***argv);
+/* Ends the MPI job for this rank after a closing agreement (see pe_dist_fail). */
 void pe_dist_finalize(void);
 int pe_dist_rank(void);
 int pe_dist_size(void);
 /* Rank `from` sends n bytes at data to rank 0; every rank makes the same calls in the
- * same order (a no-op on the others, and when from == 0). */
+ * same order (a no-op on the others, and when from == 0). Point to point: run
+ * pe_dist_check before a series of them (a failed `from` would never send). */
 pe_status pe_dist_to_root(void *data, size_t n, int from);
 /* Rank root's n bytes at data to every rank (all ranks call it). */
 pe_status pe_dist_broadcast(void *data, size_t n, int root);
 /* 1 in an MPI build (make MPI=1), else 0. */
 int pe_dist_available(void);
+/* A failed rank must not leave the others waiting (docs/SCALE.md "A failed rank").
+ * pe_dist_fail: this rank hit an error (why: one line; the first call counts); it
+ * tells the other ranks at once. pe_dist_broadcast, the zero-shot merge,
+ * pe_dist_check and pe_dist_finalize start with an agreement: once any rank has failed, it returns
+ * PE_ERR_IO on every rank, pe_last_error "MPI rank R: why" (R: lowest failed rank). */
+void pe_dist_fail(const char *why);
+/* 1 when another rank has failed (a notice arrived, or an agreement said so): long
+ * local loops poll it to stop early. Cheap (MPI_Iprobe); 0 without MPI. */
+int pe_dist_peer_failed(void);
+/* Agreement on its own (all ranks call it): PE_OK when no rank has failed. */
+pe_status pe_dist_check(void);
+/* The lowest failed rank known here (-1: none) and its message into why. */
+int pe_dist_failure(char *why, size_t cap);
 
 #ifdef __cplusplus
 }

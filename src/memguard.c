@@ -52,12 +52,13 @@ pe_status pe_zeroshot_check_memory(const pe_memory_estimate *est, double limit_b
     if (!est) return pe_fail(PE_ERR_ARG, "pe_zeroshot_check_memory: NULL argument");
     double limit = limit_bytes > 0 ? limit_bytes : est->available;
     if (limit <= 0 || est->total <= limit) return PE_OK;
-    char total[32], feat[32], score[32], lim[32], avail[32];
+    char total[32], feat[32], score[32], lim[32], avail[32], k[32] = "";
+    if (est->k > 0) snprintf(k, sizeof k, " with K = %d", est->k);
     return pe_fail(PE_ERR_LIMIT,
-                   "zero-shot batch needs about %s (features %s, scoring %s with K = %d), over the "
-                   "%s of %s (MemAvailable %s); keep the features in a spill file, sample fewer "
-                   "comparators, or split the batch",
+                   "needs about %s (features %s, scoring %s%s), over the %s of %s (MemAvailable "
+                   "%s); keep the features in a spill file, sample fewer comparators, or split "
+                   "the batch",
                    human(est->total, total), human(est->features, feat), human(est->scoring, score),
-                   est->k, limit_bytes > 0 ? "limit" : "available memory", human(limit, lim),
+                   k, limit_bytes > 0 ? "limit" : "available memory", human(limit, lim),
                    human(est->available, avail));
 }

@@ -138,6 +138,10 @@ pe_status pe_score_batch_scheduled(const float *const *feats, int n, int patches
     for (int b = 0; b < n; b++) pe_inv_norms(feats[b], G, dim, inv + (size_t)b * G);
 
     for (int64_t e = first; e < last; e++) {
+        if (ranks > 1 && pe_dist_peer_failed()) { /* stop: main.c reports that rank */
+            s = pe_fail(PE_ERR_IO, "zero-shot scoring stopped: another MPI rank failed");
+            goto done;
+        }
         const pe_pair *p = &pairs[e];
         float *heap_lo = p->dirs & PE_PAIR_LO ? heaps + (size_t)p->lo * G * K : NULL;
         float *heap_hi = p->dirs & PE_PAIR_HI ? heaps + (size_t)p->hi * G * K : NULL;

@@ -63,3 +63,68 @@ check mpi_eval_heatmaps_identical test "$same" -eq 1 -a -n "$(ls "$T"/ev1/heatma
 check mpi_eval_json_ranks grep -q '"mpi_ranks":[[:space:]]*3' "$T/ev3/results.json"
 if grep -qi "error" "$T/mpi.log"; then fail mpi_log_clean "$(grep -i error "$T/mpi.log" | head -2)"
 else pass mpi_log_clean; fi
+
+# A failed rank ends every rank (docs/SCALE.md "A failed rank"): no rank waits in a
+# collective; each exits non-zero by itself, rank 0 prints one line naming the failed rank
+# and its problem, and leaves no output (nor staging folder). mpirun's own "abort the job at
+# the first non-zero exit" is turned off here so that each rank's exit status can be seen.
+mkdir -p "$T/ds" "$T/fail"
+for c in a b c; do cp -r "$EX" "$T/ds/$c"; done
+bad="$T/ds/b/test/good/good_000.jpg"
+head -c 300 "$EX/test/good/good_000.jpg" > "$bad" # a truncated JPEG
+export RCS="$T/rcs"
+acommon=(--model "$PWD/$MODEL" --size 224 --threads 1 --quiet) # the ranks run in $T/fail
+each_rank=(sh -c '"$0" "$@"; rc=$?; echo "$OMPI_COMM_WORLD_RANK $rc" >> "$RCS"; exit $rc')
+mpi_ranks() {
+    : > "$RCS"
+    (cd "$T/fail" && timeout 120 mpirun --mca orte_abort_on_non_zero_status 0 --oversubscribe \
+        --allow-run-as-root -x RCS "$@") > "$T/fail.log" 2>&1
+    echo $?
+}
+all_failed() { # every one of the 3 ranks recorded a non-zero exit status
+    test "$(awk '$2 != 0' "$RCS" | wc -l)" -eq 3
+}
+one_line() { # exactly one error line, naming rank $1 and containing $2
+    test "$(grep -c 'patchead: error' "$T/fail.log")" -eq 1 &&
+        grep 'patchead: error' "$T/fail.log" | grep -q "MPI rank $1: .*$2"
+}
+# eval --zeroshot over 3 categories on 3 ranks: the cells go to ranks 1, 2, 0 (cell_owner),
+# so only rank 2 reads category b and its truncated image
+rc=$(mpi_ranks -n 3 "${each_rank[@]}" "$PWD/build-mpi/patchead" eval "${acommon[@]}" --data "$T/ds" --zeroshot --out "$T/fail/out")
+check mpi_fail_eval_prompt test "$rc" -ne 124
+check mpi_fail_eval_all_ranks_nonzero all_failed
+check mpi_fail_eval_one_line one_line 2 "b/test/good/good_000.jpg: corrupt"
+check mpi_fail_eval_no_output test -z "$(ls -A "$T/fail")"
+# zeroshot with one rank whose host lacks the --spill folder (mpirun's MPMD form gives rank 2
+# its own options): rank 2 fails before extraction while ranks 0 and 1 go on to the broadcasts
+zsf=(zeroshot "${acommon[@]}" --no-maps --out "$T/fail/out" "$PWD/$EX")
+rc=$(mpi_ranks -n 2 "${each_rank[@]}" "$PWD/build-mpi/patchead" "${zsf[@]}" : \
+    -n 1 "${each_rank[@]}" "$PWD/build-mpi/patchead" "${zsf[@]}" --spill "$T/no/such/dir")
+check mpi_fail_zeroshot_prompt test "$rc" -ne 124
+check mpi_fail_zeroshot_all_ranks_nonzero all_failed
+check mpi_fail_zeroshot_one_line one_line 2 "$T/no/such/dir: cannot create a spill file"
+check mpi_fail_zeroshot_no_output test -z "$(ls -A "$T/fail")"
+# a rank with less memory (its host's --mem-limit, as a smaller MemAvailable would be):
+# its memory guard refuses the batch, the others stop at their next exchange
+rc=$(mpi_ranks -n 2 "${each_rank[@]}" "$PWD/build-mpi/patchead" "${zsf[@]}" : \
+    -n 1 "${each_rank[@]}" "$PWD/build-mpi/patchead" "${zsf[@]}" --mem-limit 1M)
+check mpi_fail_memory_all_ranks_nonzero all_failed
+check mpi_fail_memory_one_line one_line 2 "zero-shot batch of 7 images .*needs about .*over the limit of 1.00 MiB"
+check mpi_fail_memory_no_output test "$rc" -ne 124 -a -z "$(ls -A "$T/fail")"
+# the time guard on every rank (each estimates its own share): one line, nothing written
+rc=$(mpi_ranks -n 3 "${each_rank[@]}" "$PWD/build-mpi/patchead" "${zsf[@]}" --max-time 0.0001)
+check mpi_time_guard_all_ranks_nonzero all_failed
+check mpi_time_guard_one_line one_line 0 "zero-shot batch of 7 images: estimated .*each of 3 MPI ranks"
+check mpi_time_guard_no_output test "$rc" -ne 124 -a -z "$(ls -A "$T/fail")"
+# a bad option on every rank: one line (rank 0's), every rank exits with the usage status
+rc=$(mpi_ranks -n 3 "${each_rank[@]}" "$PWD/build-mpi/patchead" "${zsf[@]}" --mem-limit lots)
+check mpi_fail_option_one_line one_line 0 "--mem-limit expects a size"
+check mpi_fail_option_all_ranks test "$(awk '$2 == 2' "$RCS" | wc -l)" -eq 3
+# an unreadable image in zeroshot is not a rank failure: it is left out of the batch (exit
+# status 3), under mpirun as in one process, with the same scores.csv (its row says why)
+"$PATCHEAD" zeroshot "${common[@]}" --no-maps --out "$T/bad1" "$T/ds/b" 2>"$T/err"; rc1=$?
+timeout 120 mpirun --oversubscribe --allow-run-as-root -n 3 build-mpi/patchead zeroshot \
+    "${common[@]}" --no-maps --out "$T/bad3" "$T/ds/b" >"$T/bad3.log" 2>&1; rc3=$?
+check mpi_unreadable_image_status test "$rc1" -eq 3 -a "$rc3" -eq 3
+check mpi_unreadable_image_same_scores cmp -s "$T/bad1/scores.csv" "$T/bad3/scores.csv"
+check mpi_unreadable_image_named grep -q "good_000.jpg" "$T/bad3/scores.csv"

@@ -201,6 +201,32 @@ static void test_memory_guard(void)
     CHECK(pe_zeroshot_estimate(1, 3136, 128, 0, 0, &dp, &e) == PE_ERR_ARG);
 }
 
+/* The time guard's pair count is the schedule's length, for every shape of n and R. */
+static void test_time_guard_pairs(void)
+{
+    for (int n = 2; n <= 13; n++)
+        for (int r = 0; r <= n + 1; r++) {
+            pe_pair *pairs;
+            int64_t num = 0;
+            CHECK(pe_comparator_schedule(n, r, 7, &pairs, &num) == PE_OK);
+            free(pairs);
+            CHECK_MSG(pe_zeroshot_num_pairs(n, r) == num, "n %d R %d: %lld vs %lld", n, r,
+                      (long long)pe_zeroshot_num_pairs(n, r), (long long)num);
+        }
+    CHECK(pe_zeroshot_num_pairs(112, 0) == 6216);
+    CHECK(pe_zeroshot_num_pairs(1, 0) == 0);
+    /* the calibration times a real pair: positive, and well under a second at this size */
+    const int G = 196, D = 64;
+    pe_features f = {14, 14, D, calloc((size_t)G * D, sizeof(float)), NULL};
+    for (int i = 0; f.data && i < G * D; i++) f.data[i] = (float)((i * 37) % 11) - 5;
+    pe_detect_params dp = pe_detect_default_params(1);
+    double t = -1;
+    CHECK(pe_zeroshot_pair_seconds(&f, &dp, &t) == PE_OK);
+    CHECK(t > 0 && t < 1);
+    CHECK(pe_zeroshot_pair_seconds(NULL, &dp, &t) == PE_ERR_ARG);
+    free(f.data);
+}
+
 static void test_feature_store(void)
 {
     char dir[] = "/tmp/pe_spill_test_XXXXXX";
@@ -260,5 +286,6 @@ int main(void)
     RUN(test_sampled_fixture);
     RUN(test_memory_guard);
     RUN(test_feature_store);
+    RUN(test_time_guard_pairs);
     return test_summary();
 }
