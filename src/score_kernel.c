@@ -49,7 +49,9 @@ int sk_available(int bf16, int dim)
 {
     if (dim <= 0) return 0;
     if (bf16) return cpu_bf16() && dim % 2 == 0;
-    return 1; /* the baseline (x86-64-v3) has AVX2 + FMA */
+    /* the release build's baseline (x86-64-v3) has AVX2 + FMA; a plain x86-64 build
+     * (e.g. the fuzzers') asks the CPU */
+    return vec_avx512() || (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"));
 }
 
 static int panels(int G) { return (G + NR - 1) / NR; }
@@ -321,8 +323,9 @@ TAMX static void rows_bf16_amx(const uint16_t *A, int rows, int dim, const void 
 
 /* 4 rows x 32 columns as 4 ymm per row (16 accumulators: the baseline has 16 ymm, so
  * the compiler keeps some in L1; the panel stays 32 wide for one packed layout). */
-static void rows_f32_256(const float *A, int rows, int dim, const void *Bp, int G,
-                         const float *row_inv, const float *col_inv, float *rowmax, float *colmax)
+__attribute__((target("avx2,fma"))) static void
+rows_f32_256(const float *A, int rows, int dim, const void *Bp, int G, const float *row_inv,
+             const float *col_inv, float *rowmax, float *colmax)
 {
     const int np = panels(G);
     for (int r0 = 0; r0 < rows; r0 += MR256) {
