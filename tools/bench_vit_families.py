@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Speed of every newer ViT family at one input size (default 448), fp32.
+"""Speed of every newer ViT family at one input size (default 448), fp32 or bf16.
 
 For each family a full-size random-weight model is written in its hub layout
 (tools/vit_refs.py; needs torch, transformers, timm) and timed by
@@ -9,6 +9,7 @@ peak RSS of that process). GFLOP/s uses this family's exact FLOP count (multiply
 when gated) + attention 4 T^2 D, T = tokens (CLS + registers + G patches).
 Prints: family size threads ms/image GFLOP GFLOP/s RSS_MB. Usage:
     python3 tools/bench_vit_families.py --patchead build/patchead [--only a,b] [--size 448]
+        [--precision fp32|bf16]
 """
 import argparse
 import os
@@ -47,8 +48,10 @@ def main():
     ap.add_argument("--size", type=int, default=448)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "auto"])
     a = ap.parse_args()
     names = [n for n in vit_refs.FULL if not a.only or n in a.only.split(",")]
+    print("# precision %s" % a.precision)
     print("%-32s %5s %3s %9s %7s %8s %7s" % ("family", "size", "thr", "ms/image", "GFLOP", "GFLOP/s",
                                             "RSS MB"))
     for name in names:
@@ -62,7 +65,7 @@ def main():
             # through a small shell that forks patchead: a child exec'd straight from this
             # (large) Python process would inherit its peak RSS (Linux keeps ru_maxrss over exec)
             cmd = [a.patchead, "bench", "--model", d, "--size", str(size), "--threads", str(a.threads),
-                   "--reps", str(a.reps)]
+                   "--reps", str(a.reps), "--precision", a.precision]
             r = subprocess.run(["sh", "-c", '"$@" & wait $!', "sh"] + cmd, capture_output=True, text=True)
         if r.returncode != 0:
             print("%-32s FAIL %s" % (name, r.stderr.strip()))
