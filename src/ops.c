@@ -118,6 +118,7 @@ void op_layernorm(float *out, const float *in, const float *gamma, const float *
     VEC_KERNEL(name, (float *x, size_t n), (x, n))
 
 MAP_KERNEL(gelu_chunk, v_gelu)
+MAP_KERNEL(gelu_tanh_chunk, v_gelu_tanh)
 MAP_KERNEL(quick_gelu_chunk, v_quick_gelu)
 MAP_KERNEL(exp_chunk, v_exp)
 MAP_KERNEL(silu_chunk, v_silu)
@@ -130,6 +131,7 @@ static void map_chunks(float *x, size_t n, void (*kernel)(float *, size_t))
 }
 
 void op_gelu(float *x, size_t n) { map_chunks(x, n, gelu_chunk); }
+void op_gelu_tanh(float *x, size_t n) { map_chunks(x, n, gelu_tanh_chunk); }
 void op_quick_gelu(float *x, size_t n) { map_chunks(x, n, quick_gelu_chunk); }
 void op_exp(float *x, size_t n) { map_chunks(x, n, exp_chunk); }
 void op_silu(float *x, size_t n) { map_chunks(x, n, silu_chunk); }

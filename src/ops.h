@@ -47,6 +47,7 @@ void op_layernorm(float *out, const float *in, const float *gamma, const float *
 
 /* In place, n elements: */
 void op_gelu(float *x, size_t n);       /* exact GELU: 0.5 x (1 + erf(x / sqrt 2)) (nn.GELU()) */
+void op_gelu_tanh(float *x, size_t n);  /* gelu(approximate="tanh") (SigLIP's gelu_pytorch_tanh) */
 void op_quick_gelu(float *x, size_t n); /* x * sigmoid(1.702 x) (CLIP's QuickGELU) */
 
 /* x (rows, dim) += bias (dim) then exact GELU, one pass (fc1 epilogue). bias may be NULL. */

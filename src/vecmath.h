@@ -129,6 +129,13 @@ VEC_INLINE vf v_erf(vf x)
 }
 
 VEC_INLINE vf v_gelu(vf x) { return 0.5f * x * (1.0f + v_erf(x * 0.70710678118654752f)); }
+/* gelu(approximate="tanh"): 0.5 x (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3), with
+ * tanh(u) = 1 - 2 / (exp(2u) + 1) (exp's clamp gives exactly +-1 for large |u|). */
+VEC_INLINE vf v_gelu_tanh(vf x)
+{
+    const vf u = 0.7978845608028654f * (x + 0.044715f * x * x * x);
+    return 0.5f * x * (2.0f - 2.0f / (v_exp(2.0f * u) + 1.0f));
+}
 VEC_INLINE vf v_quick_gelu(vf x) { return x / (1.0f + v_exp(-1.702f * x)); }
 VEC_INLINE vf v_silu(vf x) { return x / (1.0f + v_exp(-x)); }
 

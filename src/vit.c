@@ -1403,12 +1403,7 @@ static void activate(vit_act act, float *x, size_t n)
     case ACT_GELU: op_gelu(x, n); break;
     case ACT_QUICK_GELU: op_quick_gelu(x, n); break;
     case ACT_SILU: op_silu(x, n); break;
-    case ACT_GELU_TANH: /* gelu(approximate="tanh"), SigLIP's gelu_pytorch_tanh */
-        for (size_t i = 0; i < n; i++) {
-            const float v = x[i];
-            x[i] = 0.5f * v * (1.0f + tanhf(0.7978845608028654f * (v + 0.044715f * v * v * v)));
-        }
-        break;
+    case ACT_GELU_TANH: op_gelu_tanh(x, n); break; /* SigLIP's gelu_pytorch_tanh */
     }
 }
 

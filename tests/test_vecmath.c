@@ -53,6 +53,15 @@ static void check_map(void (*fn)(float *, size_t), double (*ref)(double), float 
 
 static double gelu_ref(double x) { return 0.5 * x * (1.0 + erf(x / sqrt(2.0))); }
 
+static double gelu_tanh_ref(double x)
+{
+    return 0.5 * x * (1.0 + tanh(sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x)));
+}
+static void test_gelu_tanh(void)
+{
+    check_map(op_gelu_tanh, gelu_tanh_ref, -8.0f, 8.0f, 2e-6, 3e-7);
+}
+
 static void test_exp(void) { check_map(op_exp, exp, -80.0f, 80.0f, 3e-7, 0.0); }
 static void test_gelu(void) { check_map(op_gelu, gelu_ref, -8.0f, 8.0f, 2e-6, 3e-7); }
 
@@ -142,6 +151,7 @@ int main(void)
     printf("# element-wise kernels: %s copy by default on this CPU\n", vec_isa_name());
     RUN(test_exp);
     RUN(test_gelu);
+    RUN(test_gelu_tanh);
     RUN(test_softmax);
     RUN(test_bf16);
     RUN(test_attention_variants);
