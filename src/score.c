@@ -260,6 +260,26 @@ static void reduce_cols(const float *C, int rows, int cols, const float *row_inv
     }
 }
 
+/* Fused path (score_kernel.c): rows [0, rows) of A (fp32, or bf16 when bf16) against a
+ * reference of `cols` rows already packed (sk_pack), in row tiles over the team (about
+ * four per thread, at most T rows, a multiple of 8). Writes rowmax (rows) unless NULL, and
+ * folds each thread's column maxima into its row of colmax_threads (nthr, cols) unless NULL. */
+static void fused_rows(int bf16, const void *A, int rows, int dim, const void *packed, int cols,
+                       const float *row_inv, const float *col_inv, int T, int nthr, float *rowmax,
+                       float *colmax_threads)
+{
+    const size_t esz = bf16 ? sizeof(bf16_t) : sizeof(float);
+    const int rt = PE_MAX(8, PE_MIN(T, (rows + 4 * nthr - 1) / (4 * nthr))) / 8 * 8;
+    const int nrt = (rows + rt - 1) / rt;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nthr)
+    for (int t = 0; t < nrt; t++) {
+        const int r0 = t * rt, n = PE_MIN(rt, rows - r0);
+        sk_rows(bf16, (const char *)A + (size_t)r0 * dim * esz, n, dim, packed, cols, row_inv + r0,
+                col_inv, rowmax ? rowmax + r0 : NULL,
+                colmax_threads ? colmax_threads + (size_t)thread_id() * cols : NULL);
+    }
+}
+
 /* ------------------------------------------------------------------ Eq. 4 */
 
 static int cmp_desc(const void *a, const void *b)
@@ -342,21 +362,14 @@ pe_status pe_score_query_inv(const float *query, const float *query_inv, int que
     if (!failed && sk_available(bf16, dim)) {
         /* fused kernel (score_kernel.c): each reference packed once, then row tiles of the
          * query over threads, reduced in registers to the row maxima */
-        const size_t esz = bf16 ? sizeof(bf16_t) : sizeof(float);
         void *packed = pe_alloc(sk_panel_bytes(max_cols, dim, bf16), 1, "packed reference");
         float *rowmax = pe_alloc((size_t)query_patches, sizeof(float), "row maxima");
         failed = !packed || !rowmax;
-        const int rt = PE_MAX(8, PE_MIN(T, (query_patches + 4 * nthr - 1) / (4 * nthr))) / 8 * 8;
-        const int nrt = (query_patches + rt - 1) / rt;
         const void *qa = bf16 ? (const void *)q.h : q.f;
         for (int k = 0; k < num_refs && !failed; k++) {
             sk_pack(bf16 ? (const void *)r[k].h : r[k].f, ref_patches[k], dim, bf16, packed);
-#pragma omp parallel for schedule(dynamic, 1) num_threads(nthr)
-            for (int t = 0; t < nrt; t++) {
-                const int r0 = t * rt, rows = PE_MIN(rt, query_patches - r0);
-                sk_rows(bf16, (const char *)qa + (size_t)r0 * dim * esz, rows, dim, packed,
-                        ref_patches[k], query_inv + r0, ref_inv[k], rowmax + r0, NULL);
-            }
+            fused_rows(bf16, qa, query_patches, dim, packed, ref_patches[k], query_inv, ref_inv[k],
+                       T, nthr, rowmax, NULL);
             for (int i = 0; i < query_patches; i++)
                 heap_offer(heaps + (size_t)i * K, k, K,
                            key_of(cos_dist(rowmax[i] * query_inv[i]), params->order));
@@ -506,17 +519,9 @@ int pe_pair_scorer_run(pe_pair_scorer *ps, int a, const float *inv_a, int b, con
         /* b packed once; row tiles of a over threads, each reducing in registers */
         const void *fa = ps->bf16 ? (const void *)ps->ops[a].h : ps->ops[a].f;
         const void *fb = ps->bf16 ? (const void *)ps->ops[b].h : ps->ops[b].f;
-        const size_t esz = ps->bf16 ? sizeof(bf16_t) : sizeof(float);
         sk_pack(fb, G, dim, ps->bf16, ps->packed);
-        const int rt = PE_MAX(8, PE_MIN(T, (G + 4 * nthr - 1) / (4 * nthr))) / 8 * 8;
-        const int nrt = (G + rt - 1) / rt;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(nthr)
-        for (int t = 0; t < nrt; t++) {
-            const int r0 = t * rt, rows = PE_MIN(rt, G - r0);
-            sk_rows(ps->bf16, (const char *)fa + (size_t)r0 * dim * esz, rows, dim, ps->packed, G,
-                    inv_a + r0, inv_b, heap_a ? ps->rowmax + r0 : NULL,
-                    heap_b ? colmax + (size_t)thread_id() * G : NULL);
-        }
+        fused_rows(ps->bf16, fa, G, dim, ps->packed, G, inv_a, inv_b, T, nthr,
+                   heap_a ? ps->rowmax : NULL, heap_b ? colmax : NULL);
         if (heap_a)
             for (int r = 0; r < G; r++)
                 heap_offer(heap_a + (size_t)r * K, count_a, K,
