@@ -73,17 +73,21 @@ typedef struct {
     uint8_t rows[16];
 } tile_config;
 
+/* A constant in read-only data, not a local filled in before the load: GCC 12's
+ * _tile_loadconfig tells the compiler it reads only the first 8 bytes of the
+ * configuration, so stores to a local's rows/colsb could be dropped as dead. */
+static const tile_config g_tiles_16x64 = {
+    .palette = 1,
+    .colsb = {64, 64, 64, 64, 64, 64, 64, 64},
+    .rows = {16, 16, 16, 16, 16, 16, 16, 16},
+};
+
+TAMX void amx_tiles_begin(void) { _tile_loadconfig(&g_tiles_16x64); }
+
 TAMX int amx_gemm(int M, int N, int K, const uint16_t *A, int lda, const uint16_t *packed, float *C,
                   int ldc, int accumulate)
 {
-    tile_config cfg;
-    memset(&cfg, 0, sizeof cfg);
-    cfg.palette = 1;
-    for (int t = 0; t < 8; t++) {
-        cfg.rows[t] = 16;
-        cfg.colsb[t] = 64;
-    }
-    _tile_loadconfig(&cfg);
+    amx_tiles_begin();
     const int kp = amx_kpad(K), chunks = kp / NP;
     float edge[32 * 32] __attribute__((aligned(64)));
     uint16_t *apad = NULL; /* the last rows of A, zero-padded to 32 */

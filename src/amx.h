@@ -11,6 +11,10 @@
 /* 1 if AMX-BF16 runs here: cpuid, Linux's permission for the tile state, and
  * DNNL_MAX_CPU_ISA not capping below AMX. */
 int amx_ready(void);
+/* Loads this thread's tile configuration used by every AMX kernel here: tiles 0-7 of
+ * 16 rows x 64 bytes (C: 16 x 16 fp32; A: 16 rows x 32 bf16; B: 16 pairs x 16 columns).
+ * Call only where amx_ready(); end the kernel with _tile_release(). */
+void amx_tiles_begin(void);
 /* K rounded up to the tile depth (32), and the bytes of B packed for (K, N) */
 int amx_kpad(int K);
 size_t amx_packed_bytes(int K, int N);

@@ -20,16 +20,14 @@
  * sequential k-order FMA chain in every copy, so fp32 results agree across ISAs. */
 #include "score_kernel.h"
 
+#include "amx.h"
+
 #include "vecmath.h"
 
-#include <cpuid.h>
 #include <immintrin.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
-#include <sys/syscall.h>
-#include <unistd.h>
 
 #define NR 32
 #define MR512 8
@@ -210,41 +208,11 @@ T512BF static void rows_bf16_512(const uint16_t *A, int rows, int dim, const voi
 #define TAMX                                                                                       \
     __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,fma,avx512bf16,amx-tile,amx-bf16")))
 
-static int g_amx = -1;
-static int amx_ready(int dim)
-{
-    if (g_amx < 0) {
-        unsigned a = 0, b = 0, c = 0, d = 0;
-        int ok =
-            cpu_bf16() && __get_cpuid_count(7, 0, &a, &b, &c, &d) && (d >> 22 & 1) && (d >> 24 & 1);
-        /* DNNL_MAX_CPU_ISA below AMX turns ours off too (one knob for the program) */
-        const char *cap = getenv("DNNL_MAX_CPU_ISA");
-        if (cap && *cap && strncasecmp(cap, "ALL", 3) != 0 && !strcasestr(cap, "AMX")) ok = 0;
-        /* Linux hands out the tile data state on request (ARCH_REQ_XCOMP_PERM) */
-        if (ok) ok = syscall(SYS_arch_prctl, 0x1023, 18) == 0;
-        g_amx = ok;
-    }
-    return g_amx && dim % 32 == 0;
-}
-
-typedef struct {
-    uint8_t palette, start_row, reserved[14];
-    uint16_t colsb[16];
-    uint8_t rows[16];
-} tile_config;
-
 TAMX static void rows_bf16_amx(const uint16_t *A, int rows, int dim, const void *Bp, int G,
                                const float *row_inv, const float *col_inv, float *rowmax,
                                float *colmax)
 {
-    tile_config cfg;
-    memset(&cfg, 0, sizeof cfg);
-    cfg.palette = 1;
-    for (int t = 0; t < 8; t++) {
-        cfg.rows[t] = 16;
-        cfg.colsb[t] = 64;
-    }
-    _tile_loadconfig(&cfg);
+    amx_tiles_begin();
     const int np = panels(G);
     float C[32 * 32] __attribute__((aligned(64)));
     uint16_t *pad = NULL; /* the last block's rows, zero-padded to 32 */
@@ -378,7 +346,7 @@ rows_f32_256(const float *A, int rows, int dim, const void *Bp, int G, const flo
 void sk_rows(int bf16, const void *A, int rows, int dim, const void *Bp, int G,
              const float *row_inv, const float *col_inv, float *rowmax, float *colmax)
 {
-    if (bf16 && amx_ready(dim))
+    if (bf16 && dim % 32 == 0 && amx_ready())
         rows_bf16_amx(A, rows, dim, Bp, G, row_inv, col_inv, rowmax, colmax);
     else if (bf16) rows_bf16_512(A, rows, dim, Bp, G, row_inv, col_inv, rowmax, colmax);
     else if (vec_avx512()) rows_f32_512(A, rows, dim, Bp, G, row_inv, col_inv, rowmax, colmax);
