@@ -8,7 +8,7 @@
  *   P = exp(S - m');  l = c * l + rowsum P        running softmax denominator
  *   acc = c * acc + P . V_blk                     (BQ, dh)  one engine GEMM (beta = 1)
  * and at the end ctx = acc / l. The middle three lines are one pass per row
- * (tile_softmax, AVX-512 or AVX2 as the CPU has: vecmath.h), which writes P directly
+ * (softmax_tile.c, AVX-512 or AVX2 as the CPU has), which writes P directly
  * in the GEMM's type. Key blocks are equal (key_block): for a 448-px ViT (T = 1025) one
  * block holds every key, so the recurrence runs once. This is the exact softmax(QK^T/sqrt(dh)) V of the
  * reference, reordered (FlashAttention's recurrence); in bf16, Q, K, V and P enter the
@@ -19,6 +19,7 @@
 #include "amx.h"
 #include "engine.h"
 #include "ops.h"
+#include "softmax_tile.h"
 #include "vecmath.h"
 
 #include <math.h>
@@ -54,78 +55,6 @@ static int scratch_get(attn_scratch *t, int dh, int bk)
     return 1;
 }
 
-/* The online-softmax step for one key block, all rows in one pass each: S (nq, nk)
- * scores in; per row the running maximum m and denominator l are updated, the row of
- * acc (nq, dh) is rescaled by exp(m_old - m_new), and P = exp(scale S - m_new) is written as
- * bf16 into p16 (bf16 path) or over S (fp32 path). Tail lanes of a row are masked out
- * of the sums. */
-VEC_INLINE void tile_softmax_body(float *S, bf16_t *p16, int ldp, int nq, int nk, float scale,
-                                  float *m, float *l, float *acc, int dh)
-{
-    for (int r = 0; r < nq; r++) {
-        float *row = S + (size_t)r * nk;
-        /* four running maxima (a single one is a serial chain of compare + blend) */
-        vf mx4[4] = {vsplat(m[r]), vsplat(m[r]), vsplat(m[r]), vsplat(m[r])};
-        int i = 0;
-        for (; i + 4 * VL <= nk; i += 4 * VL)
-            for (int u = 0; u < 4; u++) {
-                const vf v = vload(row + i + u * VL, VL, 0.0f) * scale;
-                mx4[u] = vsel(v > mx4[u], v, mx4[u]);
-            }
-        for (; i < nk; i += VL) {
-            const vf v = vload(row + i, (size_t)PE_MIN(VL, nk - i), -INFINITY) * scale;
-            mx4[0] = vsel(v > mx4[0], v, mx4[0]);
-        }
-        for (int u = 1; u < 4; u++) mx4[0] = vsel(mx4[u] > mx4[0], mx4[u], mx4[0]);
-        const float mx = vmax_lanes(mx4[0]);
-        const float corr = m[r] == -INFINITY ? 0.0f : expf(m[r] - mx);
-        vf vsum = vsplat(0.0f), vsum2 = vsplat(0.0f);
-        bf16_t *prow = p16 ? p16 + (size_t)r * ldp : NULL;
-        i = 0;
-        for (; i + 2 * VL <= nk; i += 2 * VL) { /* whole vectors, two chains of sums */
-            const vf e = v_exp(vload(row + i, VL, 0.0f) * scale - mx);
-            const vf e2 = v_exp(vload(row + i + VL, VL, 0.0f) * scale - mx);
-            vsum += e;
-            vsum2 += e2;
-            if (prow) {
-                vstore_bf16(prow + i, e, VL);
-                vstore_bf16(prow + i + VL, e2, VL);
-            } else {
-                vstore(row + i, e, VL);
-                vstore(row + i + VL, e2, VL);
-            }
-        }
-        vsum += vsum2;
-        for (; i + VL <= nk; i += VL) {
-            const vf e = v_exp(vload(row + i, VL, 0.0f) * scale - mx);
-            vsum += e;
-            if (prow) vstore_bf16(prow + i, e, VL);
-            else vstore(row + i, e, VL);
-        }
-        if (i < nk) {
-            const size_t k = (size_t)(nk - i);
-            const vf e =
-                vsel(lanes_below(k), v_exp(vload(row + i, k, 0.0f) * scale - mx), vsplat(0.0f));
-            vsum += e;
-            if (prow) vstore_bf16(prow + i, e, k);
-            else vstore(row + i, e, k);
-        }
-        l[r] = l[r] * corr + vsum_lanes(vsum);
-        m[r] = mx;
-        if (corr != 1.0f) {
-            float *a = acc + (size_t)r * dh;
-            for (int i = 0; i < dh; i += VL) {
-                const size_t k = (size_t)PE_MIN(VL, dh - i);
-                vstore(a + i, vload(a + i, k, 0.0f) * corr, k);
-            }
-        }
-    }
-}
-VEC_KERNEL(tile_softmax,
-           (float *S, bf16_t *p16, int ldp, int nq, int nk, float scale, float *m, float *l,
-            float *acc, int dh),
-           (S, p16, ldp, nq, nk, scale, m, l, acc, dh))
-
 /* One (head, query block): rows q0..q0+nq-1 of head h. q, k, v: the head's dense
  * (T, dh) matrices (fp32 or bf16 as `bf16` says). Every operand is dense (leading
  * dimension = its width): oneDNN's brgemm kernels (AMX for bf16) take only dense ones;
@@ -156,7 +85,7 @@ static int block(attn_scratch *tl, float *ctx, const void *q, const void *k, con
         if (ka) { /* AMX tiles (one key block: ka, va are this head's K and V packed) */
             const int ldp = amx_kpad(nk); /* P rows zero-padded to the tile depth */
             if (amx_gemm(nq, nk, dh, qh, dh, ka, S, nk, 0)) return -1;
-            tile_softmax(S, tl->p16, ldp, nq, nk, scale, m, l, acc, dh);
+            softmax_tile(S, tl->p16, ldp, nq, nk, scale, m, l, acc, dh);
             for (int r = 0; r < nq; r++)
                 memset(tl->p16 + (size_t)r * ldp + nk, 0, (size_t)(ldp - nk) * sizeof(bf16_t));
             if (amx_gemm(nq, dh, nk, tl->p16, ldp, va, acc, dh, 1)) return -1;
@@ -172,7 +101,7 @@ static int block(attn_scratch *tl, float *ctx, const void *q, const void *k, con
             rc = eng_gemm(PE_PRECISION_FP32, 1, nq, nk, dh, scale, qf, dh, kf, dh, 0.0f, S, nk,
                           NULL);
         if (rc) return -1;
-        tile_softmax(S, bf16 ? tl->p16 : NULL, nk, nq, nk, 1.0f, m, l, acc, dh);
+        softmax_tile(S, bf16 ? tl->p16 : NULL, nk, nq, nk, 1.0f, m, l, acc, dh);
         /* acc (nq, dh) += P (nq, nk) . V (nk, dh) */
         const void *P = bf16 ? (const void *)tl->p16 : S;
         rc = vp && vp[kb].data ? eng_gemm_packed(nq, 1.0f, P, &vp[kb], 1.0f, acc, dh) : -1;

@@ -1,0 +1,27 @@
+/* softmax_tile.h — the online-softmax step of blocked attention (attention.c) for one
+ * (rows, keys) tile of scores, with run-time ISA dispatch (softmax_tile.c). */
+#ifndef PE_SOFTMAX_TILE_H
+#define PE_SOFTMAX_TILE_H
+
+#include <stdint.h>
+
+/* S (nq, nk) raw scores in, dense. Per row r: m' = max(m[r], max_j scale S[r][j]);
+ * P[r][j] = exp(scale S[r][j] - m'); l[r] = l[r] exp(m[r] - m') + sum_j P[r][j];
+ * acc row r (dh wide) *= exp(m[r] - m'); m[r] = m'. P goes to p16 (bf16, row stride
+ * ldp) when p16 != NULL, else over S (fp32). */
+void softmax_tile(float *S, uint16_t *p16, int ldp, int nq, int nk, float scale, float *m, float *l,
+                  float *acc, int dh);
+
+/* Which copy runs: SOFTMAX_TILE_VEC is vecmath.h's generic body (AVX2 or AVX-512 as
+ * vec_avx512() says); SOFTMAX_TILE_AVX512 is the AVX-512 intrinsics copy (vscalefps for
+ * 2^n) and SOFTMAX_TILE_AVX512_BF16 the same with vcvtneps2bf16 for P. All give
+ * bit-identical results (tests/test_softmax_tile.c). */
+enum { SOFTMAX_TILE_VEC, SOFTMAX_TILE_AVX512, SOFTMAX_TILE_AVX512_BF16 };
+/* The best copy this CPU runs (capped by DNNL_MAX_CPU_ISA like the rest). */
+int softmax_tile_best(void);
+/* Tests: force a copy (refused, returning -1, where the CPU lacks it); -1 restores the
+ * automatic choice. Returns the copy in use before. */
+int softmax_tile_force(int which);
+const char *softmax_tile_name(int which);
+
+#endif
