@@ -133,6 +133,8 @@ typedef struct {
     int prec, trans_b, M, N, K, lda, ldb, ldc, has_bias;
     float alpha, beta;
     const dnnl_memory_desc_t *b_fixed; /* B in this (blocked) layout: a prepared weight */
+    int dst_bf16;                      /* C in bf16 (else fp32) */
+    int act;                           /* ENG_ACT_*: an activation applied to C (post-op) */
 } prim_key;
 
 typedef struct {
@@ -155,7 +157,7 @@ static int key_eq(const prim_key *a, const prim_key *b)
     return a->prec == b->prec && a->trans_b == b->trans_b && a->M == b->M && a->N == b->N &&
            a->K == b->K && a->lda == b->lda && a->ldb == b->ldb && a->ldc == b->ldc &&
            a->has_bias == b->has_bias && a->alpha == b->alpha && a->beta == b->beta &&
-           a->b_fixed == b->b_fixed;
+           a->b_fixed == b->b_fixed && a->dst_bf16 == b->dst_bf16 && a->act == b->act;
 }
 
 /* Build the primitive for `k`. Returns 0 on success. */
@@ -180,7 +182,8 @@ static int prim_create(const prim_key *k, prim_entry *e)
     if (dnnl_memory_desc_init_by_strides(&e->a_md, 2, a_dims, in_t, a_str) ||
         (k->b_fixed ? (e->b_md = *k->b_fixed, 0)
                     : dnnl_memory_desc_init_by_strides(&e->b_md, 2, b_dims, in_t, b_str)) ||
-        dnnl_memory_desc_init_by_strides(&e->c_md, 2, c_dims, dnnl_f32, c_str) ||
+        dnnl_memory_desc_init_by_strides(&e->c_md, 2, c_dims, k->dst_bf16 ? dnnl_bf16 : dnnl_f32,
+                                         c_str) ||
         (k->has_bias &&
          dnnl_memory_desc_init_by_strides(&e->bias_md, 2, bias_dims, dnnl_f32, bias_str)))
         return -1;
@@ -197,8 +200,19 @@ static int prim_create(const prim_key *k, prim_entry *e)
      * does when the scoring and attention run one GEMM per thread) */
     if (dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user)) goto done;
     if (k->alpha != 1.0f && dnnl_primitive_attr_set_output_scales(attr, 1, 0, &k->alpha)) goto done;
-    if (k->beta != 0.0f) {
-        if (dnnl_post_ops_create(&po) || dnnl_post_ops_append_sum(po, k->beta) ||
+    if (k->beta != 0.0f || k->act != ENG_ACT_NONE) {
+        /* oneDNN adds the bias before the post-ops: C = act(A B + bias) (+ beta C) */
+        static const struct {
+            dnnl_alg_kind_t alg;
+            float alpha;
+        } acts[] = {[ENG_ACT_GELU] = {dnnl_eltwise_gelu_erf, 0.0f},
+                    [ENG_ACT_GELU_TANH] = {dnnl_eltwise_gelu_tanh, 0.0f},
+                    [ENG_ACT_QUICK_GELU] = {dnnl_eltwise_swish, 1.702f}, /* x sigmoid(1.702 x) */
+                    [ENG_ACT_SILU] = {dnnl_eltwise_swish, 1.0f}};
+        if (dnnl_post_ops_create(&po) ||
+            (k->act != ENG_ACT_NONE &&
+             dnnl_post_ops_append_eltwise(po, 1.0f, acts[k->act].alg, acts[k->act].alpha, 0.0f)) ||
+            (k->beta != 0.0f && dnnl_post_ops_append_sum(po, k->beta)) ||
             dnnl_primitive_attr_set_post_ops(attr, po))
             goto done;
     }
@@ -286,7 +300,7 @@ void *eng_thread_buffer(int slot, size_t bytes)
 }
 #define thread_scratchpad(bytes) eng_thread_buffer(ENG_SLOT_ONEDNN, bytes)
 
-static int run_matmul(const prim_key *k, const void *A, const void *B, float *C, const float *bias)
+static int run_matmul(const prim_key *k, const void *A, const void *B, void *C, const float *bias)
 {
     prim_entry e;
     dnnl_stream_t s = stream();
@@ -326,7 +340,8 @@ static int g_bf16_ok = -1;
 static int bf16_kernels(void)
 {
     if (g_bf16_ok < 0) {
-        prim_key k = {PE_PRECISION_BF16, 1, 16, 16, 32, 32, 32, 16, 0, 1.0f, 0.0f, NULL};
+        prim_key k = {PE_PRECISION_BF16, 1, 16, 16, 32, 32, 32, 16, 0, 1.0f, 0.0f, NULL, 0,
+                      ENG_ACT_NONE};
         prim_entry e;
         g_bf16_ok = prim_get(&k, &e) == 0;
     }
@@ -373,8 +388,8 @@ int eng_gemm_bf16(int trans_b, int M, int N, int K, float alpha, const bf16_t *A
 {
     if (M <= 0 || N <= 0) return 0;
     if (bf16_kernels()) {
-        prim_key k = {PE_PRECISION_BF16, trans_b != 0, M,    N,   K, lda, ldb, ldc,
-                      bias != NULL,      alpha,        beta, NULL};
+        prim_key k = {PE_PRECISION_BF16, trans_b != 0, M,    N,    K, lda,         ldb, ldc,
+                      bias != NULL,      alpha,        beta, NULL, 0, ENG_ACT_NONE};
         return matmul(k, A, B, C, ldc, bias);
     }
     /* no bf16 kernels on this CPU: the fp32 kernel on the widened (exact) bf16 values */
@@ -391,8 +406,8 @@ int eng_gemm_bf16(int trans_b, int M, int N, int K, float alpha, const bf16_t *A
     for (int i = 0; i < b_rows; i++)
         for (int j = 0; j < b_cols; j++)
             b32[(size_t)i * b_cols + j] = eng_bf16_to_f32(B[(size_t)i * ldb + j]);
-    prim_key k = {PE_PRECISION_FP32, trans_b != 0, M,    N,   K, K, b_cols, ldc,
-                  bias != NULL,      alpha,        beta, NULL};
+    prim_key k = {PE_PRECISION_FP32, trans_b != 0, M,    N,    K, K,           b_cols, ldc,
+                  bias != NULL,      alpha,        beta, NULL, 0, ENG_ACT_NONE};
     int rc = matmul(k, a32, b32, C, ldc, bias);
     free(b32);
     return rc;
@@ -403,8 +418,8 @@ int eng_gemm(pe_precision prec, int trans_b, int M, int N, int K, float alpha, c
 {
     if (M <= 0 || N <= 0) return 0;
     if (prec != PE_PRECISION_BF16) {
-        prim_key k = {PE_PRECISION_FP32, trans_b != 0, M,    N,   K, lda, ldb, ldc,
-                      bias != NULL,      alpha,        beta, NULL};
+        prim_key k = {PE_PRECISION_FP32, trans_b != 0, M,    N,    K, lda,         ldb, ldc,
+                      bias != NULL,      alpha,        beta, NULL, 0, ENG_ACT_NONE};
         return matmul(k, A, B, C, ldc, bias);
     }
     int b_rows = trans_b ? N : K, b_cols = trans_b ? K : N;
@@ -533,7 +548,8 @@ int eng_gemm_packed(int M, float alpha, const void *A, const eng_packed *B, floa
 {
     if (M <= 0) return 0;
     const pack_recipe *r = B->layout;
-    prim_key k = {B->prec, 0, M, B->N, B->K, B->K, B->N, ldc, 0, alpha, beta, NULL};
+    prim_key k = {B->prec, 0, M,     B->N, B->K, B->K, B->N,
+                  ldc,     0, alpha, beta, NULL, 0,    ENG_ACT_NONE};
     k.b_fixed = &r->packed;
     return matmul(k, A, B->data, C, ldc, NULL);
 }
@@ -690,8 +706,29 @@ int eng_linear(eng_ctx *c, int M, int N, int K, const float *A, int lda, const f
     bf16_t *a16 = scratch16(0, (size_t)M * K);
     if (!a16) return -1;
     eng_to_bf16_2d(a16, A, M, K, lda);
-    prim_key k = {PE_PRECISION_BF16, 1, M, N, K, K, K, ldc, bias != NULL, 1.0f, beta, &we->md};
+    prim_key k = {PE_PRECISION_BF16, 1,    M,    N,       K, K,           K, ldc,
+                  bias != NULL,      1.0f, beta, &we->md, 0, ENG_ACT_NONE};
     return matmul(k, a16, we->data, C, ldc, bias);
+}
+
+int eng_bf16_direct(const eng_ctx *c)
+{
+    return c && c->prec == PE_PRECISION_BF16 && bf16_kernels();
+}
+
+int eng_linear_bf16(eng_ctx *c, int M, int N, int K, const bf16_t *A16, const float *W,
+                    const float *bias, int act, float beta, float *C, int ldc, bf16_t *out16)
+{
+    if (M <= 0 || N <= 0) return 0;
+    if (!eng_bf16_direct(c) || act < ENG_ACT_NONE || act > ENG_ACT_SILU ||
+        (out16 ? beta != 0.0f : act != ENG_ACT_NONE || (beta != 0.0f && beta != 1.0f)))
+        return -1;
+    weight_entry *we = ctx_weight(c, W, N, K, M);
+    if (!we) return -1;
+    prim_key k = {
+        PE_PRECISION_BF16, 1,  M, N, K, K, K, out16 ? N : ldc, bias != NULL, 1.0f, beta, &we->md,
+        out16 != NULL,     act};
+    return run_matmul(&k, A16, we->data, out16 ? (void *)out16 : (void *)C, bias);
 }
 
 static _Thread_local eng_ctx *tl_current;

@@ -112,6 +112,17 @@ pe_precision eng_ctx_precision(const eng_ctx *ctx); /* FP32 for NULL */
  * Returns 0, or -1 if oneDNN failed. */
 int eng_linear(eng_ctx *ctx, int M, int N, int K, const float *A, int lda, const float *W,
                float beta, float *C, int ldc, const float *bias);
+/* The bf16 data path of a transformer block, for contexts in bf16 on a CPU with bf16
+ * kernels (eng_bf16_direct): the input is already bf16 (a layer norm wrote it so), and
+ * the output either fp32 C (M, N) with ldc (beta 0, or 1 to add to C), or bf16 out16
+ * (M, N) dense with an activation fused (ENG_ACT_*, a oneDNN post-op after the bias):
+ * the MLP's hidden layer is written once, as bf16, and fed to the next GEMM as is.
+ * A16 (M, K) bf16 dense, W (N, K) fp32 as in eng_linear (reordered once). Returns 0, or
+ * -1 (nothing written) when the path is not available or oneDNN failed. */
+enum { ENG_ACT_NONE, ENG_ACT_GELU, ENG_ACT_GELU_TANH, ENG_ACT_QUICK_GELU, ENG_ACT_SILU };
+int eng_bf16_direct(const eng_ctx *ctx);
+int eng_linear_bf16(eng_ctx *ctx, int M, int N, int K, const bf16_t *A16, const float *W,
+                    const float *bias, int act, float beta, float *C, int ldc, bf16_t *out16);
 /* The context used by op_linear / op_attention on this thread (NULL: fp32, no cache).
  * Returns the previous one (backbones set theirs around a forward pass). */
 eng_ctx *eng_set_current(eng_ctx *ctx);

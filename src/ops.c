@@ -74,30 +74,47 @@ void op_linear_acc(float *out, const float *in, const float *weight, const float
     op_add_bias(out, bias, rows, out_dim);
 }
 
+/* One row of a layer norm: y = (x - mean) / sqrt(var + eps) * gamma + beta. */
+static void layernorm_row(float *y, const float *x, const float *gamma, const float *beta, int dim,
+                          float eps)
+{
+    /* two passes (mean, then centred squares): stable without Welford's serial chain */
+    float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+    for (int i = 0; i < dim; i++) sum += x[i];
+    float mean = sum / (float)dim, sq = 0.0f;
+#pragma omp simd reduction(+ : sq)
+    for (int i = 0; i < dim; i++) sq += (x[i] - mean) * (x[i] - mean);
+    float inv = 1.0f / sqrtf(sq / (float)dim + eps);
+    if (gamma && beta) {
+#pragma omp simd
+        for (int i = 0; i < dim; i++) y[i] = (x[i] - mean) * inv * gamma[i] + beta[i];
+    } else {
+#pragma omp simd
+        for (int i = 0; i < dim; i++)
+            y[i] = (x[i] - mean) * inv * (gamma ? gamma[i] : 1.0f) + (beta ? beta[i] : 0.0f);
+    }
+}
+
 void op_layernorm(float *out, const float *in, const float *gamma, const float *beta, int rows,
                   int dim, float eps)
 {
 #pragma omp parallel for schedule(static) if (PAR((size_t)rows * dim))
+    for (int r = 0; r < rows; r++)
+        layernorm_row(out + (size_t)r * dim, in + (size_t)r * dim, gamma, beta, dim, eps);
+}
+
+int op_layernorm_bf16(uint16_t *out, const float *in, const float *gamma, const float *beta,
+                      int rows, int dim, float eps)
+{
+    if (dim > OP_LN_BF16_MAX_DIM) return -1;
+#pragma omp parallel for schedule(static) if (PAR((size_t)rows * dim))
     for (int r = 0; r < rows; r++) {
-        const float *x = in + (size_t)r * dim;
-        float *y = out + (size_t)r * dim;
-        /* two passes (mean, then centred squares): stable without Welford's serial chain */
-        float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
-        for (int i = 0; i < dim; i++) sum += x[i];
-        float mean = sum / (float)dim, sq = 0.0f;
-#pragma omp simd reduction(+ : sq)
-        for (int i = 0; i < dim; i++) sq += (x[i] - mean) * (x[i] - mean);
-        float inv = 1.0f / sqrtf(sq / (float)dim + eps);
-        if (gamma && beta) {
-#pragma omp simd
-            for (int i = 0; i < dim; i++) y[i] = (x[i] - mean) * inv * gamma[i] + beta[i];
-        } else {
-#pragma omp simd
-            for (int i = 0; i < dim; i++)
-                y[i] = (x[i] - mean) * inv * (gamma ? gamma[i] : 1.0f) + (beta ? beta[i] : 0.0f);
-        }
+        float y[OP_LN_BF16_MAX_DIM]; /* the row in fp32, rounded once as it is stored */
+        layernorm_row(y, in + (size_t)r * dim, gamma, beta, dim, eps);
+        eng_to_bf16(out + (size_t)r * dim, y, (size_t)dim);
     }
+    return 0;
 }
 
 /* ---------------------------------------------------------------- element-wise */

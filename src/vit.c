@@ -32,6 +32,7 @@
  * keys (registers excluded), mean over heads.
  */
 #include "backbone.h"
+#include "engine.h"
 #include "ops.h"
 #include "posenc.h"
 
@@ -1429,6 +1430,32 @@ static void add_rel_bias(const vit_model *m, const vit_block *b, int h, int T, f
     for (size_t i = 0; i < (size_t)T * T; i++) scores[i] += tab[(size_t)idx[i] * H];
 }
 
+/* The MLP sub-block x += ls2 * (act(ln2(x) . W1^T + b1) . W2^T + b2) on the bf16 path
+ * (see block_forward): ln2 writes bf16, fc1 writes the activated hidden layer as bf16,
+ * fc2 reads it as is. Returns 0, or -1 when the engine refused before writing x (the
+ * caller then runs the fp32-buffer path from the start; x is unchanged). */
+static int mlp_bf16(vit_model *m, const vit_block *b, eng_ctx *ec, int T)
+{
+    const vit_config *c = &m->cfg;
+    vit_scratch *s = &m->s;
+    const int D = c->dim, M = c->mlp_dim;
+    static const int acts[] = {[ACT_GELU] = ENG_ACT_GELU,
+                               [ACT_QUICK_GELU] = ENG_ACT_QUICK_GELU,
+                               [ACT_SILU] = ENG_ACT_SILU,
+                               [ACT_GELU_TANH] = ENG_ACT_GELU_TANH};
+    uint16_t *xn16 = (uint16_t *)(void *)s->xn, *h16 = (uint16_t *)(void *)s->hidden;
+    if (op_layernorm_bf16(xn16, s->x, b->ln2_w, b->ln2_b, T, D, c->eps) ||
+        eng_linear_bf16(ec, T, M, D, xn16, b->fc1_w, b->fc1_b, acts[c->act], 0.0f, NULL, 0, h16))
+        return -1;
+    if (b->ls2) { /* LayerScale: the product through xn (fp32, free now), then scaled */
+        if (eng_linear_bf16(ec, T, D, M, h16, b->fc2_w, NULL, ENG_ACT_NONE, 0.0f, s->xn, D, NULL))
+            return -1;
+        residual_add(s->x, s->xn, b->fc2_b, b->ls2, T, D);
+        return 0;
+    }
+    return eng_linear_bf16(ec, T, D, M, h16, b->fc2_w, b->fc2_b, ENG_ACT_NONE, 1.0f, s->x, D, NULL);
+}
+
 /* One transformer block on s->x (T, D). If cls_attn != NULL, the CLS row of the
  * attention over the G patch keys (after `first_patch` tokens), mean over heads.
  * Returns 0, or -1 if the attention could not run (out of memory / engine failure). */
@@ -1441,8 +1468,18 @@ static int block_forward(vit_model *m, const vit_block *b, int T, int first_patc
 
     /* attention: qkv (T, 3D) = ln1(x) . Wqkv^T + b; ctx (T, D) by blocked attention
      * (attention.c: only a tile of each head's (T, T) scores at a time) */
-    op_layernorm(s->xn, s->x, b->ln1_w, b->ln1_b, T, D, c->eps);
-    op_linear(s->qkv, s->xn, b->qkv_w, b->qkv_b, T, D, 3 * D);
+    /* bf16 on bf16 kernels: the norms write bf16 rows straight into the GEMM's input
+     * (in the fp32 buffer's memory), and the MLP's hidden layer is one bf16 GEMM output
+     * with the activation fused (eng_linear_bf16): no fp32 copy is written and converted */
+    eng_ctx *ec = eng_current();
+    const int direct = eng_bf16_direct(ec) && D <= OP_LN_BF16_MAX_DIM;
+    uint16_t *xn16 = (uint16_t *)(void *)s->xn;
+    if (!direct || op_layernorm_bf16(xn16, s->x, b->ln1_w, b->ln1_b, T, D, c->eps) ||
+        eng_linear_bf16(ec, T, 3 * D, D, xn16, b->qkv_w, b->qkv_b, ENG_ACT_NONE, 0.0f, s->qkv,
+                        3 * D, NULL)) {
+        op_layernorm(s->xn, s->x, b->ln1_w, b->ln1_b, T, D, c->eps);
+        op_linear(s->qkv, s->xn, b->qkv_w, b->qkv_b, T, D, 3 * D);
+    }
     if (c->rope.grid != ROPE_NONE) rope_qk(m, T, first_patch);
     if (!b->rel_table) {
         if (op_attention(s->ctx, s->qkv, T, D, H, scale, cls_attn, first_patch)) return -1;
@@ -1463,6 +1500,7 @@ static int block_forward(vit_model *m, const vit_block *b, int T, int first_patc
     project_residual(s->x, s->ctx, b->out_w, b->out_b, b->ls1, s->xn, T, D, D);
 
     /* MLP: x += ls2 * (act(ln2(x) . W1^T + b1) . W2^T + b2) */
+    if (direct && !c->glu && !c->mlp_norm && !mlp_bf16(m, b, ec, T)) return 0;
     op_layernorm(s->xn, s->x, b->ln2_w, b->ln2_b, T, D, c->eps);
     op_linear(s->hidden, s->xn, b->fc1_w, b->fc1_b, T, D, M);
     if (c->glu) { /* hidden = act(gate) * up */
