@@ -128,13 +128,16 @@ TAMX int amx_gemm(int M, int N, int K, const uint16_t *A, int lda, const uint16_
                 _tile_zero(2);
                 _tile_zero(3);
             }
+            /* each load just before the first product that needs it, so the tile unit
+             * works on one product while the next operand arrives (measured: P V at
+             * 448 px, 578 -> 680 GFLOP/s on one core, vs all four loads first) */
             for (int kc = 0; kc < chunks; kc++) {
                 _tile_loadd(4, a + kc * NP, a_ld * 2);
-                _tile_loadd(5, a + (size_t)16 * a_ld + kc * NP, a_ld * 2);
                 _tile_loadd(6, pp + (size_t)kc * 16 * NP * 2, NP * 4);
-                _tile_loadd(7, pp + (size_t)kc * 16 * NP * 2 + 32, NP * 4);
                 _tile_dpbf16ps(0, 4, 6);
+                _tile_loadd(7, pp + (size_t)kc * 16 * NP * 2 + 32, NP * 4);
                 _tile_dpbf16ps(1, 4, 7);
+                _tile_loadd(5, a + (size_t)16 * a_ld + kc * NP, a_ld * 2);
                 _tile_dpbf16ps(2, 5, 6);
                 _tile_dpbf16ps(3, 5, 7);
             }

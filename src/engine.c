@@ -731,6 +731,17 @@ int eng_linear_bf16(eng_ctx *c, int M, int N, int K, const bf16_t *A16, const fl
     return run_matmul(&k, A16, we->data, out16 ? (void *)out16 : (void *)C, bias);
 }
 
+int eng_linear_act_f32(eng_ctx *c, int M, int N, int K, const float *A, int lda, const float *W,
+                       const float *bias, int act, float *C, int ldc)
+{
+    if (M <= 0 || N <= 0) return 0;
+    if (eng_ctx_precision(c) != PE_PRECISION_FP32 || act <= ENG_ACT_NONE || act > ENG_ACT_SILU)
+        return -1;
+    prim_key k = {PE_PRECISION_FP32, 1,    M,    N,    K, lda, K, ldc,
+                  bias != NULL,      1.0f, 0.0f, NULL, 0, act};
+    return run_matmul(&k, A, W, C, bias);
+}
+
 static _Thread_local eng_ctx *tl_current;
 eng_ctx *eng_set_current(eng_ctx *c)
 {

@@ -123,6 +123,11 @@ enum { ENG_ACT_NONE, ENG_ACT_GELU, ENG_ACT_GELU_TANH, ENG_ACT_QUICK_GELU, ENG_AC
 int eng_bf16_direct(const eng_ctx *ctx);
 int eng_linear_bf16(eng_ctx *ctx, int M, int N, int K, const bf16_t *A16, const float *W,
                     const float *bias, int act, float beta, float *C, int ldc, bf16_t *out16);
+/* fp32 contexts: C (M, N) = act(A (M, K) . W^T + bias) with the activation (ENG_ACT_GELU
+ * ...) fused into the GEMM as a oneDNN post-op, W used in place as in eng_linear. Returns
+ * 0, or -1 (nothing written) for other contexts or when oneDNN failed. */
+int eng_linear_act_f32(eng_ctx *ctx, int M, int N, int K, const float *A, int lda, const float *W,
+                       const float *bias, int act, float *C, int ldc);
 /* The context used by op_linear / op_attention on this thread (NULL: fp32, no cache).
  * Returns the previous one (backbones set theirs around a forward pass). */
 eng_ctx *eng_set_current(eng_ctx *ctx);

@@ -1430,6 +1430,12 @@ static void add_rel_bias(const vit_model *m, const vit_block *b, int h, int T, f
     for (size_t i = 0; i < (size_t)T * T; i++) scores[i] += tab[(size_t)idx[i] * H];
 }
 
+/* the engine's name for each MLP activation (fused into a GEMM as a oneDNN post-op) */
+static const int eng_act[] = {[ACT_GELU] = ENG_ACT_GELU,
+                              [ACT_QUICK_GELU] = ENG_ACT_QUICK_GELU,
+                              [ACT_SILU] = ENG_ACT_SILU,
+                              [ACT_GELU_TANH] = ENG_ACT_GELU_TANH};
+
 /* The MLP sub-block x += ls2 * (act(ln2(x) . W1^T + b1) . W2^T + b2) on the bf16 path
  * (see block_forward): ln2 writes bf16, fc1 writes the activated hidden layer as bf16,
  * fc2 reads it as is. Returns 0, or -1 when the engine refused before writing x (the
@@ -1439,13 +1445,9 @@ static int mlp_bf16(vit_model *m, const vit_block *b, eng_ctx *ec, int T)
     const vit_config *c = &m->cfg;
     vit_scratch *s = &m->s;
     const int D = c->dim, M = c->mlp_dim;
-    static const int acts[] = {[ACT_GELU] = ENG_ACT_GELU,
-                               [ACT_QUICK_GELU] = ENG_ACT_QUICK_GELU,
-                               [ACT_SILU] = ENG_ACT_SILU,
-                               [ACT_GELU_TANH] = ENG_ACT_GELU_TANH};
     uint16_t *xn16 = (uint16_t *)(void *)s->xn, *h16 = (uint16_t *)(void *)s->hidden;
     if (op_layernorm_bf16(xn16, s->x, b->ln2_w, b->ln2_b, T, D, c->eps) ||
-        eng_linear_bf16(ec, T, M, D, xn16, b->fc1_w, b->fc1_b, acts[c->act], 0.0f, NULL, 0, h16))
+        eng_linear_bf16(ec, T, M, D, xn16, b->fc1_w, b->fc1_b, eng_act[c->act], 0.0f, NULL, 0, h16))
         return -1;
     if (b->ls2) { /* LayerScale: the product through xn (fp32, free now), then scaled */
         if (eng_linear_bf16(ec, T, D, M, h16, b->fc2_w, NULL, ENG_ACT_NONE, 0.0f, s->xn, D, NULL))
@@ -1502,12 +1504,14 @@ static int block_forward(vit_model *m, const vit_block *b, int T, int first_patc
     /* MLP: x += ls2 * (act(ln2(x) . W1^T + b1) . W2^T + b2) */
     if (direct && !c->glu && !c->mlp_norm && !mlp_bf16(m, b, ec, T)) return 0;
     op_layernorm(s->xn, s->x, b->ln2_w, b->ln2_b, T, D, c->eps);
-    op_linear(s->hidden, s->xn, b->fc1_w, b->fc1_b, T, D, M);
     if (c->glu) { /* hidden = act(gate) * up */
+        op_linear(s->hidden, s->xn, b->fc1_w, b->fc1_b, T, D, M);
         op_linear(s->gate, s->xn, b->gate_w, b->gate_b, T, D, M);
         activate(c->act, s->gate, (size_t)T * M);
         for (size_t i = 0; i < (size_t)T * M; i++) s->hidden[i] *= s->gate[i];
-    } else {
+    } else if (eng_linear_act_f32(ec, T, M, D, s->xn, D, b->fc1_w, b->fc1_b, eng_act[c->act],
+                                  s->hidden, M)) { /* (fp32: the activation inside the GEMM) */
+        op_linear(s->hidden, s->xn, b->fc1_w, b->fc1_b, T, D, M);
         activate(c->act, s->hidden, (size_t)T * M);
     }
     if (c->mlp_norm) op_layernorm(s->hidden, s->hidden, b->mlpn_w, b->mlpn_b, T, M, c->eps);

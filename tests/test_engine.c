@@ -176,7 +176,7 @@ static void test_linear(void)
     free(W), free(bias);
 }
 
-/* The bf16 block path: op_layernorm_bf16 stores exactly op_layernorm's rows rounded to
+/* Fused activations: eng_linear_act_f32 (fp32) against double. The bf16 block path: op_layernorm_bf16 stores exactly op_layernorm's rows rounded to
  * bf16; eng_linear_bf16 writes act(A W^T + b) as bf16 for every activation (vs double on
  * the rounded operands: the output's own bf16 rounding, 2^-8, bounds it), or fp32 with
  * beta 0 / 1; contexts in fp32 refuse it (the caller's fp32 path then runs). */
@@ -192,7 +192,7 @@ static double act_ref(int act, double x)
     }
 }
 
-static void test_linear_bf16(void)
+static void test_linear_fused(void)
 {
     const int M = 77, N = 96, K = 80;
     float *A = rand_buf((size_t)M * K), *W = rand_buf((size_t)N * K), *bias = rand_buf(N);
@@ -215,6 +215,16 @@ static void test_linear_bf16(void)
     CHECK_MSG(same, "op_layernorm_bf16 differs from op_layernorm rounded to bf16");
     CHECK(op_layernorm_bf16(a16, A, NULL, NULL, 1, OP_LN_BF16_MAX_DIM + 1, 1e-6f) == -1);
     CHECK(eng_linear_bf16(fp, M, N, K, a16, W, bias, ENG_ACT_NONE, 0.0f, C, N, NULL) == -1);
+    /* fp32: the activation fused into the fp32 GEMM (A as given, not rounded) */
+    for (int act = ENG_ACT_GELU; act <= ENG_ACT_SILU; act++) {
+        CHECK(eng_linear_act_f32(fp, M, N, K, A, K, W, bias, act, C, N) == 0);
+        ref_gemm(1, M, N, K, 1.0f, A, K, W, K, 0.0f, NULL, N, bias, 0, ref);
+        for (int i = 0; i < M * N; i++) ref[i] = act_ref(act, ref[i]);
+        CHECK_MSG(rel(C, ref, (size_t)M * N) <= 1e-5, "fp32 act %d: rel %g", act,
+                  rel(C, ref, (size_t)M * N));
+    }
+    CHECK(eng_linear_act_f32(bf, M, N, K, A, K, W, bias, ENG_ACT_GELU, C, N) == -1);
+    CHECK(eng_linear_act_f32(fp, M, N, K, A, K, W, bias, ENG_ACT_NONE, C, N) == -1);
     if (!eng_bf16_direct(bf)) {
         printf("# no bf16 kernels here: eng_linear_bf16 refuses (checked above for fp32)\n");
         CHECK(eng_linear_bf16(bf, M, N, K, a16, W, bias, ENG_ACT_NONE, 0.0f, C, N, NULL) == -1);
@@ -439,7 +449,7 @@ int main(void)
     RUN(test_precision_api);
     RUN(test_gemm);
     RUN(test_linear);
-    RUN(test_linear_bf16);
+    RUN(test_linear_fused);
     RUN(test_concurrent);
     RUN(test_attention);
     RUN(test_scoring_precision);
