@@ -75,7 +75,7 @@ VEC_INLINE void tile_vec_body(float *S, uint16_t *p16, int ldp, int nq, int nk, 
             if (prow) vstore_bf16(prow + i, e, k);
             else vstore(row + i, e, k);
         }
-        l[r] = l[r] * corr + vsum_lanes(vsum);
+        l[r] = fmaf(l[r], corr, vsum_lanes(vsum)); /* fused in every build (see exp512) */
         m[r] = mx;
         if (corr != 1.0f) {
             float *a = acc + (size_t)r * dh;
@@ -98,27 +98,31 @@ VEC_KERNEL(tile_vec,
 
 #define T512_ISA "avx512f,avx512dq,avx512bw,avx512vl,fma"
 #define T512 __attribute__((target(T512_ISA)))
-#define T512_INLINE static inline __attribute__((always_inline, target(T512_ISA)))
+#define T512_INLINE static inline __attribute__((always_inline, target(T512_ISA))) VEC_FAST
 
-/* v_exp (vecmath.h) step for step: the clamps, n = round(x / ln2) by the 1.5 * 2^23
- * trick in one FMA, r = x - n ln2 in two FMAs, the degree-6 polynomial, then p * 2^n,
- * exact here as there (n in [-126, 127]: 2^n is a normal float). */
+/* v_exp (vecmath.h) step for step. The arithmetic is written with the same vector
+ * operators as there, not as FMA intrinsics, so the compiler contracts it exactly as it
+ * contracts the generic copy (fused at -O2, unfused at -O1, the sanitizer build): the
+ * copies stay bit-identical either way. Only what has no operator form is an
+ * intrinsic: the clamps, and p * 2^n (vscalefps; exact, as the generic copy's multiply
+ * by 2^n: n in [-126, 127] makes 2^n a normal float). The one scalar update,
+ * l = l * corr + sum, is an explicit fmaf in both copies: at -O1 GCC fused it in one
+ * copy and not in the other. */
 T512_INLINE __m512 exp512(__m512 x)
 {
+    VEC_CONTRACT
     x = _mm512_max_ps(_mm512_set1_ps(-87.3f), x); /* a NaN x stays x, as in vsel */
     x = _mm512_min_ps(_mm512_set1_ps(88.0f), x);
-    const __m512 magic = _mm512_set1_ps(12582912.0f);
-    const __m512 n =
-        _mm512_sub_ps(_mm512_fmadd_ps(x, _mm512_set1_ps(1.44269504088896341f), magic), magic);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    const __m512 n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+    __m512 r = x - n * 0.693359375f;
+    r = r - n * -2.12194440e-4f;
     __m512 p = _mm512_set1_ps(1.0f / 720.0f);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p = p * r + 1.0f / 120.0f;
+    p = p * r + 1.0f / 24.0f;
+    p = p * r + 1.0f / 6.0f;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
     return _mm512_scalef_ps(p, n);
 }
 
@@ -154,6 +158,7 @@ T512_INLINE float sum_lanes512(__m512 v)
 
 /* The row loop of tile_body with CVT(x) -> __m256i turning 16 probabilities to bf16. */
 #define TILE512_BODY(CVT)                                                                          \
+    VEC_CONTRACT                                                                                   \
     const __m512 vscale = _mm512_set1_ps(scale);                                                   \
     for (int r = 0; r < nq; r++) {                                                                 \
         float *row = S + (size_t)r * nk;                                                           \
@@ -172,13 +177,12 @@ T512_INLINE float sum_lanes512(__m512 v)
         for (int u = 1; u < 4; u++) mx4[0] = _mm512_max_ps(mx4[u], mx4[0]);                        \
         const float mx = max_lanes512(mx4[0]);                                                     \
         const float corr = m[r] == -INFINITY ? 0.0f : expf(m[r] - mx);                             \
-        const __m512 vmx = _mm512_set1_ps(mx);                                                     \
         __m512 vsum = _mm512_setzero_ps(), vsum2 = _mm512_setzero_ps();                            \
         uint16_t *prow = p16 ? p16 + (size_t)r * ldp : NULL;                                       \
         i = 0;                                                                                     \
         for (; i + 32 <= nk; i += 32) {                                                            \
-            const __m512 e = exp512(_mm512_fmsub_ps(_mm512_loadu_ps(row + i), vscale, vmx));       \
-            const __m512 e2 = exp512(_mm512_fmsub_ps(_mm512_loadu_ps(row + i + 16), vscale, vmx)); \
+            const __m512 e = exp512(_mm512_loadu_ps(row + i) * scale - mx);                        \
+            const __m512 e2 = exp512(_mm512_loadu_ps(row + i + 16) * scale - mx);                  \
             vsum = _mm512_add_ps(vsum, e);                                                         \
             vsum2 = _mm512_add_ps(vsum2, e2);                                                      \
             if (prow) {                                                                            \
@@ -192,13 +196,13 @@ T512_INLINE float sum_lanes512(__m512 v)
         vsum = _mm512_add_ps(vsum, vsum2);                                                         \
         for (; i < nk; i += 16) {                                                                  \
             const __mmask16 k = nk - i >= 16 ? 0xffff : (__mmask16)((1u << (nk - i)) - 1);         \
-            const __m512 e = _mm512_maskz_mov_ps(                                                  \
-                k, exp512(_mm512_fmsub_ps(_mm512_maskz_loadu_ps(k, row + i), vscale, vmx)));       \
+            const __m512 e =                                                                       \
+                _mm512_maskz_mov_ps(k, exp512(_mm512_maskz_loadu_ps(k, row + i) * scale - mx));    \
             vsum = _mm512_add_ps(vsum, e);                                                         \
             if (prow) _mm256_mask_storeu_epi16(prow + i, k, CVT(e));                               \
             else _mm512_mask_storeu_ps(row + i, k, e);                                             \
         }                                                                                          \
-        l[r] = fmaf(l[r], corr, sum_lanes512(vsum)); /* contracted in the generic body too */      \
+        l[r] = fmaf(l[r], corr, sum_lanes512(vsum)); /* as in the generic copy */                  \
         m[r] = mx;                                                                                 \
         if (corr != 1.0f) {                                                                        \
             float *a = acc + (size_t)r * dh;                                                       \
@@ -211,21 +215,21 @@ T512_INLINE float sum_lanes512(__m512 v)
         }                                                                                          \
     }
 
-static T512 void tile_avx512(float *S, uint16_t *p16, int ldp, int nq, int nk, float scale,
-                             float *m, float *l, float *acc, int dh)
+static T512 VEC_FAST void tile_avx512(float *S, uint16_t *p16, int ldp, int nq, int nk, float scale,
+                                      float *m, float *l, float *acc, int dh)
 {
     TILE512_BODY(bf16_soft)
 }
 
 #define T512BF_ISA T512_ISA ",avx512bf16"
-static inline __attribute__((always_inline, target(T512BF_ISA))) __m256i bf16_native(__m512 x)
+static inline __attribute__((always_inline, target(T512BF_ISA))) VEC_FAST __m256i
+bf16_native(__m512 x)
 {
     return (__m256i)_mm512_cvtneps_pbh(x);
 }
-static __attribute__((target(T512BF_ISA))) void tile_avx512_bf16(float *S, uint16_t *p16, int ldp,
-                                                                 int nq, int nk, float scale,
-                                                                 float *m, float *l, float *acc,
-                                                                 int dh)
+static __attribute__((target(T512BF_ISA))) VEC_FAST void
+tile_avx512_bf16(float *S, uint16_t *p16, int ldp, int nq, int nk, float scale, float *m, float *l,
+                 float *acc, int dh)
 {
     TILE512_BODY(bf16_native)
 }
