@@ -59,9 +59,10 @@ static int scratch_get(attn_scratch *t, int dh, int bk)
  * (T, dh) matrices (fp32 or bf16 as `bf16` says). Every operand is dense (leading
  * dimension = its width): oneDNN's brgemm kernels (AMX for bf16) take only dense ones;
  * strided views into qkv fall back to a slower generic GEMM. Returns 0 or -1. */
-static int block(attn_scratch *tl, float *ctx, const void *q, const void *k, const void *v,
-                 const eng_packed *kp, const eng_packed *vp, const uint16_t *ka, const uint16_t *va,
-                 int T, int D, int dh, int h, int q0, int nq, int bk, float scale, int bf16)
+static int block(attn_scratch *tl, float *ctx, bf16_t *ctx16, const void *q, const void *k,
+                 const void *v, const eng_packed *kp, const eng_packed *vp, const uint16_t *ka,
+                 const uint16_t *va, int T, int D, int dh, int h, int q0, int nq, int bk,
+                 float scale, int bf16)
 {
     float *acc = tl->acc, *m = tl->m, *l = tl->l;
     /* the operands as their type says (one of each pair is NULL) */
@@ -114,10 +115,11 @@ static int block(attn_scratch *tl, float *ctx, const void *q, const void *k, con
     }
     for (int r = 0; r < nq; r++) {
         const float inv = 1.0f / l[r];
-        float *dst = ctx + (size_t)(q0 + r) * D + h * dh;
-        const float *a = acc + (size_t)r * dh;
+        float *a = acc + (size_t)r * dh;
 #pragma omp simd
-        for (int i = 0; i < dh; i++) dst[i] = a[i] * inv;
+        for (int i = 0; i < dh; i++) a[i] *= inv;
+        if (ctx16) eng_to_bf16(ctx16 + (size_t)(q0 + r) * D + h * dh, a, (size_t)dh);
+        else memcpy(ctx + (size_t)(q0 + r) * D + h * dh, a, (size_t)dh * sizeof(float));
     }
     return 0;
 }
@@ -218,11 +220,13 @@ static uint16_t *pack_heads_amx(const char *heads, int T, int H, int dh)
     return (uint16_t *)(void *)store;
 }
 
-int op_attention(float *ctx, const float *qkv, int T, int D, int H, float scale, float *cls_attn,
-                 int first_patch)
+/* The attention behind op_attention (qkv fp32, ctx fp32) and op_attention_bf16 (qkv16
+ * and ctx16 bf16: the block's bf16 path); exactly one of each pair is non-NULL. */
+static int attention(float *ctx, bf16_t *ctx16, const float *qkv, const bf16_t *qkv16, int T,
+                     int D, int H, float scale, float *cls_attn, int first_patch)
 {
     const int dh = D / H;
-    const int bf16 = eng_ctx_precision(eng_current()) == PE_PRECISION_BF16;
+    const int bf16 = qkv16 || eng_ctx_precision(eng_current()) == PE_PRECISION_BF16;
     const size_t per = (size_t)T * dh, esz = bf16 ? sizeof(bf16_t) : sizeof(float);
     /* heads: [part q/k/v][head][T][dh], dense per head (see block); bf16 rounds here */
     /* the calling thread's buffer, kept between layers and calls (no per-layer malloc) */
@@ -235,12 +239,13 @@ int op_attention(float *ctx, const float *qkv, int T, int D, int H, float scale,
     for (int t = 0; t < T; t++)
         for (int part = 0; part < 3; part++)
             for (int h = 0; h < H; h++) {
-                const float *src = qkv + (size_t)t * 3 * D + (size_t)part * D + (size_t)h * dh;
+                const size_t from = (size_t)t * 3 * D + (size_t)part * D + (size_t)h * dh;
                 const size_t at = ((size_t)(part * H + h) * per + (size_t)t * dh);
-                if (bf16) eng_to_bf16((bf16_t *)(void *)heads + at, src, (size_t)dh);
-                else memcpy((float *)(void *)heads + at, src, (size_t)dh * sizeof(float));
+                if (qkv16) memcpy((bf16_t *)(void *)heads + at, qkv16 + from, (size_t)dh * 2);
+                else if (bf16) eng_to_bf16((bf16_t *)(void *)heads + at, qkv + from, (size_t)dh);
+                else memcpy((float *)(void *)heads + at, qkv + from, (size_t)dh * sizeof(float));
             }
-    if (cls_attn) {
+    if (cls_attn && qkv) {
         float *row = pe_alloc((size_t)T, sizeof(float), "CLS attention row");
         if (!row) return -1;
         cls_attention(qkv, T, D, H, scale, cls_attn, first_patch, row);
@@ -271,11 +276,22 @@ int op_attention(float *ctx, const float *qkv, int T, int D, int H, float scale,
                        *va = amx ? (const uint16_t *)((const char *)amx +
                                                       (size_t)h * (kbytes + vbytes) + kbytes)
                                  : NULL;
-        if (!scratch_get(&tl, dh, bk) || block(&tl, ctx, q, k, v, kp, vp, ka, va, T, D, dh, h, q0,
-                                               PE_MIN(BQ, T - q0), bk, scale, bf16))
+        if (!scratch_get(&tl, dh, bk) || block(&tl, ctx, ctx16, q, k, v, kp, vp, ka, va, T, D, dh,
+                                               h, q0, PE_MIN(BQ, T - q0), bk, scale, bf16))
             failed = 1;
         eng_set_current(prev);
     }
     free(packed);
     return failed ? -1 : 0;
+}
+
+int op_attention(float *ctx, const float *qkv, int T, int D, int H, float scale, float *cls_attn,
+                 int first_patch)
+{
+    return attention(ctx, NULL, qkv, NULL, T, D, H, scale, cls_attn, first_patch);
+}
+
+int op_attention_bf16(uint16_t *ctx16, const uint16_t *qkv16, int T, int D, int H, float scale)
+{
+    return attention(NULL, ctx16, NULL, qkv16, T, D, H, scale, NULL, 0);
 }

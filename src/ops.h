@@ -71,6 +71,10 @@ void op_softmax_rows(float *x, int rows, int cols, int ld);
  * current engine context. Returns 0, or -1 (out of memory / engine failure). */
 int op_attention(float *ctx, const float *qkv, int T, int D, int H, float scale, float *cls_attn,
                  int first_patch);
+/* The same in bf16 end to end (the transformer block's bf16 path): qkv16 (T, 3D) as the
+ * qkv GEMM wrote it, ctx16 (T, D) the rows of the output rounded to bf16 (the next GEMM's
+ * operand); no CLS row. Products and softmax as op_attention's bf16 path. */
+int op_attention_bf16(uint16_t *ctx16, const uint16_t *qkv16, int T, int D, int H, float scale);
 
 /* In place exp of a float vector (vectorised; ~1-2 ulp). */
 void op_exp(float *x, size_t n);

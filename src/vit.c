@@ -1436,6 +1436,35 @@ static const int eng_act[] = {[ACT_GELU] = ENG_ACT_GELU,
                               [ACT_SILU] = ENG_ACT_SILU,
                               [ACT_GELU_TANH] = ENG_ACT_GELU_TANH};
 
+/* The attention sub-block x += ls1 * (attn(ln1(x)) . Wo^T + bo) on the bf16 path (see
+ * block_forward): ln1 writes bf16, the qkv GEMM writes bf16 (T, 3D) into the qkv buffer,
+ * the attention writes its output rows as bf16 into the ctx buffer, the out-projection
+ * reads them as is. Returns 0; -1 when the engine refused before x was written (the
+ * caller then runs the fp32-buffer path; x is unchanged); -2 when the attention failed
+ * (out of memory: an error for the caller). */
+static int attention_bf16(vit_model *m, const vit_block *b, eng_ctx *ec, int T)
+{
+    const vit_config *c = &m->cfg;
+    vit_scratch *s = &m->s;
+    const int D = c->dim, H = c->heads;
+    const float scale = 1.0f / sqrtf((float)(D / H));
+    uint16_t *xn16 = (uint16_t *)(void *)s->xn, *qkv16 = (uint16_t *)(void *)s->qkv,
+             *ctx16 = (uint16_t *)(void *)s->ctx;
+    if (op_layernorm_bf16(xn16, s->x, b->ln1_w, b->ln1_b, T, D, c->eps) ||
+        eng_linear_bf16(ec, T, 3 * D, D, xn16, b->qkv_w, b->qkv_b, ENG_ACT_NONE, 0.0f, NULL, 0,
+                        qkv16))
+        return -1;
+    if (op_attention_bf16(ctx16, qkv16, T, D, H, scale)) return -2;
+    if (b->ls1) { /* LayerScale: the product through xn (fp32, free now), then scaled */
+        if (eng_linear_bf16(ec, T, D, D, ctx16, b->out_w, NULL, ENG_ACT_NONE, 0.0f, s->xn, D, NULL))
+            return -1;
+        residual_add(s->x, s->xn, b->out_b, b->ls1, T, D);
+        return 0;
+    }
+    return eng_linear_bf16(ec, T, D, D, ctx16, b->out_w, b->out_b, ENG_ACT_NONE, 1.0f, s->x, D,
+                           NULL);
+}
+
 /* The MLP sub-block x += ls2 * (act(ln2(x) . W1^T + b1) . W2^T + b2) on the bf16 path
  * (see block_forward): ln2 writes bf16, fc1 writes the activated hidden layer as bf16,
  * fc2 reads it as is. Returns 0, or -1 when the engine refused before writing x (the
@@ -1468,13 +1497,22 @@ static int block_forward(vit_model *m, const vit_block *b, int T, int first_patc
     const int D = c->dim, H = c->heads, dh = D / H, M = c->mlp_dim;
     const float scale = 1.0f / sqrtf((float)dh);
 
-    /* attention: qkv (T, 3D) = ln1(x) . Wqkv^T + b; ctx (T, D) by blocked attention
-     * (attention.c: only a tile of each head's (T, T) scores at a time) */
     /* bf16 on bf16 kernels: the norms write bf16 rows straight into the GEMM's input
-     * (in the fp32 buffer's memory), and the MLP's hidden layer is one bf16 GEMM output
-     * with the activation fused (eng_linear_bf16): no fp32 copy is written and converted */
+     * (in the fp32 buffer's memory), the qkv GEMM writes bf16 straight into the attention
+     * and the attention its output rows in bf16 for the out-projection, and the MLP's
+     * hidden layer is one bf16 GEMM output with the activation fused (eng_linear_bf16):
+     * no fp32 copy is written and converted. RoPE, a relative position bias and the CLS
+     * row of --mask need the fp32 qkv: those blocks take the fp32-buffer path. */
     eng_ctx *ec = eng_current();
     const int direct = eng_bf16_direct(ec) && D <= OP_LN_BF16_MAX_DIM;
+    if (direct && c->rope.grid == ROPE_NONE && !b->rel_table && !cls_attn) {
+        const int rc = attention_bf16(m, b, ec, T);
+        if (rc == -2) return -1;
+        if (rc == 0) goto mlp;
+    }
+
+    /* attention: qkv (T, 3D) = ln1(x) . Wqkv^T + b; ctx (T, D) by blocked attention
+     * (attention.c: only a tile of each head's (T, T) scores at a time) */
     uint16_t *xn16 = (uint16_t *)(void *)s->xn;
     if (!direct || op_layernorm_bf16(xn16, s->x, b->ln1_w, b->ln1_b, T, D, c->eps) ||
         eng_linear_bf16(ec, T, 3 * D, D, xn16, b->qkv_w, b->qkv_b, ENG_ACT_NONE, 0.0f, s->qkv,
@@ -1501,6 +1539,7 @@ static int block_forward(vit_model *m, const vit_block *b, int T, int first_patc
     }
     project_residual(s->x, s->ctx, b->out_w, b->out_b, b->ls1, s->xn, T, D, D);
 
+mlp:
     /* MLP: x += ls2 * (act(ln2(x) . W1^T + b1) . W2^T + b2) */
     if (direct && !c->glu && !c->mlp_norm && !mlp_bf16(m, b, ec, T)) return 0;
     op_layernorm(s->xn, s->x, b->ln2_w, b->ln2_b, T, D, c->eps);
