@@ -80,9 +80,9 @@ int main(int argc, char **argv)
     /* CPU-time peak: 20 more runs of the same GEMM, from the difference of two calls (so
      * the warm-up / JIT of each call cancels) */
     double c0 = cpu_now();
-    pe_engine_gemm_gflops(prec, G, G, D, 1);
+    pe_engine_gemm_gflops(prec, G, G, D, -1); /* (negative: exactly that many runs) */
     double c1 = cpu_now();
-    pe_engine_gemm_gflops(prec, G, G, D, 21);
+    pe_engine_gemm_gflops(prec, G, G, D, -21);
     double cpu_peak = 20 * 2.0 * G * G * D / ((cpu_now() - c1) - (c1 - c0)) / 1e9;
     double tile_peak = sgemm_gflops(G, G, D);
     printf("engine %s GEMM %dx%dx%d (%s): %.1f GFLOP/s; OpenBLAS sgemm same shape: %.1f GFLOP/s\n",

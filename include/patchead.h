@@ -118,10 +118,11 @@ pe_status pe_precision_parse(const char *name, pe_precision *out);
 pe_precision pe_precision_resolve(pe_precision p);
 /* The instruction set the engine dispatched to on this CPU, e.g. "avx512_core_amx", "avx2". */
 const char *pe_engine_isa(void);
-/* Benchmark helpers (`patchead bench`): best GFLOP/s over `reps` runs of the engine's
- * C (M, N) = A (M, K) . W^T with W (N, K) a weight as the backbones use it (bf16:
- * reordered once), in precision p (AUTO resolved), on the current thread count; <= 0 on
- * failure. And the name of the oneDNN
+/* Benchmark helpers (`patchead bench`): best GFLOP/s of the engine's C (M, N) =
+ * A (M, K) . W^T with W (N, K) a weight as the backbones use it (bf16: reordered once;
+ * A in bf16 where the bf16 block path feeds it so), in precision p (AUTO resolved), on
+ * the current thread count, over at least `reps` runs and 0.3 s after a warm-up run
+ * (reps < 0: exactly -reps runs); <= 0 on failure. And the name of the oneDNN
  * kernel for that shape, e.g. "brg:avx512_core_amx_bf16" ("" if none). */
 double pe_engine_gemm_gflops(pe_precision p, int M, int N, int K, int reps);
 const char *pe_engine_gemm_impl(pe_precision p, int M, int N, int K);
