@@ -222,8 +222,8 @@ static uint16_t *pack_heads_amx(const char *heads, int T, int H, int dh)
 
 /* The attention behind op_attention (qkv fp32, ctx fp32) and op_attention_bf16 (qkv16
  * and ctx16 bf16: the block's bf16 path); exactly one of each pair is non-NULL. */
-static int attention(float *ctx, bf16_t *ctx16, const float *qkv, const bf16_t *qkv16, int T,
-                     int D, int H, float scale, float *cls_attn, int first_patch)
+static int attention(float *ctx, bf16_t *ctx16, const float *qkv, const bf16_t *qkv16, int T, int D,
+                     int H, float scale, float *cls_attn, int first_patch)
 {
     const int dh = D / H;
     const int bf16 = qkv16 || eng_ctx_precision(eng_current()) == PE_PRECISION_BF16;
