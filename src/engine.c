@@ -138,6 +138,7 @@ typedef struct {
     const dnnl_memory_desc_t *b_fixed; /* B in this (blocked) layout: a prepared weight */
     int dst_bf16;                      /* C in bf16 (else fp32) */
     int act;                           /* ENG_ACT_*: an activation applied to C (post-op) */
+    int col_scale; /* the product (bias included) times a (1, N) vector before the sum */
 } prim_key;
 
 typedef struct {
@@ -160,7 +161,8 @@ static int key_eq(const prim_key *a, const prim_key *b)
     return a->prec == b->prec && a->trans_b == b->trans_b && a->M == b->M && a->N == b->N &&
            a->K == b->K && a->lda == b->lda && a->ldb == b->ldb && a->ldc == b->ldc &&
            a->has_bias == b->has_bias && a->alpha == b->alpha && a->beta == b->beta &&
-           a->b_fixed == b->b_fixed && a->dst_bf16 == b->dst_bf16 && a->act == b->act;
+           a->b_fixed == b->b_fixed && a->dst_bf16 == b->dst_bf16 && a->act == b->act &&
+           a->col_scale == b->col_scale;
 }
 
 /* Build the primitive for `k`. Returns 0 on success. */
@@ -203,7 +205,11 @@ static int prim_create(const prim_key *k, prim_entry *e)
      * does when the scoring and attention run one GEMM per thread) */
     if (dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user)) goto done;
     if (k->alpha != 1.0f && dnnl_primitive_attr_set_output_scales(attr, 1, 0, &k->alpha)) goto done;
-    if (k->beta != 0.0f || k->act != ENG_ACT_NONE) {
+    dnnl_memory_desc_t scale_md;
+    dnnl_dims_t scale_dims = {1, k->N};
+    if (k->col_scale && dnnl_memory_desc_init_by_tag(&scale_md, 2, scale_dims, dnnl_f32, dnnl_ab))
+        goto done;
+    if (k->beta != 0.0f || k->act != ENG_ACT_NONE || k->col_scale) {
         /* oneDNN adds the bias before the post-ops: C = act(A B + bias) (+ beta C) */
         static const struct {
             dnnl_alg_kind_t alg;
@@ -215,6 +221,7 @@ static int prim_create(const prim_key *k, prim_entry *e)
         if (dnnl_post_ops_create(&po) ||
             (k->act != ENG_ACT_NONE &&
              dnnl_post_ops_append_eltwise(po, 1.0f, acts[k->act].alg, acts[k->act].alpha, 0.0f)) ||
+            (k->col_scale && dnnl_post_ops_append_binary(po, dnnl_binary_mul, &scale_md)) ||
             (k->beta != 0.0f && dnnl_post_ops_append_sum(po, k->beta)) ||
             dnnl_primitive_attr_set_post_ops(attr, po))
             goto done;
@@ -303,27 +310,37 @@ void *eng_thread_buffer(int slot, size_t bytes)
 }
 #define thread_scratchpad(bytes) eng_thread_buffer(ENG_SLOT_ONEDNN, bytes)
 
-static int run_matmul(const prim_key *k, const void *A, const void *B, void *C, const float *bias)
+/* col_scale: the (1, N) vector of a key with col_scale set (else NULL) */
+static int run_matmul_scaled(const prim_key *k, const void *A, const void *B, void *C,
+                             const float *bias, const float *col_scale)
 {
     prim_entry e;
     dnnl_stream_t s = stream();
     if (!s || prim_get(k, &e)) return -1;
     dnnl_engine_t eng = engine();
-    dnnl_memory_t ma = NULL, mb = NULL, mc = NULL, mbias = NULL, mscratch = NULL;
+    dnnl_memory_t ma = NULL, mb = NULL, mc = NULL, mbias = NULL, mscratch = NULL, mscale = NULL;
+    dnnl_memory_desc_t scale_md;
+    dnnl_dims_t scale_dims = {1, k->N};
     void *scratch = e.scratch_bytes ? thread_scratchpad(e.scratch_bytes) : NULL;
     int rc = -1, nargs = 0;
     if ((e.scratch_bytes && !scratch) || dnnl_memory_create(&ma, &e.a_md, eng, (void *)A) ||
         dnnl_memory_create(&mb, &e.b_md, eng, (void *)B) ||
         dnnl_memory_create(&mc, &e.c_md, eng, C) ||
         (bias && dnnl_memory_create(&mbias, &e.bias_md, eng, (void *)bias)) ||
-        (scratch && dnnl_memory_create(&mscratch, &e.scratch_md, eng, scratch)))
+        (scratch && dnnl_memory_create(&mscratch, &e.scratch_md, eng, scratch)) ||
+        (k->col_scale &&
+         (!col_scale || dnnl_memory_desc_init_by_tag(&scale_md, 2, scale_dims, dnnl_f32, dnnl_ab) ||
+          dnnl_memory_create(&mscale, &scale_md, eng, (void *)col_scale))))
         goto done;
-    dnnl_exec_arg_t args[5];
+    dnnl_exec_arg_t args[6];
     args[nargs++] = (dnnl_exec_arg_t){DNNL_ARG_SRC, ma};
     args[nargs++] = (dnnl_exec_arg_t){DNNL_ARG_WEIGHTS, mb};
     args[nargs++] = (dnnl_exec_arg_t){DNNL_ARG_DST, mc};
     if (mbias) args[nargs++] = (dnnl_exec_arg_t){DNNL_ARG_BIAS, mbias};
     if (mscratch) args[nargs++] = (dnnl_exec_arg_t){DNNL_ARG_SCRATCHPAD, mscratch};
+    if (mscale) /* the binary post-op's operand: post-op 0 (the key has no activation then) */
+        args[nargs++] = (dnnl_exec_arg_t){
+            DNNL_ARG_ATTR_MULTIPLE_POST_OP(k->act != ENG_ACT_NONE) | DNNL_ARG_SRC_1, mscale};
     if (dnnl_primitive_execute(e.prim, s, nargs, args) || dnnl_stream_wait(s)) goto done;
     rc = 0;
 done:
@@ -332,7 +349,13 @@ done:
     if (mc) dnnl_memory_destroy(mc);
     if (mbias) dnnl_memory_destroy(mbias);
     if (mscratch) dnnl_memory_destroy(mscratch);
+    if (mscale) dnnl_memory_destroy(mscale);
     return rc;
+}
+
+static int run_matmul(const prim_key *k, const void *A, const void *B, void *C, const float *bias)
+{
+    return run_matmul_scaled(k, A, B, C, bias, NULL);
 }
 
 /* ------------------------------------------------------------------ GEMM entry points */
@@ -344,7 +367,7 @@ static int bf16_kernels(void)
 {
     if (g_bf16_ok < 0) {
         prim_key k = {PE_PRECISION_BF16, 1, 16, 16, 32, 32, 32, 16, 0, 1.0f, 0.0f, NULL, 0,
-                      ENG_ACT_NONE};
+                      ENG_ACT_NONE,      0};
         prim_entry e;
         g_bf16_ok = prim_get(&k, &e) == 0;
     }
@@ -391,8 +414,8 @@ int eng_gemm_bf16(int trans_b, int M, int N, int K, float alpha, const bf16_t *A
 {
     if (M <= 0 || N <= 0) return 0;
     if (bf16_kernels()) {
-        prim_key k = {PE_PRECISION_BF16, trans_b != 0, M,    N,    K, lda,         ldb, ldc,
-                      bias != NULL,      alpha,        beta, NULL, 0, ENG_ACT_NONE};
+        prim_key k = {PE_PRECISION_BF16, trans_b != 0, M,    N,    K, lda,          ldb, ldc,
+                      bias != NULL,      alpha,        beta, NULL, 0, ENG_ACT_NONE, 0};
         return matmul(k, A, B, C, ldc, bias);
     }
     /* no bf16 kernels on this CPU: the fp32 kernel on the widened (exact) bf16 values */
@@ -409,8 +432,21 @@ int eng_gemm_bf16(int trans_b, int M, int N, int K, float alpha, const bf16_t *A
     for (int i = 0; i < b_rows; i++)
         for (int j = 0; j < b_cols; j++)
             b32[(size_t)i * b_cols + j] = eng_bf16_to_f32(B[(size_t)i * ldb + j]);
-    prim_key k = {PE_PRECISION_FP32, trans_b != 0, M,    N,    K, K,           b_cols, ldc,
-                  bias != NULL,      alpha,        beta, NULL, 0, ENG_ACT_NONE};
+    prim_key k = {PE_PRECISION_FP32,
+                  trans_b != 0,
+                  M,
+                  N,
+                  K,
+                  K,
+                  b_cols,
+                  ldc,
+                  bias != NULL,
+                  alpha,
+                  beta,
+                  NULL,
+                  0,
+                  ENG_ACT_NONE,
+                  0};
     int rc = matmul(k, a32, b32, C, ldc, bias);
     free(b32);
     return rc;
@@ -421,8 +457,8 @@ int eng_gemm(pe_precision prec, int trans_b, int M, int N, int K, float alpha, c
 {
     if (M <= 0 || N <= 0) return 0;
     if (prec != PE_PRECISION_BF16) {
-        prim_key k = {PE_PRECISION_FP32, trans_b != 0, M,    N,    K, lda,         ldb, ldc,
-                      bias != NULL,      alpha,        beta, NULL, 0, ENG_ACT_NONE};
+        prim_key k = {PE_PRECISION_FP32, trans_b != 0, M,    N,    K, lda,          ldb, ldc,
+                      bias != NULL,      alpha,        beta, NULL, 0, ENG_ACT_NONE, 0};
         return matmul(k, A, B, C, ldc, bias);
     }
     int b_rows = trans_b ? N : K, b_cols = trans_b ? K : N;
@@ -551,8 +587,8 @@ int eng_gemm_packed(int M, float alpha, const void *A, const eng_packed *B, floa
 {
     if (M <= 0) return 0;
     const pack_recipe *r = B->layout;
-    prim_key k = {B->prec, 0, M,     B->N, B->K, B->K, B->N,
-                  ldc,     0, alpha, beta, NULL, 0,    ENG_ACT_NONE};
+    prim_key k = {B->prec, 0,     M,    B->N, B->K, B->K,         B->N, ldc,
+                  0,       alpha, beta, NULL, 0,    ENG_ACT_NONE, 0};
     k.b_fixed = &r->packed;
     return matmul(k, A, B->data, C, ldc, NULL);
 }
@@ -709,8 +745,8 @@ int eng_linear(eng_ctx *c, int M, int N, int K, const float *A, int lda, const f
     bf16_t *a16 = scratch16(0, (size_t)M * K);
     if (!a16) return -1;
     eng_to_bf16_2d(a16, A, M, K, lda);
-    prim_key k = {PE_PRECISION_BF16, 1,    M,    N,       K, K,           K, ldc,
-                  bias != NULL,      1.0f, beta, &we->md, 0, ENG_ACT_NONE};
+    prim_key k = {PE_PRECISION_BF16, 1, M, N, K, K, K, ldc, bias != NULL, 1.0f, beta, &we->md, 0,
+                  ENG_ACT_NONE,      0};
     return matmul(k, a16, we->data, C, ldc, bias);
 }
 
@@ -729,8 +765,8 @@ int eng_linear_bf16(eng_ctx *c, int M, int N, int K, const bf16_t *A16, const fl
     weight_entry *we = ctx_weight(c, W, N, K, M);
     if (!we) return -1;
     prim_key k = {
-        PE_PRECISION_BF16, 1,  M, N, K, K, K, out16 ? N : ldc, bias != NULL, 1.0f, beta, &we->md,
-        out16 != NULL,     act};
+        PE_PRECISION_BF16, 1,   M, N, K, K, K, out16 ? N : ldc, bias != NULL, 1.0f, beta, &we->md,
+        out16 != NULL,     act, 0};
     return run_matmul(&k, A16, we->data, out16 ? (void *)out16 : (void *)C, bias);
 }
 
@@ -741,8 +777,34 @@ int eng_linear_act_f32(eng_ctx *c, int M, int N, int K, const float *A, int lda,
     if (eng_ctx_precision(c) != PE_PRECISION_FP32 || act <= ENG_ACT_NONE || act > ENG_ACT_SILU)
         return -1;
     prim_key k = {PE_PRECISION_FP32, 1,    M,    N,    K, lda, K, ldc,
-                  bias != NULL,      1.0f, 0.0f, NULL, 0, act};
+                  bias != NULL,      1.0f, 0.0f, NULL, 0, act, 0};
     return run_matmul(&k, A, W, C, bias);
+}
+
+int eng_linear_scaled_add(eng_ctx *c, int M, int N, int K, const void *A, int a_bf16,
+                          const float *W, const float *bias, const float *scale, float *X, int ldx)
+{
+    if (M <= 0 || N <= 0) return 0;
+    if (!scale) return -1;
+    if (eng_ctx_precision(c) == PE_PRECISION_FP32) {
+        if (a_bf16) return -1;
+        prim_key k = {PE_PRECISION_FP32, 1, M, N, K, K, K, ldx, bias != NULL, 1.0f, 1.0f, NULL, 0,
+                      ENG_ACT_NONE,      1};
+        return run_matmul_scaled(&k, A, W, X, bias, scale);
+    }
+    if (!eng_bf16_direct(c)) return -1;
+    weight_entry *we = ctx_weight(c, W, N, K, M);
+    if (!we) return -1;
+    const bf16_t *a16 = A;
+    if (!a_bf16) { /* fp32 rows: rounded here, as eng_linear does */
+        bf16_t *tmp = scratch16(0, (size_t)M * K);
+        if (!tmp) return -1;
+        eng_to_bf16_2d(tmp, A, M, K, K);
+        a16 = tmp;
+    }
+    prim_key k = {PE_PRECISION_BF16, 1, M, N, K, K, K, ldx, bias != NULL, 1.0f, 1.0f, &we->md, 0,
+                  ENG_ACT_NONE,      1};
+    return run_matmul_scaled(&k, a16, we->data, X, bias, scale);
 }
 
 static _Thread_local eng_ctx *tl_current;

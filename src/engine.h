@@ -128,6 +128,13 @@ int eng_linear_bf16(eng_ctx *ctx, int M, int N, int K, const bf16_t *A16, const 
  * 0, or -1 (nothing written) for other contexts or when oneDNN failed. */
 int eng_linear_act_f32(eng_ctx *ctx, int M, int N, int K, const float *A, int lda, const float *W,
                        const float *bias, int act, float *C, int ldc);
+/* X (M, N) += scale * (A (M, K) . W^T + bias), scale (N) per output column (LayerScale),
+ * in one GEMM: the scaling and the sum are oneDNN post-ops, so the product is never
+ * written on its own. A is fp32 (a_bf16 = 0) or, for bf16 contexts, bf16 rows (a_bf16 =
+ * 1: the bf16 block path); W (N, K) as in eng_linear. Returns 0, or -1 (X unchanged)
+ * when the context / CPU cannot, or oneDNN failed. */
+int eng_linear_scaled_add(eng_ctx *ctx, int M, int N, int K, const void *A, int a_bf16,
+                          const float *W, const float *bias, const float *scale, float *X, int ldx);
 /* The context used by op_linear / op_attention on this thread (NULL: fp32, no cache).
  * Returns the previous one (backbones set theirs around a forward pass). */
 eng_ctx *eng_set_current(eng_ctx *ctx);

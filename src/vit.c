@@ -1389,7 +1389,8 @@ static void residual_add(float *x, const float *y, const float *bias, const floa
 static void project_residual(float *x, const float *in, const float *w, const float *bias,
                              const float *scale, float *tmp, int T, int K, int D)
 {
-    if (scale) {
+    if (scale) { /* one GEMM with the scaling and the sum as post-ops, where the engine can */
+        if (!eng_linear_scaled_add(eng_current(), T, D, K, in, 0, w, bias, scale, x, D)) return;
         op_linear(tmp, in, w, NULL, T, K, D);
         residual_add(x, tmp, bias, scale, T, D);
     } else {
@@ -1455,7 +1456,9 @@ static int attention_bf16(vit_model *m, const vit_block *b, eng_ctx *ec, int T)
                         qkv16))
         return -1;
     if (op_attention_bf16(ctx16, qkv16, T, D, H, scale)) return -2;
-    if (b->ls1) { /* LayerScale: the product through xn (fp32, free now), then scaled */
+    if (b->ls1) { /* LayerScale: scaled and added by the GEMM's post-ops, else via xn */
+        if (!eng_linear_scaled_add(ec, T, D, D, ctx16, 1, b->out_w, b->out_b, b->ls1, s->x, D))
+            return 0;
         if (eng_linear_bf16(ec, T, D, D, ctx16, b->out_w, NULL, ENG_ACT_NONE, 0.0f, s->xn, D, NULL))
             return -1;
         residual_add(s->x, s->xn, b->out_b, b->ls1, T, D);
@@ -1478,7 +1481,9 @@ static int mlp_bf16(vit_model *m, const vit_block *b, eng_ctx *ec, int T)
     if (op_layernorm_bf16(xn16, s->x, b->ln2_w, b->ln2_b, T, D, c->eps) ||
         eng_linear_bf16(ec, T, M, D, xn16, b->fc1_w, b->fc1_b, eng_act[c->act], 0.0f, NULL, 0, h16))
         return -1;
-    if (b->ls2) { /* LayerScale: the product through xn (fp32, free now), then scaled */
+    if (b->ls2) { /* LayerScale: scaled and added by the GEMM's post-ops, else via xn */
+        if (!eng_linear_scaled_add(ec, T, D, M, h16, 1, b->fc2_w, b->fc2_b, b->ls2, s->x, D))
+            return 0;
         if (eng_linear_bf16(ec, T, D, M, h16, b->fc2_w, NULL, ENG_ACT_NONE, 0.0f, s->xn, D, NULL))
             return -1;
         residual_add(s->x, s->xn, b->fc2_b, b->ls2, T, D);

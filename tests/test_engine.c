@@ -224,6 +224,16 @@ static void test_linear_fused(void)
                   rel(C, ref, (size_t)M * N));
     }
     CHECK(eng_linear_act_f32(bf, M, N, K, A, K, W, bias, ENG_ACT_GELU, C, N) == -1);
+    /* LayerScale's scaled residual add: X += scale * (A W^T + b), fp32 and (below) bf16 */
+    float *scale = rand_buf(N);
+    memcpy(C, C0, (size_t)M * N * sizeof *C);
+    CHECK(eng_linear_scaled_add(fp, M, N, K, A, 0, W, bias, scale, C, N) == 0);
+    ref_gemm(1, M, N, K, 1.0f, A, K, W, K, 0.0f, NULL, N, bias, 0, ref);
+    for (int i = 0; i < M * N; i++) ref[i] = C0[i] + scale[i % N] * ref[i];
+    CHECK_MSG(rel(C, ref, (size_t)M * N) <= 1e-5, "fp32 scaled add: rel %g",
+              rel(C, ref, (size_t)M * N));
+    CHECK(eng_linear_scaled_add(fp, M, N, K, a16, 1, W, bias, scale, C, N) == -1);
+    CHECK(eng_linear_scaled_add(fp, M, N, K, A, 0, W, bias, NULL, C, N) == -1);
     CHECK(eng_linear_act_f32(fp, M, N, K, A, K, W, bias, ENG_ACT_NONE, C, N) == -1);
     if (!eng_bf16_direct(bf)) {
         printf("# no bf16 kernels here: eng_linear_bf16 refuses (checked above for fp32)\n");
@@ -248,13 +258,22 @@ static void test_linear_fused(void)
             CHECK_MSG(rel(C, ref, (size_t)M * N) <= 1e-5, "fp32 out, beta %d: rel %g", b,
                       rel(C, ref, (size_t)M * N));
         }
+        for (int from16 = 0; from16 < 2; from16++) { /* bf16 rows, or fp32 rounded inside */
+            memcpy(C, C0, (size_t)M * N * sizeof *C);
+            CHECK(eng_linear_scaled_add(bf, M, N, K, from16 ? (const void *)a16 : (const void *)a_r,
+                                        from16, W, bias, scale, C, N) == 0);
+            ref_gemm(1, M, N, K, 1.0f, a_r, K, W, K, 0.0f, NULL, N, bias, 1, ref);
+            for (int i = 0; i < M * N; i++) ref[i] = C0[i] + scale[i % N] * ref[i];
+            CHECK_MSG(rel(C, ref, (size_t)M * N) <= 1e-5, "bf16 scaled add (%s rows): rel %g",
+                      from16 ? "bf16" : "fp32", rel(C, ref, (size_t)M * N));
+        }
         /* not offered: an activation into fp32, beta with a bf16 output */
         CHECK(eng_linear_bf16(bf, M, N, K, a16, W, bias, ENG_ACT_GELU, 0.0f, C, N, NULL) == -1);
         CHECK(eng_linear_bf16(bf, M, N, K, a16, W, bias, ENG_ACT_NONE, 1.0f, NULL, 0, o16) == -1);
     }
     eng_ctx_free(fp), eng_ctx_free(bf);
     free(A), free(W), free(bias), free(gamma), free(beta), free(a16), free(o16), free(ln);
-    free(C), free(C0), free(a_r), free(ref);
+    free(C), free(C0), free(a_r), free(ref), free(scale);
 }
 
 /* The same primitive run on 4 threads at once (as scoring and attention do) gives each
