@@ -100,30 +100,22 @@ VEC_KERNEL(tile_vec,
 #define T512 __attribute__((target(T512_ISA)))
 #define T512_INLINE static inline __attribute__((always_inline, target(T512_ISA))) VEC_FAST
 
-/* v_exp (vecmath.h) step for step. The arithmetic is written with the same vector
- * operators as there, not as FMA intrinsics, so the compiler contracts it exactly as it
- * contracts the generic copy (fused at -O2, unfused at -O1, the sanitizer build): the
- * copies stay bit-identical either way. Only what has no operator form is an
+/* v_exp (vecmath.h) step for step: the same v_exp_parts (the reduction and the
+ * polynomial, written with vector operators, so the compiler contracts them exactly as
+ * in the generic copy: fused at -O2, unfused at -O1, the sanitizer build), so the copies
+ * stay bit-identical either way. Only what has no operator form is an
  * intrinsic: the clamps, and p * 2^n (vscalefps; exact, as the generic copy's multiply
  * by 2^n: n in [-126, 127] makes 2^n a normal float). The one scalar update,
  * l = l * corr + sum, is an explicit fmaf in both copies: at -O1 GCC fused it in one
  * copy and not in the other. */
 T512_INLINE __m512 exp512(__m512 x)
 {
-    VEC_CONTRACT
     x = _mm512_max_ps(_mm512_set1_ps(-87.3f), x); /* a NaN x stays x, as in vsel */
     x = _mm512_min_ps(_mm512_set1_ps(88.0f), x);
-    const __m512 n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-    __m512 r = x - n * 0.693359375f;
-    r = r - n * -2.12194440e-4f;
-    __m512 p = _mm512_set1_ps(1.0f / 720.0f);
-    p = p * r + 1.0f / 120.0f;
-    p = p * r + 1.0f / 24.0f;
-    p = p * r + 1.0f / 6.0f;
-    p = p * r + 0.5f;
-    p = p * r + 1.0f;
-    p = p * r + 1.0f;
-    return _mm512_scalef_ps(p, n);
+    const vf xv = (vf)x;
+    vf p, n;
+    v_exp_parts(&xv, &p, &n);
+    return _mm512_scalef_ps((__m512)p, (__m512)n);
 }
 
 /* v_to_bf16's rounding (to nearest even; a NaN becomes a quiet NaN) in integer ops */

@@ -97,10 +97,12 @@ VEC_INLINE float vsum_lanes(vf v)
  * error < 2e-8 on that interval), 2^n through the exponent bits. x is clamped to
  * [-87.3, 88] so the result stays a normal float (exp(-87.3) ~ 1.2e-38 instead of 0:
  * harmless for softmax / sigmoid, where it is added to 1 or normalised away). */
-VEC_INLINE vf v_exp(vf x)
+/* exp(x) = p * 2^n for a clamped x: p = exp(r), r = x - n ln2. Shared by v_exp and
+ * softmax_tile.c's AVX-512 copy (which forms 2^n with vscalefps); by pointer, so a caller
+ * compiled for another ISA passes no vector by value (clang rejects that ABI change). */
+VEC_INLINE void v_exp_parts(const vf *xp, vf *p_out, vf *n_out)
 {
-    x = vsel(x < -87.3f, vsplat(-87.3f), x);
-    x = vsel(x > 88.0f, vsplat(88.0f), x);
+    const vf x = *xp;
     vf n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f; /* round(x / ln2) */
     vf r = x - n * 0.693359375f; /* ln2 split in two for an exact product */
     r = r - n * -2.12194440e-4f;
@@ -111,6 +113,15 @@ VEC_INLINE vf v_exp(vf x)
     p = p * r + 0.5f;
     p = p * r + 1.0f;
     p = p * r + 1.0f;
+    *p_out = p;
+    *n_out = n;
+}
+VEC_INLINE vf v_exp(vf x)
+{
+    x = vsel(x < -87.3f, vsplat(-87.3f), x);
+    x = vsel(x > 88.0f, vsplat(88.0f), x);
+    vf p, n;
+    v_exp_parts(&x, &p, &n);
     vi e = (__builtin_convertvector(n, vi) + 127) << 23;
     return p * (vf)e;
 }

@@ -1437,6 +1437,21 @@ static const int eng_act[] = {[ACT_GELU] = ENG_ACT_GELU,
                               [ACT_SILU] = ENG_ACT_SILU,
                               [ACT_GELU_TANH] = ENG_ACT_GELU_TANH};
 
+/* x (T, D) += ls * (in16 (T, K) . W^T + bias) on the bf16 path, in16 bf16 rows (ls NULL:
+ * no LayerScale). With LayerScale the scaling and the sum are the GEMM's post-ops, else
+ * the product goes through xn (fp32, free by then). Returns 0, or -1 with x unchanged. */
+static int residual_bf16(vit_model *m, eng_ctx *ec, int T, int K, const uint16_t *in16,
+                         const float *w, const float *bias, const float *ls)
+{
+    vit_scratch *s = &m->s;
+    const int D = m->cfg.dim;
+    if (!ls) return eng_linear_bf16(ec, T, D, K, in16, w, bias, ENG_ACT_NONE, 1.0f, s->x, D, NULL);
+    if (!eng_linear_scaled_add(ec, T, D, K, in16, 1, w, bias, ls, s->x, D)) return 0;
+    if (eng_linear_bf16(ec, T, D, K, in16, w, NULL, ENG_ACT_NONE, 0.0f, s->xn, D, NULL)) return -1;
+    residual_add(s->x, s->xn, bias, ls, T, D);
+    return 0;
+}
+
 /* The attention sub-block x += ls1 * (attn(ln1(x)) . Wo^T + bo) on the bf16 path (see
  * block_forward): ln1 writes bf16, the qkv GEMM writes bf16 (T, 3D) into the qkv buffer,
  * the attention writes its output rows as bf16 into the ctx buffer, the out-projection
@@ -1456,16 +1471,7 @@ static int attention_bf16(vit_model *m, const vit_block *b, eng_ctx *ec, int T)
                         qkv16))
         return -1;
     if (op_attention_bf16(ctx16, qkv16, T, D, H, scale)) return -2;
-    if (b->ls1) { /* LayerScale: scaled and added by the GEMM's post-ops, else via xn */
-        if (!eng_linear_scaled_add(ec, T, D, D, ctx16, 1, b->out_w, b->out_b, b->ls1, s->x, D))
-            return 0;
-        if (eng_linear_bf16(ec, T, D, D, ctx16, b->out_w, NULL, ENG_ACT_NONE, 0.0f, s->xn, D, NULL))
-            return -1;
-        residual_add(s->x, s->xn, b->out_b, b->ls1, T, D);
-        return 0;
-    }
-    return eng_linear_bf16(ec, T, D, D, ctx16, b->out_w, b->out_b, ENG_ACT_NONE, 1.0f, s->x, D,
-                           NULL);
+    return residual_bf16(m, ec, T, D, ctx16, b->out_w, b->out_b, b->ls1);
 }
 
 /* The MLP sub-block x += ls2 * (act(ln2(x) . W1^T + b1) . W2^T + b2) on the bf16 path
@@ -1481,15 +1487,7 @@ static int mlp_bf16(vit_model *m, const vit_block *b, eng_ctx *ec, int T)
     if (op_layernorm_bf16(xn16, s->x, b->ln2_w, b->ln2_b, T, D, c->eps) ||
         eng_linear_bf16(ec, T, M, D, xn16, b->fc1_w, b->fc1_b, eng_act[c->act], 0.0f, NULL, 0, h16))
         return -1;
-    if (b->ls2) { /* LayerScale: scaled and added by the GEMM's post-ops, else via xn */
-        if (!eng_linear_scaled_add(ec, T, D, M, h16, 1, b->fc2_w, b->fc2_b, b->ls2, s->x, D))
-            return 0;
-        if (eng_linear_bf16(ec, T, D, M, h16, b->fc2_w, NULL, ENG_ACT_NONE, 0.0f, s->xn, D, NULL))
-            return -1;
-        residual_add(s->x, s->xn, b->fc2_b, b->ls2, T, D);
-        return 0;
-    }
-    return eng_linear_bf16(ec, T, D, M, h16, b->fc2_w, b->fc2_b, ENG_ACT_NONE, 1.0f, s->x, D, NULL);
+    return residual_bf16(m, ec, T, M, h16, b->fc2_w, b->fc2_b, b->ls2);
 }
 
 /* One transformer block on s->x (T, D). If cls_attn != NULL, the CLS row of the
