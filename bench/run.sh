@@ -7,8 +7,8 @@
 #      precision GEMM peak and peak RSS for random-weight DINOv2 ViT-S/14 and ViT-B/14 at
 #      224 and 448, 1 and 2 threads (one process per configuration: its own RSS);
 #   3. the same configurations in PyTorch fp32 and bf16 autocast (tools/bench_torch.py,
-#      transformers Dinov2Model) when $PYTHON can import torch + transformers (else the
-#      torch columns show "-");
+#      transformers Dinov2Model), each right after patchead's, when $PYTHON can import
+#      torch + transformers (else the torch columns show "-");
 #   4. scoring throughput vs the same-precision GEMM peak (bench/score_speed), CNN
 #      forward times (weights/ from `make weights`), and the batch zero-shot time of the
 #      112 MVTec 3D-AD tire test images at 448 with MobileNetV2 (needs $PATCHEAD_DATA).
@@ -38,6 +38,17 @@ done
 for t in $THREADS; do "$P" bench --sgemm --threads "$t" | tee -a "$T/sgemm"; done
 echo "== engine ISA: $(awk '{ print $NF; exit }' "$T/gemm")"
 
+# Each configuration runs patchead and then PyTorch right after it (not all of patchead,
+# then all of PyTorch): on a host whose speed drifts from minute to minute, the two
+# columns of a row are then measured in the same minute (bench/vs_torch.sh goes further:
+# several alternations, best of each).
+torch_ok=0
+if "$PYTHON" -c "import torch, transformers" 2>/dev/null; then
+    torch_ok=1
+else
+    echo "($PYTHON cannot import torch + transformers: no PyTorch columns; set PYTHON=...)"
+fi
+: >"$T/torch"
 for m in $MODELS; do
     "$P" bench --random-vit "$m" -o "$T/$m" >/dev/null
     for s in $SIZES; do
@@ -45,21 +56,15 @@ for m in $MODELS; do
             for t in $THREADS; do
                 "$P" bench --model "$T/$m" --size "$s" --threads "$t" --reps "$REPS" --precision "$p" |
                     tee -a "$T/ours"
+                if [ "$torch_ok" = 1 ]; then
+                    "$PYTHON" "$(dirname "$0")/../tools/bench_torch.py" --models "$m" --sizes "$s" \
+                        --threads "$t" --reps "$REPS" --precisions "$p" 2>/dev/null | tee -a "$T/torch"
+                fi
             done
         done
     done
     rm -rf "${T:?}/$m"
 done
-
-if "$PYTHON" -c "import torch, transformers" 2>/dev/null; then
-    comma() { echo "$1" | tr ' ' ','; }
-    "$PYTHON" "$(dirname "$0")/../tools/bench_torch.py" --models "$(comma "$MODELS")" \
-        --sizes "$(comma "$SIZES")" --threads "$(comma "$THREADS")" --reps "$REPS" \
-        --precisions "$(comma "$PRECISIONS")" 2>/dev/null | tee "$T/torch"
-else
-    echo "($PYTHON cannot import torch + transformers: no PyTorch columns; set PYTHON=...)"
-    : >"$T/torch"
-fi
 
 for p in $PRECISIONS; do
     echo
