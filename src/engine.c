@@ -145,6 +145,7 @@ typedef struct {
     prim_key key;
     dnnl_primitive_t prim;
     dnnl_memory_desc_t a_md, b_md, c_md, bias_md, scratch_md;
+    dnnl_memory_desc_t scale_md; /* (1, N) fp32: the col_scale post-op's operand */
     size_t scratch_bytes;
     unsigned long last_use;
     int used;
@@ -163,6 +164,24 @@ static int key_eq(const prim_key *a, const prim_key *b)
            a->has_bias == b->has_bias && a->alpha == b->alpha && a->beta == b->beta &&
            a->b_fixed == b->b_fixed && a->dst_bf16 == b->dst_bf16 && a->act == b->act &&
            a->col_scale == b->col_scale;
+}
+
+/* The key of a plain product C (M, N) = alpha A (M, K; lda) . op(B) (ldb) (+ beta C)
+ * (+ bias): B in the given layout, C fp32, no post-op; callers switch on the extras. */
+static prim_key plain_key(int prec, int trans_b, int M, int N, int K, int lda, int ldb, int ldc,
+                          int has_bias, float alpha, float beta)
+{
+    return (prim_key){.prec = prec,
+                      .trans_b = trans_b,
+                      .M = M,
+                      .N = N,
+                      .K = K,
+                      .lda = lda,
+                      .ldb = ldb,
+                      .ldc = ldc,
+                      .has_bias = has_bias,
+                      .alpha = alpha,
+                      .beta = beta};
 }
 
 /* Build the primitive for `k`. Returns 0 on success. */
@@ -205,9 +224,9 @@ static int prim_create(const prim_key *k, prim_entry *e)
      * does when the scoring and attention run one GEMM per thread) */
     if (dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user)) goto done;
     if (k->alpha != 1.0f && dnnl_primitive_attr_set_output_scales(attr, 1, 0, &k->alpha)) goto done;
-    dnnl_memory_desc_t scale_md;
     dnnl_dims_t scale_dims = {1, k->N};
-    if (k->col_scale && dnnl_memory_desc_init_by_tag(&scale_md, 2, scale_dims, dnnl_f32, dnnl_ab))
+    if (k->col_scale &&
+        dnnl_memory_desc_init_by_tag(&e->scale_md, 2, scale_dims, dnnl_f32, dnnl_ab))
         goto done;
     if (k->beta != 0.0f || k->act != ENG_ACT_NONE || k->col_scale) {
         /* oneDNN adds the bias before the post-ops: C = act(A B + bias) (+ beta C) */
@@ -221,7 +240,7 @@ static int prim_create(const prim_key *k, prim_entry *e)
         if (dnnl_post_ops_create(&po) ||
             (k->act != ENG_ACT_NONE &&
              dnnl_post_ops_append_eltwise(po, 1.0f, acts[k->act].alg, acts[k->act].alpha, 0.0f)) ||
-            (k->col_scale && dnnl_post_ops_append_binary(po, dnnl_binary_mul, &scale_md)) ||
+            (k->col_scale && dnnl_post_ops_append_binary(po, dnnl_binary_mul, &e->scale_md)) ||
             (k->beta != 0.0f && dnnl_post_ops_append_sum(po, k->beta)) ||
             dnnl_primitive_attr_set_post_ops(attr, po))
             goto done;
@@ -319,8 +338,6 @@ static int run_matmul_scaled(const prim_key *k, const void *A, const void *B, vo
     if (!s || prim_get(k, &e)) return -1;
     dnnl_engine_t eng = engine();
     dnnl_memory_t ma = NULL, mb = NULL, mc = NULL, mbias = NULL, mscratch = NULL, mscale = NULL;
-    dnnl_memory_desc_t scale_md;
-    dnnl_dims_t scale_dims = {1, k->N};
     void *scratch = e.scratch_bytes ? thread_scratchpad(e.scratch_bytes) : NULL;
     int rc = -1, nargs = 0;
     if ((e.scratch_bytes && !scratch) || dnnl_memory_create(&ma, &e.a_md, eng, (void *)A) ||
@@ -329,8 +346,7 @@ static int run_matmul_scaled(const prim_key *k, const void *A, const void *B, vo
         (bias && dnnl_memory_create(&mbias, &e.bias_md, eng, (void *)bias)) ||
         (scratch && dnnl_memory_create(&mscratch, &e.scratch_md, eng, scratch)) ||
         (k->col_scale &&
-         (!col_scale || dnnl_memory_desc_init_by_tag(&scale_md, 2, scale_dims, dnnl_f32, dnnl_ab) ||
-          dnnl_memory_create(&mscale, &scale_md, eng, (void *)col_scale))))
+         (!col_scale || dnnl_memory_create(&mscale, &e.scale_md, eng, (void *)col_scale))))
         goto done;
     dnnl_exec_arg_t args[6];
     args[nargs++] = (dnnl_exec_arg_t){DNNL_ARG_SRC, ma};
@@ -366,8 +382,7 @@ static int g_bf16_ok = -1;
 static int bf16_kernels(void)
 {
     if (g_bf16_ok < 0) {
-        prim_key k = {PE_PRECISION_BF16, 1, 16, 16, 32, 32, 32, 16, 0, 1.0f, 0.0f, NULL, 0,
-                      ENG_ACT_NONE,      0};
+        prim_key k = plain_key(PE_PRECISION_BF16, 1, 16, 16, 32, 32, 32, 16, 0, 1.0f, 0.0f);
         prim_entry e;
         g_bf16_ok = prim_get(&k, &e) == 0;
     }
@@ -414,8 +429,8 @@ int eng_gemm_bf16(int trans_b, int M, int N, int K, float alpha, const bf16_t *A
 {
     if (M <= 0 || N <= 0) return 0;
     if (bf16_kernels()) {
-        prim_key k = {PE_PRECISION_BF16, trans_b != 0, M,    N,    K, lda,          ldb, ldc,
-                      bias != NULL,      alpha,        beta, NULL, 0, ENG_ACT_NONE, 0};
+        prim_key k = plain_key(PE_PRECISION_BF16, trans_b != 0, M, N, K, lda, ldb, ldc,
+                               bias != NULL, alpha, beta);
         return matmul(k, A, B, C, ldc, bias);
     }
     /* no bf16 kernels on this CPU: the fp32 kernel on the widened (exact) bf16 values */
@@ -432,21 +447,8 @@ int eng_gemm_bf16(int trans_b, int M, int N, int K, float alpha, const bf16_t *A
     for (int i = 0; i < b_rows; i++)
         for (int j = 0; j < b_cols; j++)
             b32[(size_t)i * b_cols + j] = eng_bf16_to_f32(B[(size_t)i * ldb + j]);
-    prim_key k = {PE_PRECISION_FP32,
-                  trans_b != 0,
-                  M,
-                  N,
-                  K,
-                  K,
-                  b_cols,
-                  ldc,
-                  bias != NULL,
-                  alpha,
-                  beta,
-                  NULL,
-                  0,
-                  ENG_ACT_NONE,
-                  0};
+    prim_key k = plain_key(PE_PRECISION_FP32, trans_b != 0, M, N, K, K, b_cols, ldc, bias != NULL,
+                           alpha, beta);
     int rc = matmul(k, a32, b32, C, ldc, bias);
     free(b32);
     return rc;
@@ -457,8 +459,8 @@ int eng_gemm(pe_precision prec, int trans_b, int M, int N, int K, float alpha, c
 {
     if (M <= 0 || N <= 0) return 0;
     if (prec != PE_PRECISION_BF16) {
-        prim_key k = {PE_PRECISION_FP32, trans_b != 0, M,    N,    K, lda,          ldb, ldc,
-                      bias != NULL,      alpha,        beta, NULL, 0, ENG_ACT_NONE, 0};
+        prim_key k = plain_key(PE_PRECISION_FP32, trans_b != 0, M, N, K, lda, ldb, ldc,
+                               bias != NULL, alpha, beta);
         return matmul(k, A, B, C, ldc, bias);
     }
     int b_rows = trans_b ? N : K, b_cols = trans_b ? K : N;
@@ -587,8 +589,7 @@ int eng_gemm_packed(int M, float alpha, const void *A, const eng_packed *B, floa
 {
     if (M <= 0) return 0;
     const pack_recipe *r = B->layout;
-    prim_key k = {B->prec, 0,     M,    B->N, B->K, B->K,         B->N, ldc,
-                  0,       alpha, beta, NULL, 0,    ENG_ACT_NONE, 0};
+    prim_key k = plain_key(B->prec, 0, M, B->N, B->K, B->K, B->N, ldc, 0, alpha, beta);
     k.b_fixed = &r->packed;
     return matmul(k, A, B->data, C, ldc, NULL);
 }
@@ -730,6 +731,15 @@ static weight_entry *ctx_weight(eng_ctx *c, const float *w, int N, int K, int M)
     return found;
 }
 
+/* A (M, K; lda) fp32 rows rounded to bf16 into this thread's conversion buffer (dense),
+ * the operand of a bf16 product; NULL out of memory. */
+static const bf16_t *rows_to_bf16(const float *A, int M, int K, int lda)
+{
+    bf16_t *a16 = scratch16(0, (size_t)M * K);
+    if (a16) eng_to_bf16_2d(a16, A, M, K, lda);
+    return a16;
+}
+
 int eng_linear(eng_ctx *c, int M, int N, int K, const float *A, int lda, const float *W, float beta,
                float *C, int ldc, const float *bias)
 {
@@ -742,11 +752,10 @@ int eng_linear(eng_ctx *c, int M, int N, int K, const float *A, int lda, const f
         return eng_gemm(prec, 1, M, N, K, 1.0f, A, lda, W, K, beta, C, ldc, bias);
     weight_entry *we = c ? ctx_weight(c, W, N, K, M) : NULL;
     if (!we) return eng_gemm(prec, 1, M, N, K, 1.0f, A, lda, W, K, beta, C, ldc, bias);
-    bf16_t *a16 = scratch16(0, (size_t)M * K);
+    const bf16_t *a16 = rows_to_bf16(A, M, K, lda);
     if (!a16) return -1;
-    eng_to_bf16_2d(a16, A, M, K, lda);
-    prim_key k = {PE_PRECISION_BF16, 1, M, N, K, K, K, ldc, bias != NULL, 1.0f, beta, &we->md, 0,
-                  ENG_ACT_NONE,      0};
+    prim_key k = plain_key(PE_PRECISION_BF16, 1, M, N, K, K, K, ldc, bias != NULL, 1.0f, beta);
+    k.b_fixed = &we->md;
     return matmul(k, a16, we->data, C, ldc, bias);
 }
 
@@ -764,9 +773,11 @@ int eng_linear_bf16(eng_ctx *c, int M, int N, int K, const bf16_t *A16, const fl
         return -1;
     weight_entry *we = ctx_weight(c, W, N, K, M);
     if (!we) return -1;
-    prim_key k = {
-        PE_PRECISION_BF16, 1,   M, N, K, K, K, out16 ? N : ldc, bias != NULL, 1.0f, beta, &we->md,
-        out16 != NULL,     act, 0};
+    prim_key k =
+        plain_key(PE_PRECISION_BF16, 1, M, N, K, K, K, out16 ? N : ldc, bias != NULL, 1.0f, beta);
+    k.b_fixed = &we->md;
+    k.dst_bf16 = out16 != NULL;
+    k.act = act;
     return run_matmul(&k, A16, we->data, out16 ? (void *)out16 : (void *)C, bias);
 }
 
@@ -776,8 +787,8 @@ int eng_linear_act_f32(eng_ctx *c, int M, int N, int K, const float *A, int lda,
     if (M <= 0 || N <= 0) return 0;
     if (eng_ctx_precision(c) != PE_PRECISION_FP32 || act <= ENG_ACT_NONE || act > ENG_ACT_SILU)
         return -1;
-    prim_key k = {PE_PRECISION_FP32, 1,    M,    N,    K, lda, K, ldc,
-                  bias != NULL,      1.0f, 0.0f, NULL, 0, act, 0};
+    prim_key k = plain_key(PE_PRECISION_FP32, 1, M, N, K, lda, K, ldc, bias != NULL, 1.0f, 0.0f);
+    k.act = act;
     return run_matmul(&k, A, W, C, bias);
 }
 
@@ -788,22 +799,18 @@ int eng_linear_scaled_add(eng_ctx *c, int M, int N, int K, const void *A, int a_
     if (!scale) return -1;
     if (eng_ctx_precision(c) == PE_PRECISION_FP32) {
         if (a_bf16) return -1;
-        prim_key k = {PE_PRECISION_FP32, 1, M, N, K, K, K, ldx, bias != NULL, 1.0f, 1.0f, NULL, 0,
-                      ENG_ACT_NONE,      1};
+        prim_key k = plain_key(PE_PRECISION_FP32, 1, M, N, K, K, K, ldx, bias != NULL, 1.0f, 1.0f);
+        k.col_scale = 1;
         return run_matmul_scaled(&k, A, W, X, bias, scale);
     }
     if (!eng_bf16_direct(c)) return -1;
     weight_entry *we = ctx_weight(c, W, N, K, M);
     if (!we) return -1;
-    const bf16_t *a16 = A;
-    if (!a_bf16) { /* fp32 rows: rounded here, as eng_linear does */
-        bf16_t *tmp = scratch16(0, (size_t)M * K);
-        if (!tmp) return -1;
-        eng_to_bf16_2d(tmp, A, M, K, K);
-        a16 = tmp;
-    }
-    prim_key k = {PE_PRECISION_BF16, 1, M, N, K, K, K, ldx, bias != NULL, 1.0f, 1.0f, &we->md, 0,
-                  ENG_ACT_NONE,      1};
+    const bf16_t *a16 = a_bf16 ? A : rows_to_bf16(A, M, K, K); /* fp32 rows: as eng_linear */
+    if (!a16) return -1;
+    prim_key k = plain_key(PE_PRECISION_BF16, 1, M, N, K, K, K, ldx, bias != NULL, 1.0f, 1.0f);
+    k.b_fixed = &we->md;
+    k.col_scale = 1;
     return run_matmul_scaled(&k, a16, we->data, X, bias, scale);
 }
 
