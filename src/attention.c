@@ -221,9 +221,10 @@ static uint16_t *pack_heads_amx(const char *heads, int T, int H, int dh)
 }
 
 /* The attention behind op_attention (qkv fp32, ctx fp32) and op_attention_bf16 (qkv16
- * and ctx16 bf16: the block's bf16 path); exactly one of each pair is non-NULL. */
-static int attention(float *ctx, bf16_t *ctx16, const float *qkv, const bf16_t *qkv16, int T, int D,
-                     int H, float scale, float *cls_attn, int first_patch)
+ * and ctx16 bf16: the block's bf16 path); exactly one of each pair is non-NULL. qkv16
+ * is (T, 3D) rows [q | k | v] (planar 0) or q, k, v (T, D) one after another (planar 1). */
+static int attention(float *ctx, bf16_t *ctx16, const float *qkv, const bf16_t *qkv16, int planar,
+                     int T, int D, int H, float scale, float *cls_attn, int first_patch)
 {
     const int dh = D / H;
     const int bf16 = qkv16 || eng_ctx_precision(eng_current()) == PE_PRECISION_BF16;
@@ -235,11 +236,14 @@ static int attention(float *ctx, bf16_t *ctx16, const float *qkv, const bf16_t *
         pe_fail(PE_ERR_NOMEM, "out of memory for the attention heads");
         return -1;
     }
+    const size_t row_stride = planar ? (size_t)D : (size_t)3 * D,
+                 part_stride = planar ? (size_t)T * D : (size_t)D;
 #pragma omp parallel for schedule(static)
     for (int t = 0; t < T; t++)
         for (int part = 0; part < 3; part++)
             for (int h = 0; h < H; h++) {
-                const size_t from = (size_t)t * 3 * D + (size_t)part * D + (size_t)h * dh;
+                const size_t from =
+                    (size_t)t * row_stride + (size_t)part * part_stride + (size_t)h * dh;
                 const size_t at = ((size_t)(part * H + h) * per + (size_t)t * dh);
                 if (qkv16) memcpy((bf16_t *)(void *)heads + at, qkv16 + from, (size_t)dh * 2);
                 else if (bf16) eng_to_bf16((bf16_t *)(void *)heads + at, qkv + from, (size_t)dh);
@@ -288,10 +292,11 @@ static int attention(float *ctx, bf16_t *ctx16, const float *qkv, const bf16_t *
 int op_attention(float *ctx, const float *qkv, int T, int D, int H, float scale, float *cls_attn,
                  int first_patch)
 {
-    return attention(ctx, NULL, qkv, NULL, T, D, H, scale, cls_attn, first_patch);
+    return attention(ctx, NULL, qkv, NULL, 0, T, D, H, scale, cls_attn, first_patch);
 }
 
-int op_attention_bf16(uint16_t *ctx16, const uint16_t *qkv16, int T, int D, int H, float scale)
+int op_attention_bf16(uint16_t *ctx16, const uint16_t *qkv16, int planar, int T, int D, int H,
+                      float scale)
 {
-    return attention(NULL, ctx16, NULL, qkv16, T, D, H, scale, NULL, 0);
+    return attention(NULL, ctx16, NULL, qkv16, planar, T, D, H, scale, NULL, 0);
 }

@@ -53,15 +53,22 @@ void op_add_bias(float *x, const float *bias, int rows, int dim)
 void op_linear(float *out, const float *in, const float *weight, const float *bias, int rows,
                int in_dim, int out_dim)
 {
-    /* out (rows, out_dim) = in (rows, in_dim) . weight^T + bias through the engine: the
-     * weight is reordered once per model (eng_linear) and the bias is fused into the GEMM. */
-    if (!eng_linear(eng_current(), rows, out_dim, in_dim, in, in_dim, weight, 0.0f, out, out_dim, bias))
+    op_linear_ld(out, out_dim, in, weight, bias, rows, in_dim, out_dim);
+}
+
+void op_linear_ld(float *out, int ldo, const float *in, const float *weight, const float *bias,
+                  int rows, int in_dim, int out_dim)
+{
+    /* out (rows, out_dim; row stride ldo) = in (rows, in_dim) . weight^T + bias through the
+     * engine: the weight is reordered once per model (eng_linear) and the bias is fused into
+     * the GEMM. */
+    if (!eng_linear(eng_current(), rows, out_dim, in_dim, in, in_dim, weight, 0.0f, out, ldo, bias))
         return;
     /* fallback (oneDNN failed): bias written first, sgemm accumulates onto it (beta = 1) */
     if (bias)
-        for (int r = 0; r < rows; r++) memcpy(out + (size_t)r * out_dim, bias, (size_t)out_dim * sizeof(float));
+        for (int r = 0; r < rows; r++) memcpy(out + (size_t)r * ldo, bias, (size_t)out_dim * sizeof(float));
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, out_dim, in_dim, 1.0f, in, in_dim,
-                weight, in_dim, bias ? 1.0f : 0.0f, out, out_dim);
+                weight, in_dim, bias ? 1.0f : 0.0f, out, ldo);
 }
 
 void op_linear_acc(float *out, const float *in, const float *weight, const float *bias, int rows,

@@ -28,6 +28,9 @@ int op_set_row_parallel(int enabled);
  * One engine GEMM over all rows, bias fused. `out` must not alias `in`. */
 void op_linear(float *out, const float *in, const float *weight, const float *bias, int rows,
                int in_dim, int out_dim);
+/* op_linear into rows `ldo` floats apart (a column block of a wider matrix). */
+void op_linear_ld(float *out, int ldo, const float *in, const float *weight, const float *bias,
+                  int rows, int in_dim, int out_dim);
 
 /* out (rows, out_dim) += in (rows, in_dim) . weight^T + bias (a residual projection). */
 void op_linear_acc(float *out, const float *in, const float *weight, const float *bias, int rows,
@@ -71,10 +74,12 @@ void op_softmax_rows(float *x, int rows, int cols, int ld);
  * current engine context. Returns 0, or -1 (out of memory / engine failure). */
 int op_attention(float *ctx, const float *qkv, int T, int D, int H, float scale, float *cls_attn,
                  int first_patch);
-/* The same in bf16 end to end (the transformer block's bf16 path): qkv16 (T, 3D) as the
- * qkv GEMM wrote it, ctx16 (T, D) the rows of the output rounded to bf16 (the next GEMM's
- * operand); no CLS row. Products and softmax as op_attention's bf16 path. */
-int op_attention_bf16(uint16_t *ctx16, const uint16_t *qkv16, int T, int D, int H, float scale);
+/* The same in bf16 end to end (the transformer block's bf16 path): qkv16 as the qkv
+ * GEMMs wrote it, (T, 3D) rows [q | k | v] (planar 0) or the (T, D) matrices q, k, v one
+ * after another (planar 1); ctx16 (T, D) the rows of the output rounded to bf16 (the next
+ * GEMM's operand); no CLS row. Products and softmax as op_attention's bf16 path. */
+int op_attention_bf16(uint16_t *ctx16, const uint16_t *qkv16, int planar, int T, int D, int H,
+                      float scale);
 
 /* In place exp of a float vector (vectorised; ~1-2 ulp). */
 void op_exp(float *x, size_t n);

@@ -80,6 +80,7 @@ typedef struct {
 typedef struct {
     const float *ln1_w, *ln1_b;
     const float *qkv_w, *qkv_b; /* (3D, D), (3D): query rows, then key, then value */
+    const float *part_w[3];     /* qkv_w NULL: the q, k, v weights (D, D) each, as stored */
     const float *out_w, *out_b; /* (D, D), (D) */
     const float *ls1, *ls2;     /* (D) or NULL */
     const float *ln2_w, *ln2_b;
@@ -206,15 +207,16 @@ static int has(const loader *L, const char *name)
     return st_find(L->st, full) != NULL;
 }
 
-/* Fuse separate q, k, v (each (D, D) + (D)) into one (3D, D) / (3D) pair. */
-static pe_status fuse_qkv(loader *L, const char *fmt_w, const char *fmt_b, int layer, int D,
+/* Separate q, k, v (each (D, D) + (D)): the weights are used where they are stored (three
+ * GEMMs into the (T, 3D) qkv rows: as fast as one fused GEMM, measured, and a fused copy
+ * would hold the 3 D^2 weights twice in memory, +21 MB for ViT-S, +85 MB for ViT-B); the
+ * three biases are copied into one (3D) vector. */
+static pe_status load_qkv(loader *L, const char *fmt_w, const char *fmt_b, int layer, int D,
                           vit_block *b)
 {
     static const char *parts[3][2] = {{"query", "q_proj"}, {"key", "k_proj"}, {"value", "v_proj"}};
-    float *w = pe_alloc((size_t)3 * D * D, sizeof(float), "fused qkv weight");
-    float *bias = pe_alloc((size_t)3 * D, sizeof(float), "fused qkv bias");
-    if (!w || !bias || keep(L->m, w) || keep(L->m, bias)) {
-        free(w);
+    float *bias = pe_alloc((size_t)3 * D, sizeof(float), "qkv bias");
+    if (!bias || keep(L->m, bias)) {
         free(bias);
         return pe_fail(PE_ERR_NOMEM, "%s: out of memory", L->path);
     }
@@ -226,15 +228,14 @@ static pe_status fuse_qkv(loader *L, const char *fmt_w, const char *fmt_b, int l
         snprintf(name, sizeof name, fmt_w, layer, parts[i][0]);
         if (!has(L, name)) alt = 1;
         snprintf(name, sizeof name, fmt_w, layer, parts[i][alt]);
-        pe_status s = get2(L, name, D, D, &src);
+        pe_status s = get2(L, name, D, D, &b->part_w[i]);
         if (s) return s;
-        memcpy(w + (size_t)i * D * D, src, (size_t)D * D * sizeof(float));
         snprintf(name, sizeof name, fmt_b, layer, parts[i][alt]);
         s = get1(L, name, D, &src);
         if (s) return s;
         memcpy(bias + (size_t)i * D, src, (size_t)D * sizeof(float));
     }
-    b->qkv_w = w;
+    b->qkv_w = NULL;
     b->qkv_b = bias;
     return PE_OK;
 }
@@ -499,12 +500,12 @@ static pe_status load_weights(loader *L)
             TRY(get1(L, NAME("norm1.weight"), D, &b->ln1_w));
             TRY(get1(L, NAME("norm1.bias"), D, &b->ln1_b));
             if (has(L, NAME("attention.attention.query.weight"))) {
-                TRY(fuse_qkv(L, "encoder.layer.%d.attention.attention.%s.weight",
+                TRY(load_qkv(L, "encoder.layer.%d.attention.attention.%s.weight",
                              "encoder.layer.%d.attention.attention.%s.bias", i, D, b));
                 TRY(get2(L, NAME("attention.output.dense.weight"), D, D, &b->out_w));
                 TRY(get1(L, NAME("attention.output.dense.bias"), D, &b->out_b));
             } else { /* transformers >= 5 in-memory names */
-                TRY(fuse_qkv(L, "encoder.layer.%d.attention.%s.weight",
+                TRY(load_qkv(L, "encoder.layer.%d.attention.%s.weight",
                              "encoder.layer.%d.attention.%s.bias", i, D, b));
                 TRY(get2(L, NAME("attention.o_proj.weight"), D, D, &b->out_w));
                 TRY(get1(L, NAME("attention.o_proj.bias"), D, &b->out_b));
@@ -534,7 +535,7 @@ static pe_status load_weights(loader *L)
 #define NAME(fmt) (snprintf(n, sizeof n, "encoder.layers.%d." fmt, i), n)
             TRY(get1(L, NAME("layer_norm1.weight"), D, &b->ln1_w));
             TRY(get1(L, NAME("layer_norm1.bias"), D, &b->ln1_b));
-            TRY(fuse_qkv(L, "encoder.layers.%d.self_attn.%s.weight", "encoder.layers.%d.self_attn.%s.bias",
+            TRY(load_qkv(L, "encoder.layers.%d.self_attn.%s.weight", "encoder.layers.%d.self_attn.%s.bias",
                          i, D, b));
             TRY(get2(L, NAME("self_attn.out_proj.weight"), D, D, &b->out_w));
             TRY(get1(L, NAME("self_attn.out_proj.bias"), D, &b->out_b));
@@ -1452,6 +1453,38 @@ static int residual_bf16(vit_model *m, eng_ctx *ec, int T, int K, const uint16_t
     return 0;
 }
 
+/* qkv = xn . Wqkv^T + b on the bf16 path, one GEMM for a fused weight, else one per
+ * part. Into fp32 rows out32 (T, 3D), or bf16 out16: (T, 3D) rows for a fused weight,
+ * else q, k, v as three dense (T, D) matrices one after another (*planar = 1: a bf16
+ * output must be dense, eng_linear_bf16). Returns 0, or -1 when the engine refused
+ * (the caller recomputes all of qkv on its fallback). */
+static int qkv_linear_bf16(eng_ctx *ec, const vit_block *b, int T, int D, const uint16_t *xn16,
+                           float *out32, uint16_t *out16, int *planar)
+{
+    if (planar) *planar = !b->qkv_w;
+    if (b->qkv_w)
+        return eng_linear_bf16(ec, T, 3 * D, D, xn16, b->qkv_w, b->qkv_b, ENG_ACT_NONE, 0.0f, out32,
+                               3 * D, out16);
+    for (int i = 0; i < 3; i++) {
+        const size_t off = (size_t)i * D;
+        if (eng_linear_bf16(ec, T, D, D, xn16, b->part_w[i], b->qkv_b + off, ENG_ACT_NONE, 0.0f,
+                            out32 ? out32 + off : NULL, 3 * D, out16 ? out16 + off * T : NULL))
+            return -1;
+    }
+    return 0;
+}
+
+/* qkv (T, 3D) = xn (T, D) . Wqkv^T + b in fp32 buffers (see qkv_linear_bf16). */
+static void qkv_linear(const vit_block *b, int T, int D, const float *xn, float *qkv)
+{
+    if (b->qkv_w) {
+        op_linear(qkv, xn, b->qkv_w, b->qkv_b, T, D, 3 * D);
+        return;
+    }
+    for (int i = 0; i < 3; i++)
+        op_linear_ld(qkv + (size_t)i * D, 3 * D, xn, b->part_w[i], b->qkv_b + (size_t)i * D, T, D, D);
+}
+
 /* The attention sub-block x += ls1 * (attn(ln1(x)) . Wo^T + bo) on the bf16 path (see
  * block_forward): ln1 writes bf16, the qkv GEMM writes bf16 (T, 3D) into the qkv buffer,
  * the attention writes its output rows as bf16 into the ctx buffer, the out-projection
@@ -1466,11 +1499,11 @@ static int attention_bf16(vit_model *m, const vit_block *b, eng_ctx *ec, int T)
     const float scale = 1.0f / sqrtf((float)(D / H));
     uint16_t *xn16 = (uint16_t *)(void *)s->xn, *qkv16 = (uint16_t *)(void *)s->qkv,
              *ctx16 = (uint16_t *)(void *)s->ctx;
+    int planar = 0;
     if (op_layernorm_bf16(xn16, s->x, b->ln1_w, b->ln1_b, T, D, c->eps) ||
-        eng_linear_bf16(ec, T, 3 * D, D, xn16, b->qkv_w, b->qkv_b, ENG_ACT_NONE, 0.0f, NULL, 0,
-                        qkv16))
+        qkv_linear_bf16(ec, b, T, D, xn16, NULL, qkv16, &planar))
         return -1;
-    if (op_attention_bf16(ctx16, qkv16, T, D, H, scale)) return -2;
+    if (op_attention_bf16(ctx16, qkv16, planar, T, D, H, scale)) return -2;
     return residual_bf16(m, ec, T, D, ctx16, b->out_w, b->out_b, b->ls1);
 }
 
@@ -1518,10 +1551,9 @@ static int block_forward(vit_model *m, const vit_block *b, int T, int first_patc
      * (attention.c: only a tile of each head's (T, T) scores at a time) */
     uint16_t *xn16 = (uint16_t *)(void *)s->xn;
     if (!direct || op_layernorm_bf16(xn16, s->x, b->ln1_w, b->ln1_b, T, D, c->eps) ||
-        eng_linear_bf16(ec, T, 3 * D, D, xn16, b->qkv_w, b->qkv_b, ENG_ACT_NONE, 0.0f, s->qkv,
-                        3 * D, NULL)) {
+        qkv_linear_bf16(ec, b, T, D, xn16, s->qkv, NULL, NULL)) {
         op_layernorm(s->xn, s->x, b->ln1_w, b->ln1_b, T, D, c->eps);
-        op_linear(s->qkv, s->xn, b->qkv_w, b->qkv_b, T, D, 3 * D);
+        qkv_linear(b, T, D, s->xn, s->qkv);
     }
     if (c->rope.grid != ROPE_NONE) rope_qk(m, T, first_patch);
     if (!b->rel_table) {

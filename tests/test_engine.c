@@ -337,6 +337,32 @@ static void ref_attention(const float *qkv, int T, int D, int H, float scale, in
     free(p);
 }
 
+/* op_attention_bf16 (the block's bf16 path) reads qkv16 as (T, 3D) rows [q | k | v] or,
+ * planar, as q, k, v (T, D) one after another (separate q/k/v weights, one GEMM each):
+ * both layouts of the same values give bit-identical rows, close to the reference. */
+static void attention_bf16_layouts(const float *qkv, int T, int D, int H, float scale,
+                                   const double *ref)
+{
+    const size_t n = (size_t)T * 3 * D;
+    uint16_t *rows = malloc(n * sizeof *rows), *planar = malloc(n * sizeof *planar);
+    uint16_t *c_rows = malloc((size_t)T * D * sizeof *c_rows),
+             *c_planar = malloc((size_t)T * D * sizeof *c_planar);
+    float *ctx = malloc((size_t)T * D * sizeof *ctx);
+    eng_to_bf16(rows, qkv, n);
+    for (int t = 0; t < T; t++)
+        for (int part = 0; part < 3; part++)
+            memcpy(planar + ((size_t)part * T + t) * D, rows + (size_t)t * 3 * D + (size_t)part * D,
+                   (size_t)D * sizeof *rows);
+    CHECK(op_attention_bf16(c_rows, rows, 0, T, D, H, scale) == 0);
+    CHECK(op_attention_bf16(c_planar, planar, 1, T, D, H, scale) == 0);
+    CHECK_MSG(!memcmp(c_rows, c_planar, (size_t)T * D * sizeof *c_rows),
+              "bf16 attention: planar and row layouts differ");
+    for (size_t i = 0; i < (size_t)T * D; i++) ctx[i] = eng_bf16_to_f32(c_planar[i]);
+    double d = rel(ctx, ref, (size_t)T * D);
+    CHECK_MSG(d <= 2e-2, "bf16 attention (planar qkv) rel %g", d);
+    free(rows), free(planar), free(c_rows), free(c_planar), free(ctx);
+}
+
 /* Blocked attention with online softmax, T not a multiple of the 128-query blocks;
  * large logits so the running maximum matters. T = 700: one key block (bf16: K and V
  * packed once per head); T = 2300: two key blocks of 1152 (attention.c caps a block at
@@ -364,6 +390,7 @@ static void attention_case(int T, int D, int H)
             CHECK_MSG(d <= (prec ? 2e-2 : 1e-5), "%s attention rel %g", prec ? "bf16" : "fp32", d);
             CHECK_MSG(dc <= 1e-5, "CLS attention must stay exact: rel %g", dc); /* fp32 in both */
         }
+        if (prec) attention_bf16_layouts(qkv, T, D, H, scale, ref);
         eng_set_current(prev);
         eng_ctx_free(e);
     }
