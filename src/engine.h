@@ -105,6 +105,10 @@ typedef struct eng_ctx eng_ctx;
 eng_ctx *eng_ctx_create(pe_precision prec); /* AUTO is resolved here */
 void eng_ctx_free(eng_ctx *ctx);
 pe_precision eng_ctx_precision(const eng_ctx *ctx); /* FP32 for NULL */
+/* The model's weights file is the read-only file mapping [base, base + size): a weight
+ * inside it that is converted to bf16 has its fp32 pages unmapped after the conversion
+ * (they come back from the file if read again), so both copies are not held at once. */
+void eng_ctx_set_file_map(eng_ctx *ctx, const void *base, size_t size);
 /* C (M, N) = A (M, K) . W^T + bias (+ C when beta = 1), W (N, K) a constant weight of
  * the model (nn.Linear layout). bf16: W is converted and reordered once, on first use,
  * into the kernel's blocked layout (AMX tiles) and kept until eng_ctx_free; fp32: W is
@@ -115,7 +119,9 @@ int eng_linear(eng_ctx *ctx, int M, int N, int K, const float *A, int lda, const
 /* The bf16 data path of a transformer block, for contexts in bf16 on a CPU with bf16
  * kernels (eng_bf16_direct): the input is already bf16 (a layer norm wrote it so), and
  * the output either fp32 C (M, N) with ldc (beta 0, or 1 to add to C), or bf16 out16
- * (M, N) dense with an activation fused (ENG_ACT_*, a oneDNN post-op after the bias):
+ * (M, N) dense (ldc unused: oneDNN 2.6 has no AMX kernel for a strided bf16 output, its
+ * reference one is ~100x slower) with an activation fused (ENG_ACT_*, a oneDNN post-op
+ * after the bias):
  * the MLP's hidden layer is written once, as bf16, and fed to the next GEMM as is.
  * A16 (M, K) bf16 dense, W (N, K) fp32 as in eng_linear (reordered once). Returns 0, or
  * -1 (nothing written) when the path is not available or oneDNN failed. */

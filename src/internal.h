@@ -22,6 +22,11 @@ void *pe_calloc(size_t count, size_t elem_size, const char *what);
 uint64_t pe_fnv1a(uint64_t hash, const void *data, size_t n);
 /* Fast 64-bit hash of a large byte range (weights files): 4-lane word-wise FNV-1a. */
 uint64_t pe_hash_fast(const void *data, size_t n);
+/* The same value, walked in chunks of `chunk` bytes (a multiple of 32; 0: one chunk);
+ * done(p, bytes, arg) is called after each chunk is read (the tail of < 32 bytes is
+ * read after the last call). */
+uint64_t pe_hash_fast_chunks(const void *data, size_t n, size_t chunk,
+                             void (*done)(const void *p, size_t n, void *arg), void *arg);
 
 /* Read a whole file into memory (adds a terminating NUL). Only regular files (checked on
  * the opened descriptor, opened without blocking: a FIFO is refused, never waited on),

@@ -158,6 +158,9 @@ pe_status pe_model_load(const char *path, const pe_model_params *params, pe_mode
         goto fail;
     }
     m->net->info.precision = eng_ctx_precision(m->eng);
+    size_t map_size;
+    const void *map = st_map(m->weights, &map_size);
+    eng_ctx_set_file_map(m->eng, map, map_size);
     st_hash(m->weights, m->net->info.weights_hash);
     m->net->info.dtype = st_dtype_summary(m->weights);
     cJSON_Delete(config);

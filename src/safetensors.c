@@ -291,10 +291,32 @@ pe_status st_open(const char *path, st_file **out)
     return PE_OK;
 }
 
+/* pe_hash_fast_chunks callback: unmap the pages of a chunk just read (see st_hash). */
+static void unmap_read_chunk(const void *p, size_t n, void *arg)
+{
+    (void)arg;
+    madvise((void *)p, n, MADV_DONTNEED);
+}
+
 void st_hash(const st_file *f, char out[17])
 {
-    uint64_t h = f ? pe_hash_fast(f->map, f->map_size) : PE_FNV_SEED;
+    /* The hash reads every page, and reading through the mapping maps the page into this
+     * process. Each 4 MB chunk is unmapped again once read: the mapping is a read-only
+     * file one, so a page read later comes back from the page cache unchanged
+     * (MADV_DONTNEED discards nothing here). So loading never holds the whole file in
+     * the process's memory, and afterwards only the weights a forward pass reads are
+     * resident: a bf16 model, which reads each fp32 weight once to convert it (then
+     * unmaps it, engine.c), never holds the fp32 file. */
+    enum { CHUNK = 4 << 20 }; /* a multiple of the page size and of the hash's 32 bytes */
+    uint64_t h = f ? pe_hash_fast_chunks(f->map, f->map_size, CHUNK, unmap_read_chunk, NULL)
+                   : PE_FNV_SEED;
     snprintf(out, 17, "%016llx", (unsigned long long)h);
+}
+
+const void *st_map(const st_file *f, size_t *size)
+{
+    *size = f ? f->map_size : 0;
+    return f ? f->map : NULL;
 }
 
 const char *st_dtype_summary(const st_file *f) { return f ? f->dtype_summary : "mixed"; }

@@ -31,6 +31,8 @@ const st_tensor *st_at(const st_file *f, int index);
 const st_tensor *st_find(const st_file *f, const char *name);
 /* Hex FNV-1a hash of the whole file (17 bytes incl. NUL). */
 void st_hash(const st_file *f, char out[17]);
+/* The file's read-only mapping (every tensor pointer lies in it); *size its bytes. */
+const void *st_map(const st_file *f, size_t *size);
 /* Dominant dtype: "F32", "F16", "BF16" or "mixed". */
 const char *st_dtype_summary(const st_file *f);
 

@@ -64,6 +64,15 @@ static void test_fifo_refused(void)
     remove(fifo);
 }
 
+/* pe_hash_fast_chunks callback: bytes and calls (arg size_t[2]); chunks arrive in order. */
+static void count_chunk(const void *p, size_t n, void *arg)
+{
+    size_t *seen = arg;
+    (void)p;
+    seen[0] += n;
+    seen[1]++;
+}
+
 static void test_fnv(void)
 {
     /* FNV-1a 64 test vectors */
@@ -81,6 +90,14 @@ static void test_fnv(void)
     }
     CHECK(pe_hash_fast(buf, 99) != base);
     CHECK(pe_hash_fast(buf, 64) != pe_hash_fast(buf, 65));
+    /* walked in chunks: the same value, and the chunks cover the 32-byte blocks in order */
+    for (size_t chunk = 0; chunk <= 128; chunk += 32) {
+        size_t seen[2] = {0, 0}; /* bytes reported, calls */
+        CHECK(pe_hash_fast_chunks(buf, 100, chunk, count_chunk, seen) == base);
+        const size_t per = chunk / 32, calls = per ? (3 + per - 1) / per : 1; /* 3 blocks */
+        CHECK_MSG(seen[0] == 96 && seen[1] == calls, "chunk %zu: %zu bytes, %zu calls", chunk,
+                  seen[0], seen[1]);
+    }
 }
 
 int main(void)
