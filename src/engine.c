@@ -247,6 +247,21 @@ static int prim_create(const prim_key *k, prim_entry *e)
     }
     dnnl_primitive_desc_t pd = NULL;
     if (dnnl_primitive_desc_create(&pd, &desc, attr, eng, NULL)) goto done;
+    /* A fused variant (activation, LayerScale, bf16 output) that only oneDNN's reference
+     * kernel supports here is refused: that kernel is 100-1,000x slower than the unfused
+     * product plus a pass of our own, which every caller of these variants falls back
+     * to. Measured: LayerScale's binary_mul + sum on AVX2 and on AVX-512 without bf16,
+     * and a bf16 output with a row stride, all went to ref:any. The refusal is cached
+     * like a primitive (prim NULL), so it costs one query per shape. */
+    const char *impl = NULL;
+    if ((k->act != ENG_ACT_NONE || k->col_scale || k->dst_bf16) &&
+        !dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) && impl &&
+        !strncmp(impl, "ref", 3)) {
+        dnnl_primitive_desc_destroy(pd);
+        e->prim = NULL;
+        rc = 0;
+        goto done;
+    }
     e->scratch_md = *dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
     e->scratch_bytes = dnnl_memory_desc_get_size(&e->scratch_md);
     rc = dnnl_primitive_create(&e->prim, pd) ? -1 : 0;
@@ -271,7 +286,7 @@ static int prim_get(const prim_key *k, prim_entry *out)
             e->last_use = ++g_clock;
             *out = *e;
             pthread_mutex_unlock(&g_cache_lock);
-            return 0;
+            return e->prim ? 0 : -1; /* NULL: refused (reference kernel only) */
         }
         if (!e->used) {
             if (victim->used) victim = e;
@@ -282,12 +297,13 @@ static int prim_get(const prim_key *k, prim_entry *out)
     prim_entry fresh;
     int rc = prim_create(k, &fresh);
     if (!rc) {
-        if (victim->used) dnnl_primitive_destroy(victim->prim);
+        if (victim->used && victim->prim) dnnl_primitive_destroy(victim->prim);
         fresh.key = *k;
         fresh.used = 1;
         fresh.last_use = ++g_clock;
         *victim = fresh;
         *out = fresh;
+        if (!fresh.prim) rc = -1;
     }
     pthread_mutex_unlock(&g_cache_lock);
     return rc;
@@ -633,7 +649,7 @@ void eng_ctx_free(eng_ctx *c)
         if (!e->used || !e->key.b_fixed) continue;
         for (int j = 0; j < c->n; j++)
             if (e->key.b_fixed == &c->w[j]->md) {
-                dnnl_primitive_destroy(e->prim);
+                if (e->prim) dnnl_primitive_destroy(e->prim);
                 e->used = 0;
                 break;
             }

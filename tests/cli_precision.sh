@@ -48,6 +48,25 @@ check avx2_bf16_matches_native awk -v d="$d" 'BEGIN { exit !(d < 2e-3) }'
 d=$(reldiff "$T/avx2_f32.npy" "$T/f32.npy")
 check avx2_fp32_matches_native awk -v d="$d" 'BEGIN { exit !(d < 1e-5) }'
 
+# --- no matmul runs oneDNN's reference kernel (100-1,000x slower than its JIT ones; the
+# engine refuses a fused variant that would, and falls back to the unfused product). Every
+# ViT fixture, fp32 and bf16, with the CLS attention (the fp32-buffer path of the last
+# block), as this CPU and as an AVX2-only and an AVX-512-without-bf16 one. Before the
+# refusal, LayerScale's fused post-ops ran `ref:any` on AVX2 in every DINOv2 block.
+refs=""
+for isa in ALL AVX512_CORE AVX2; do
+    for dir in "$FIX"/*/; do
+        [ -f "$dir/config.json" ] && [ -f "$dir/input.npy" ] || continue
+        for prec in fp32 bf16; do
+            n=$(DNNL_MAX_CPU_ISA=$isa DNNL_VERBOSE=1 timeout 120 "$PATCHEAD" features --threads 1 \
+                --precision "$prec" --model "$dir" --input-npy "$dir/input.npy" -o "$T/r.npy" \
+                --attn "$T/ra.npy" 2>>"$T/err" | grep -c ',exec,cpu,matmul,ref')
+            [ "$n" -eq 0 ] || refs="$refs $(basename "$dir")/$prec/$isa:$n"
+        done
+    done
+done
+if [ -z "$refs" ]; then pass no_reference_kernels; else fail no_reference_kernels "ref matmuls:$refs"; fi
+
 # --- memory: a bf16 model does not hold the fp32 weights file next to its bf16 copy. The
 # file's pages are unmapped as the load hashes them and as each weight is converted, so
 # on a native-bf16 CPU the bf16 run's peak RSS is below fp32's (which reads every fp32
