@@ -799,12 +799,29 @@ int eng_linear_bf16(eng_ctx *c, int M, int N, int K, const bf16_t *A16, const fl
         return -1;
     weight_entry *we = ctx_weight(c, W, N, K, M);
     if (!we) return -1;
-    prim_key k =
-        plain_key(PE_PRECISION_BF16, 1, M, N, K, K, K, out16 ? N : ldc, bias != NULL, 1.0f, beta);
+    /* fp32 C with a row stride: oneDNN 2.6 has no AMX kernel for it (its reference one
+     * is ~1,000x slower), so the product goes dense into this thread's buffer and then
+     * into C's rows (copied, or added for beta = 1) */
+    float *dense = !out16 && ldc != N ? scratch32(0, (size_t)M * N) : NULL;
+    if (!out16 && ldc != N && !dense) return -1;
+    prim_key k = plain_key(PE_PRECISION_BF16, 1, M, N, K, K, K, out16 || dense ? N : ldc,
+                           bias != NULL, 1.0f, dense ? 0.0f : beta);
     k.b_fixed = &we->md;
     k.dst_bf16 = out16 != NULL;
     k.act = act;
-    return run_matmul(&k, A16, we->data, out16 ? (void *)out16 : (void *)C, bias);
+    void *dst = out16 ? (void *)out16 : dense ? (void *)dense : (void *)C;
+    if (run_matmul(&k, A16, we->data, dst, bias)) return -1;
+    if (dense) {
+#pragma omp parallel for schedule(static) if ((size_t)M * N >= ((size_t)1 << 16))
+        for (int i = 0; i < M; i++) {
+            float *row = C + (size_t)i * ldc;
+            const float *d = dense + (size_t)i * N;
+            if (beta == 0.0f) memcpy(row, d, (size_t)N * sizeof *row);
+            else
+                for (int j = 0; j < N; j++) row[j] += d[j];
+        }
+    }
+    return 0;
 }
 
 int eng_linear_act_f32(eng_ctx *c, int M, int N, int K, const float *A, int lda, const float *W,

@@ -118,7 +118,8 @@ int eng_linear(eng_ctx *ctx, int M, int N, int K, const float *A, int lda, const
                float beta, float *C, int ldc, const float *bias);
 /* The bf16 data path of a transformer block, for contexts in bf16 on a CPU with bf16
  * kernels (eng_bf16_direct): the input is already bf16 (a layer norm wrote it so), and
- * the output either fp32 C (M, N) with ldc (beta 0, or 1 to add to C), or bf16 out16
+ * the output either fp32 C (M, N) with ldc (beta 0, or 1 to add to C; with ldc != N
+ * through a dense buffer, as oneDNN 2.6's AMX kernels want), or bf16 out16
  * (M, N) dense (ldc unused: oneDNN 2.6 has no AMX kernel for a strided bf16 output, its
  * reference one is ~100x slower) with an activation fused (ENG_ACT_*, a oneDNN post-op
  * after the bias):

@@ -1309,9 +1309,7 @@ static pe_status ensure_scratch(vit_model *m, int tokens, int patches)
     s->pos = pos;
     s->pos_h = pos_h;
     s->pos_w = pos_w;
-    /* hidden also holds the patch im2col and, on the bf16 path, the q, k, v planes
-     * (qkv_linear_bf16) */
-    size_t hidden = PE_MAX(PE_MAX(T * M, (size_t)patches * kk), 3 * T * D);
+    size_t hidden = PE_MAX(T * M, (size_t)patches * kk);
     s->x = pe_alloc(T * D, sizeof(float), "ViT activations");
     s->xn = pe_alloc(T * D, sizeof(float), "ViT activations");
     s->qkv = pe_alloc(T * 3 * D, sizeof(float), "ViT qkv");
@@ -1457,30 +1455,21 @@ static int residual_bf16(vit_model *m, eng_ctx *ec, int T, int K, const uint16_t
 
 /* qkv = xn . Wqkv^T + b on the bf16 path, one GEMM for a fused weight, else one per
  * part. Into fp32 rows out32 (T, 3D), or bf16 out16: (T, 3D) rows for a fused weight,
- * else q, k, v as three dense (T, D) matrices one after another (*planar = 1). oneDNN
- * 2.6 has AMX kernels only for dense bf16-input outputs (a row stride sends it to its
- * reference kernel, ~1,000x slower), so for out32 the parts are written dense into
- * `scratch` (3 T D floats) and then interleaved. Returns 0, or -1 when the engine
- * refused (the caller recomputes all of qkv on its fallback). */
+ * else q, k, v as three dense (T, D) matrices one after another (*planar = 1: a bf16
+ * output must be dense, eng_linear_bf16). Returns 0, or -1 when the engine refused (the
+ * caller recomputes all of qkv on its fallback). */
 static int qkv_linear_bf16(eng_ctx *ec, const vit_block *b, int T, int D, const uint16_t *xn16,
-                           float *out32, float *scratch, uint16_t *out16, int *planar)
+                           float *out32, uint16_t *out16, int *planar)
 {
     if (planar) *planar = !b->qkv_w;
     if (b->qkv_w)
         return eng_linear_bf16(ec, T, 3 * D, D, xn16, b->qkv_w, b->qkv_b, ENG_ACT_NONE, 0.0f, out32,
                                3 * D, out16);
-    const size_t plane = (size_t)T * D;
-    for (int i = 0; i < 3; i++)
-        if (eng_linear_bf16(ec, T, D, D, xn16, b->part_w[i], b->qkv_b + (size_t)i * D, ENG_ACT_NONE,
-                            0.0f, out32 ? scratch + i * plane : NULL, D,
-                            out16 ? out16 + i * plane : NULL))
+    for (int i = 0; i < 3; i++) {
+        const size_t off = (size_t)i * D;
+        if (eng_linear_bf16(ec, T, D, D, xn16, b->part_w[i], b->qkv_b + off, ENG_ACT_NONE, 0.0f,
+                            out32 ? out32 + off : NULL, 3 * D, out16 ? out16 + off * T : NULL))
             return -1;
-    if (out32) {
-#pragma omp parallel for schedule(static)
-        for (int t = 0; t < T; t++)
-            for (int i = 0; i < 3; i++)
-                memcpy(out32 + (size_t)t * 3 * D + (size_t)i * D, scratch + i * plane + (size_t)t * D,
-                       (size_t)D * sizeof(float));
     }
     return 0;
 }
@@ -1499,9 +1488,9 @@ static void qkv_linear(const vit_block *b, int T, int D, const float *xn, float 
 /* The attention sub-block x += ls1 * (attn(ln1(x)) . Wo^T + bo) on the bf16 path (see
  * block_forward): ln1 writes bf16, the qkv GEMMs write bf16 into the qkv buffer (rows or
  * planes, qkv_linear_bf16), the attention writes its output rows as bf16 into the ctx
- * buffer, the out-projection reads them as is. Returns 0; -1 when the engine refused before x was written (the
- * caller then runs the fp32-buffer path; x is unchanged); -2 when the attention failed
- * (out of memory: an error for the caller). */
+ * buffer, the out-projection reads them as is. Returns 0; -1 when the engine refused
+ * before x was written (the caller then runs the fp32-buffer path; x is unchanged); -2
+ * when the attention failed (out of memory: an error for the caller). */
 static int attention_bf16(vit_model *m, const vit_block *b, eng_ctx *ec, int T)
 {
     const vit_config *c = &m->cfg;
@@ -1512,7 +1501,7 @@ static int attention_bf16(vit_model *m, const vit_block *b, eng_ctx *ec, int T)
              *ctx16 = (uint16_t *)(void *)s->ctx;
     int planar = 0;
     if (op_layernorm_bf16(xn16, s->x, b->ln1_w, b->ln1_b, T, D, c->eps) ||
-        qkv_linear_bf16(ec, b, T, D, xn16, NULL, NULL, qkv16, &planar))
+        qkv_linear_bf16(ec, b, T, D, xn16, NULL, qkv16, &planar))
         return -1;
     if (op_attention_bf16(ctx16, qkv16, planar, T, D, H, scale)) return -2;
     return residual_bf16(m, ec, T, D, ctx16, b->out_w, b->out_b, b->ls1);
@@ -1562,7 +1551,7 @@ static int block_forward(vit_model *m, const vit_block *b, int T, int first_patc
      * (attention.c: only a tile of each head's (T, T) scores at a time) */
     uint16_t *xn16 = (uint16_t *)(void *)s->xn;
     if (!direct || op_layernorm_bf16(xn16, s->x, b->ln1_w, b->ln1_b, T, D, c->eps) ||
-        qkv_linear_bf16(ec, b, T, D, xn16, s->qkv, s->hidden, NULL, NULL)) {
+        qkv_linear_bf16(ec, b, T, D, xn16, s->qkv, NULL, NULL)) {
         op_layernorm(s->xn, s->x, b->ln1_w, b->ln1_b, T, D, c->eps);
         qkv_linear(b, T, D, s->xn, s->qkv);
     }

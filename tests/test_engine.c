@@ -257,6 +257,22 @@ static void test_linear_fused(void)
             ref_gemm(1, M, N, K, 1.0f, a_r, K, W, K, (float)b, C0, N, bias, 1, ref);
             CHECK_MSG(rel(C, ref, (size_t)M * N) <= 1e-5, "fp32 out, beta %d: rel %g", b,
                       rel(C, ref, (size_t)M * N));
+            /* into a column block of wider rows (ldc = N + 40; through a dense buffer):
+             * the same values, the other columns untouched */
+            const int ldw = N + 40;
+            float *wide = malloc((size_t)M * ldw * sizeof *wide);
+            for (int i = 0; i < M; i++)
+                for (int j = 0; j < ldw; j++)
+                    wide[(size_t)i * ldw + j] = j < N ? C0[(size_t)i * N + j] : (float)j;
+            CHECK(eng_linear_bf16(bf, M, N, K, a16, W, bias, ENG_ACT_NONE, (float)b, wide, ldw,
+                                  NULL) == 0);
+            int exact = 1;
+            for (int i = 0; i < M; i++)
+                for (int j = 0; j < ldw; j++)
+                    exact &= wide[(size_t)i * ldw + j] == (j < N ? C[(size_t)i * N + j] : (float)j);
+            CHECK_MSG(exact, "fp32 out with ldc %d, beta %d: differs from the dense output", ldw,
+                      b);
+            free(wide);
         }
         for (int from16 = 0; from16 < 2; from16++) { /* bf16 rows, or fp32 rounded inside */
             memcpy(C, C0, (size_t)M * N * sizeof *C);
