@@ -1,6 +1,7 @@
 /* test_score_kernel.c — the fused scoring kernel (score_kernel.c) against a double
  * reference: row and column maxima of scaled dot products, for odd row counts (micro-
- * tile tails), a reference count that is not a multiple of the 32-column panels, both
+ * tile tails), a reference count that is not a multiple of the 32-column panels, a
+ * reference large enough to be cache-blocked (column chunks, row groups), both
  * fp32 copies (AVX-512 and AVX2) and bf16 where the CPU has it. */
 #include "engine.h"
 #include "score_kernel.h"
@@ -100,6 +101,9 @@ static void test_fp32(void)
         run_case(0, 37, 101, 64, v ? "fp32 avx512" : "fp32 avx2");
         run_case(0, 9, 32, 7, v ? "fp32 avx512" : "fp32 avx2");
         run_case(0, 70, 200, 128, v ? "fp32 avx512" : "fp32 avx2");
+        /* packed reference > 1 MB: cache-blocked in column chunks (the last one ragged,
+         * ending inside a panel) and row groups of 256 (the last one short) */
+        run_case(0, 300, 2100, 128, v ? "fp32 avx512 blocked" : "fp32 avx2 blocked");
     }
     vec_set_avx512(avx512);
 }
@@ -113,6 +117,7 @@ static void test_bf16(void)
     run_case(1, 37, 101, 64, "bf16");
     run_case(1, 70, 200, 128, "bf16");
     run_case(1, 1, 33, 2, "bf16");
+    run_case(1, 40, 4200, 128, "bf16 blocked");
 }
 
 int main(void)
