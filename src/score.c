@@ -66,8 +66,8 @@ pe_status pe_score_preset(const char *preset, int zeroshot, pe_score_params *out
         p.k_fraction = 0.3f;
         p.top_count = 1;
     } else {
-        return pe_fail(PE_ERR_ARG, "unknown scoring preset '%s' (use patchead, anomalydino or musc)",
-                       preset);
+        return pe_fail(PE_ERR_ARG,
+                       "unknown scoring preset '%s' (use patchead, anomalydino or musc)", preset);
     }
     *out = p;
     return PE_OK;
@@ -112,7 +112,8 @@ void pe_inv_norms(const float *x, int n, int dim, float *out)
 
 static int auto_tile(const pe_score_params *p, int rows, int max_cols)
 {
-    int t = p->tile > 0 ? p->tile : PE_MAX(AUTO_TILE_MIN_ROWS, AUTO_TILE_FLOATS / PE_MAX(max_cols, 1));
+    int t =
+        p->tile > 0 ? p->tile : PE_MAX(AUTO_TILE_MIN_ROWS, AUTO_TILE_FLOATS / PE_MAX(max_cols, 1));
     return PE_MAX(1, PE_MIN(t, rows));
 }
 
@@ -136,17 +137,17 @@ static int operand_make(operand *o, const float *x, size_t rows, int dim, int bf
 
 /* C (rows, cols) = A rows [r0, r0 + rows) . B^T, both (., dim) row-major. Runs on the
  * calling thread when called inside a parallel region (one tile per thread). */
-static int tile_gemm(int bf16, const operand *a, int r0, int rows, const operand *b, int cols, int dim,
-                     float *C)
+static int tile_gemm(int bf16, const operand *a, int r0, int rows, const operand *b, int cols,
+                     int dim, float *C)
 {
     if (bf16)
-        return eng_gemm_bf16(1, rows, cols, dim, 1.0f, a->h + (size_t)r0 * dim, dim, b->h, dim, 0.0f, C,
-                             cols, NULL);
-    if (!eng_gemm(PE_PRECISION_FP32, 1, rows, cols, dim, 1.0f, a->f + (size_t)r0 * dim, dim, b->f, dim,
-                  0.0f, C, cols, NULL))
+        return eng_gemm_bf16(1, rows, cols, dim, 1.0f, a->h + (size_t)r0 * dim, dim, b->h, dim,
+                             0.0f, C, cols, NULL);
+    if (!eng_gemm(PE_PRECISION_FP32, 1, rows, cols, dim, 1.0f, a->f + (size_t)r0 * dim, dim, b->f,
+                  dim, 0.0f, C, cols, NULL))
         return 0;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, cols, dim, 1.0f, a->f + (size_t)r0 * dim,
-                dim, b->f, dim, 0.0f, C, cols);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, cols, dim, 1.0f,
+                a->f + (size_t)r0 * dim, dim, b->f, dim, 0.0f, C, cols);
     return 0;
 }
 
@@ -336,8 +337,7 @@ void pe_apply_attention_mask(float *patch_scores, const float *attn, int n, floa
 pe_status pe_score_query_inv(const float *query, const float *query_inv, int query_patches,
                              const float *const *refs, const float *const *ref_inv,
                              const int *ref_patches, int num_refs, int dim,
-                             const pe_score_params *params, float *patch_scores,
-                             float *image_score)
+                             const pe_score_params *params, float *patch_scores, float *image_score)
 {
     pe_status s = check_params(params);
     if (s) return s;
@@ -354,7 +354,8 @@ pe_status pe_score_query_inv(const float *query, const float *query_inv, int que
     float *tiles = pe_alloc((size_t)nthr * T * max_cols, sizeof(float), "score tiles");
     float *heaps = pe_alloc((size_t)query_patches * K, sizeof(float), "score selection");
     operand q = {0}, *r = calloc((size_t)num_refs, sizeof *r);
-    int failed = !tiles || !heaps || !r || operand_make(&q, query, (size_t)query_patches, dim, bf16);
+    int failed =
+        !tiles || !heaps || !r || operand_make(&q, query, (size_t)query_patches, dim, bf16);
     for (int k = 0; k < num_refs && !failed; k++)
         failed = operand_make(&r[k], refs[k], (size_t)ref_patches[k], dim, bf16);
     const int ntiles = (query_patches + T - 1) / T;
@@ -398,8 +399,9 @@ pe_status pe_score_query_inv(const float *query, const float *query_inv, int que
     free(q.h);
     for (int k = 0; r && k < num_refs; k++) free(r[k].h);
     free(r);
-    if (failed) return pe_fail(PE_ERR_NOMEM, "score: out of memory (%d query patches, %d references)",
-                               query_patches, num_refs);
+    if (failed)
+        return pe_fail(PE_ERR_NOMEM, "score: out of memory (%d query patches, %d references)",
+                       query_patches, num_refs);
     if (image_score) *image_score = pe_image_score(patch_scores, query_patches, params);
     return PE_OK;
 }
@@ -450,7 +452,7 @@ pe_status pe_score_query(const float *query, int query_patches, const float *con
  * (fp32, plus a bf16 copy in bf16 mode, made once) and per-thread tiles / column maxima. */
 struct pe_pair_scorer {
     int n, G, dim, T, K, bf16, nthr;
-    int fused;     /* score_kernel.c runs the pairs (no tiles); else engine GEMM tiles */
+    int fused; /* score_kernel.c runs the pairs (no tiles); else engine GEMM tiles */
     pe_order order;
     operand *ops;  /* (n) */
     float *tiles;  /* (nthr, T, G), engine path only */
@@ -527,21 +529,22 @@ int pe_pair_scorer_run(pe_pair_scorer *ps, int a, const float *inv_a, int b, con
                 heap_offer(heap_a + (size_t)r * K, count_a, K,
                            key_of(cos_dist(ps->rowmax[r] * inv_a[r]), order));
     } else {
-    /* each thread: (rows, D) of a x (G, D)^T of b -> (rows, G) dot products, its rows'
+        /* each thread: (rows, D) of a x (G, D)^T of b -> (rows, G) dot products, its rows'
      * minima into a's heaps (disjoint rows) and column maxima into its own colmax row
      * (merged below) */
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nthr) reduction(| : failed)
-    for (int t = 0; t < ntiles; t++) {
-        const int r0 = t * T, rows = PE_MIN(T, G - r0), me = thread_id();
-        float *tile = ps->tiles + (size_t)me * T * G;
-        if (tile_gemm(ps->bf16, &ps->ops[a], r0, rows, &ps->ops[b], G, dim, tile)) {
-            failed = 1;
-            continue;
+        for (int t = 0; t < ntiles; t++) {
+            const int r0 = t * T, rows = PE_MIN(T, G - r0), me = thread_id();
+            float *tile = ps->tiles + (size_t)me * T * G;
+            if (tile_gemm(ps->bf16, &ps->ops[a], r0, rows, &ps->ops[b], G, dim, tile)) {
+                failed = 1;
+                continue;
+            }
+            if (heap_a)
+                reduce_rows(tile, rows, G, inv_a + r0, inv_b, heap_a + (size_t)r0 * K, count_a, K,
+                            order);
+            if (heap_b) reduce_cols(tile, rows, G, inv_a + r0, colmax + (size_t)me * G);
         }
-        if (heap_a)
-            reduce_rows(tile, rows, G, inv_a + r0, inv_b, heap_a + (size_t)r0 * K, count_a, K, order);
-        if (heap_b) reduce_cols(tile, rows, G, inv_a + r0, colmax + (size_t)me * G);
-    }
     }
     if (failed || !heap_b) return failed ? -1 : 0;
     for (int th = 1; th < nthr; th++) {
@@ -550,13 +553,20 @@ int pe_pair_scorer_run(pe_pair_scorer *ps, int a, const float *inv_a, int b, con
         for (int j = 0; j < G; j++) colmax[j] = other[j] > colmax[j] ? other[j] : colmax[j];
     }
     for (int j = 0; j < G; j++)
-        heap_offer(heap_b + (size_t)j * K, count_b, K, key_of(cos_dist(colmax[j] * inv_b[j]), order));
+        heap_offer(heap_b + (size_t)j * K, count_b, K,
+                   key_of(cos_dist(colmax[j] * inv_b[j]), order));
     return 0;
 }
 
 /* Exported views of the helpers above for the comparator schedule (zeroshot_sampled.c). */
-void pe_score_heap_offer(float *heap, int count, int k, float key) { heap_offer(heap, count, k, key); }
-int pe_score_auto_tile(const pe_score_params *p, int rows, int cols) { return auto_tile(p, rows, cols); }
+void pe_score_heap_offer(float *heap, int count, int k, float key)
+{
+    heap_offer(heap, count, k, key);
+}
+int pe_score_auto_tile(const pe_score_params *p, int rows, int cols)
+{
+    return auto_tile(p, rows, cols);
+}
 pe_status pe_score_check(const pe_score_params *p) { return check_params(p); }
 void pe_score_finish(const float *heaps, int n, int k, pe_order order, float *out)
 {
@@ -575,8 +585,10 @@ pe_status pe_score_batch(const float *const *feats, int num_images, int patches,
     if (!params) params = &defaults;
     if (!feats || !patch_scores) return pe_fail(PE_ERR_ARG, "pe_score_batch: NULL argument");
     if (num_images < 2)
-        return pe_fail(PE_ERR_ARG, "zero-shot needs at least 2 images (each is scored against the "
-                                   "others), got %d", num_images);
+        return pe_fail(PE_ERR_ARG,
+                       "zero-shot needs at least 2 images (each is scored against the "
+                       "others), got %d",
+                       num_images);
     if (patches <= 0 || dim <= 0)
         return pe_fail(PE_ERR_SHAPE, "pe_score_batch: %d patches of dim %d", patches, dim);
     for (int b = 0; b < num_images; b++)
