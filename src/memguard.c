@@ -28,7 +28,7 @@ pe_status pe_zeroshot_estimate(int n, int patches, int dim, int want_attn, int s
         return pe_fail(PE_ERR_ARG, "zero-shot estimate: %d images of %d patches x %d", n, patches,
                        dim);
     out->features = spilled ? 0 : 4.0 * n * (double)patches * (dim + (want_attn ? 1 : 0));
-    out->scoring = pe_zeroshot_scoring_bytes(n, patches, params, &out->k);
+    out->scoring = pe_zeroshot_scoring_bytes(n, patches, dim, params, &out->k);
     out->total = out->features + out->scoring;
     out->available = pe_mem_available();
     return PE_OK;

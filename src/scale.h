@@ -39,8 +39,10 @@ pe_status pe_zeroshot_score(const float *const *feats, int n, int patches, int d
                             const pe_detect_params *params, float *patch_scores);
 
 /* Bytes of the scoring state of a zero-shot batch (selection heaps, inverse norms,
- * scores, one tile), features excluded; *k gets Eq. 3's K. */
-double pe_zeroshot_scoring_bytes(int n, int patches, const pe_detect_params *params, int *k);
+ * scores, one tile; the bf16 copy of the features where bf16 or the fp32 screen runs, with
+ * the screen's norms), the fp32 features excluded; *k gets Eq. 3's K. */
+double pe_zeroshot_scoring_bytes(int n, int patches, int dim, const pe_detect_params *params,
+                                 int *k);
 
 /* MemAvailable of /proc/meminfo in bytes; 0 when unknown. */
 double pe_mem_available(void);

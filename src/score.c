@@ -16,10 +16,12 @@
  */
 #include "score.h"
 #include "score_kernel.h"
+#include "scale.h"
 
 #include "engine.h"
 
 #include <cblas.h>
+#include <limits.h>
 #include <math.h>
 #include <string.h>
 #include <strings.h>
@@ -452,14 +454,37 @@ pe_status pe_score_query(const float *query, int query_patches, const float *con
  * (fp32, plus a bf16 copy in bf16 mode, made once) and per-thread tiles / column maxima. */
 struct pe_pair_scorer {
     int n, G, dim, T, K, bf16, nthr;
-    int fused; /* score_kernel.c runs the pairs (no tiles); else engine GEMM tiles */
+    int fused;  /* score_kernel.c runs the pairs (no tiles); else engine GEMM tiles */
+    int screen; /* fp32 through the bf16 screen + exact recompute (score_screen.c) */
     pe_order order;
-    operand *ops;  /* (n) */
-    float *tiles;  /* (nthr, T, G), engine path only */
-    float *colmax; /* (nthr, G) */
-    void *packed;  /* fused: the current pair's b, packed (sk_panel_bytes) */
-    float *rowmax; /* fused: (G) row maxima of the current pair */
+    operand *ops;        /* (n) */
+    float *tiles;        /* (nthr, T, G), engine path only */
+    float *colmax;       /* (nthr, G) */
+    void *packed;        /* fused: the current pair's b, packed (sk_panel_bytes) */
+    float *rowmax;       /* fused: (G) row maxima of the current pair */
+    float *stats;        /* screen: (n, G, 3) sk_screen_stats of every image */
+    float *inv;          /* screen: (n, G) the inverse norms the bf16 copies are normalised with */
+    float *win;          /* screen: (2, G) row and column windows of the current pair */
+    float *colmax_exact; /* screen: (G) */
+    sk_screen_ws *ws;    /* screen: (nthr) */
 };
+
+static int g_screen = 1;
+void pe_score_set_screen(int on) { g_screen = on; }
+int pe_score_screen_runs(int dim)
+{
+    return g_screen && sk_available(0, dim) && sk_screen_available(dim);
+}
+
+/* The screen holds a bf16 copy of the batch (half the fp32 features) and 4 floats per
+ * patch. It is an optimisation: where that would take more than a quarter of the memory
+ * available (a batch kept in a spill file, say), the pairs run the fp32 kernel instead. */
+double pe_score_screen_bytes(int n, int G, int dim) { return (2.0 * dim + 16.0) * n * G; }
+int pe_score_screen_fits(int n, int G, int dim)
+{
+    const double avail = pe_mem_available();
+    return avail <= 0 || pe_score_screen_bytes(n, G, dim) <= 0.25 * avail;
+}
 
 void pe_pair_scorer_free(pe_pair_scorer *ps)
 {
@@ -470,6 +495,12 @@ void pe_pair_scorer_free(pe_pair_scorer *ps)
     free(ps->colmax);
     free(ps->packed);
     free(ps->rowmax);
+    free(ps->stats);
+    free(ps->inv);
+    free(ps->win);
+    free(ps->colmax_exact);
+    for (int t = 0; ps->ws && t < ps->nthr; t++) sk_screen_ws_free(&ps->ws[t]);
+    free(ps->ws);
     free(ps);
 }
 
@@ -488,8 +519,24 @@ pe_status pe_pair_scorer_new(const float *const *feats, int n, int G, int dim, i
     ps->bf16 = pe_precision_resolve(precision) == PE_PRECISION_BF16;
     ps->nthr = team_size();
     ps->fused = sk_available(ps->bf16, dim);
+    /* fp32 where the CPU has bf16 dot products: screened (bit-identical to the fp32
+     * kernel), unless a feature is not finite (no error bound) or memory is short */
+    ps->screen = !ps->bf16 && pe_score_screen_runs(dim) && (size_t)G * dim < INT_MAX &&
+                 pe_score_screen_fits(n, G, dim);
+    if (ps->screen) {
+        ps->stats = pe_alloc((size_t)n * G * 3, sizeof(float), "feature norms");
+        ps->inv = pe_alloc((size_t)n * G, sizeof(float), "inverse norms");
+        ps->win = pe_alloc((size_t)2 * G, sizeof(float), "screen windows");
+        ps->colmax_exact = pe_alloc((size_t)G, sizeof(float), "column maxima");
+        ps->ws = calloc((size_t)ps->nthr, sizeof *ps->ws);
+        if (!ps->stats || !ps->inv || !ps->win || !ps->colmax_exact || !ps->ws) {
+            pe_pair_scorer_free(ps);
+            return pe_fail(PE_ERR_NOMEM, "zero-shot: out of memory (%d images x %d patches)", n, G);
+        }
+    }
     ps->ops = calloc((size_t)n, sizeof *ps->ops);
     if (ps->fused) {
+        /* the screen packs bf16; its fallback for a pair (below) packs fp32 */
         ps->packed = pe_alloc(sk_panel_bytes(G, dim, ps->bf16), 1, "packed features");
         ps->rowmax = pe_alloc((size_t)G, sizeof(float), "row maxima");
     } else {
@@ -498,7 +545,17 @@ pe_status pe_pair_scorer_new(const float *const *feats, int n, int G, int dim, i
     ps->colmax = pe_alloc((size_t)ps->nthr * G, sizeof(float), "column maxima");
     int failed = !ps->ops || !ps->colmax || (ps->fused ? !ps->packed || !ps->rowmax : !ps->tiles);
     for (int b = 0; b < n && !failed; b++)
-        failed = operand_make(&ps->ops[b], feats[b], (size_t)G, dim, ps->bf16);
+        failed = operand_make(&ps->ops[b], feats[b], (size_t)G, dim, ps->bf16 || ps->screen);
+    for (int b = 0; b < n && !failed && ps->screen; b++) {
+        /* the screen's copies are normalised (score_screen.c); a non-finite value (no
+         * error bound) turns the screen off for the batch */
+        float *inv = ps->inv + (size_t)b * G;
+        pe_inv_norms(feats[b], G, dim, inv);
+        if (sk_screen_stats(feats[b], inv, G, dim, ps->ops[b].h, ps->stats + (size_t)b * G * 3))
+            ps->screen = 0;
+    }
+    if (!failed && !ps->screen && !ps->bf16)
+        for (int b = 0; b < n; b++) free(ps->ops[b].h), ps->ops[b].h = NULL;
     if (failed) {
         pe_pair_scorer_free(ps);
         return pe_fail(PE_ERR_NOMEM, "zero-shot: out of memory (%d images x %d patches)", n, G);
@@ -517,6 +574,75 @@ int pe_pair_scorer_run(pe_pair_scorer *ps, int a, const float *inv_a, int b, con
     float *colmax = ps->colmax;
     if (heap_b)
         for (size_t j = 0; j < (size_t)nthr * G; j++) colmax[j] = -INFINITY;
+    /* the screen's copies were normalised with its own inverse norms: the caller's must be
+     * the same values (they are: pe_inv_norms) */
+    if (ps->screen && !memcmp(inv_a, ps->inv + (size_t)a * G, (size_t)G * sizeof *inv_a) &&
+        !memcmp(inv_b, ps->inv + (size_t)b * G, (size_t)G * sizeof *inv_b)) {
+        /* fp32 by screening: b packed in bf16; 32-row blocks of a over threads */
+        float *row_win = ps->win, *col_win = ps->win + G;
+        sk_screen_windows(ps->stats + (size_t)a * G * 3, ps->stats + (size_t)b * G * 3, G, dim,
+                          row_win, col_win);
+        sk_pack(ps->ops[b].h, G, dim, 1, ps->packed);
+        if (heap_b) {
+            sk_screen_seed(ps->ops[a].h, ps->ops[b].h, G, dim, colmax);
+            for (int th = 1; th < nthr; th++)
+                memcpy(colmax + (size_t)th * G, colmax, (size_t)G * sizeof *colmax);
+        }
+        const int rt = PE_MAX(32, PE_MIN(T, (G + 4 * nthr - 1) / (4 * nthr))) / 32 * 32;
+        const int nrt = (G + rt - 1) / rt;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nthr) reduction(| : failed)
+        for (int t = 0; t < nrt; t++) {
+            const int r0 = t * rt, me = thread_id();
+            failed |=
+                sk_screen_rows(ps->ops[a].h, ps->ops[a].f, r0, PE_MIN(rt, G - r0), dim, ps->packed,
+                               ps->ops[b].f, G, inv_b, row_win, col_win, heap_a ? ps->rowmax : NULL,
+                               heap_b ? colmax + (size_t)me * G : NULL, &ps->ws[me]) != 0;
+        }
+        int cols_fp32 = 0;
+        if (!failed && heap_b) {
+            for (int th = 1; th < nthr; th++)
+                for (int j = 0; j < G; j++)
+                    colmax[j] = PE_MAX(colmax[j], colmax[(size_t)th * G + j]);
+            const int rc = sk_screen_finish_cols(ps->ws, nthr, ps->ops[a].f, ps->ops[b].f, dim, G,
+                                                 G, inv_a, colmax, col_win, ps->colmax_exact);
+            failed = rc < 0;
+            cols_fp32 = rc == 1;
+        }
+        /* ties (flat images, repeated patches): what the screen left, by the fp32 kernel
+         * (b packed again, in fp32: the screen is done with the bf16 panels) */
+        size_t redo = 0;
+        for (int th = 0; th < nthr; th++) redo += ps->ws[th].nredo;
+        if (!failed && (redo || cols_fp32)) {
+            sk_pack(ps->ops[b].f, G, dim, 0, ps->packed);
+            for (int th = 0; th < nthr; th++) {
+                for (size_t q = 0; q < ps->ws[th].nredo; q++) {
+                    const int r0 = ps->ws[th].redo[2 * q], n = ps->ws[th].redo[2 * q + 1];
+                    fused_rows(0, ps->ops[a].f + (size_t)r0 * dim, n, dim, ps->packed, G,
+                               inv_a + r0, inv_b, T, nthr, ps->rowmax + r0, NULL);
+                }
+                ps->ws[th].nredo = 0;
+            }
+            if (cols_fp32) {
+                for (size_t j = 0; j < (size_t)nthr * G; j++) colmax[j] = -INFINITY;
+                fused_rows(0, ps->ops[a].f, G, dim, ps->packed, G, inv_a, inv_b, T, nthr, NULL,
+                           colmax);
+                for (int th = 1; th < nthr; th++)
+                    for (int j = 0; j < G; j++)
+                        colmax[j] = PE_MAX(colmax[j], colmax[(size_t)th * G + j]);
+                memcpy(ps->colmax_exact, colmax, (size_t)G * sizeof *colmax);
+            }
+        }
+        if (!failed && heap_a)
+            for (int r = 0; r < G; r++)
+                heap_offer(heap_a + (size_t)r * K, count_a, K,
+                           key_of(cos_dist(ps->rowmax[r] * inv_a[r]), order));
+        if (!failed && heap_b)
+            for (int j = 0; j < G; j++)
+                heap_offer(heap_b + (size_t)j * K, count_b, K,
+                           key_of(cos_dist(ps->colmax_exact[j] * inv_b[j]), order));
+        for (int th = 0; th < nthr; th++) ps->ws[th].ncols = ps->ws[th].nredo = 0;
+        return failed ? -1 : 0;
+    }
     if (ps->fused) {
         /* b packed once; row tiles of a over threads, each reducing in registers */
         const void *fa = ps->bf16 ? (const void *)ps->ops[a].h : ps->ops[a].f;

@@ -38,6 +38,14 @@ pe_status pe_pair_scorer_new(const float *const *feats, int n, int G, int dim, i
 int pe_pair_scorer_run(pe_pair_scorer *ps, int a, const float *inv_a, int b, const float *inv_b,
                        float *heap_a, int count_a, float *heap_b, int count_b);
 void pe_pair_scorer_free(pe_pair_scorer *ps);
+/* tests and benchmarks: 0 turns off the fp32 screen (score_screen.c), so fp32 pairs run
+ * the plain fp32 kernel; set before pe_pair_scorer_new (default 1) */
+void pe_score_set_screen(int on);
+/* 1 if fp32 zero-shot pairs of this width go through the screen here; its extra memory
+ * for n images of G patches, and whether that fits (else the fp32 kernel runs) */
+int pe_score_screen_runs(int dim);
+double pe_score_screen_bytes(int n, int G, int dim);
+int pe_score_screen_fits(int n, int G, int dim);
 /* Offer a heap key (distance for order lowest, -distance for highest) to a K-slot
  * max-heap holding the K smallest keys; `count` keys were offered before. */
 void pe_score_heap_offer(float *heap, int count, int k, float key);

@@ -88,14 +88,21 @@ pe_status pe_comparator_schedule(int n, int r, uint64_t seed, pe_pair **pairs, i
     return PE_OK;
 }
 
-double pe_zeroshot_scoring_bytes(int n, int patches, const pe_detect_params *params, int *k)
+double pe_zeroshot_scoring_bytes(int n, int patches, int dim, const pe_detect_params *params,
+                                 int *k)
 {
     int m = params->comparators > 0 && params->comparators < n - 1 ? params->comparators : n - 1;
     int kk = pe_score_k(&params->score, PE_MAX(m, 1));
     int t = pe_score_auto_tile(&params->score, patches, patches);
     if (k) *k = kk;
     /* heaps (n G K) + inverse norms (n G) + scores (n G) + results (n G) + tile + colmax */
-    return 4.0 * ((double)n * patches * (kk + 3) + (double)t * patches + patches);
+    double bytes = 4.0 * ((double)n * patches * (kk + 3) + (double)t * patches + patches);
+    /* bf16 operands (n G D); the fp32 screen's copy and norms where it runs */
+    if (pe_precision_resolve(params->score.precision) == PE_PRECISION_BF16)
+        bytes += 2.0 * n * patches * dim;
+    else if (pe_score_screen_runs(dim) && pe_score_screen_fits(n, patches, dim))
+        bytes += pe_score_screen_bytes(n, patches, dim);
+    return bytes;
 }
 
 pe_status pe_score_batch_scheduled(const float *const *feats, int n, int patches, int dim,

@@ -4,6 +4,7 @@
  * reference large enough to be cache-blocked (column chunks, row groups), both
  * fp32 copies (AVX-512 and AVX2) and bf16 where the CPU has it. */
 #include "engine.h"
+#include "score.h"
 #include "score_kernel.h"
 #include "testlib.h"
 #include "vecmath.h"
@@ -120,9 +121,135 @@ static void test_bf16(void)
     run_case(1, 40, 4200, 128, "bf16 blocked");
 }
 
+/* ------------------------------------------------------------------ fp32 screen */
+
+/* (G, dim) features of one kind: 0 random; 1 clustered (groups of 4 rows within ~2e-3 of
+ * each other: several products per row inside the screen's window); 2 tied (three base
+ * rows plus 1e-6 noise, exact duplicates: most products inside the window). Kinds 0 and 2
+ * have a zero row (its maximum is +0 without a screen). */
+static float *screen_feats(int G, int dim, int kind)
+{
+    float *f = malloc((size_t)G * dim * sizeof *f), base[3][256];
+    for (int b = 0; b < 3; b++)
+        for (int k = 0; k < dim; k++) base[b][k] = urand();
+    for (int i = 0; i < G; i++)
+        for (int k = 0; k < dim; k++) {
+            float *x = &f[(size_t)i * dim + k];
+            if (kind == 0) *x = urand();
+            else if (kind == 1)
+                *x = i % 4 ? f[(size_t)(i - i % 4) * dim + k] + 2e-3f * urand() : urand();
+            else *x = base[i % 3][k] + (i % 5 ? 1e-6f * urand() : 0.0f);
+        }
+    if (kind != 1) memset(f + (size_t)(kind ? 7 : 5) * dim, 0, (size_t)dim * sizeof *f);
+    return f;
+}
+
+/* sk_screen_* on one pair against the fp32 kernel: rowmax and colmax bit for bit, where
+ * the screen finished them (kind 2 leaves its ties to the fp32 kernel: checked that it
+ * does) */
+static void screen_pair(int G, int dim, int kind, const char *label)
+{
+    float *A = screen_feats(G, dim, kind), *B = screen_feats(G, dim, kind == 1 ? 1 : kind);
+    if (kind == 1) /* B: A's rows shuffled and moved by ~1e-3 */
+        for (int i = 0; i < G; i++)
+            for (int k = 0; k < dim; k++)
+                B[(size_t)i * dim + k] = A[(size_t)((i * 7) % G) * dim + k] + 1e-3f * urand();
+    float *ia = malloc(G * sizeof *ia), *ib = malloc(G * sizeof *ib);
+    pe_inv_norms(A, G, dim, ia);
+    pe_inv_norms(B, G, dim, ib);
+    /* the fp32 kernel */
+    float *rm = malloc(G * sizeof *rm), *cm = malloc(G * sizeof *cm);
+    void *packed = malloc(sk_panel_bytes(G, dim, 0));
+    sk_pack(B, G, dim, 0, packed);
+    for (int j = 0; j < G; j++) cm[j] = -INFINITY;
+    sk_rows(0, A, G, dim, packed, G, ia, ib, rm, cm);
+    /* the screen, rows in two calls */
+    uint16_t *A16 = malloc((size_t)G * dim * 2), *B16 = malloc((size_t)G * dim * 2);
+    float *sa = malloc((size_t)G * 3 * sizeof *sa), *sb = malloc((size_t)G * 3 * sizeof *sb);
+    CHECK(sk_screen_stats(A, ia, G, dim, A16, sa) == 0 &&
+          sk_screen_stats(B, ib, G, dim, B16, sb) == 0);
+    float *rw = malloc(G * sizeof *rw), *cw = malloc(G * sizeof *cw);
+    sk_screen_windows(sa, sb, G, dim, rw, cw);
+    void *packed16 = malloc(sk_panel_bytes(G, dim, 1));
+    sk_pack(B16, G, dim, 1, packed16);
+    float *srm = malloc(G * sizeof *srm), *scm = malloc(G * sizeof *scm),
+          *xcm = malloc(G * sizeof *xcm);
+    for (int j = 0; j < G; j++) scm[j] = -INFINITY, srm[j] = NAN;
+    sk_screen_seed(A16, B16, G, dim, scm);
+    sk_screen_ws ws = {0};
+    const int split = 96;
+    CHECK(sk_screen_rows(A16, A, 0, split, dim, packed16, B, G, ib, rw, cw, srm, scm, &ws) == 0);
+    CHECK(sk_screen_rows(A16, A, split, G - split, dim, packed16, B, G, ib, rw, cw, srm, scm,
+                         &ws) == 0);
+    /* rows the screen left to the fp32 kernel */
+    char *redo = calloc(G, 1);
+    for (size_t q = 0; q < ws.nredo; q++)
+        for (int r = ws.redo[2 * q]; r < ws.redo[2 * q] + ws.redo[2 * q + 1]; r++) redo[r] = 1;
+    const size_t nredo = ws.nredo;
+    const int rc = sk_screen_finish_cols(&ws, 1, A, B, dim, G, G, ia, scm, cw, xcm);
+    int rows_same = 1, rows_done = 0, cols_same = 1;
+    for (int r = 0; r < G; r++)
+        if (!redo[r]) rows_done++, rows_same &= !memcmp(&srm[r], &rm[r], sizeof *rm);
+    if (rc == 0) cols_same = !memcmp(xcm, cm, (size_t)G * sizeof *cm);
+    printf("  %s G %d dim %d: rows screened %d/%d, columns %s\n", label, G, dim, rows_done, G,
+           rc == 0 ? "screened" : "left to fp32");
+    CHECK_MSG(rows_same, "%s: a screened row maximum differs from the fp32 kernel's", label);
+    CHECK_MSG(cols_same, "%s: a screened column maximum differs from the fp32 kernel's", label);
+    CHECK(rc >= 0);
+    if (kind < 2) CHECK_MSG(rc == 0 && nredo == 0, "%s: the screen gave up without ties", label);
+    else CHECK_MSG(rc == 1 && nredo > 0, "%s: ties were not left to the fp32 kernel", label);
+    sk_screen_ws_free(&ws);
+    free(A), free(B), free(ia), free(ib), free(rm), free(cm), free(packed), free(A16), free(B16);
+    free(sa), free(sb), free(rw), free(cw), free(packed16), free(srm), free(scm), free(xcm),
+        free(redo);
+}
+
+/* The batch scorer with and without the screen: the same bits (its fallbacks included) */
+static void screen_batch(int kind, const char *label)
+{
+    const int B = 4, G = 200, dim = 64;
+    float *f[4], *s0 = malloc((size_t)B * G * sizeof *s0), *s1 = malloc((size_t)B * G * sizeof *s1);
+    float i0[4], i1[4];
+    for (int b = 0; b < B; b++) f[b] = screen_feats(G, dim, kind);
+    pe_score_params p = pe_score_default_params("patchead", 1);
+    p.precision = PE_PRECISION_FP32;
+    pe_score_set_screen(0);
+    CHECK(pe_score_batch((const float *const *)f, B, G, dim, &p, s0, i0) == PE_OK);
+    pe_score_set_screen(1);
+    CHECK(pe_score_batch((const float *const *)f, B, G, dim, &p, s1, i1) == PE_OK);
+    CHECK_MSG(!memcmp(s0, s1, (size_t)B * G * sizeof *s0) && !memcmp(i0, i1, sizeof i0),
+              "%s: screened batch scores differ from the fp32 kernel's", label);
+    printf("  batch %s: screened == fp32 kernel\n", label);
+    for (int b = 0; b < B; b++) free(f[b]);
+    free(s0), free(s1);
+}
+
+static void test_screen(void)
+{
+    if (!sk_screen_available(64)) {
+        printf("# test_screen: no AVX-512-BF16 here; fp32 pairs run the fp32 kernel only\n");
+        return;
+    }
+    for (int amx = 1; amx >= 0; amx--) {
+        sk_screen_set_amx(amx);
+        const char *isa = amx ? "(AMX where present)" : "(vdpbf16ps)";
+        char l[64];
+        snprintf(l, sizeof l, "random %s", isa);
+        screen_pair(333, 128, 0, l);
+        snprintf(l, sizeof l, "clustered %s", isa);
+        screen_pair(256, 64, 1, l);
+        snprintf(l, sizeof l, "tied %s", isa);
+        screen_pair(256, 64, 2, l);
+        screen_batch(0, amx ? "random" : "random (vdpbf16ps)");
+        screen_batch(2, amx ? "tied" : "tied (vdpbf16ps)");
+    }
+    sk_screen_set_amx(1);
+}
+
 int main(void)
 {
     RUN(test_fp32);
     RUN(test_bf16);
+    RUN(test_screen);
     return test_summary();
 }
