@@ -379,7 +379,7 @@ void sk_rows(int bf16, const void *A, int rows, int dim, const void *Bp, int G,
         rows_any(bf16, A, rows, dim, Bp, G, row_inv, col_inv, rowmax, colmax);
         return;
     }
-    float part[SK_GROUP_ROWS];
+    float part[SK_GROUP_ROWS] = {0}; /* written by rows_any (zeroed for cppcheck) */
     for (int r0 = 0; r0 < rows; r0 += SK_GROUP_ROWS) {
         const int nr = rows - r0 < SK_GROUP_ROWS ? rows - r0 : SK_GROUP_ROWS;
         const void *a = (const char *)A + (size_t)r0 * dim * esz;
