@@ -6,32 +6,37 @@
  * where fl(dot) is the sequential k-order fp32 FMA chain. Almost all of the G x G dot
  * products are far below their row's (and column's) maximum; only the few near it can
  * decide it. So:
- *   1. screen: every product in bf16 (operands rounded, fp32 accumulation: the AMX tile
- *      unit or vdpbf16ps, 3-6x the fp32 rate), keeping the screened maxima;
- *   2. a provable bound W on |screened - fp32| (below) selects, per row and per column,
+ *   1. screen: every product in bf16 on normalised copies (x * inv, rounded; fp32
+ *      accumulation: the AMX tile unit or vdpbf16ps), keeping the screened maxima;
+ *   2. a provable bound W on |screened - exact| (below) selects, per row and per column,
  *      the candidates within W of the screened maximum: any product whose fp32 value can
  *      reach the fp32 maximum is among them;
  *   3. the candidates' dot products are recomputed with the same fp32 FMA chain as the
  *      fp32 kernel, and their maximum is the result: bit-identical to the fp32 kernel's.
- * On MobileNetV2 features of the tire images the candidates average about 4 per row and
- * per column (of G = 3136), so step 3 costs a few % of step 1 (docs/SCORING.md).
+ * On MobileNetV2 features of the tire images the candidates average about 4.5 per row and
+ * per column (of G = 3136); step 3 then took 16 % of the run against 28 % for the tile
+ * products (docs/ENGINE.md, "Zero-shot fp32 at bf16 speed").
  *
- * The bound. With x~ the bf16 rounding of x, n = ||x||, n~ = ||x~||, e = ||x~ - x|| per
- * patch (sk_screen_stats), for one product scaled by c (col_inv[j] or row_inv[r]):
- *   |x~.y~ - x.y| <= e_x n~_y + n_x e_y                   (rounding of the operands)
+ * The bound. Per patch, x' = x * inv exactly and x~ its bf16 copy; n = ||x'||,
+ * n~ = ||x~||, e = ||x~ - x'|| (sk_screen_stats, in double). For one product:
+ *   |x~.y~ - x'.y'| <= e_x n~_y + n_x e_y                 (rounding of the operands)
  *   fp32 accumulation of x~.y~: <= g n~_x n~_y,           g = 2 (dim + 2) 2^-24
- *   the scaling: <= 2^-24 |value|; the fp32 chain of x.y: <= g n_x n_y (+ its scaling)
+ *   the fp32 chain of x.y and its scaling, in these units: <= (g + 2^-24) n_x n_y
  * Maximised over the other image's patches this is a per-row (per-column) window
  * (sk_screen_windows): a product whose fp32 value could be the maximum has a screened
  * value >= (screened maximum) - W, W = 2 (screening error + fp32 error), widened by 1/16
- * for the rounding of W itself. Non-finite features (no bound) are not screened: the
- * caller checks sk_screen_stats's return and uses the fp32 kernel instead.
+ * for the rounding of W itself. The scale per row (per column) of the fp32 target does
+ * not change which product is the maximum. A zero patch (W = -1) takes the exact +0 of
+ * its fp32 chain. Non-finite features (no bound) are not screened: the caller checks
+ * sk_screen_stats's return and uses the fp32 kernel instead.
  *
- * Columns. A row's maximum is known once its 32-row block has swept all columns; the
- * block's screened products are kept in a (32, G) buffer (L2) and scanned then. A
- * column's maximum is known only after every row: candidates are recorded against the
- * running maximum so far (a lower bound of the final one, so a superset) and filtered
- * with the final screened maximum in sk_screen_finish_cols. */
+ * Rows and columns. A row's maximum is known once its 32-row block has swept all columns;
+ * the block's screened products are kept in a (32, G) buffer (L2) with each row's lane
+ * maxima per group of 8 panels, and only the groups that reach the threshold are scanned.
+ * A column's maximum is known only after every row: products are recorded against the
+ * running maximum so far (seeded by sk_screen_seed; a lower bound of the final one, so a
+ * superset) and filtered with the final screened maximum in sk_screen_finish_cols. Ties
+ * beyond a budget go back to the fp32 kernel (ws->redo, or finish_cols returning 1). */
 #include "score_kernel.h"
 
 #include "amx.h"
