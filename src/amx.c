@@ -117,34 +117,7 @@ TAMX int amx_gemm(int M, int N, int K, const uint16_t *A, int lda, const uint16_
                     for (int j = 0; j < 32; j++)
                         edge[i * 32 + j] =
                             i < mr && j < nc ? C[(size_t)(m0 + i) * ldc + n0 + j] : 0.0f;
-            if (accumulate) {
-                _tile_loadd(0, c, cld * 4);
-                _tile_loadd(1, c + 16, cld * 4);
-                _tile_loadd(2, c + (size_t)16 * cld, cld * 4);
-                _tile_loadd(3, c + (size_t)16 * cld + 16, cld * 4);
-            } else {
-                _tile_zero(0);
-                _tile_zero(1);
-                _tile_zero(2);
-                _tile_zero(3);
-            }
-            /* each load just before the first product that needs it, so the tile unit
-             * works on one product while the next operand arrives (measured: P V at
-             * 448 px, 578 -> 680 GFLOP/s on one core, vs all four loads first) */
-            for (int kc = 0; kc < chunks; kc++) {
-                _tile_loadd(4, a + kc * NP, a_ld * 2);
-                _tile_loadd(6, pp + (size_t)kc * 16 * NP * 2, NP * 4);
-                _tile_dpbf16ps(0, 4, 6);
-                _tile_loadd(7, pp + (size_t)kc * 16 * NP * 2 + 32, NP * 4);
-                _tile_dpbf16ps(1, 4, 7);
-                _tile_loadd(5, a + (size_t)16 * a_ld + kc * NP, a_ld * 2);
-                _tile_dpbf16ps(2, 5, 6);
-                _tile_dpbf16ps(3, 5, 7);
-            }
-            _tile_stored(0, c, cld * 4);
-            _tile_stored(1, c + 16, cld * 4);
-            _tile_stored(2, c + (size_t)16 * cld, cld * 4);
-            _tile_stored(3, c + (size_t)16 * cld + 16, cld * 4);
+            amx_block32(a, a_ld, pp, chunks, c, cld, accumulate);
             if (!direct)
                 for (int i = 0; i < mr; i++)
                     memcpy(C + (size_t)(m0 + i) * ldc + n0, edge + i * 32,

@@ -5,6 +5,7 @@
 #ifndef PE_AMX_H
 #define PE_AMX_H
 
+#include <immintrin.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -25,5 +26,43 @@ void amx_pack(const uint16_t *B, int ld, int trans, int K, int N, uint16_t *pack
  * Call only where amx_ready(). Returns 0, or -1 out of memory (nothing computed). */
 int amx_gemm(int M, int N, int K, const uint16_t *A, int lda, const uint16_t *packed, float *C,
              int ldc, int accumulate);
+
+/* One 32 x 32 fp32 block c (row stride cld floats) = (or += when accumulate) 32 rows of
+ * bf16 A at a (row stride a_ld; chunks x 32 columns) times one packed panel pp (the
+ * layout of amx_pack and sk_pack: (chunks x 16 pairs, 32, 2)), in tiles 0-7 as
+ * amx_tiles_begin configures them. Each load comes just before the first product that
+ * needs it, so the tile unit works on one product while the next operand arrives
+ * (measured: P V at 448 px, 578 -> 680 GFLOP/s on one core, vs all four loads first).
+ * Shared by amx_gemm, the fused zero-shot kernel and the fp32 screen. */
+static inline __attribute__((target("amx-tile,amx-bf16"), always_inline)) void
+amx_block32(const uint16_t *a, int a_ld, const uint16_t *pp, int chunks, float *c, int cld,
+            int accumulate)
+{
+    if (accumulate) {
+        _tile_loadd(0, c, cld * 4);
+        _tile_loadd(1, c + 16, cld * 4);
+        _tile_loadd(2, c + (size_t)16 * cld, cld * 4);
+        _tile_loadd(3, c + (size_t)16 * cld + 16, cld * 4);
+    } else {
+        _tile_zero(0);
+        _tile_zero(1);
+        _tile_zero(2);
+        _tile_zero(3);
+    }
+    for (int kc = 0; kc < chunks; kc++) {
+        _tile_loadd(4, a + kc * 32, a_ld * 2);
+        _tile_loadd(6, pp + (size_t)kc * 16 * 32 * 2, 32 * 4);
+        _tile_dpbf16ps(0, 4, 6);
+        _tile_loadd(7, pp + (size_t)kc * 16 * 32 * 2 + 32, 32 * 4);
+        _tile_dpbf16ps(1, 4, 7);
+        _tile_loadd(5, a + (size_t)16 * a_ld + kc * 32, a_ld * 2);
+        _tile_dpbf16ps(2, 5, 6);
+        _tile_dpbf16ps(3, 5, 7);
+    }
+    _tile_stored(0, c, cld * 4);
+    _tile_stored(1, c + 16, cld * 4);
+    _tile_stored(2, c + (size_t)16 * cld, cld * 4);
+    _tile_stored(3, c + (size_t)16 * cld + 16, cld * 4);
+}
 
 #endif

@@ -234,24 +234,7 @@ TAMX static void rows_bf16_amx(const uint16_t *A, int rows, int dim, const void 
         for (int i = 0; i < 32; i++) rmv[i] = _mm512_set1_ps(-INFINITY);
         for (int p = 0; p < np; p++) {
             const uint16_t *pp = (const uint16_t *)Bp + (size_t)p * NR * dim;
-            _tile_zero(0);
-            _tile_zero(1);
-            _tile_zero(2);
-            _tile_zero(3);
-            for (int kc = 0; kc < dim / 32; kc++) {
-                _tile_loadd(4, a + kc * 32, dim * 2);
-                _tile_loadd(5, a + (size_t)16 * dim + kc * 32, dim * 2);
-                _tile_loadd(6, pp + (size_t)kc * 16 * NR * 2, NR * 4);
-                _tile_loadd(7, pp + (size_t)kc * 16 * NR * 2 + 32, NR * 4);
-                _tile_dpbf16ps(0, 4, 6);
-                _tile_dpbf16ps(1, 4, 7);
-                _tile_dpbf16ps(2, 5, 6);
-                _tile_dpbf16ps(3, 5, 7);
-            }
-            _tile_stored(0, C, 128);
-            _tile_stored(1, C + 16, 128);
-            _tile_stored(2, C + 16 * 32, 128);
-            _tile_stored(3, C + 16 * 32 + 16, 128);
+            amx_block32(a, dim, pp, dim / 32, C, 32, 0);
             const int nc = G - p * NR < NR ? G - p * NR : NR;
             const __mmask16 k0 = nc >= 16 ? 0xffff : (__mmask16)((1u << nc) - 1);
             const __mmask16 k1 = nc >= 32   ? 0xffff

@@ -207,27 +207,10 @@ static int ensure_dots(sk_screen_ws *ws, size_t n)
 /* ------------------------------------------------------------------ screening */
 
 /* C (32, 32) block of bf16 products of the 32 rows at a (bf16, dim) with one packed
- * panel, stored at out with row stride ldo floats. */
+ * panel, stored at out with row stride ldo floats: on AMX tiles, or with vdpbf16ps. */
 TSCR_AMX static void block_amx(const uint16_t *a, int dim, const uint16_t *pp, float *out, int ldo)
 {
-    _tile_zero(0);
-    _tile_zero(1);
-    _tile_zero(2);
-    _tile_zero(3);
-    for (int kc = 0; kc < dim / 32; kc++) {
-        _tile_loadd(4, a + kc * 32, dim * 2);
-        _tile_loadd(5, a + (size_t)16 * dim + kc * 32, dim * 2);
-        _tile_loadd(6, pp + (size_t)kc * 16 * NR * 2, NR * 4);
-        _tile_loadd(7, pp + (size_t)kc * 16 * NR * 2 + 32, NR * 4);
-        _tile_dpbf16ps(0, 4, 6);
-        _tile_dpbf16ps(1, 4, 7);
-        _tile_dpbf16ps(2, 5, 6);
-        _tile_dpbf16ps(3, 5, 7);
-    }
-    _tile_stored(0, out, ldo * 4);
-    _tile_stored(1, out + 16, ldo * 4);
-    _tile_stored(2, out + (size_t)16 * ldo, ldo * 4);
-    _tile_stored(3, out + (size_t)16 * ldo + 16, ldo * 4);
+    amx_block32(a, dim, pp, dim / 32, out, ldo, 0);
 }
 
 TSCR static void block_dp(const uint16_t *a, int dim, const uint16_t *pp, float *out, int ldo)
