@@ -171,14 +171,16 @@ void sk_screen_ws_free(sk_screen_ws *ws)
     memset(ws, 0, sizeof *ws);
 }
 
-static int grow(sk_hit **v, size_t *cap, size_t need)
+/* *v (an array of *cap elements of elem bytes) grown by doubling to hold need: 0, or -1
+ * out of memory (*v unchanged) */
+static int grow(void *v, size_t *cap, size_t need, size_t elem)
 {
     if (need <= *cap) return 0;
     size_t c = *cap ? *cap : 1024;
     while (c < need) c *= 2;
-    sk_hit *p = realloc(*v, c * sizeof *p);
+    void *p = realloc(*(void **)v, c * elem);
     if (!p) return -1;
-    *v = p;
+    *(void **)v = p;
     *cap = c;
     return 0;
 }
@@ -186,7 +188,7 @@ static int grow(sk_hit **v, size_t *cap, size_t need)
 static inline __attribute__((always_inline)) int push(sk_hit **v, size_t *n, size_t *cap, int r,
                                                       int j, float val)
 {
-    if (__builtin_expect(*n == *cap, 0) && grow(v, cap, *n + 1)) return -1;
+    if (__builtin_expect(*n == *cap, 0) && grow(v, cap, *n + 1, sizeof **v)) return -1;
     (*v)[*n] = (sk_hit){r, j, val};
     (*n)++;
     return 0;
@@ -194,14 +196,7 @@ static inline __attribute__((always_inline)) int push(sk_hit **v, size_t *n, siz
 
 static int ensure_dots(sk_screen_ws *ws, size_t n)
 {
-    if (n <= ws->dots_cap) return 0;
-    size_t c = ws->dots_cap ? ws->dots_cap : 1024;
-    while (c < n) c *= 2;
-    float *p = realloc(ws->dots, c * sizeof *p);
-    if (!p) return -1;
-    ws->dots = p;
-    ws->dots_cap = c;
-    return 0;
+    return grow(&ws->dots, &ws->dots_cap, n, sizeof *ws->dots);
 }
 
 /* ------------------------------------------------------------------ screening */
@@ -339,13 +334,7 @@ TSCR static int screen_block(int amx, const uint16_t *a16, const float *A32, int
                 if (push(&ws->hits, &nh, &ws->hits_cap, r, j, 0.0f)) return -1;
     }
     if (nh * SK_RECOMPUTE_COST > (size_t)mr * G) { /* ties: the fp32 kernel is cheaper */
-        if (ws->nredo == ws->redo_cap) {
-            size_t c = ws->redo_cap ? 2 * ws->redo_cap : 64;
-            int *p = realloc(ws->redo, c * 2 * sizeof *p);
-            if (!p) return -1;
-            ws->redo = p;
-            ws->redo_cap = c;
-        }
+        if (grow(&ws->redo, &ws->redo_cap, ws->nredo + 1, 2 * sizeof *ws->redo)) return -1;
         ws->redo[2 * ws->nredo] = r0;
         ws->redo[2 * ws->nredo + 1] = mr;
         ws->nredo++;
