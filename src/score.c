@@ -545,13 +545,16 @@ pe_status pe_pair_scorer_new(const float *const *feats, int n, int G, int dim, i
     ps->colmax = pe_alloc((size_t)ps->nthr * G, sizeof(float), "column maxima");
     int failed = !ps->ops || !ps->colmax || (ps->fused ? !ps->packed || !ps->rowmax : !ps->tiles);
     for (int b = 0; b < n && !failed; b++)
-        failed = operand_make(&ps->ops[b], feats[b], (size_t)G, dim, ps->bf16 || ps->screen);
+        failed = operand_make(&ps->ops[b], feats[b], (size_t)G, dim, ps->bf16);
     for (int b = 0; b < n && !failed && ps->screen; b++) {
-        /* the screen's copies are normalised (score_screen.c); a non-finite value (no
-         * error bound) turns the screen off for the batch */
+        /* the screen's bf16 copies are normalised (score_screen.c), written by
+         * sk_screen_stats; a non-finite value (no error bound) turns the screen off */
         float *inv = ps->inv + (size_t)b * G;
+        ps->ops[b].h = pe_alloc((size_t)G * dim, sizeof(bf16_t), "bf16 features");
+        failed = !ps->ops[b].h;
         pe_inv_norms(feats[b], G, dim, inv);
-        if (sk_screen_stats(feats[b], inv, G, dim, ps->ops[b].h, ps->stats + (size_t)b * G * 3))
+        if (!failed &&
+            sk_screen_stats(feats[b], inv, G, dim, ps->ops[b].h, ps->stats + (size_t)b * G * 3))
             ps->screen = 0;
     }
     if (!failed && !ps->screen && !ps->bf16)
