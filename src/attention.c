@@ -23,6 +23,7 @@
 #include "vecmath.h"
 
 #include <math.h>
+#include <omp.h>
 #include <string.h>
 
 #define BQ 128      /* query rows per block */
@@ -220,6 +221,38 @@ static uint16_t *pack_heads_amx(const char *heads, int T, int H, int dh)
     return (uint16_t *)(void *)store;
 }
 
+/* Heads h0..h0+hn-1 of q, k and v copied from their rows into the dense per-head
+ * layout [part q/k/v][head - h0][T][dh] (see block); bf16 rounds here when the qkv rows
+ * are fp32 and the GEMMs bf16. */
+static void copy_heads(char *heads, const float *qkv, const bf16_t *qkv16, int planar, int T, int D,
+                       int dh, int h0, int hn, int bf16)
+{
+    const size_t per = (size_t)T * dh;
+    const size_t row_stride = planar ? (size_t)D : (size_t)3 * D,
+                 part_stride = planar ? (size_t)T * D : (size_t)D;
+#pragma omp parallel for schedule(static)
+    for (int t = 0; t < T; t++)
+        for (int part = 0; part < 3; part++)
+            for (int hh = 0; hh < hn; hh++) {
+                const size_t from =
+                    (size_t)t * row_stride + (size_t)part * part_stride + (size_t)(h0 + hh) * dh;
+                const size_t at = ((size_t)(part * hn + hh) * per + (size_t)t * dh);
+                if (qkv16) memcpy((bf16_t *)(void *)heads + at, qkv16 + from, (size_t)dh * 2);
+                else if (bf16) eng_to_bf16((bf16_t *)(void *)heads + at, qkv + from, (size_t)dh);
+                else memcpy((float *)(void *)heads + at, qkv + from, (size_t)dh * sizeof(float));
+            }
+}
+
+/* Heads per round: all of them in bf16 (its K and V are packed once for every query
+ * block); in fp32 only as many as keep every thread busy (at least 8 work items per
+ * thread), so the dense copies of a 448-px ViT-S on 2 threads take 1.6 MB, not 4.7. */
+static int heads_per_round(int H, int nqb, int bf16)
+{
+    if (bf16) return H;
+    const int want = (8 * omp_get_max_threads() + nqb - 1) / nqb;
+    return PE_MAX(1, PE_MIN(H, want));
+}
+
 /* The attention behind op_attention (qkv fp32, ctx fp32) and op_attention_bf16 (qkv16
  * and ctx16 bf16: the block's bf16 path); exactly one of each pair is non-NULL. qkv16
  * is (T, 3D) rows [q | k | v] (planar 0) or q, k, v (T, D) one after another (planar 1). */
@@ -229,63 +262,54 @@ static int attention(float *ctx, bf16_t *ctx16, const float *qkv, const bf16_t *
     const int dh = D / H;
     const int bf16 = qkv16 || eng_ctx_precision(eng_current()) == PE_PRECISION_BF16;
     const size_t per = (size_t)T * dh, esz = bf16 ? sizeof(bf16_t) : sizeof(float);
-    /* heads: [part q/k/v][head][T][dh], dense per head (see block); bf16 rounds here */
-    /* the calling thread's buffer, kept between layers and calls (no per-layer malloc) */
-    char *heads = eng_thread_buffer(ENG_SLOT_ATTN_HEADS, (size_t)3 * H * per * esz);
+    const int nqb = (T + BQ - 1) / BQ, bk = key_block(T), nkb = (T + bk - 1) / bk;
+    const int hg = heads_per_round(H, nqb, bf16);
+    /* heads: [part q/k/v][head of the round][T][dh], dense per head (see block); the
+     * calling thread's buffer, kept between layers and calls (no per-layer malloc) */
+    char *heads = eng_thread_buffer(ENG_SLOT_ATTN_HEADS, (size_t)3 * hg * per * esz);
     if (!heads) {
         pe_fail(PE_ERR_NOMEM, "out of memory for the attention heads");
         return -1;
     }
-    const size_t row_stride = planar ? (size_t)D : (size_t)3 * D,
-                 part_stride = planar ? (size_t)T * D : (size_t)D;
-#pragma omp parallel for schedule(static)
-    for (int t = 0; t < T; t++)
-        for (int part = 0; part < 3; part++)
-            for (int h = 0; h < H; h++) {
-                const size_t from =
-                    (size_t)t * row_stride + (size_t)part * part_stride + (size_t)h * dh;
-                const size_t at = ((size_t)(part * H + h) * per + (size_t)t * dh);
-                if (qkv16) memcpy((bf16_t *)(void *)heads + at, qkv16 + from, (size_t)dh * 2);
-                else if (bf16) eng_to_bf16((bf16_t *)(void *)heads + at, qkv + from, (size_t)dh);
-                else memcpy((float *)(void *)heads + at, qkv + from, (size_t)dh * sizeof(float));
-            }
     if (cls_attn && qkv) {
         float *row = pe_alloc((size_t)T, sizeof(float), "CLS attention row");
         if (!row) return -1;
         cls_attention(qkv, T, D, H, scale, cls_attn, first_patch, row);
         free(row);
     }
-    const int nqb = (T + BQ - 1) / BQ, items = H * nqb, bk = key_block(T);
-    const int nkb = (T + bk - 1) / bk;
-    /* bf16 on AMX: K and V of each head packed for the tile kernels (amx.c); else the
-     * engine's packing (oneDNN) where it helps, else plain products */
-    uint16_t *amx =
-        bf16 && nkb == 1 && dh % 32 == 0 && amx_ready() ? pack_heads_amx(heads, T, H, dh) : NULL;
     const size_t kbytes = amx_packed_bytes(dh, T), vbytes = amx_packed_bytes(T, dh);
-    eng_packed *packed = amx ? NULL : pack_heads(heads, T, H, dh, bk, nkb, bf16);
-    int failed = 0;
     eng_ctx *current = eng_current();
+    int failed = 0;
+    for (int h0 = 0; h0 < H && !failed; h0 += hg) {
+        const int hn = PE_MIN(hg, H - h0), items = hn * nqb;
+        copy_heads(heads, qkv, qkv16, planar, T, D, dh, h0, hn, bf16);
+        /* bf16 on AMX: K and V of each head packed for the tile kernels (amx.c); else the
+         * engine's packing (oneDNN) where it helps, else plain products (hn = H here) */
+        uint16_t *amx = bf16 && nkb == 1 && dh % 32 == 0 && amx_ready()
+                            ? pack_heads_amx(heads, T, hn, dh)
+                            : NULL;
+        eng_packed *packed = amx ? NULL : pack_heads(heads, T, hn, dh, bk, nkb, bf16);
 #pragma omp parallel for schedule(dynamic, 1) reduction(| : failed)
-    for (int it = 0; it < items; it++) {
-        eng_ctx *prev = eng_set_current(current); /* worker threads see the caller's engine */
-        const int h = it / nqb, q0 = (it % nqb) * BQ;
-        const char *q = heads + (size_t)h * per * esz, *k = heads + (size_t)(H + h) * per * esz,
-                   *v = heads + (size_t)(2 * H + h) * per * esz;
-        attn_scratch tl;
-        const eng_packed *kp = packed ? packed + (size_t)h * nkb : NULL,
-                         *vp = packed ? packed + (size_t)(H + h) * nkb : NULL;
-        const uint16_t *ka = amx ? (const uint16_t *)((const char *)amx +
-                                                      (size_t)h * (kbytes + vbytes))
-                                 : NULL,
-                       *va = amx ? (const uint16_t *)((const char *)amx +
-                                                      (size_t)h * (kbytes + vbytes) + kbytes)
-                                 : NULL;
-        if (!scratch_get(&tl, dh, bk) || block(&tl, ctx, ctx16, q, k, v, kp, vp, ka, va, T, D, dh,
-                                               h, q0, PE_MIN(BQ, T - q0), bk, scale, bf16))
-            failed = 1;
-        eng_set_current(prev);
+        for (int it = 0; it < items; it++) {
+            eng_ctx *prev = eng_set_current(current); /* worker threads see the caller's engine */
+            const int hh = it / nqb, q0 = (it % nqb) * BQ;
+            const char *q = heads + (size_t)hh * per * esz,
+                       *k = heads + (size_t)(hn + hh) * per * esz,
+                       *v = heads + (size_t)(2 * hn + hh) * per * esz;
+            attn_scratch tl;
+            const eng_packed *kp = packed ? packed + (size_t)hh * nkb : NULL,
+                             *vp = packed ? packed + (size_t)(hn + hh) * nkb : NULL;
+            const char *ah = amx ? (const char *)amx + (size_t)hh * (kbytes + vbytes) : NULL;
+            const uint16_t *ka = ah ? (const uint16_t *)(const void *)ah : NULL,
+                           *va = ah ? (const uint16_t *)(const void *)(ah + kbytes) : NULL;
+            if (!scratch_get(&tl, dh, bk) ||
+                block(&tl, ctx, ctx16, q, k, v, kp, vp, ka, va, T, D, dh, h0 + hh, q0,
+                      PE_MIN(BQ, T - q0), bk, scale, bf16))
+                failed = 1;
+            eng_set_current(prev);
+        }
+        free(packed);
     }
-    free(packed);
     return failed ? -1 : 0;
 }
 

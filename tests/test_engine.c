@@ -418,6 +418,9 @@ static void test_attention(void)
 {
     attention_case(700, 64, 2);
     attention_case(2300, 32, 1);
+    /* 5 heads, 9 query blocks: fp32 copies the heads in rounds (1 head per round on 1
+     * thread, 2 + 2 + 1 on 2 threads), so each round's head offsets are checked */
+    attention_case(1100, 160, 5);
 }
 
 /* Scoring in bf16 stays close to fp32, and the threaded tiles equal one thread. */
