@@ -6,6 +6,7 @@
 
 #include <cpuid.h>
 #include <immintrin.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -85,11 +86,12 @@ static const tile_config g_tiles_16x64 = {
 TAMX void amx_tiles_begin(void) { _tile_loadconfig(&g_tiles_16x64); }
 
 TAMX int amx_gemm(int M, int N, int K, const uint16_t *A, int lda, const uint16_t *packed, float *C,
-                  int ldc, int accumulate)
+                  int ldc, int accumulate, float *rowmax)
 {
     amx_tiles_begin();
     const int kp = amx_kpad(K), chunks = kp / NP;
     float edge[32 * 32] __attribute__((aligned(64)));
+    __m512 rm[32];         /* rowmax: the strip's running maxima, 16 lanes per row */
     uint16_t *apad = NULL; /* the last rows of A, zero-padded to 32 */
     for (int m0 = 0; m0 < M; m0 += 32) {
         const int mr = M - m0 < 32 ? M - m0 : 32;
@@ -106,6 +108,8 @@ TAMX int amx_gemm(int M, int N, int K, const uint16_t *A, int lda, const uint16_
             a = apad;
             a_ld = kp;
         }
+        if (rowmax)
+            for (int i = 0; i < 32; i++) rm[i] = _mm512_set1_ps(-INFINITY);
         for (int n0 = 0; n0 < N; n0 += 32) {
             const int nc = N - n0 < 32 ? N - n0 : 32;
             const uint16_t *pp = packed + (size_t)(n0 / NP) * NP * kp;
@@ -118,11 +122,25 @@ TAMX int amx_gemm(int M, int N, int K, const uint16_t *A, int lda, const uint16_
                         edge[i * 32 + j] =
                             i < mr && j < nc ? C[(size_t)(m0 + i) * ldc + n0 + j] : 0.0f;
             amx_block32(a, a_ld, pp, chunks, c, cld, accumulate);
+            if (rowmax) { /* the block was just stored: its rows are in L1 */
+                const __mmask16 k0 = nc >= 16 ? 0xffff : (__mmask16)((1u << nc) - 1),
+                                k1 = nc <= 16   ? 0
+                                     : nc >= 32 ? 0xffff
+                                                : (__mmask16)((1u << (nc - 16)) - 1);
+                const __m512 lo = _mm512_set1_ps(-INFINITY);
+                for (int i = 0; i < mr; i++) {
+                    const float *cr = c + (size_t)i * cld;
+                    rm[i] = _mm512_max_ps(_mm512_mask_loadu_ps(lo, k0, cr), rm[i]);
+                    rm[i] = _mm512_max_ps(_mm512_mask_loadu_ps(lo, k1, cr + 16), rm[i]);
+                }
+            }
             if (!direct)
                 for (int i = 0; i < mr; i++)
                     memcpy(C + (size_t)(m0 + i) * ldc + n0, edge + i * 32,
                            (size_t)nc * sizeof(float));
         }
+        if (rowmax)
+            for (int i = 0; i < mr; i++) rowmax[m0 + i] = _mm512_reduce_max_ps(rm[i]);
     }
     free(apad);
     _tile_release();

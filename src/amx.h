@@ -23,9 +23,12 @@ size_t amx_packed_bytes(int K, int N);
 void amx_pack(const uint16_t *B, int ld, int trans, int K, int N, uint16_t *packed);
 /* C (M, N) (+)= A (M, K) . B: A bf16 rows with lda (its columns K..kpad-1, if K is not a
  * multiple of 32, must be readable and zero), C fp32 with ldc; accumulate = 1 adds to C.
- * Call only where amx_ready(). Returns 0, or -1 out of memory (nothing computed). */
+ * rowmax (M) != NULL: also each row's maximum over its N outputs, taken from every block
+ * while it is still in L1 (attention's softmax then needs no pass of its own over the
+ * (M, N) scores to find it). Call only where amx_ready(). Returns 0, or -1 out of memory
+ * (nothing computed). */
 int amx_gemm(int M, int N, int K, const uint16_t *A, int lda, const uint16_t *packed, float *C,
-             int ldc, int accumulate);
+             int ldc, int accumulate, float *rowmax);
 
 /* One 32 x 32 fp32 block c (row stride cld floats) = (or += when accumulate) 32 rows of
  * bf16 A at a (row stride a_ld; chunks x 32 columns) times one packed panel pp (the

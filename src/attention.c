@@ -39,20 +39,22 @@ static int key_block(int T)
 
 /* Per-thread scratch (engine thread buffers: freed when an OpenMP worker exits). */
 typedef struct {
-    float *s;     /* (BQ, BK) scores / probabilities */
-    bf16_t *p16;  /* (BQ, BK rounded up to 32) probabilities in bf16 */
-    float *acc;   /* (BQ, dh) */
-    float *m, *l; /* (BQ) running maximum and denominator */
+    float *s;      /* (BQ, BK) scores / probabilities */
+    bf16_t *p16;   /* (BQ, BK rounded up to 32) probabilities in bf16 */
+    float *acc;    /* (BQ, dh) */
+    float *m, *l;  /* (BQ) running maximum and denominator */
+    float *rowmax; /* (BQ) AMX: each row's maximum score, found by the S GEMM */
 } attn_scratch;
 
 static int scratch_get(attn_scratch *t, int dh, int bk)
 {
     t->s = eng_thread_buffer(ENG_SLOT_ATTN, (size_t)BQ * bk * sizeof(float));
     t->p16 = eng_thread_buffer(ENG_SLOT_ATTN + 1, (size_t)BQ * amx_kpad(bk) * sizeof(bf16_t));
-    t->acc = eng_thread_buffer(ENG_SLOT_ATTN + 2, ((size_t)BQ * dh + 2 * BQ) * sizeof(float));
+    t->acc = eng_thread_buffer(ENG_SLOT_ATTN + 2, ((size_t)BQ * dh + 3 * BQ) * sizeof(float));
     if (!t->s || !t->p16 || !t->acc) return 0;
     t->m = t->acc + (size_t)BQ * dh;
     t->l = t->m + BQ;
+    t->rowmax = t->l + BQ;
     return 1;
 }
 
@@ -86,11 +88,11 @@ static int block(attn_scratch *tl, float *ctx, bf16_t *ctx16, const void *q, con
         const int kb = k0 / bk;
         if (ka) { /* AMX tiles (one key block: ka, va are this head's K and V packed) */
             const int ldp = amx_kpad(nk); /* P rows zero-padded to the tile depth */
-            if (amx_gemm(nq, nk, dh, qh, dh, ka, S, nk, 0)) return -1;
-            softmax_tile(S, tl->p16, ldp, nq, nk, scale, m, l, acc, dh);
+            if (amx_gemm(nq, nk, dh, qh, dh, ka, S, nk, 0, tl->rowmax)) return -1;
+            softmax_tile(S, tl->p16, ldp, nq, nk, scale, m, l, acc, dh, tl->rowmax);
             for (int r = 0; r < nq; r++)
                 memset(tl->p16 + (size_t)r * ldp + nk, 0, (size_t)(ldp - nk) * sizeof(bf16_t));
-            if (amx_gemm(nq, dh, nk, tl->p16, ldp, va, acc, dh, 1)) return -1;
+            if (amx_gemm(nq, dh, nk, tl->p16, ldp, va, acc, dh, 1, NULL)) return -1;
             continue;
         }
         /* S (nq, nk) = scale * Q (nq, dh) . K (nk, dh)^T: K packed once per head and key
@@ -103,7 +105,7 @@ static int block(attn_scratch *tl, float *ctx, bf16_t *ctx16, const void *q, con
             rc = eng_gemm(PE_PRECISION_FP32, 1, nq, nk, dh, scale, qf, dh, kf, dh, 0.0f, S, nk,
                           NULL);
         if (rc) return -1;
-        softmax_tile(S, bf16 ? tl->p16 : NULL, nk, nq, nk, 1.0f, m, l, acc, dh);
+        softmax_tile(S, bf16 ? tl->p16 : NULL, nk, nq, nk, 1.0f, m, l, acc, dh, NULL);
         /* acc (nq, dh) += P (nq, nk) . V (nk, dh) */
         const void *P = bf16 ? (const void *)tl->p16 : S;
         rc = vp && vp[kb].data ? eng_gemm_packed(nq, 1.0f, P, &vp[kb], 1.0f, acc, dh) : -1;

@@ -24,32 +24,55 @@
 
 /* ------------------------------------------------------------------ generic copy */
 
-VEC_INLINE void tile_vec_body(float *S, uint16_t *p16, int ldp, int nq, int nk, float scale,
-                              float *m, float *l, float *acc, int dh)
+/* v_exp, or with v_exp_parts_bf16's polynomial when lowp (P goes to bf16) */
+VEC_INLINE vf tile_exp(vf x, int lowp)
+{
+    if (!lowp) return v_exp(x);
+    x = vsel(x < -87.3f, vsplat(-87.3f), x);
+    x = vsel(x > 88.0f, vsplat(88.0f), x);
+    vf p, n;
+    v_exp_parts_bf16(&x, &p, &n);
+    vi e = (__builtin_convertvector(n, vi) + 127) << 23;
+    return p * (vf)e;
+}
+
+/* m' = max(m, rowmax * scale) when the GEMM gave the row maxima (the same value as the
+ * maximum of the scaled scores: rounding a product by scale > 0 keeps the order) */
+static inline float given_max(float m, const float *rowmax, int r, float scale)
+{
+    const float v = rowmax[r] * scale;
+    return v > m ? v : m;
+}
+
+VEC_INLINE void tile_rows(float *S, uint16_t *p16, int ldp, int nq, int nk, float scale, float *m,
+                          float *l, float *acc, int dh, const float *rowmax, int lowp)
 {
     for (int r = 0; r < nq; r++) {
         float *row = S + (size_t)r * nk;
-        /* four running maxima (a single one is a serial chain of compare + blend) */
-        vf mx4[4] = {vsplat(m[r]), vsplat(m[r]), vsplat(m[r]), vsplat(m[r])};
-        int i = 0;
-        for (; i + 4 * VL <= nk; i += 4 * VL)
-            for (int u = 0; u < 4; u++) {
-                const vf v = vload(row + i + u * VL, VL, 0.0f) * scale;
-                mx4[u] = vsel(v > mx4[u], v, mx4[u]);
+        float mx;
+        if (rowmax) mx = given_max(m[r], rowmax, r, scale);
+        else { /* four running maxima (a single one is a serial chain of compare + blend) */
+            vf mx4[4] = {vsplat(m[r]), vsplat(m[r]), vsplat(m[r]), vsplat(m[r])};
+            int i = 0;
+            for (; i + 4 * VL <= nk; i += 4 * VL)
+                for (int u = 0; u < 4; u++) {
+                    const vf v = vload(row + i + u * VL, VL, 0.0f) * scale;
+                    mx4[u] = vsel(v > mx4[u], v, mx4[u]);
+                }
+            for (; i < nk; i += VL) {
+                const vf v = vload(row + i, (size_t)PE_MIN(VL, nk - i), -INFINITY) * scale;
+                mx4[0] = vsel(v > mx4[0], v, mx4[0]);
             }
-        for (; i < nk; i += VL) {
-            const vf v = vload(row + i, (size_t)PE_MIN(VL, nk - i), -INFINITY) * scale;
-            mx4[0] = vsel(v > mx4[0], v, mx4[0]);
+            for (int u = 1; u < 4; u++) mx4[0] = vsel(mx4[u] > mx4[0], mx4[u], mx4[0]);
+            mx = vmax_lanes(mx4[0]);
         }
-        for (int u = 1; u < 4; u++) mx4[0] = vsel(mx4[u] > mx4[0], mx4[u], mx4[0]);
-        const float mx = vmax_lanes(mx4[0]);
         const float corr = m[r] == -INFINITY ? 0.0f : expf(m[r] - mx);
         vf vsum = vsplat(0.0f), vsum2 = vsplat(0.0f);
         uint16_t *prow = p16 ? p16 + (size_t)r * ldp : NULL;
-        i = 0;
+        int i = 0;
         for (; i + 2 * VL <= nk; i += 2 * VL) { /* whole vectors, two chains of sums */
-            const vf e = v_exp(vload(row + i, VL, 0.0f) * scale - mx);
-            const vf e2 = v_exp(vload(row + i + VL, VL, 0.0f) * scale - mx);
+            const vf e = tile_exp(vload(row + i, VL, 0.0f) * scale - mx, lowp);
+            const vf e2 = tile_exp(vload(row + i + VL, VL, 0.0f) * scale - mx, lowp);
             vsum += e;
             vsum2 += e2;
             if (prow) {
@@ -62,15 +85,15 @@ VEC_INLINE void tile_vec_body(float *S, uint16_t *p16, int ldp, int nq, int nk, 
         }
         vsum += vsum2;
         for (; i + VL <= nk; i += VL) {
-            const vf e = v_exp(vload(row + i, VL, 0.0f) * scale - mx);
+            const vf e = tile_exp(vload(row + i, VL, 0.0f) * scale - mx, lowp);
             vsum += e;
             if (prow) vstore_bf16(prow + i, e, VL);
             else vstore(row + i, e, VL);
         }
         if (i < nk) {
             const size_t k = (size_t)(nk - i);
-            const vf e =
-                vsel(lanes_below(k), v_exp(vload(row + i, k, 0.0f) * scale - mx), vsplat(0.0f));
+            const vf e = vsel(lanes_below(k), tile_exp(vload(row + i, k, 0.0f) * scale - mx, lowp),
+                              vsplat(0.0f));
             vsum += e;
             if (prow) vstore_bf16(prow + i, e, k);
             else vstore(row + i, e, k);
@@ -86,10 +109,16 @@ VEC_INLINE void tile_vec_body(float *S, uint16_t *p16, int ldp, int nq, int nk, 
         }
     }
 }
+VEC_INLINE void tile_vec_body(float *S, uint16_t *p16, int ldp, int nq, int nk, float scale,
+                              float *m, float *l, float *acc, int dh, const float *rowmax)
+{
+    if (p16) tile_rows(S, p16, ldp, nq, nk, scale, m, l, acc, dh, rowmax, 1);
+    else tile_rows(S, NULL, ldp, nq, nk, scale, m, l, acc, dh, rowmax, 0);
+}
 VEC_KERNEL(tile_vec,
            (float *S, uint16_t *p16, int ldp, int nq, int nk, float scale, float *m, float *l,
-            float *acc, int dh),
-           (S, p16, ldp, nq, nk, scale, m, l, acc, dh))
+            float *acc, int dh, const float *rowmax),
+           (S, p16, ldp, nq, nk, scale, m, l, acc, dh, rowmax))
 
 /* ------------------------------------------------------------------ AVX-512 copies */
 
@@ -108,13 +137,14 @@ VEC_KERNEL(tile_vec,
  * by 2^n: n in [-126, 127] makes 2^n a normal float). The one scalar update,
  * l = l * corr + sum, is an explicit fmaf in both copies: at -O1 GCC fused it in one
  * copy and not in the other. */
-T512_INLINE __m512 exp512(__m512 x)
+T512_INLINE __m512 exp512(__m512 x, int lowp)
 {
     x = _mm512_max_ps(_mm512_set1_ps(-87.3f), x); /* a NaN x stays x, as in vsel */
     x = _mm512_min_ps(_mm512_set1_ps(88.0f), x);
     const vf xv = (vf)x;
     vf p, n;
-    v_exp_parts(&xv, &p, &n);
+    if (lowp) v_exp_parts_bf16(&xv, &p, &n);
+    else v_exp_parts(&xv, &p, &n);
     return _mm512_scalef_ps((__m512)p, (__m512)n);
 }
 
@@ -148,33 +178,38 @@ T512_INLINE float sum_lanes512(__m512 v)
     return s;
 }
 
-/* The row loop of tile_body with CVT(x) -> __m256i turning 16 probabilities to bf16. */
-#define TILE512_BODY(CVT)                                                                          \
+/* The row loop of tile_rows with CVT(x) -> __m256i turning 16 probabilities to bf16 and
+ * LOWP the exponential's polynomial. */
+#define TILE512_BODY(CVT, LOWP)                                                                    \
     VEC_CONTRACT                                                                                   \
     const __m512 vscale = _mm512_set1_ps(scale);                                                   \
     for (int r = 0; r < nq; r++) {                                                                 \
         float *row = S + (size_t)r * nk;                                                           \
-        __m512 mx4[4];                                                                             \
-        for (int u = 0; u < 4; u++) mx4[u] = _mm512_set1_ps(m[r]);                                 \
+        float mx;                                                                                  \
         int i = 0;                                                                                 \
-        for (; i + 64 <= nk; i += 64)                                                              \
-            for (int u = 0; u < 4; u++)                                                            \
-                mx4[u] = _mm512_max_ps(_mm512_mul_ps(_mm512_loadu_ps(row + i + 16 * u), vscale),   \
-                                       mx4[u]);                                                    \
-        for (; i < nk; i += 16) {                                                                  \
-            const __mmask16 k = nk - i >= 16 ? 0xffff : (__mmask16)((1u << (nk - i)) - 1);         \
-            const __m512 v = _mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), k, row + i);          \
-            mx4[0] = _mm512_max_ps(_mm512_mul_ps(v, vscale), mx4[0]);                              \
+        if (rowmax) mx = given_max(m[r], rowmax, r, scale);                                        \
+        else {                                                                                     \
+            __m512 mx4[4];                                                                         \
+            for (int u = 0; u < 4; u++) mx4[u] = _mm512_set1_ps(m[r]);                             \
+            for (; i + 64 <= nk; i += 64)                                                          \
+                for (int u = 0; u < 4; u++)                                                        \
+                    mx4[u] = _mm512_max_ps(                                                        \
+                        _mm512_mul_ps(_mm512_loadu_ps(row + i + 16 * u), vscale), mx4[u]);         \
+            for (; i < nk; i += 16) {                                                              \
+                const __mmask16 k = nk - i >= 16 ? 0xffff : (__mmask16)((1u << (nk - i)) - 1);     \
+                const __m512 v = _mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), k, row + i);      \
+                mx4[0] = _mm512_max_ps(_mm512_mul_ps(v, vscale), mx4[0]);                          \
+            }                                                                                      \
+            for (int u = 1; u < 4; u++) mx4[0] = _mm512_max_ps(mx4[u], mx4[0]);                    \
+            mx = max_lanes512(mx4[0]);                                                             \
         }                                                                                          \
-        for (int u = 1; u < 4; u++) mx4[0] = _mm512_max_ps(mx4[u], mx4[0]);                        \
-        const float mx = max_lanes512(mx4[0]);                                                     \
         const float corr = m[r] == -INFINITY ? 0.0f : expf(m[r] - mx);                             \
         __m512 vsum = _mm512_setzero_ps(), vsum2 = _mm512_setzero_ps();                            \
         uint16_t *prow = p16 ? p16 + (size_t)r * ldp : NULL;                                       \
         i = 0;                                                                                     \
         for (; i + 32 <= nk; i += 32) {                                                            \
-            const __m512 e = exp512(_mm512_loadu_ps(row + i) * scale - mx);                        \
-            const __m512 e2 = exp512(_mm512_loadu_ps(row + i + 16) * scale - mx);                  \
+            const __m512 e = exp512(_mm512_loadu_ps(row + i) * scale - mx, LOWP);                  \
+            const __m512 e2 = exp512(_mm512_loadu_ps(row + i + 16) * scale - mx, LOWP);            \
             vsum = _mm512_add_ps(vsum, e);                                                         \
             vsum2 = _mm512_add_ps(vsum2, e2);                                                      \
             if (prow) {                                                                            \
@@ -188,8 +223,8 @@ T512_INLINE float sum_lanes512(__m512 v)
         vsum = _mm512_add_ps(vsum, vsum2);                                                         \
         for (; i < nk; i += 16) {                                                                  \
             const __mmask16 k = nk - i >= 16 ? 0xffff : (__mmask16)((1u << (nk - i)) - 1);         \
-            const __m512 e =                                                                       \
-                _mm512_maskz_mov_ps(k, exp512(_mm512_maskz_loadu_ps(k, row + i) * scale - mx));    \
+            const __m512 e = _mm512_maskz_mov_ps(                                                  \
+                k, exp512(_mm512_maskz_loadu_ps(k, row + i) * scale - mx, LOWP));                  \
             vsum = _mm512_add_ps(vsum, e);                                                         \
             if (prow) _mm256_mask_storeu_epi16(prow + i, k, CVT(e));                               \
             else _mm512_mask_storeu_ps(row + i, k, e);                                             \
@@ -208,9 +243,13 @@ T512_INLINE float sum_lanes512(__m512 v)
     }
 
 static T512 VEC_FAST void tile_avx512(float *S, uint16_t *p16, int ldp, int nq, int nk, float scale,
-                                      float *m, float *l, float *acc, int dh)
+                                      float *m, float *l, float *acc, int dh, const float *rowmax)
 {
-    TILE512_BODY(bf16_soft)
+    if (p16) {
+        TILE512_BODY(bf16_soft, 1)
+    } else {
+        TILE512_BODY(bf16_soft, 0)
+    }
 }
 
 #define T512BF_ISA T512_ISA ",avx512bf16"
@@ -221,9 +260,13 @@ bf16_native(__m512 x)
 }
 static __attribute__((target(T512BF_ISA))) VEC_FAST void
 tile_avx512_bf16(float *S, uint16_t *p16, int ldp, int nq, int nk, float scale, float *m, float *l,
-                 float *acc, int dh)
+                 float *acc, int dh, const float *rowmax)
 {
-    TILE512_BODY(bf16_native)
+    if (p16) {
+        TILE512_BODY(bf16_native, 1)
+    } else {
+        TILE512_BODY(bf16_native, 0)
+    }
 }
 #define HAVE_TILE512 1
 #endif
@@ -271,18 +314,18 @@ const char *softmax_tile_name(int which)
 }
 
 void softmax_tile(float *S, uint16_t *p16, int ldp, int nq, int nk, float scale, float *m, float *l,
-                  float *acc, int dh)
+                  float *acc, int dh, const float *rowmax)
 {
     const int which = g_forced >= 0 ? g_forced : softmax_tile_best();
 #ifdef HAVE_TILE512
     if (which == SOFTMAX_TILE_AVX512_BF16) {
-        tile_avx512_bf16(S, p16, ldp, nq, nk, scale, m, l, acc, dh);
+        tile_avx512_bf16(S, p16, ldp, nq, nk, scale, m, l, acc, dh, rowmax);
         return;
     }
     if (which == SOFTMAX_TILE_AVX512) {
-        tile_avx512(S, p16, ldp, nq, nk, scale, m, l, acc, dh);
+        tile_avx512(S, p16, ldp, nq, nk, scale, m, l, acc, dh, rowmax);
         return;
     }
 #endif
-    tile_vec(S, p16, ldp, nq, nk, scale, m, l, acc, dh);
+    tile_vec(S, p16, ldp, nq, nk, scale, m, l, acc, dh, rowmax);
 }

@@ -1,6 +1,7 @@
 /* test_amx.c — the AMX bf16 GEMM (amx.c) against a double reference on the same bf16
  * values: M, N and K that are not multiples of the 32-wide tiles and blocks, both
- * packings of B (rows (K, N) and transposed rows (N, K)), and accumulation onto C. */
+ * packings of B (rows (K, N) and transposed rows (N, K)), accumulation onto C, and the
+ * row maxima it reports. */
 #include "amx.h"
 #include "engine.h"
 #include "testlib.h"
@@ -14,7 +15,8 @@ static float urand(void)
     return (float)((rng >> 40) * (1.0 / 16777216.0)) * 2.0f - 1.0f;
 }
 
-static void gemm_case(int M, int N, int K, int trans, int accumulate)
+/* negative: A > 0 and B < 0, so every product (and, without accumulate, output) is negative */
+static void gemm_case(int M, int N, int K, int trans, int accumulate, int negative)
 {
     const int kp = amx_kpad(K), lda = kp; /* A rows zero-padded to the tile depth */
     bf16_t *A = calloc((size_t)M * lda, sizeof *A), *B = malloc((size_t)K * N * sizeof *B);
@@ -24,11 +26,11 @@ static void gemm_case(int M, int N, int K, int trans, int accumulate)
     const int ldc = N + 3; /* a C wider than N: only its first N columns are written */
     for (int i = 0; i < M; i++)
         for (int k = 0; k < K; k++) {
-            float x = urand();
+            float x = negative ? fabsf(urand()) + 0.01f : urand();
             eng_to_bf16(&A[(size_t)i * lda + k], &x, 1);
         }
     for (int i = 0; i < K * N; i++) {
-        float x = urand();
+        float x = negative ? -fabsf(urand()) - 0.01f : urand();
         eng_to_bf16(&B[i], &x, 1);
     }
     for (int i = 0; i < M * ldc; i++) C[i] = accumulate ? urand() : 7.0f;
@@ -44,7 +46,16 @@ static void gemm_case(int M, int N, int K, int trans, int accumulate)
         }
     const float guard = C[(size_t)0 * ldc + N];
     amx_pack(B, trans ? K : N, trans, K, N, packed);
-    CHECK(amx_gemm(M, N, K, A, lda, packed, C, ldc, accumulate) == 0);
+    float *rowmax = malloc((size_t)M * sizeof *rowmax);
+    CHECK(amx_gemm(M, N, K, A, lda, packed, C, ldc, accumulate, rowmax) == 0);
+    /* the row maxima it found: exactly those of the C it wrote */
+    for (int i = 0; i < M; i++) {
+        float mx = -INFINITY;
+        for (int j = 0; j < N; j++) mx = fmaxf(mx, C[(size_t)i * ldc + j]);
+        CHECK_MSG(rowmax[i] == mx, "M %d N %d K %d: row %d max %g, C's is %g", M, N, K, i,
+                  rowmax[i], mx);
+    }
+    free(rowmax);
     double worst = 0;
     for (int i = 0; i < M; i++)
         for (int j = 0; j < N; j++)
@@ -62,10 +73,12 @@ static void test_amx_gemm(void)
                "instead\n");
         return;
     }
-    gemm_case(128, 1025, 64, 1, 0); /* attention's S = Q K^T at 448 px, one query block */
-    gemm_case(1, 64, 1025, 0, 1);   /* its last 1-row block of P V, accumulating */
-    gemm_case(37, 70, 45, 0, 0);    /* nothing a multiple of 32 */
-    gemm_case(33, 31, 96, 1, 1);
+    gemm_case(128, 1025, 64, 1, 0, 0); /* attention's S = Q K^T at 448 px, one query block */
+    gemm_case(1, 64, 1025, 0, 1, 0);   /* its last 1-row block of P V, accumulating */
+    gemm_case(37, 70, 45, 0, 0, 0);    /* nothing a multiple of 32 */
+    gemm_case(33, 31, 96, 1, 1, 0);
+    /* every output negative: the zeros of a ragged last panel must not be the maximum */
+    gemm_case(40, 45, 3, 1, 0, 1);
 }
 
 int main(void)

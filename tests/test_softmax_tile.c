@@ -2,7 +2,8 @@
  * this CPU runs (generic AVX2 / AVX-512, AVX-512 intrinsics, AVX-512-BF16) against a
  * double-precision reference and against each other bit for bit, for P in fp32 and in
  * bf16, on a first key block (m = -inf) and a later one (m, l, acc carried), with row
- * lengths that leave every tail. */
+ * lengths that leave every tail; with the row maxima found by the step or given by the
+ * GEMM (the same bits). */
 #include "softmax_tile.h"
 #include "testlib.h"
 #include "vecmath.h"
@@ -51,7 +52,7 @@ static void init_state(tile_state *t, const float *scores, int nk, int later)
 static void check_case(int nk, int later, int bf16, float scale)
 {
     static float scores[NQ * NKMAX];
-    static tile_state start, out[3];
+    static tile_state start, out[3], given;
     for (int i = 0; i < NQ * nk; i++) scores[i] = urand(-30.0f, 30.0f);
     rng += 1; /* the state draws differ from case to case */
     init_state(&start, scores, nk, later);
@@ -61,7 +62,7 @@ static void check_case(int nk, int later, int bf16, float scale)
         out[w] = start;
         CHECK(softmax_tile_force(w) >= 0);
         softmax_tile(out[w].s, bf16 ? out[w].p16 : NULL, ldp, NQ, nk, scale, out[w].m, out[w].l,
-                     out[w].acc, DH);
+                     out[w].acc, DH, NULL);
         softmax_tile_force(-1);
     }
     /* reference in double from the starting state */
@@ -97,6 +98,28 @@ static void check_case(int nk, int later, int bf16, float scale)
                   softmax_tile_name(0), nk, bf16 ? "bf16" : "fp32",
                   later ? "later block" : "first");
     }
+    /* the row maxima given (as amx_gemm finds them): every copy, the same bits */
+    float rowmax[NQ];
+    for (int r = 0; r < NQ; r++) {
+        rowmax[r] = -INFINITY;
+        for (int j = 0; j < nk; j++) rowmax[r] = fmaxf(rowmax[r], scores[r * nk + j]);
+    }
+    for (int w = 0; w <= best; w++) {
+        given = start;
+        CHECK(softmax_tile_force(w) >= 0);
+        softmax_tile(given.s, bf16 ? given.p16 : NULL, ldp, NQ, nk, scale, given.m, given.l,
+                     given.acc, DH, rowmax);
+        softmax_tile_force(-1);
+        int same = !memcmp(given.m, out[0].m, sizeof given.m) &&
+                   !memcmp(given.l, out[0].l, sizeof given.l) &&
+                   !memcmp(given.acc, out[0].acc, sizeof given.acc);
+        for (int r = 0; r < NQ && same; r++)
+            same = bf16 ? !memcmp(given.p16 + r * ldp, out[0].p16 + r * ldp, (size_t)nk * 2)
+                        : !memcmp(given.s + r * nk, out[0].s + r * nk, (size_t)nk * 4);
+        CHECK_MSG(same, "copy %s with the row maxima given differs: nk %d, %s, %s",
+                  softmax_tile_name(w), nk, bf16 ? "bf16" : "fp32",
+                  later ? "later block" : "first");
+    }
 }
 
 static void test_copies(void)
@@ -125,7 +148,7 @@ static void test_extremes(void)
     for (int w = 0; w <= best; w++) {
         init_state(&t[w], scores, NK, 0);
         softmax_tile_force(w);
-        softmax_tile(t[w].s, t[w].p16, NK, NQ, NK, 1.0f, t[w].m, t[w].l, t[w].acc, DH);
+        softmax_tile(t[w].s, t[w].p16, NK, NQ, NK, 1.0f, t[w].m, t[w].l, t[w].acc, DH, NULL);
         softmax_tile_force(-1);
         for (int r = 0; r < NQ; r++) CHECK(isfinite(t[w].l[r]) && t[w].l[r] >= 1.0f);
         if (w) CHECK(!memcmp(t[w].p16, t[0].p16, sizeof t[0].p16));
