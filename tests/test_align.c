@@ -204,7 +204,7 @@ static double corner_error(const pe_rigid *e, double angle, double tx, double ty
         double x = (k & 1) ? w - 1 : 0, y = (k & 2) ? h - 1 : 0;
         double ex = cos(ae) * x - sin(ae) * y + e->tx, ey = sin(ae) * x + cos(ae) * y + e->ty;
         double gx = cos(at) * x - sin(at) * y + tx, gy = sin(at) * x + cos(at) * y + ty;
-        worst = fmax(worst, hypot(ex - gx, ey - gy));
+        worst = tl_worse(worst, hypot(ex - gx, ey - gy));
     }
     return worst;
 }
@@ -395,7 +395,7 @@ static void test_warp_matches_torch(void)
         for (size_t k = 0; k < out_n; k++) {
             float v;
             memcpy(&v, want + k, sizeof v); /* fixture may be unaligned */
-            worst = fmax(worst, fabs(out.rgb[k] - v));
+            worst = tl_worse(worst, fabs(out.rgb[k] - v));
         }
         CHECK_MSG(worst <= 0.51, "case %d (angle %g, t %g %g): max diff %.3f", c, tr[0], tr[1], tr[2],
                   worst);

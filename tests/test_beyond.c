@@ -40,7 +40,7 @@ static float *load_npy(const char *path, int64_t expect_elems)
 static double max_abs_diff(const float *a, const float *b, int n)
 {
     double m = 0;
-    for (int i = 0; i < n; i++) m = fmax(m, fabs((double)a[i] - b[i]));
+    for (int i = 0; i < n; i++) m = tl_worse(m, fabs((double)a[i] - b[i]));
     return m;
 }
 

@@ -49,7 +49,7 @@ static double rel_diff(const float *a, const float *b, size_t n)
 {
     double num = 0, den = 0;
     for (size_t i = 0; i < n; i++) {
-        num = fmax(num, fabs((double)a[i] - b[i]));
+        num = tl_worse(num, fabs((double)a[i] - b[i]));
         den = fmax(den, fabs((double)b[i]));
     }
     return den > 0 ? num / den : num;

@@ -245,7 +245,7 @@ static void test_linear_fused(void)
             double d = 0, mx = 0;
             for (int i = 0; i < M * N; i++) {
                 const double want = act_ref(act, ref[i]);
-                d = fmax(d, fabs(eng_bf16_to_f32(o16[i]) - want));
+                d = tl_worse(d, fabs(eng_bf16_to_f32(o16[i]) - want));
                 mx = fmax(mx, fabs(want));
             }
             CHECK_MSG(d <= 8e-3 * mx, "bf16 out, act %d: max diff %g of %g", act, d, mx);
@@ -438,12 +438,12 @@ static void test_scoring_precision(void)
     CHECK(pe_score_batch(feats, B, G, D, &p, s1, NULL) == PE_OK);
     omp_set_num_threads(pe_get_threads());
     double worst = 0;
-    for (int i = 0; i < B * G; i++) worst = fmax(worst, fabs(s1[i] - s32[i]));
+    for (int i = 0; i < B * G; i++) worst = tl_worse(worst, fabs(s1[i] - s32[i]));
     CHECK_MSG(worst <= 1e-6, "threads vs 1 thread: %g", worst);
     p.precision = PE_PRECISION_BF16;
     CHECK(pe_score_batch(feats, B, G, D, &p, s16, img16) == PE_OK);
     worst = 0;
-    for (int i = 0; i < B * G; i++) worst = fmax(worst, fabs(s16[i] - s32[i]));
+    for (int i = 0; i < B * G; i++) worst = tl_worse(worst, fabs(s16[i] - s32[i]));
     printf("  zero-shot patch scores bf16 vs fp32: max |diff| %.3g (scores ~%.2f)\n", worst,
            s32[0]);
     CHECK_MSG(worst <= 2e-2, "bf16 scores differ by %g", worst);
@@ -456,7 +456,7 @@ static void test_scoring_precision(void)
     p.precision = PE_PRECISION_BF16;
     CHECK(pe_score_query(feats[0], G, feats + 1, gp, 3, D, &p, q16, &i16) == PE_OK);
     worst = 0;
-    for (int i = 0; i < G; i++) worst = fmax(worst, fabs(q16[i] - q32[i]));
+    for (int i = 0; i < G; i++) worst = tl_worse(worst, fabs(q16[i] - q32[i]));
     CHECK_MSG(worst <= 2e-2, "few-shot bf16 scores differ by %g", worst);
     free(f);
 }

@@ -336,7 +336,7 @@ static void test_anomaly_map_fixtures(void)
         float *map = malloc(sizeof(float) * ow * oh);
         CHECK(pe_anomaly_map(grid, gh, gw, ow, oh, sigma, map) == PE_OK);
         double worst = 0;
-        for (int i = 0; i < ow * oh; i++) worst = fmax(worst, fabs(map[i] - want[i]));
+        for (int i = 0; i < ow * oh; i++) worst = tl_worse(worst, fabs(map[i] - want[i]));
         CHECK_MSG(worst < 1e-5, "%s: max |diff| %g", path, worst);
         free(map);
         free(buf);

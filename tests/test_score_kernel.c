@@ -68,8 +68,8 @@ static void run_case(int bf16, int rows, int G, int dim, const char *label)
     sk_rows(bf16, a + (size_t)split * dim * esz, rows - split, dim, packed, G, ri + split, ci,
             rowmax + split, colmax);
     double worst = 0;
-    for (int r = 0; r < rows; r++) worst = fmax(worst, fabs(rowmax[r] - rr[r]));
-    for (int j = 0; j < G; j++) worst = fmax(worst, fabs(colmax[j] - rc[j]));
+    for (int r = 0; r < rows; r++) worst = tl_worse(worst, fabs(rowmax[r] - rr[r]));
+    for (int j = 0; j < G; j++) worst = tl_worse(worst, fabs(colmax[j] - rc[j]));
     /* |dot| <= dim; fp32 accumulation of exact products: ~dim * 2^-24 * |terms| */
     const double tol = 1e-6 * dim;
     printf("  %s rows %d G %d dim %d: max |diff| %.3g\n", label, rows, G, dim, worst);

@@ -84,12 +84,21 @@ static inline const char *test_data_path(const char *rel, char *buf, size_t cap)
 /* Path of the repository's tests/fixtures folder (tests run from the repo root). */
 #define FIXTURE(name) ("tests/fixtures/" name)
 
-/* max |a - b| / max |b| over n values (the parity tolerance measure of make parity). */
+/* The larger of a running worst error and a new one, where a NaN wins and stays: fmax
+ * would drop a NaN the code under test produced, and a comparison with the tolerance
+ * would then pass. Use it for every error accumulator. */
+static inline double tl_worse(double worst, double d)
+{
+    return worst != worst || d <= worst ? worst : d;
+}
+
+/* max |a - b| / max |b| over n values (the parity tolerance measure of make parity);
+ * NaN when a has a NaN where b has none. */
 static inline double tl_rel_diff(const float *a, const float *b, size_t n)
 {
     double num = 0, den = 0;
     for (size_t i = 0; i < n; i++) {
-        num = fmax(num, fabs((double)a[i] - b[i]));
+        num = tl_worse(num, fabs((double)a[i] - b[i]));
         den = fmax(den, fabs((double)b[i]));
     }
     return den > 0 ? num / den : num;
