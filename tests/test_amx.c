@@ -45,6 +45,7 @@ static void gemm_case(int M, int N, int K, int trans, int accumulate, int negati
             ref[(size_t)i * N + j] = d;
         }
     const float guard = C[(size_t)0 * ldc + N];
+    memset(packed, 0xff, amx_packed_bytes(K, N)); /* the packing must write every pad */
     amx_pack(B, trans ? K : N, trans, K, N, packed);
     float *rowmax = malloc((size_t)M * sizeof *rowmax);
     CHECK(amx_gemm(M, N, K, A, lda, packed, C, ldc, accumulate, rowmax) == 0);
@@ -59,7 +60,7 @@ static void gemm_case(int M, int N, int K, int trans, int accumulate, int negati
     double worst = 0;
     for (int i = 0; i < M; i++)
         for (int j = 0; j < N; j++)
-            worst = fmax(worst, fabs(C[(size_t)i * ldc + j] - ref[(size_t)i * N + j]));
+            worst = tl_worse(worst, fabs(C[(size_t)i * ldc + j] - ref[(size_t)i * N + j]));
     CHECK_MSG(worst <= 1e-5 * K, "M %d N %d K %d trans %d acc %d: max |diff| %g", M, N, K, trans,
               accumulate, worst);
     CHECK_MSG(C[N] == guard, "a column beyond N was written");
