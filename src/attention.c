@@ -83,13 +83,15 @@ static int block(attn_scratch *tl, float *ctx, bf16_t *ctx16, const void *q, con
                     *vf = bf16 ? NULL : (const float *)v + off;
         const bf16_t *kh = bf16 ? (const bf16_t *)k + off : NULL,
                      *vh = bf16 ? (const bf16_t *)v + off : NULL;
-        float *S = tl->s; /* (nq, nk), dense */
+        float *S = tl->s; /* (nq, nk): dense for the engine, rows bk apart for AMX */
         int rc;
         const int kb = k0 / bk;
         if (ka) { /* AMX tiles (one key block: ka, va are this head's K and V packed) */
             const int ldp = amx_kpad(nk); /* P rows zero-padded to the tile depth */
-            if (amx_gemm(nq, nk, dh, qh, dh, ka, S, nk, 0, tl->rowmax)) return -1;
-            softmax_tile(S, tl->p16, ldp, nq, nk, scale, m, l, acc, dh, tl->rowmax);
+            /* S rows bk apart (a multiple of 16 floats): each tile row is stored into one
+             * cache line, not two (measured: Q K^T at 448 px 49 -> 26 us per block) */
+            if (amx_gemm(nq, nk, dh, qh, dh, ka, S, bk, 0, tl->rowmax)) return -1;
+            softmax_tile(S, bk, tl->p16, ldp, nq, nk, scale, m, l, acc, dh, tl->rowmax);
             for (int r = 0; r < nq; r++)
                 memset(tl->p16 + (size_t)r * ldp + nk, 0, (size_t)(ldp - nk) * sizeof(bf16_t));
             if (amx_gemm(nq, dh, nk, tl->p16, ldp, va, acc, dh, 1, NULL)) return -1;
@@ -105,7 +107,7 @@ static int block(attn_scratch *tl, float *ctx, bf16_t *ctx16, const void *q, con
             rc = eng_gemm(PE_PRECISION_FP32, 1, nq, nk, dh, scale, qf, dh, kf, dh, 0.0f, S, nk,
                           NULL);
         if (rc) return -1;
-        softmax_tile(S, bf16 ? tl->p16 : NULL, nk, nq, nk, 1.0f, m, l, acc, dh, NULL);
+        softmax_tile(S, nk, bf16 ? tl->p16 : NULL, nk, nq, nk, 1.0f, m, l, acc, dh, NULL);
         /* acc (nq, dh) += P (nq, nk) . V (nk, dh) */
         const void *P = bf16 ? (const void *)tl->p16 : S;
         rc = vp && vp[kb].data ? eng_gemm_packed(nq, 1.0f, P, &vp[kb], 1.0f, acc, dh) : -1;

@@ -44,11 +44,11 @@ static inline float given_max(float m, const float *rowmax, int r, float scale)
     return v > m ? v : m;
 }
 
-VEC_INLINE void tile_rows(float *S, uint16_t *p16, int ldp, int nq, int nk, float scale, float *m,
-                          float *l, float *acc, int dh, const float *rowmax, int lowp)
+VEC_INLINE void tile_rows(float *S, int lds, uint16_t *p16, int ldp, int nq, int nk, float scale,
+                          float *m, float *l, float *acc, int dh, const float *rowmax, int lowp)
 {
     for (int r = 0; r < nq; r++) {
-        float *row = S + (size_t)r * nk;
+        float *row = S + (size_t)r * lds;
         float mx;
         if (rowmax) mx = given_max(m[r], rowmax, r, scale);
         else { /* four running maxima (a single one is a serial chain of compare + blend) */
@@ -109,16 +109,17 @@ VEC_INLINE void tile_rows(float *S, uint16_t *p16, int ldp, int nq, int nk, floa
         }
     }
 }
-VEC_INLINE void tile_vec_body(float *S, uint16_t *p16, int ldp, int nq, int nk, float scale,
-                              float *m, float *l, float *acc, int dh, const float *rowmax)
+VEC_INLINE void tile_vec_body(float *S, int lds, uint16_t *p16, int ldp, int nq, int nk,
+                              float scale, float *m, float *l, float *acc, int dh,
+                              const float *rowmax)
 {
-    if (p16) tile_rows(S, p16, ldp, nq, nk, scale, m, l, acc, dh, rowmax, 1);
-    else tile_rows(S, NULL, ldp, nq, nk, scale, m, l, acc, dh, rowmax, 0);
+    if (p16) tile_rows(S, lds, p16, ldp, nq, nk, scale, m, l, acc, dh, rowmax, 1);
+    else tile_rows(S, lds, NULL, ldp, nq, nk, scale, m, l, acc, dh, rowmax, 0);
 }
 VEC_KERNEL(tile_vec,
-           (float *S, uint16_t *p16, int ldp, int nq, int nk, float scale, float *m, float *l,
-            float *acc, int dh, const float *rowmax),
-           (S, p16, ldp, nq, nk, scale, m, l, acc, dh, rowmax))
+           (float *S, int lds, uint16_t *p16, int ldp, int nq, int nk, float scale, float *m,
+            float *l, float *acc, int dh, const float *rowmax),
+           (S, lds, p16, ldp, nq, nk, scale, m, l, acc, dh, rowmax))
 
 /* ------------------------------------------------------------------ AVX-512 copies */
 
@@ -184,7 +185,7 @@ T512_INLINE float sum_lanes512(__m512 v)
     VEC_CONTRACT                                                                                   \
     const __m512 vscale = _mm512_set1_ps(scale);                                                   \
     for (int r = 0; r < nq; r++) {                                                                 \
-        float *row = S + (size_t)r * nk;                                                           \
+        float *row = S + (size_t)r * lds;                                                          \
         float mx;                                                                                  \
         int i = 0;                                                                                 \
         if (rowmax) mx = given_max(m[r], rowmax, r, scale);                                        \
@@ -242,8 +243,9 @@ T512_INLINE float sum_lanes512(__m512 v)
         }                                                                                          \
     }
 
-static T512 VEC_FAST void tile_avx512(float *S, uint16_t *p16, int ldp, int nq, int nk, float scale,
-                                      float *m, float *l, float *acc, int dh, const float *rowmax)
+static T512 VEC_FAST void tile_avx512(float *S, int lds, uint16_t *p16, int ldp, int nq, int nk,
+                                      float scale, float *m, float *l, float *acc, int dh,
+                                      const float *rowmax)
 {
     if (p16) {
         TILE512_BODY(bf16_soft, 1)
@@ -259,8 +261,8 @@ bf16_native(__m512 x)
     return (__m256i)_mm512_cvtneps_pbh(x);
 }
 static __attribute__((target(T512BF_ISA))) VEC_FAST void
-tile_avx512_bf16(float *S, uint16_t *p16, int ldp, int nq, int nk, float scale, float *m, float *l,
-                 float *acc, int dh, const float *rowmax)
+tile_avx512_bf16(float *S, int lds, uint16_t *p16, int ldp, int nq, int nk, float scale, float *m,
+                 float *l, float *acc, int dh, const float *rowmax)
 {
     if (p16) {
         TILE512_BODY(bf16_native, 1)
@@ -313,19 +315,19 @@ const char *softmax_tile_name(int which)
     return which >= 0 && which <= 2 ? names[which] : "?";
 }
 
-void softmax_tile(float *S, uint16_t *p16, int ldp, int nq, int nk, float scale, float *m, float *l,
-                  float *acc, int dh, const float *rowmax)
+void softmax_tile(float *S, int lds, uint16_t *p16, int ldp, int nq, int nk, float scale, float *m,
+                  float *l, float *acc, int dh, const float *rowmax)
 {
     const int which = g_forced >= 0 ? g_forced : softmax_tile_best();
 #ifdef HAVE_TILE512
     if (which == SOFTMAX_TILE_AVX512_BF16) {
-        tile_avx512_bf16(S, p16, ldp, nq, nk, scale, m, l, acc, dh, rowmax);
+        tile_avx512_bf16(S, lds, p16, ldp, nq, nk, scale, m, l, acc, dh, rowmax);
         return;
     }
     if (which == SOFTMAX_TILE_AVX512) {
-        tile_avx512(S, p16, ldp, nq, nk, scale, m, l, acc, dh, rowmax);
+        tile_avx512(S, lds, p16, ldp, nq, nk, scale, m, l, acc, dh, rowmax);
         return;
     }
 #endif
-    tile_vec(S, p16, ldp, nq, nk, scale, m, l, acc, dh, rowmax);
+    tile_vec(S, lds, p16, ldp, nq, nk, scale, m, l, acc, dh, rowmax);
 }

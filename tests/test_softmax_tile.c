@@ -32,7 +32,7 @@ static float bf16_to_float(uint16_t h)
 enum { NQ = 5, DH = 40, NKMAX = 1100 };
 
 typedef struct {
-    float s[NQ * NKMAX];
+    float s[NQ * (NKMAX + 5)];      /* room for rows lds = nk + 5 apart */
     uint16_t p16[NQ * (NKMAX + 3)]; /* rows of ldp = nk + 3 */
     float m[NQ], l[NQ], acc[NQ * DH];
 } tile_state;
@@ -61,7 +61,7 @@ static void check_case(int nk, int later, int bf16, float scale)
     for (int w = 0; w <= best; w++) {
         out[w] = start;
         CHECK(softmax_tile_force(w) >= 0);
-        softmax_tile(out[w].s, bf16 ? out[w].p16 : NULL, ldp, NQ, nk, scale, out[w].m, out[w].l,
+        softmax_tile(out[w].s, nk, bf16 ? out[w].p16 : NULL, ldp, NQ, nk, scale, out[w].m, out[w].l,
                      out[w].acc, DH, NULL);
         softmax_tile_force(-1);
     }
@@ -98,16 +98,20 @@ static void check_case(int nk, int later, int bf16, float scale)
                   softmax_tile_name(0), nk, bf16 ? "bf16" : "fp32",
                   later ? "later block" : "first");
     }
-    /* the row maxima given (as amx_gemm finds them): every copy, the same bits */
+    /* the row maxima given (as amx_gemm finds them), and S rows lds = nk + 5 apart (as AMX
+     * stores them, aligned): every copy, the same bits */
     float rowmax[NQ];
+    const int lds = nk + 5;
     for (int r = 0; r < NQ; r++) {
         rowmax[r] = -INFINITY;
         for (int j = 0; j < nk; j++) rowmax[r] = fmaxf(rowmax[r], scores[r * nk + j]);
     }
     for (int w = 0; w <= best; w++) {
         given = start;
+        for (int r = 0; r < NQ; r++)
+            memcpy(given.s + (size_t)r * lds, scores + r * nk, (size_t)nk * sizeof(float));
         CHECK(softmax_tile_force(w) >= 0);
-        softmax_tile(given.s, bf16 ? given.p16 : NULL, ldp, NQ, nk, scale, given.m, given.l,
+        softmax_tile(given.s, lds, bf16 ? given.p16 : NULL, ldp, NQ, nk, scale, given.m, given.l,
                      given.acc, DH, rowmax);
         softmax_tile_force(-1);
         int same = !memcmp(given.m, out[0].m, sizeof given.m) &&
@@ -115,7 +119,7 @@ static void check_case(int nk, int later, int bf16, float scale)
                    !memcmp(given.acc, out[0].acc, sizeof given.acc);
         for (int r = 0; r < NQ && same; r++)
             same = bf16 ? !memcmp(given.p16 + r * ldp, out[0].p16 + r * ldp, (size_t)nk * 2)
-                        : !memcmp(given.s + r * nk, out[0].s + r * nk, (size_t)nk * 4);
+                        : !memcmp(given.s + (size_t)r * lds, out[0].s + r * nk, (size_t)nk * 4);
         CHECK_MSG(same, "copy %s with the row maxima given differs: nk %d, %s, %s",
                   softmax_tile_name(w), nk, bf16 ? "bf16" : "fp32",
                   later ? "later block" : "first");
@@ -148,7 +152,7 @@ static void test_extremes(void)
     for (int w = 0; w <= best; w++) {
         init_state(&t[w], scores, NK, 0);
         softmax_tile_force(w);
-        softmax_tile(t[w].s, t[w].p16, NK, NQ, NK, 1.0f, t[w].m, t[w].l, t[w].acc, DH, NULL);
+        softmax_tile(t[w].s, NK, t[w].p16, NK, NQ, NK, 1.0f, t[w].m, t[w].l, t[w].acc, DH, NULL);
         softmax_tile_force(-1);
         for (int r = 0; r < NQ; r++) CHECK(isfinite(t[w].l[r]) && t[w].l[r] >= 1.0f);
         if (w) CHECK(!memcmp(t[w].p16, t[0].p16, sizeof t[0].p16));
