@@ -158,12 +158,15 @@ VEC_INLINE vf v_erf(vf x)
 }
 
 VEC_INLINE vf v_gelu(vf x) { return 0.5f * x * (1.0f + v_erf(x * 0.70710678118654752f)); }
-/* gelu(approximate="tanh"): 0.5 x (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3), with
- * tanh(u) = 1 - 2 / (exp(2u) + 1) (exp's clamp gives exactly +-1 for large |u|). */
+/* gelu(approximate="tanh"): 0.5 x (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3),
+ * written as x / (1 + exp(-2u)) (the same function: 1 + tanh(u) = 2 / (1 + exp(-2u))).
+ * The form 2 - 2 / (exp(2u) + 1) lost the result's low bits to cancellation for
+ * negative x (x = -3.52: 5e-4 relative); this one has no subtraction. exp's clamp gives
+ * x for large u and a tiny multiple of x for very negative u. */
 VEC_INLINE vf v_gelu_tanh(vf x)
 {
     const vf u = 0.7978845608028654f * (x + 0.044715f * x * x * x);
-    return 0.5f * x * (2.0f - 2.0f / (v_exp(2.0f * u) + 1.0f));
+    return x / (1.0f + v_exp(-2.0f * u));
 }
 VEC_INLINE vf v_quick_gelu(vf x) { return x / (1.0f + v_exp(-1.702f * x)); }
 VEC_INLINE vf v_silu(vf x) { return x / (1.0f + v_exp(-x)); }
