@@ -82,46 +82,85 @@ void op_linear_acc(float *out, const float *in, const float *weight, const float
 }
 
 /* One row of a layer norm: y = (x - mean) / sqrt(var + eps) * gamma + beta. */
-static void layernorm_row(float *y, const float *x, const float *gamma, const float *beta, int dim,
-                          float eps)
+/* One row: y = (x - mean) / sqrt(var + eps) * gamma + beta, written as fp32 (yf) or
+ * rounded to bf16 as it is stored (yh). Two passes for the statistics (mean, then the
+ * centred squares: stable without Welford's serial chain), each with four independent
+ * vector sums (one would be a chain of dependent adds), then one pass that normalises
+ * and stores; AVX2 or AVX-512 per CPU (vecmath.h), the same bits either way. gamma /
+ * beta NULL: 1 / 0. */
+VEC_INLINE void ln_row_body(float *yf, uint16_t *yh, const float *x, const float *gamma,
+                            const float *beta, int dim, float eps)
 {
-    /* two passes (mean, then centred squares): stable without Welford's serial chain */
-    float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
-    for (int i = 0; i < dim; i++) sum += x[i];
-    float mean = sum / (float)dim, sq = 0.0f;
-#pragma omp simd reduction(+ : sq)
-    for (int i = 0; i < dim; i++) sq += (x[i] - mean) * (x[i] - mean);
-    float inv = 1.0f / sqrtf(sq / (float)dim + eps);
-    if (gamma && beta) {
-#pragma omp simd
-        for (int i = 0; i < dim; i++) y[i] = (x[i] - mean) * inv * gamma[i] + beta[i];
-    } else {
-#pragma omp simd
-        for (int i = 0; i < dim; i++)
-            y[i] = (x[i] - mean) * inv * (gamma ? gamma[i] : 1.0f) + (beta ? beta[i] : 0.0f);
+    /* (four named sums, not an array: GCC kept an array's vectors in memory) */
+    vf s0 = vsplat(0.0f), s1 = s0, s2 = s0, s3 = s0;
+    int i = 0;
+    for (; i + 4 * VL <= dim; i += 4 * VL) {
+        s0 += vload(x + i, VL, 0.0f);
+        s1 += vload(x + i + VL, VL, 0.0f);
+        s2 += vload(x + i + 2 * VL, VL, 0.0f);
+        s3 += vload(x + i + 3 * VL, VL, 0.0f);
+    }
+    for (; i + VL <= dim; i += VL) s0 += vload(x + i, VL, 0.0f);
+    if (i < dim) s0 += vload(x + i, (size_t)(dim - i), 0.0f);
+    const float mean = vsum_lanes((s0 + s1) + (s2 + s3)) / (float)dim;
+    vf q0 = vsplat(0.0f), q1 = q0, q2 = q0, q3 = q0;
+    for (i = 0; i + 4 * VL <= dim; i += 4 * VL) {
+        const vf d0 = vload(x + i, VL, 0.0f) - mean, d1 = vload(x + i + VL, VL, 0.0f) - mean,
+                 d2 = vload(x + i + 2 * VL, VL, 0.0f) - mean,
+                 d3 = vload(x + i + 3 * VL, VL, 0.0f) - mean;
+        q0 += d0 * d0;
+        q1 += d1 * d1;
+        q2 += d2 * d2;
+        q3 += d3 * d3;
+    }
+    for (; i + VL <= dim; i += VL) {
+        const vf d = vload(x + i, VL, 0.0f) - mean;
+        q0 += d * d;
+    }
+    if (i < dim) {
+        const size_t k = (size_t)(dim - i);
+        const vf d = vsel(lanes_below(k), vload(x + i, k, 0.0f) - mean, vsplat(0.0f));
+        q0 += d * d;
+    }
+    const float inv = 1.0f / sqrtf(vsum_lanes((q0 + q1) + (q2 + q3)) / (float)dim + eps);
+    for (i = 0; i < dim; i += VL) {
+        const size_t k = (size_t)(dim - i < VL ? dim - i : VL);
+        const vf g = gamma ? vload(gamma + i, k, 0.0f) : vsplat(1.0f);
+        const vf b = beta ? vload(beta + i, k, 0.0f) : vsplat(0.0f);
+        const vf y = (vload(x + i, k, 0.0f) - mean) * inv * g + b;
+        if (yh) vstore_bf16(yh + i, y, k);
+        else vstore(yf + i, y, k);
     }
 }
+VEC_INLINE void ln_rows_body(float *yf, uint16_t *yh, const float *x, const float *gamma,
+                             const float *beta, int r0, int r1, int dim, float eps)
+{
+    for (int r = r0; r < r1; r++)
+        ln_row_body(yf ? yf + (size_t)r * dim : NULL, yh ? yh + (size_t)r * dim : NULL,
+                    x + (size_t)r * dim, gamma, beta, dim, eps);
+}
+VEC_KERNEL(ln_rows,
+           (float *yf, uint16_t *yh, const float *x, const float *gamma, const float *beta, int r0,
+            int r1, int dim, float eps),
+           (yf, yh, x, gamma, beta, r0, r1, dim, eps))
+
+#define LN_ROWS 16 /* rows per parallel work item */
 
 void op_layernorm(float *out, const float *in, const float *gamma, const float *beta, int rows,
                   int dim, float eps)
 {
+    /* in place (out == in) is fine: each row is read whole before it is written */
 #pragma omp parallel for schedule(static) if (PAR((size_t)rows * dim))
-    for (int r = 0; r < rows; r++)
-        layernorm_row(out + (size_t)r * dim, in + (size_t)r * dim, gamma, beta, dim, eps);
+    for (int r = 0; r < rows; r += LN_ROWS)
+        ln_rows(out, NULL, in, gamma, beta, r, r + LN_ROWS < rows ? r + LN_ROWS : rows, dim, eps);
 }
 
-int op_layernorm_bf16(uint16_t *out, const float *in, const float *gamma, const float *beta,
-                      int rows, int dim, float eps)
+void op_layernorm_bf16(uint16_t *out, const float *in, const float *gamma, const float *beta,
+                       int rows, int dim, float eps)
 {
-    if (dim > OP_LN_BF16_MAX_DIM) return -1;
 #pragma omp parallel for schedule(static) if (PAR((size_t)rows * dim))
-    for (int r = 0; r < rows; r++) {
-        float y[OP_LN_BF16_MAX_DIM]; /* the row in fp32, rounded once as it is stored */
-        layernorm_row(y, in + (size_t)r * dim, gamma, beta, dim, eps);
-        eng_to_bf16(out + (size_t)r * dim, y, (size_t)dim);
-    }
-    return 0;
+    for (int r = 0; r < rows; r += LN_ROWS)
+        ln_rows(NULL, out, in, gamma, beta, r, r + LN_ROWS < rows ? r + LN_ROWS : rows, dim, eps);
 }
 
 /* ---------------------------------------------------------------- element-wise */

@@ -48,12 +48,11 @@ void op_add_bias(float *x, const float *bias, int rows, int dim);
  * (biased variance, as torch.nn.LayerNorm). out may equal in. gamma/beta may be NULL (1 / 0). */
 void op_layernorm(float *out, const float *in, const float *gamma, const float *beta, int rows,
                   int dim, float eps);
-/* The same layer norm, each row rounded to bf16 as it is stored (the input of a bf16
- * GEMM: eng_linear_bf16), so the fp32 rows are never written. dim <= OP_LN_BF16_MAX_DIM
- * (a row is kept on the stack); returns 0, or -1 (nothing written) for wider rows. */
-#define OP_LN_BF16_MAX_DIM 4096
-int op_layernorm_bf16(uint16_t *out, const float *in, const float *gamma, const float *beta,
-                      int rows, int dim, float eps);
+/* The same layer norm (the same fp32 values), each row rounded to bf16 as it is stored
+ * (the input of a bf16 GEMM: eng_linear_bf16), so the fp32 rows are never written. out
+ * must not overlap in. */
+void op_layernorm_bf16(uint16_t *out, const float *in, const float *gamma, const float *beta,
+                       int rows, int dim, float eps);
 
 /* In place, n elements: */
 void op_gelu(float *x, size_t n);       /* exact GELU: 0.5 x (1 + erf(x / sqrt 2)) (nn.GELU()) */

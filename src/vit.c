@@ -1501,9 +1501,8 @@ static int attention_bf16(vit_model *m, const vit_block *b, eng_ctx *ec, int T)
     uint16_t *xn16 = (uint16_t *)(void *)s->xn, *qkv16 = (uint16_t *)(void *)s->qkv,
              *ctx16 = (uint16_t *)(void *)s->ctx;
     int planar = 0;
-    if (op_layernorm_bf16(xn16, s->x, b->ln1_w, b->ln1_b, T, D, c->eps) ||
-        qkv_linear_bf16(ec, b, T, D, xn16, NULL, qkv16, &planar))
-        return -1;
+    op_layernorm_bf16(xn16, s->x, b->ln1_w, b->ln1_b, T, D, c->eps);
+    if (qkv_linear_bf16(ec, b, T, D, xn16, NULL, qkv16, &planar)) return -1;
     if (op_attention_bf16(ctx16, qkv16, planar, T, D, H, scale)) return -2;
     return residual_bf16(m, ec, T, D, ctx16, b->out_w, b->out_b, b->ls1);
 }
@@ -1518,8 +1517,8 @@ static int mlp_bf16(vit_model *m, const vit_block *b, eng_ctx *ec, int T)
     vit_scratch *s = &m->s;
     const int D = c->dim, M = c->mlp_dim;
     uint16_t *xn16 = (uint16_t *)(void *)s->xn, *h16 = (uint16_t *)(void *)s->hidden;
-    if (op_layernorm_bf16(xn16, s->x, b->ln2_w, b->ln2_b, T, D, c->eps) ||
-        eng_linear_bf16(ec, T, M, D, xn16, b->fc1_w, b->fc1_b, eng_act[c->act], 0.0f, NULL, 0, h16))
+    op_layernorm_bf16(xn16, s->x, b->ln2_w, b->ln2_b, T, D, c->eps);
+    if (eng_linear_bf16(ec, T, M, D, xn16, b->fc1_w, b->fc1_b, eng_act[c->act], 0.0f, NULL, 0, h16))
         return -1;
     return residual_bf16(m, ec, T, M, h16, b->fc2_w, b->fc2_b, b->ls2);
 }
@@ -1541,7 +1540,7 @@ static int block_forward(vit_model *m, const vit_block *b, int T, int first_patc
      * no fp32 copy is written and converted. RoPE, a relative position bias and the CLS
      * row of --mask need the fp32 qkv: those blocks take the fp32-buffer path. */
     eng_ctx *ec = eng_current();
-    const int direct = eng_bf16_direct(ec) && D <= OP_LN_BF16_MAX_DIM;
+    const int direct = eng_bf16_direct(ec);
     if (direct && c->rope.grid == ROPE_NONE && !b->rel_table && !cls_attn) {
         const int rc = attention_bf16(m, b, ec, T);
         if (rc == -2) return -1;
@@ -1551,8 +1550,8 @@ static int block_forward(vit_model *m, const vit_block *b, int T, int first_patc
     /* attention: qkv (T, 3D) = ln1(x) . Wqkv^T + b; ctx (T, D) by blocked attention
      * (attention.c: only a tile of each head's (T, T) scores at a time) */
     uint16_t *xn16 = (uint16_t *)(void *)s->xn;
-    if (!direct || op_layernorm_bf16(xn16, s->x, b->ln1_w, b->ln1_b, T, D, c->eps) ||
-        qkv_linear_bf16(ec, b, T, D, xn16, s->qkv, NULL, NULL)) {
+    if (direct) op_layernorm_bf16(xn16, s->x, b->ln1_w, b->ln1_b, T, D, c->eps);
+    if (!direct || qkv_linear_bf16(ec, b, T, D, xn16, s->qkv, NULL, NULL)) {
         op_layernorm(s->xn, s->x, b->ln1_w, b->ln1_b, T, D, c->eps);
         qkv_linear(b, T, D, s->xn, s->qkv);
     }

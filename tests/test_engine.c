@@ -205,7 +205,7 @@ static void test_linear_fused(void)
     double *ref = malloc((size_t)M * N * sizeof *ref);
     memcpy(C0, C, (size_t)M * N * sizeof *C);
     /* the norm: the same rows as op_layernorm's, rounded once */
-    CHECK(op_layernorm_bf16(a16, A, gamma, beta, M, K, 1e-6f) == 0);
+    op_layernorm_bf16(a16, A, gamma, beta, M, K, 1e-6f);
     op_layernorm(ln, A, gamma, beta, M, K, 1e-6f);
     int same = 1;
     for (int i = 0; i < M * K; i++) {
@@ -213,7 +213,6 @@ static void test_linear_fused(void)
         a_r[i] = eng_bf16_to_f32(a16[i]);
     }
     CHECK_MSG(same, "op_layernorm_bf16 differs from op_layernorm rounded to bf16");
-    CHECK(op_layernorm_bf16(a16, A, NULL, NULL, 1, OP_LN_BF16_MAX_DIM + 1, 1e-6f) == -1);
     CHECK(eng_linear_bf16(fp, M, N, K, a16, W, bias, ENG_ACT_NONE, 0.0f, C, N, NULL) == -1);
     /* fp32: the activation fused into the fp32 GEMM (A as given, not rounded) */
     for (int act = ENG_ACT_GELU; act <= ENG_ACT_SILU; act++) {

@@ -121,6 +121,49 @@ static void test_bf16(void)
     }
 }
 
+/* the layer norm (op_layernorm, op_layernorm_bf16): against double, and the AVX2 and
+ * AVX-512 copies bit for bit, for widths that leave every tail of the 4-vector loop */
+static void test_layernorm_variants(void)
+{
+    enum { R = 3, DMAX = 1100 };
+    static float x[R * DMAX], g[DMAX], b[DMAX], y2[R * DMAX], y5[R * DMAX];
+    static bf16_t h2[R * DMAX], h5[R * DMAX];
+    const int dims[] = {1, 15, 16, 17, 64, 80, 384, 768, 1100};
+    for (size_t c = 0; c < sizeof dims / sizeof *dims; c++) {
+        const int dim = dims[c];
+        for (int i = 0; i < R * dim; i++) x[i] = urand(-3.0f, 5.0f); /* a mean and a spread */
+        for (int i = 0; i < dim; i++) g[i] = urand(0.5f, 1.5f), b[i] = urand(-1.0f, 1.0f);
+        int prev = vec_set_avx512(0);
+        op_layernorm(y2, x, g, b, R, dim, 1e-6f);
+        op_layernorm_bf16(h2, x, g, b, R, dim, 1e-6f);
+        vec_set_avx512(prev);
+        double worst = 0;
+        for (int r = 0; r < R; r++) {
+            const float *xr = x + (size_t)r * dim;
+            double mean = 0, var = 0;
+            for (int i = 0; i < dim; i++) mean += xr[i];
+            mean /= dim;
+            for (int i = 0; i < dim; i++) var += (xr[i] - mean) * (xr[i] - mean);
+            const double inv = 1.0 / sqrt(var / dim + 1e-6);
+            for (int i = 0; i < dim; i++) {
+                const double want = (xr[i] - mean) * inv * g[i] + b[i];
+                worst = tl_worse(worst, fabs(y2[(size_t)r * dim + i] - want) / (1.0 + fabs(want)));
+                CHECK_MSG(eng_bf16_to_f32(h2[(size_t)r * dim + i]) ==
+                              eng_round_bf16(y2[(size_t)r * dim + i]),
+                          "dim %d: the bf16 row is not the fp32 row rounded", dim);
+            }
+        }
+        CHECK_MSG(worst <= 2e-6, "layernorm dim %d: error %g", dim, worst);
+        if (both_variants()) {
+            op_layernorm(y5, x, g, b, R, dim, 1e-6f);
+            op_layernorm_bf16(h5, x, g, b, R, dim, 1e-6f);
+            CHECK_MSG(!memcmp(y2, y5, (size_t)R * dim * sizeof *y2) &&
+                          !memcmp(h2, h5, (size_t)R * dim * sizeof *h2),
+                      "layernorm dim %d: AVX2 and AVX-512 differ", dim);
+        }
+    }
+}
+
 /* a whole multi-head attention (T = 257: one key block with a tail) in both precisions */
 static void test_attention_variants(void)
 {
@@ -148,6 +191,7 @@ static void test_attention_variants(void)
 
 int main(void)
 {
+    RUN(test_layernorm_variants);
     printf("# element-wise kernels: %s copy by default on this CPU\n", vec_isa_name());
     RUN(test_exp);
     RUN(test_gelu);
