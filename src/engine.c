@@ -12,6 +12,8 @@
 
 #include <dnnl.h>
 #include <math.h>
+#include <omp.h>
+#include <stdlib.h>
 #include <pthread.h>
 #include <string.h>
 #include <strings.h>
@@ -385,9 +387,61 @@ done:
     return rc;
 }
 
+/* Row chunks of a large product over the OpenMP team, taken dynamically: a thread that
+ * finishes early takes the next chunk, where oneDNN's own split gives each thread a fixed
+ * share and the product waits for the slowest. Cores are not always equal: on the
+ * shared VM of docs/ENGINE.md one vCPU ran the same pinned kernel at half the speed of
+ * the other, the roles swapping within seconds; on a line PC the camera software takes
+ * its turns. Measured there (ViT-S/14, 448 px, bf16, 2 threads, 10 alternating rounds):
+ * median forward 132 -> 119 ms, best 79 -> 77-79 ms (no loss where the cores are even).
+ * About 3 chunks per thread, 64 rows at least, a multiple of 32; each chunk runs on one
+ * thread (oneDNN is single-threaded inside a parallel region), with its own scratchpad.
+ * Returns 0, 1 when it did not run (small or in a parallel region, or forced off: the
+ * caller runs the product whole), or -1 when a chunk failed. */
+static int g_chunk_rows = -1; /* eng_set_chunk_rows: -1 automatic, 0 off, > 0 rows */
+static int run_matmul_chunked(const prim_key *k, const void *A, const void *B, void *C,
+                              const float *bias, const float *col_scale)
+{
+    const int threads = omp_get_max_threads();
+    /* only products with a prepared (blocked) weight: a plain one is packed by oneDNN in
+     * every call, once per chunk instead of once per thread (fp32 ViT-B measured 874 ->
+     * 905 ms best of 4 with it chunked) */
+    if (g_chunk_rows == 0 || threads < 2 || omp_in_parallel() || !k->b_fixed) return 1;
+    if (g_chunk_rows < 0 && (double)k->M * k->N * k->K < 1e7) return 1; /* not worth a split */
+    int mc = g_chunk_rows;
+    if (mc < 0) {
+        mc = (k->M + 3 * threads - 1) / (3 * threads);
+        mc = mc < 64 ? 64 : (mc + 31) / 32 * 32;
+    }
+    if (k->M <= mc) return 1;
+    const int chunks = (k->M + mc - 1) / mc, tail = k->M - (chunks - 1) * mc;
+    prim_key kc = *k, kt = *k;
+    kc.M = mc;
+    kt.M = tail;
+    prim_entry e;
+    if (prim_get(&kc, &e) || prim_get(&kt, &e)) return 1;
+    const size_t a_row = (size_t)k->lda * (k->prec == PE_PRECISION_BF16 ? 2 : 4),
+                 c_row = (size_t)k->ldc * (k->dst_bf16 ? 2 : 4);
+    int failed = 0;
+#pragma omp parallel for schedule(dynamic, 1) reduction(| : failed)
+    for (int i = 0; i < chunks; i++)
+        failed |= run_matmul_scaled(i == chunks - 1 ? &kt : &kc,
+                                    (const char *)A + (size_t)i * mc * a_row, B,
+                                    (char *)C + (size_t)i * mc * c_row, bias, col_scale) != 0;
+    return failed ? -1 : 0;
+}
+
+int eng_set_chunk_rows(int rows)
+{
+    const int before = g_chunk_rows;
+    g_chunk_rows = rows;
+    return before;
+}
+
 static int run_matmul(const prim_key *k, const void *A, const void *B, void *C, const float *bias)
 {
-    return run_matmul_scaled(k, A, B, C, bias, NULL);
+    const int rc = run_matmul_chunked(k, A, B, C, bias, NULL);
+    return rc <= 0 ? rc : run_matmul_scaled(k, A, B, C, bias, NULL);
 }
 
 /* ------------------------------------------------------------------ GEMM entry points */
@@ -844,7 +898,8 @@ int eng_linear_scaled_add(eng_ctx *c, int M, int N, int K, const void *A, int a_
         if (a_bf16) return -1;
         prim_key k = plain_key(PE_PRECISION_FP32, 1, M, N, K, K, K, ldx, bias != NULL, 1.0f, 1.0f);
         k.col_scale = 1;
-        return run_matmul_scaled(&k, A, W, X, bias, scale);
+        const int rc = run_matmul_chunked(&k, A, W, X, bias, scale);
+        return rc <= 0 ? rc : run_matmul_scaled(&k, A, W, X, bias, scale);
     }
     if (!eng_bf16_direct(c)) return -1;
     weight_entry *we = ctx_weight(c, W, N, K, M);
@@ -854,7 +909,8 @@ int eng_linear_scaled_add(eng_ctx *c, int M, int N, int K, const void *A, int a_
     prim_key k = plain_key(PE_PRECISION_BF16, 1, M, N, K, K, K, ldx, bias != NULL, 1.0f, 1.0f);
     k.b_fixed = &we->md;
     k.col_scale = 1;
-    return run_matmul_scaled(&k, a16, we->data, X, bias, scale);
+    const int rc = run_matmul_chunked(&k, a16, we->data, X, bias, scale);
+    return rc <= 0 ? rc : run_matmul_scaled(&k, a16, we->data, X, bias, scale);
 }
 
 static _Thread_local eng_ctx *tl_current;

@@ -142,6 +142,10 @@ int eng_linear_act_f32(eng_ctx *ctx, int M, int N, int K, const float *A, int ld
  * when the context / CPU cannot, or oneDNN failed. */
 int eng_linear_scaled_add(eng_ctx *ctx, int M, int N, int K, const void *A, int a_bf16,
                           const float *W, const float *bias, const float *scale, float *X, int ldx);
+/* Large products outside a parallel region run as row chunks that the threads take
+ * dynamically (engine.c, run_matmul_chunked). Tests and benchmarks: rows per chunk (> 0),
+ * 0 off, -1 automatic (the default); returns the setting before. */
+int eng_set_chunk_rows(int rows);
 /* The context used by op_linear / op_attention on this thread (NULL: fp32, no cache).
  * Returns the previous one (backbones set theirs around a forward pass). */
 eng_ctx *eng_set_current(eng_ctx *ctx);

@@ -192,6 +192,58 @@ static double act_ref(int act, double x)
     }
 }
 
+/* Large products with a prepared weight run as row chunks taken by the threads
+ * dynamically (run_matmul_chunked): the same values as the product whole, for every
+ * entry point that reaches it (bf16 linears into fp32 and, with an activation, into bf16;
+ * LayerScale's scaled sum), with a short last chunk. fp32 (weights used in place) keeps
+ * oneDNN's own split: checked to give the same values with the setting either way. */
+static void test_chunked_rows(void)
+{
+    const int M = 1000, N = 96, K = 80;
+    float *A = rand_buf((size_t)M * K), *W = rand_buf((size_t)N * K), *bias = rand_buf(N);
+    float *ls = rand_buf(N), *X0 = rand_buf((size_t)M * N);
+    float *out[2], *x[2];
+    bf16_t *a16 = malloc((size_t)M * K * sizeof *a16), *h[2];
+    eng_to_bf16(a16, A, (size_t)M * K);
+    omp_set_num_threads(2); /* (chunks need two threads; also on a one-core machine) */
+    for (int prec = 0; prec < 2; prec++) {
+        eng_ctx *c = eng_ctx_create(prec ? PE_PRECISION_BF16 : PE_PRECISION_FP32);
+        if (prec && !eng_bf16_direct(c)) {
+            printf("# test_chunked_rows: no bf16 kernels here, fp32 only\n");
+            eng_ctx_free(c);
+            break;
+        }
+        for (int v = 0; v < 2; v++) { /* v = 0: whole, v = 1: chunks of 96 rows */
+            const int before = eng_set_chunk_rows(v ? 96 : 0);
+            out[v] = malloc((size_t)M * N * sizeof(float));
+            h[v] = calloc((size_t)M * N, sizeof(bf16_t));
+            x[v] = malloc((size_t)M * N * sizeof(float));
+            memcpy(x[v], X0, (size_t)M * N * sizeof(float));
+            if (prec) {
+                CHECK(eng_linear_bf16(c, M, N, K, a16, W, bias, ENG_ACT_NONE, 0.0f, out[v], N,
+                                      NULL) == 0);
+                CHECK(eng_linear_bf16(c, M, N, K, a16, W, bias, ENG_ACT_GELU, 0.0f, NULL, 0, h[v]) ==
+                      0);
+                CHECK(eng_linear_scaled_add(c, M, N, K, a16, 1, W, bias, ls, x[v], N) == 0);
+            } else {
+                CHECK(eng_linear(c, M, N, K, A, K, W, 0.0f, out[v], N, bias) == 0);
+                CHECK(eng_linear_scaled_add(c, M, N, K, A, 0, W, bias, ls, x[v], N) == 0);
+            }
+            eng_set_chunk_rows(before);
+        }
+        const size_t n = (size_t)M * N;
+        CHECK_MSG(!memcmp(out[0], out[1], n * sizeof(float)), "%s linear: chunks differ",
+                  prec ? "bf16" : "fp32");
+        CHECK_MSG(!memcmp(h[0], h[1], n * sizeof(bf16_t)), "bf16 GELU output: chunks differ");
+        CHECK_MSG(!memcmp(x[0], x[1], n * sizeof(float)), "%s scaled sum: chunks differ",
+                  prec ? "bf16" : "fp32");
+        for (int v = 0; v < 2; v++) free(out[v]), free(h[v]), free(x[v]);
+        eng_ctx_free(c);
+    }
+    omp_set_num_threads(pe_get_threads());
+    free(A), free(W), free(bias), free(ls), free(X0), free(a16);
+}
+
 static void test_linear_fused(void)
 {
     const int M = 77, N = 96, K = 80;
@@ -514,6 +566,7 @@ int main(void)
     RUN(test_gemm);
     RUN(test_linear);
     RUN(test_linear_fused);
+    RUN(test_chunked_rows);
     RUN(test_concurrent);
     RUN(test_attention);
     RUN(test_scoring_precision);
