@@ -261,7 +261,8 @@ static int heads_per_round(int H, int nqb, int bf16)
  * and ctx16 bf16: the block's bf16 path); exactly one of each pair is non-NULL. qkv16
  * is (T, 3D) rows [q | k | v] (planar 0) or q, k, v (T, D) one after another (planar 1). */
 static int attention(float *ctx, bf16_t *ctx16, const float *qkv, const bf16_t *qkv16, int planar,
-                     int T, int D, int H, float scale, float *cls_attn, int first_patch)
+                     int T, int D, int H, float scale, float *cls_attn, int first_patch, void *work,
+                     size_t work_bytes)
 {
     const int dh = D / H;
     const int bf16 = qkv16 || eng_ctx_precision(eng_current()) == PE_PRECISION_BF16;
@@ -270,7 +271,10 @@ static int attention(float *ctx, bf16_t *ctx16, const float *qkv, const bf16_t *
     const int hg = heads_per_round(H, nqb, bf16);
     /* heads: [part q/k/v][head of the round][T][dh], dense per head (see block); the
      * calling thread's buffer, kept between layers and calls (no per-layer malloc) */
-    char *heads = eng_thread_buffer(ENG_SLOT_ATTN_HEADS, (size_t)3 * hg * per * esz);
+    const size_t heads_bytes = (size_t)3 * hg * per * esz;
+    char *heads = work && heads_bytes <= work_bytes
+                      ? work
+                      : eng_thread_buffer(ENG_SLOT_ATTN_HEADS, heads_bytes);
     if (!heads) {
         pe_fail(PE_ERR_NOMEM, "out of memory for the attention heads");
         return -1;
@@ -318,13 +322,14 @@ static int attention(float *ctx, bf16_t *ctx16, const float *qkv, const bf16_t *
 }
 
 int op_attention(float *ctx, const float *qkv, int T, int D, int H, float scale, float *cls_attn,
-                 int first_patch)
+                 int first_patch, void *work, size_t work_bytes)
 {
-    return attention(ctx, NULL, qkv, NULL, 0, T, D, H, scale, cls_attn, first_patch);
+    return attention(ctx, NULL, qkv, NULL, 0, T, D, H, scale, cls_attn, first_patch, work,
+                     work_bytes);
 }
 
 int op_attention_bf16(uint16_t *ctx16, const uint16_t *qkv16, int planar, int T, int D, int H,
                       float scale)
 {
-    return attention(NULL, ctx16, NULL, qkv16, planar, T, D, H, scale, NULL, 0);
+    return attention(NULL, ctx16, NULL, qkv16, planar, T, D, H, scale, NULL, 0, NULL, 0);
 }

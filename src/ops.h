@@ -70,9 +70,11 @@ void op_softmax_rows(float *x, int rows, int cols, int ld);
  * parts of qkv (T, 3D). Blocked with an online softmax: never more than a tile of the
  * (T, T) scores. cls_attn (T - first_patch) or NULL: mean over heads of the CLS row's
  * probabilities over keys first_patch..T-1, computed exactly in fp32. Precision of the
- * current engine context. Returns 0, or -1 (out of memory / engine failure). */
+ * current engine context. work (work_bytes) or NULL: the caller's free memory, used
+ * for the per-head copies when they fit (else a buffer kept by the thread). Returns 0,
+ * or -1 (out of memory / engine failure). */
 int op_attention(float *ctx, const float *qkv, int T, int D, int H, float scale, float *cls_attn,
-                 int first_patch);
+                 int first_patch, void *work, size_t work_bytes);
 /* The same in bf16 end to end (the transformer block's bf16 path): qkv16 as the qkv
  * GEMMs wrote it, (T, 3D) rows [q | k | v] (planar 0) or the (T, D) matrices q, k, v one
  * after another (planar 1); ctx16 (T, D) the rows of the output rounded to bf16 (the next

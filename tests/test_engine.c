@@ -222,8 +222,8 @@ static void test_chunked_rows(void)
             if (prec) {
                 CHECK(eng_linear_bf16(c, M, N, K, a16, W, bias, ENG_ACT_NONE, 0.0f, out[v], N,
                                       NULL) == 0);
-                CHECK(eng_linear_bf16(c, M, N, K, a16, W, bias, ENG_ACT_GELU, 0.0f, NULL, 0, h[v]) ==
-                      0);
+                CHECK(eng_linear_bf16(c, M, N, K, a16, W, bias, ENG_ACT_GELU, 0.0f, NULL, 0,
+                                      h[v]) == 0);
                 CHECK(eng_linear_scaled_add(c, M, N, K, a16, 1, W, bias, ls, x[v], N) == 0);
             } else {
                 CHECK(eng_linear(c, M, N, K, A, K, W, 0.0f, out[v], N, bias) == 0);
@@ -449,13 +449,27 @@ static void attention_case(int T, int D, int H)
         eng_ctx *prev = eng_set_current(e);
         for (int threads = 1; threads <= 2; threads++) {
             omp_set_num_threads(threads);
-            CHECK(op_attention(ctx, qkv, T, D, H, scale, cls, first) == 0);
+            CHECK(op_attention(ctx, qkv, T, D, H, scale, cls, first, NULL, 0) == 0);
             double d = rel(ctx, ref, (size_t)T * D), dc = rel(cls, rcls, (size_t)(T - first));
             if (threads == 1)
                 printf("  attention %s T=%d: ctx rel %.3g, CLS rel %.3g\n", prec ? "bf16" : "fp32",
                        T, d, dc);
             CHECK_MSG(d <= (prec ? 2e-2 : 1e-5), "%s attention rel %g", prec ? "bf16" : "fp32", d);
             CHECK_MSG(dc <= 1e-5, "CLS attention must stay exact: rel %g", dc); /* fp32 in both */
+            /* the caller's work memory for the heads' copies (as vit.c passes its free xn):
+             * the same bits; one byte short of the largest need and the thread's own
+             * buffer serves instead */
+            const size_t need = (size_t)3 * H * T * (D / H) * sizeof(float);
+            for (int shortby = 0; shortby < 2; shortby++) {
+                float *work = malloc(need), *ctx2 = malloc((size_t)T * D * sizeof *ctx2);
+                memset(work, 0xff, need);
+                CHECK(op_attention(ctx2, qkv, T, D, H, scale, NULL, first, work,
+                                   need - (size_t)shortby) == 0);
+                CHECK_MSG(!memcmp(ctx, ctx2, (size_t)T * D * sizeof *ctx),
+                          "%s attention with the caller's work memory differs",
+                          prec ? "bf16" : "fp32");
+                free(work), free(ctx2);
+            }
         }
         if (prec) attention_bf16_layouts(qkv, T, D, H, scale, ref);
         eng_set_current(prev);

@@ -178,9 +178,9 @@ static void test_attention_variants(void)
         eng_ctx *ctx = eng_ctx_create(prec ? PE_PRECISION_BF16 : PE_PRECISION_FP32);
         eng_ctx *prev_ctx = eng_set_current(ctx);
         int prev = vec_set_avx512(0);
-        CHECK(op_attention(a, qkv, T, D, H, 0.2f, NULL, 1) == 0);
+        CHECK(op_attention(a, qkv, T, D, H, 0.2f, NULL, 1, NULL, 0) == 0);
         vec_set_avx512(1);
-        CHECK(op_attention(b, qkv, T, D, H, 0.2f, NULL, 1) == 0);
+        CHECK(op_attention(b, qkv, T, D, H, 0.2f, NULL, 1, NULL, 0) == 0);
         vec_set_avx512(prev);
         eng_set_current(prev_ctx);
         eng_ctx_free(ctx);
