@@ -425,9 +425,9 @@ static int run_matmul_chunked(const prim_key *k, const void *A, const void *B, v
     int failed = 0;
 #pragma omp parallel for schedule(dynamic, 1) reduction(| : failed)
     for (int i = 0; i < chunks; i++)
-        failed |= run_matmul_scaled(i == chunks - 1 ? &kt : &kc,
-                                    (const char *)A + (size_t)i * mc * a_row, B,
-                                    (char *)C + (size_t)i * mc * c_row, bias, col_scale) != 0;
+        failed |=
+            run_matmul_scaled(i == chunks - 1 ? &kt : &kc, (const char *)A + (size_t)i * mc * a_row,
+                              B, (char *)C + (size_t)i * mc * c_row, bias, col_scale) != 0;
     return failed ? -1 : 0;
 }
 
