@@ -394,7 +394,8 @@ done:
  * the other, the roles swapping within seconds; on a line PC the camera software takes
  * its turns. Measured there (ViT-S/14, 448 px, bf16, 2 threads, 10 alternating rounds):
  * median forward 132 -> 119 ms, best 79 -> 77-79 ms (no loss where the cores are even).
- * About 3 chunks per thread, 64 rows at least, a multiple of 32; each chunk runs on one
+ * About 3 chunks per thread (2 at least), 64 rows at least, a multiple of 32, a last
+ * sliver of under 32 rows joined to the chunk before; each chunk runs on one
  * thread (oneDNN is single-threaded inside a parallel region), with its own scratchpad.
  * Returns 0, 1 when it did not run (small or in a parallel region, or forced off: the
  * caller runs the product whole), or -1 when a chunk failed. */
@@ -407,14 +408,18 @@ static int run_matmul_chunked(const prim_key *k, const void *A, const void *B, v
      * every call, once per chunk instead of once per thread (fp32 ViT-B measured 874 ->
      * 905 ms best of 4 with it chunked) */
     if (g_chunk_rows == 0 || threads < 2 || omp_in_parallel() || !k->b_fixed) return 1;
-    if (g_chunk_rows < 0 && (double)k->M * k->N * k->K < 1e7) return 1; /* not worth a split */
+    if (g_chunk_rows < 0 && (double)k->M * k->N * k->K < 5e7) return 1; /* not worth a split */
     int mc = g_chunk_rows;
     if (mc < 0) {
         mc = (k->M + 3 * threads - 1) / (3 * threads);
         mc = mc < 64 ? 64 : (mc + 31) / 32 * 32;
     }
     if (k->M <= mc) return 1;
-    const int chunks = (k->M + mc - 1) / mc, tail = k->M - (chunks - 1) * mc;
+    int chunks = (k->M + mc - 1) / mc;
+    if (k->M - (chunks - 1) * mc < 32 && chunks > 2) chunks--; /* a sliver joins the last */
+    /* fewer than 2 chunks per thread: no room to even out, oneDNN's own split is as good */
+    if (g_chunk_rows < 0 && chunks < 2 * threads) return 1;
+    const int tail = k->M - (chunks - 1) * mc;
     prim_key kc = *k, kt = *k;
     kc.M = mc;
     kt.M = tail;
