@@ -75,7 +75,8 @@ enum {
     ENG_SLOT_ATTN = 5 /* 5..7 */,
     ENG_SLOT_ATTN_HEADS = 8 /* the caller's per-head q, k, v copies */,
     ENG_SLOT_ATTN_PACKED = 9 /* the caller's packed K and V (attention.c) */,
-    ENG_SLOTS = 10
+    ENG_SLOT_QUERY_SCREEN = 10 /* a few-shot query's screen buffers (score.c) */,
+    ENG_SLOTS = 11
 };
 void *eng_thread_buffer(int slot, size_t bytes);
 

@@ -336,6 +336,86 @@ void pe_apply_attention_mask(float *patch_scores, const float *attn, int n, floa
 
 /* ------------------------------------------------------------------ few-shot */
 
+static int g_screen = 1;
+void pe_score_set_screen(int on) { g_screen = on; }
+int pe_score_screen_runs(int dim)
+{
+    return g_screen && sk_available(0, dim) && sk_screen_available(dim);
+}
+
+/* Few-shot rows in fp32 through the bf16 screen (score_screen.c): for each reference, the
+ * exact fp32 row maxima of the query against it, the same bits as fused_rows(0, ...),
+ * offered to the heaps as the fused path does. The screen's bf16 copies are normalised
+ * with the caller's inverse norms. Returns 0, 1 when it cannot run (a non-finite query
+ * feature: no bound; the caller takes the fp32 kernel), -1 out of memory. A reference
+ * with non-finite features, and row blocks the screen leaves (ties), go through the fp32
+ * kernel. */
+static int query_screened(const float *query, const float *query_inv, int Gq,
+                          const float *const *refs, const float *const *ref_inv,
+                          const int *ref_patches, int num_refs, int max_cols, int dim, int T,
+                          int nthr, const pe_score_params *params, int K, float *heaps)
+{
+    /* one buffer kept by the calling thread from query to query (allocating and freeing
+     * these per query grew glibc's heap: predict over 112 images, 83 -> 111 MB peak):
+     * q16 (Gq, dim), r16 (max_cols, dim) bf16; qstats (Gq, 3), rstats (max_cols, 3), win
+     * (Gq), rowmax (Gq) fp32; the packed reference (fp32 size) */
+    const size_t a64 = 64, nq16 = ((size_t)Gq * dim * 2 + a64 - 1) / a64 * a64,
+                 nr16 = ((size_t)max_cols * dim * 2 + a64 - 1) / a64 * a64,
+                 nqf = (((size_t)Gq * 5) * 4 + a64 - 1) / a64 * a64,
+                 nrf = ((size_t)max_cols * 3 * 4 + a64 - 1) / a64 * a64,
+                 npk = sk_panel_bytes(max_cols, dim, 0);
+    char *mem = eng_thread_buffer(ENG_SLOT_QUERY_SCREEN, nq16 + nr16 + nqf + nrf + npk);
+    uint16_t *q16 = mem ? (uint16_t *)(void *)mem : NULL;
+    uint16_t *r16 = mem ? (uint16_t *)(void *)(mem + nq16) : NULL;
+    float *qstats = mem ? (float *)(void *)(mem + nq16 + nr16) : NULL;
+    float *win = qstats ? qstats + (size_t)Gq * 3 : NULL, *rowmax = win ? win + Gq : NULL;
+    float *rstats = mem ? (float *)(void *)(mem + nq16 + nr16 + nqf) : NULL;
+    void *packed = mem ? mem + nq16 + nr16 + nqf + nrf : NULL;
+    sk_screen_ws *ws = calloc((size_t)nthr, sizeof *ws);
+    int rc = !mem || !ws ? -1 : 0;
+    for (int th = 0; th < nthr && !rc; th++) rc = sk_screen_ws_reserve(&ws[th], max_cols, dim);
+    if (!rc && sk_screen_stats(query, query_inv, Gq, dim, q16, qstats)) rc = 1;
+    const int rt = PE_MAX(32, PE_MIN(T, (Gq + 4 * nthr - 1) / (4 * nthr))) / 32 * 32;
+    const int nrt = (Gq + rt - 1) / rt;
+    for (int k = 0; k < num_refs && !rc; k++) {
+        const int Gk = ref_patches[k];
+        int failed = 0;
+        if (sk_screen_stats(refs[k], ref_inv[k], Gk, dim, r16, rstats) == 0) {
+            sk_screen_row_windows(qstats, Gq, rstats, Gk, dim, win);
+            sk_pack(r16, Gk, dim, 1, packed);
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nthr) reduction(| : failed)
+            for (int t = 0; t < nrt; t++) {
+                const int r0 = t * rt;
+                failed |=
+                    sk_screen_rows(q16, query, r0, PE_MIN(rt, Gq - r0), dim, packed, refs[k], Gk,
+                                   ref_inv[k], win, NULL, rowmax, NULL, &ws[thread_id()]) != 0;
+            }
+            /* ties (flat images, repeated patches): those row blocks by the fp32 kernel */
+            size_t redo = 0;
+            for (int th = 0; th < nthr; th++) redo += ws[th].nredo;
+            if (!failed && redo) sk_pack(refs[k], Gk, dim, 0, packed);
+            for (int th = 0; th < nthr && !failed; th++) {
+                for (size_t b = 0; b < ws[th].nredo; b++) {
+                    const int r0 = ws[th].redo[2 * b], n = ws[th].redo[2 * b + 1];
+                    fused_rows(0, query + (size_t)r0 * dim, n, dim, packed, Gk, query_inv + r0,
+                               ref_inv[k], T, nthr, rowmax + r0, NULL);
+                }
+                ws[th].nredo = 0;
+            }
+        } else { /* no bound for this reference: the fp32 kernel */
+            sk_pack(refs[k], Gk, dim, 0, packed);
+            fused_rows(0, query, Gq, dim, packed, Gk, query_inv, ref_inv[k], T, nthr, rowmax, NULL);
+        }
+        if (failed) rc = -1;
+        for (int i = 0; i < Gq && !rc; i++)
+            heap_offer(heaps + (size_t)i * K, k, K,
+                       key_of(cos_dist(rowmax[i] * query_inv[i]), params->order));
+    }
+    for (int th = 0; ws && th < nthr; th++) sk_screen_ws_free(&ws[th]);
+    free(ws);
+    return rc;
+}
+
 pe_status pe_score_query_inv(const float *query, const float *query_inv, int query_patches,
                              const float *const *refs, const float *const *ref_inv,
                              const int *ref_patches, int num_refs, int dim,
@@ -362,7 +442,15 @@ pe_status pe_score_query_inv(const float *query, const float *query_inv, int que
         failed = operand_make(&r[k], refs[k], (size_t)ref_patches[k], dim, bf16);
     const int ntiles = (query_patches + T - 1) / T;
     int engine_path = 1; /* 0 once the fused kernel has scored every reference */
-    if (!failed && sk_available(bf16, dim)) {
+    if (!failed && !bf16 && pe_score_screen_runs(dim) && (size_t)query_patches * dim < INT_MAX &&
+        (size_t)max_cols * dim < INT_MAX) {
+        /* fp32 on a CPU with bf16 dot products: screened, the same bits (query_screened) */
+        const int rc = query_screened(query, query_inv, query_patches, refs, ref_inv, ref_patches,
+                                      num_refs, max_cols, dim, T, nthr, params, K, heaps);
+        failed = rc < 0;
+        if (rc == 0) engine_path = 0;
+    }
+    if (!failed && engine_path && sk_available(bf16, dim)) {
         /* fused kernel (score_kernel.c): each reference packed once, then row tiles of the
          * query over threads, reduced in registers to the row maxima */
         void *packed = pe_alloc(sk_panel_bytes(max_cols, dim, bf16), 1, "packed reference");
@@ -468,13 +556,6 @@ struct pe_pair_scorer {
     float *colmax_exact; /* screen: (G) */
     sk_screen_ws *ws;    /* screen: (nthr) */
 };
-
-static int g_screen = 1;
-void pe_score_set_screen(int on) { g_screen = on; }
-int pe_score_screen_runs(int dim)
-{
-    return g_screen && sk_available(0, dim) && sk_screen_available(dim);
-}
 
 /* The screen holds a bf16 copy of the batch (half the fp32 features) and 4 floats per
  * patch. It is an optimisation: where that would take more than a quarter of the memory

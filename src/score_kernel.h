@@ -58,6 +58,10 @@ int sk_screen_stats(const float *X, const float *inv, int G, int dim, uint16_t *
  * the normalised screen; -1 marks a zero patch. Either may be NULL. */
 void sk_screen_windows(const float *stats_a, const float *stats_b, int G, int dim, float *row_win,
                        float *col_win);
+/* row_win (Ga) alone, for Ga rows of a against Gb rows of b (few-shot: a query against
+ * one reference of another size) */
+void sk_screen_row_windows(const float *stats_a, int Ga, const float *stats_b, int Gb, int dim,
+                           float *row_win);
 /* rows [r0, r0 + rows) of A (normalised bf16 copy A16, fp32 A32, both the whole image's
  * (., dim)) against B (G rows: its normalised bf16 copy packed, Bp; fp32 B32): writes the
  * exact rowmax[r0..] (unless rowmax is NULL; scaled by col_inv as in sk_rows); updates
@@ -74,6 +78,12 @@ int sk_screen_finish_cols(sk_screen_ws *ws, int nws, const float *A32, const flo
                           int rows, int G, const float *row_inv, const float *colmax_screened,
                           const float *col_win, float *colmax);
 void sk_screen_ws_free(sk_screen_ws *ws);
+/* grow ws's fixed-size buffers for G columns of dim (sk_screen_rows does it too); called
+ * by the thread that will free ws, so glibc serves them from that thread's arena (grown
+ * inside the worker threads and freed by the caller after every few-shot query, they
+ * fragmented the workers' arenas: predict over 112 images, peak RSS 83 -> 113 MB).
+ * 0, or -1 out of memory. */
+int sk_screen_ws_reserve(sk_screen_ws *ws, int G, int dim);
 /* raise colmax (G) to a lower bound of each column's screened maximum (A16, B16: the
  * normalised bf16 copies), before the rows are screened */
 void sk_screen_seed(const uint16_t *A16, const uint16_t *B16, int G, int dim, float *colmax);

@@ -102,10 +102,10 @@ int sk_screen_stats(const float *X, const float *inv, int G, int dim, uint16_t *
 
 /* W[i] for the patches x_i of one image against the patches y_j of the other (both
  * normalised); a zero patch (n = 0) gets W = -1: its maximum is exactly +0 (below) */
-static void windows_one(const float *sx, int G, const float *sy, int dim, float *W)
+static void windows_one(const float *sx, int G, const float *sy, int Gy, int dim, float *W)
 {
     double p1 = 0, p2 = 0, p3 = 0; /* max_j n~_j, e_j, n_j */
-    for (int j = 0; j < G; j++) {
+    for (int j = 0; j < Gy; j++) {
         p1 = fmax(p1, sy[3 * (size_t)j + 1]);
         p2 = fmax(p2, sy[3 * (size_t)j + 2]);
         p3 = fmax(p3, sy[3 * (size_t)j]);
@@ -121,8 +121,14 @@ static void windows_one(const float *sx, int G, const float *sy, int dim, float 
 void sk_screen_windows(const float *stats_a, const float *stats_b, int G, int dim, float *row_win,
                        float *col_win)
 {
-    if (row_win) windows_one(stats_a, G, stats_b, dim, row_win);
-    if (col_win) windows_one(stats_b, G, stats_a, dim, col_win);
+    if (row_win) windows_one(stats_a, G, stats_b, G, dim, row_win);
+    if (col_win) windows_one(stats_b, G, stats_a, G, dim, col_win);
+}
+
+void sk_screen_row_windows(const float *stats_a, int Ga, const float *stats_b, int Gb, int dim,
+                           float *row_win)
+{
+    windows_one(stats_a, Ga, stats_b, Gb, dim, row_win);
 }
 
 /* ------------------------------------------------------------------ exact recompute */
@@ -385,9 +391,7 @@ TSCR_AMX static int screen_rows_amx(const uint16_t *A16, const float *A32, int r
     return rc;
 }
 
-int sk_screen_rows(const uint16_t *A16, const float *A32, int r0, int rows, int dim, const void *Bp,
-                   const float *B32, int G, const float *col_inv, const float *row_win,
-                   const float *col_win, float *rowmax, float *colmax, sk_screen_ws *ws)
+int sk_screen_ws_reserve(sk_screen_ws *ws, int G, int dim)
 {
     const size_t ld = (size_t)(G + NR - 1) / NR * NR;
     if (ws->buf_floats < 32 * ld) {
@@ -409,6 +413,14 @@ int sk_screen_rows(const uint16_t *A16, const float *A32, int r0, int rows, int 
         ws->pad_dim = ws->pad ? dim : 0;
         if (!ws->pad) return -1;
     }
+    return 0;
+}
+
+int sk_screen_rows(const uint16_t *A16, const float *A32, int r0, int rows, int dim, const void *Bp,
+                   const float *B32, int G, const float *col_inv, const float *row_win,
+                   const float *col_win, float *rowmax, float *colmax, sk_screen_ws *ws)
+{
+    if (sk_screen_ws_reserve(ws, G, dim)) return -1;
     if (g_use_amx && dim % 32 == 0 && amx_ready())
         return screen_rows_amx(A16, A32, r0, rows, dim, Bp, B32, G, col_inv, row_win, col_win,
                                rowmax, colmax, ws);

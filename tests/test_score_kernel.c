@@ -217,11 +217,34 @@ static void screen_batch(int kind, const char *label)
     CHECK(pe_score_batch((const float *const *)f, B, G, dim, &p, s0, i0) == PE_OK);
     pe_score_set_screen(1);
     CHECK(pe_score_batch((const float *const *)f, B, G, dim, &p, s1, i1) == PE_OK);
-    CHECK_MSG(!memcmp(s0, s1, (size_t)B * G * sizeof *s0) && !memcmp(i0, i1, sizeof i0),
-              "%s: screened batch scores differ from the fp32 kernel's", label);
-    printf("  batch %s: screened == fp32 kernel\n", label);
+    const int same = !memcmp(s0, s1, (size_t)B * G * sizeof *s0) && !memcmp(i0, i1, sizeof i0);
+    CHECK_MSG(same, "%s: screened batch scores differ from the fp32 kernel's", label);
+    if (same) printf("  batch %s: screened == fp32 kernel\n", label);
     for (int b = 0; b < B; b++) free(f[b]);
     free(s0), free(s1);
+}
+
+/* Few-shot (pe_score_query) with and without the screen: the same bits, for references of
+ * other sizes than the query, a reference with a NaN feature (no bound: the fp32 kernel
+ * for it) and tied features (row blocks left to the fp32 kernel) */
+static void screen_query(int kind, const char *label)
+{
+    const int Gq = 200, dim = 64, R = 3, G[3] = {200, 150, 260};
+    float *q = screen_feats(Gq, dim, kind), *refs[3];
+    for (int k = 0; k < R; k++) refs[k] = screen_feats(G[k], dim, kind);
+    refs[1][(size_t)9 * dim + 3] = NAN;
+    float *s0 = malloc(Gq * sizeof *s0), *s1 = malloc(Gq * sizeof *s1), i0, i1;
+    pe_score_params p = pe_score_default_params("patchead", 3);
+    p.precision = PE_PRECISION_FP32;
+    pe_score_set_screen(0);
+    CHECK(pe_score_query(q, Gq, (const float *const *)refs, G, R, dim, &p, s0, &i0) == PE_OK);
+    pe_score_set_screen(1);
+    CHECK(pe_score_query(q, Gq, (const float *const *)refs, G, R, dim, &p, s1, &i1) == PE_OK);
+    const int same = !memcmp(s0, s1, Gq * sizeof *s0) && !memcmp(&i0, &i1, sizeof i0);
+    CHECK_MSG(same, "%s: screened few-shot scores differ from the fp32 kernel's", label);
+    if (same) printf("  few-shot %s: screened == fp32 kernel\n", label);
+    free(q), free(s0), free(s1);
+    for (int k = 0; k < R; k++) free(refs[k]);
 }
 
 static void test_screen(void)
@@ -242,6 +265,9 @@ static void test_screen(void)
         screen_pair(256, 64, 2, l);
         screen_batch(0, amx ? "random" : "random (vdpbf16ps)");
         screen_batch(2, amx ? "tied" : "tied (vdpbf16ps)");
+        screen_query(0, amx ? "random" : "random (vdpbf16ps)");
+        screen_query(1, amx ? "clustered" : "clustered (vdpbf16ps)");
+        screen_query(2, amx ? "tied" : "tied (vdpbf16ps)");
     }
     sk_screen_set_amx(1);
 }
