@@ -283,6 +283,29 @@ static void fused_rows(int bf16, const void *A, int rows, int dim, const void *p
     }
 }
 
+/* The row blocks the screen left to the fp32 kernel (ws[].redo: ties) against B, whose
+ * fp32 panels are in packed: rowmax rows as fused_rows writes them; the lists are
+ * cleared. Shared by the zero-shot pairs and the few-shot queries. */
+static size_t screen_redo_count(const sk_screen_ws *ws, int nthr)
+{
+    size_t n = 0;
+    for (int th = 0; th < nthr; th++) n += ws[th].nredo;
+    return n;
+}
+static void screen_redo_rows(sk_screen_ws *ws, int nthr, const float *A, int dim,
+                             const void *packed, int cols, const float *row_inv,
+                             const float *col_inv, int T, float *rowmax)
+{
+    for (int th = 0; th < nthr; th++) {
+        for (size_t b = 0; b < ws[th].nredo; b++) {
+            const int r0 = ws[th].redo[2 * b], n = ws[th].redo[2 * b + 1];
+            fused_rows(0, A + (size_t)r0 * dim, n, dim, packed, cols, row_inv + r0, col_inv, T,
+                       nthr, rowmax + r0, NULL);
+        }
+        ws[th].nredo = 0;
+    }
+}
+
 /* ------------------------------------------------------------------ Eq. 4 */
 
 static int cmp_desc(const void *a, const void *b)
@@ -391,16 +414,10 @@ static int query_screened(const float *query, const float *query_inv, int Gq,
                                    ref_inv[k], win, NULL, rowmax, NULL, &ws[thread_id()]) != 0;
             }
             /* ties (flat images, repeated patches): those row blocks by the fp32 kernel */
-            size_t redo = 0;
-            for (int th = 0; th < nthr; th++) redo += ws[th].nredo;
-            if (!failed && redo) sk_pack(refs[k], Gk, dim, 0, packed);
-            for (int th = 0; th < nthr && !failed; th++) {
-                for (size_t b = 0; b < ws[th].nredo; b++) {
-                    const int r0 = ws[th].redo[2 * b], n = ws[th].redo[2 * b + 1];
-                    fused_rows(0, query + (size_t)r0 * dim, n, dim, packed, Gk, query_inv + r0,
-                               ref_inv[k], T, nthr, rowmax + r0, NULL);
-                }
-                ws[th].nredo = 0;
+            if (!failed && screen_redo_count(ws, nthr)) {
+                sk_pack(refs[k], Gk, dim, 0, packed);
+                screen_redo_rows(ws, nthr, query, dim, packed, Gk, query_inv, ref_inv[k], T,
+                                 rowmax);
             }
         } else { /* no bound for this reference: the fp32 kernel */
             sk_pack(refs[k], Gk, dim, 0, packed);
@@ -694,18 +711,10 @@ int pe_pair_scorer_run(pe_pair_scorer *ps, int a, const float *inv_a, int b, con
         }
         /* ties (flat images, repeated patches): what the screen left, by the fp32 kernel
          * (b packed again, in fp32: the screen is done with the bf16 panels) */
-        size_t redo = 0;
-        for (int th = 0; th < nthr; th++) redo += ps->ws[th].nredo;
-        if (!failed && (redo || cols_fp32)) {
+        if (!failed && (screen_redo_count(ps->ws, nthr) || cols_fp32)) {
             sk_pack(ps->ops[b].f, G, dim, 0, ps->packed);
-            for (int th = 0; th < nthr; th++) {
-                for (size_t q = 0; q < ps->ws[th].nredo; q++) {
-                    const int r0 = ps->ws[th].redo[2 * q], n = ps->ws[th].redo[2 * q + 1];
-                    fused_rows(0, ps->ops[a].f + (size_t)r0 * dim, n, dim, ps->packed, G,
-                               inv_a + r0, inv_b, T, nthr, ps->rowmax + r0, NULL);
-                }
-                ps->ws[th].nredo = 0;
-            }
+            screen_redo_rows(ps->ws, nthr, ps->ops[a].f, dim, ps->packed, G, inv_a, inv_b, T,
+                             ps->rowmax);
             if (cols_fp32) {
                 for (size_t j = 0; j < (size_t)nthr * G; j++) colmax[j] = -INFINITY;
                 fused_rows(0, ps->ops[a].f, G, dim, ps->packed, G, inv_a, inv_b, T, nthr, NULL,
