@@ -24,18 +24,6 @@
 
 /* ------------------------------------------------------------------ generic copy */
 
-/* v_exp, or with v_exp_parts_bf16's polynomial when lowp (P goes to bf16) */
-VEC_INLINE vf tile_exp(vf x, int lowp)
-{
-    if (!lowp) return v_exp(x);
-    x = vsel(x < -87.3f, vsplat(-87.3f), x);
-    x = vsel(x > 88.0f, vsplat(88.0f), x);
-    vf p, n;
-    v_exp_parts_bf16(&x, &p, &n);
-    vi e = (__builtin_convertvector(n, vi) + 127) << 23;
-    return p * (vf)e;
-}
-
 /* m' = max(m, rowmax * scale) when the GEMM gave the row maxima (the same value as the
  * maximum of the scaled scores: rounding a product by scale > 0 keeps the order) */
 static inline float given_max(float m, const float *rowmax, int r, float scale)
@@ -71,8 +59,8 @@ VEC_INLINE void tile_rows(float *S, int lds, uint16_t *p16, int ldp, int nq, int
         uint16_t *prow = p16 ? p16 + (size_t)r * ldp : NULL;
         int i = 0;
         for (; i + 2 * VL <= nk; i += 2 * VL) { /* whole vectors, two chains of sums */
-            const vf e = tile_exp(vload(row + i, VL, 0.0f) * scale - mx, lowp);
-            const vf e2 = tile_exp(vload(row + i + VL, VL, 0.0f) * scale - mx, lowp);
+            const vf e = v_exp_sel(vload(row + i, VL, 0.0f) * scale - mx, lowp);
+            const vf e2 = v_exp_sel(vload(row + i + VL, VL, 0.0f) * scale - mx, lowp);
             vsum += e;
             vsum2 += e2;
             if (prow) {
@@ -85,14 +73,14 @@ VEC_INLINE void tile_rows(float *S, int lds, uint16_t *p16, int ldp, int nq, int
         }
         vsum += vsum2;
         for (; i + VL <= nk; i += VL) {
-            const vf e = tile_exp(vload(row + i, VL, 0.0f) * scale - mx, lowp);
+            const vf e = v_exp_sel(vload(row + i, VL, 0.0f) * scale - mx, lowp);
             vsum += e;
             if (prow) vstore_bf16(prow + i, e, VL);
             else vstore(row + i, e, VL);
         }
         if (i < nk) {
             const size_t k = (size_t)(nk - i);
-            const vf e = vsel(lanes_below(k), tile_exp(vload(row + i, k, 0.0f) * scale - mx, lowp),
+            const vf e = vsel(lanes_below(k), v_exp_sel(vload(row + i, k, 0.0f) * scale - mx, lowp),
                               vsplat(0.0f));
             vsum += e;
             if (prow) vstore_bf16(prow + i, e, k);

@@ -134,15 +134,18 @@ VEC_INLINE void v_exp_parts_bf16(const vf *xp, vf *p_out, vf *n_out)
     *p_out = p;
     *n_out = n;
 }
-VEC_INLINE vf v_exp(vf x)
+/* exp(x) with v_exp_parts, or v_exp_parts_bf16 when lowp (a constant at every call) */
+VEC_INLINE vf v_exp_sel(vf x, int lowp)
 {
     x = vsel(x < -87.3f, vsplat(-87.3f), x);
     x = vsel(x > 88.0f, vsplat(88.0f), x);
     vf p, n;
-    v_exp_parts(&x, &p, &n);
+    if (lowp) v_exp_parts_bf16(&x, &p, &n);
+    else v_exp_parts(&x, &p, &n);
     vi e = (__builtin_convertvector(n, vi) + 127) << 23;
     return p * (vf)e;
 }
+VEC_INLINE vf v_exp(vf x) { return v_exp_sel(x, 0); }
 
 /* erf(x): Abramowitz & Stegun 7.1.26, |error| <= 1.5e-7 (about 1 ulp near 1). */
 VEC_INLINE vf v_erf(vf x)
