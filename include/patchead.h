@@ -77,7 +77,7 @@ pe_status pe_atomic_write(const char *path, const void *data, size_t n);
 pe_status pe_fsync_dir(const char *dir);
 
 /* ------------------------------------------------------------------ run folders */
-/* One commit point for all outputs of a run (src/run_dir.c): the run writes into a staging
+/* One commit point for all outputs of a run (src/io/run_dir.c): the run writes into a staging
  * folder beside `out_dir`; commit swaps it in as a whole (atomic rename / exchange). The
  * output folder must be new, empty, or a folder of an earlier run (it holds the marker file
  * .patchead-run); anything else is refused by pe_run_begin, before any work. A failed or
@@ -94,7 +94,7 @@ pe_status pe_run_commit(pe_run_dir *run);
 void pe_run_abort(pe_run_dir *run);
 
 /* ------------------------------------------------------------------ output names */
-/* Unique, short, recognisable output stems for n input paths (src/names.c): the file name
+/* Unique, short, recognisable output stems for n input paths (src/io/names.c): the file name
  * without extension; names shared by several inputs take their parent folder names in
  * front (up to 3 levels: cam001/crop/0001.jpg -> cam001_crop_0001); what still clashes
  * gets _2, _3, ... in input order. Control characters and invalid UTF-8 become '_'; each
@@ -128,7 +128,7 @@ double pe_engine_gemm_gflops(pe_precision p, int M, int N, int K, int reps);
 const char *pe_engine_gemm_impl(pe_precision p, int M, int N, int K);
 
 /* ------------------------------------------------------------------ text output */
-/* For paths and messages with any bytes (src/text.c). JSON string literal per RFC 8259:
+/* For paths and messages with any bytes (src/core/text.c). JSON string literal per RFC 8259:
  * quote, backslash and control characters escaped, bytes that are not valid UTF-8 replaced
  * by U+FFFD. CSV field per RFC 4180: quoted (quotes doubled) when it holds , " CR or LF;
  * the bytes are kept exactly. */

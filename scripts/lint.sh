@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # lint.sh — `make lint`: the C sources' formatting (clang-format, the repo's .clang-format;
 # files listed in .clang-format-ignore are skipped) and a static analysis (cppcheck:
-# warnings and portability issues in src/ and cli/). Prints one line per problem and
+# warnings and portability issues in src/ and cli/), the library's layering
+# (scripts/check_layers.py on $BUILD's objects: no upward call, no circle) and the Python
+# tools' local imports (scripts/check_imports.py). Prints one line per problem and
 # "lint: ok" or "lint: N problem(s)"; exit status 1 when something is wrong.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -35,5 +37,11 @@ if [ $rc -ne 0 ] || [ -n "$out" ]; then
     problems=$((problems + 1))
 fi
 echo "lint: cppcheck checked src/ cli/"
+
+# the layers of src/ (docs/ARCHITECTURE.md), from the includes and the built objects
+BUILD=${BUILD:-build}
+python3 scripts/check_layers.py "$BUILD" || problems=$((problems + 1))
+# every Python script under tools/ and scripts/ finds the local modules it imports
+python3 scripts/check_imports.py || problems=$((problems + 1))
 
 if [ $problems -eq 0 ]; then echo "lint: ok"; else echo "lint: $problems problem(s)"; exit 1; fi

@@ -7,7 +7,7 @@
  * a reference pixel (x, y) shows world point (x, y), and a query pixel q shows world
  * point R^T (q - t). So the query is rendered directly, never produced by the warp
  * under test. */
-#include "internal.h"
+#include "core/internal.h"
 #include "testlib.h"
 
 #include <time.h>

@@ -2,8 +2,8 @@
  * values: M, N and K that are not multiples of the 32-wide tiles and blocks, both
  * packings of B (rows (K, N) and transposed rows (N, K)), accumulation onto C, and the
  * row maxima it reports. */
-#include "amx.h"
-#include "engine.h"
+#include "compute/amx.h"
+#include "compute/engine.h"
 #include "testlib.h"
 
 static uint64_t rng = 0x853c49e6748fea9bull;

@@ -7,9 +7,10 @@
  *   conformal threshold: false-alarm bound over many trials of exchangeable scores,
  *     p-value <=> threshold, too few scores;
  *   bank file version 2 round trip and version 1 still loading. */
-#include "bank.h"
-#include "beyond.h"
-#include "score.h"
+#include "detect/bank.h"
+#include "score/beyond.h"
+#include "detect/ref_views.h"
+#include "score/score.h"
 #include "patchead.h"
 #include "testlib.h"
 

@@ -1,4 +1,4 @@
-/* test_cnn.c — CNN backbones (src/cnn.c, src/conv.c) against PyTorch.
+/* test_cnn.c — CNN backbones (src/nn/cnn.c, src/nn/conv.c) against PyTorch.
  *
  * Fixtures (tools/make_cnn_fixtures.py): tests/fixtures/cnn/<name>/ holds a reduced-width
  * network built from the reference PyTorch classes with random weights and BN statistics
@@ -8,7 +8,7 @@
 #include "testlib.h"
 
 #include "patchead.h"
-#include "safetensors.h"
+#include "io/safetensors.h"
 
 #include <stdint.h>
 #include <sys/stat.h>

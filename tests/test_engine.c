@@ -1,4 +1,4 @@
-/* test_engine.c — the compute engine (src/engine.c, src/attention.c) against plain
+/* test_engine.c — the compute engine (src/compute/engine.c, src/nn/attention.c) against plain
  * double-precision references computed here, in fp32 and bf16; GEMMs run concurrently
  * on several threads; the precision API; and bf16 parity of the ViT fixtures against
  * PyTorch fp32 (tests/fixtures/vit, tools/make_vit_fixtures.py) with its own bound.
@@ -8,8 +8,8 @@
  *   bf16 GEMM vs double on the bf16-rounded operands ....... 1e-5 (fp32 accumulation)
  *   bf16 GEMM / attention vs double on fp32 operands ....... 2e-2 (8-bit mantissa)
  *   bf16 ViT fixtures vs PyTorch fp32 ...................... 5e-2 (reported per fixture) */
-#include "engine.h"
-#include "ops.h"
+#include "compute/engine.h"
+#include "nn/ops.h"
 #include "testlib.h"
 
 #include <omp.h>

@@ -1,7 +1,7 @@
 /* test_image.c — decoding (every PNG / JPEG / BMP flavour vs PIL's convert('RGB')), bad
  * inputs, PNG output, and resize vs PIL's Image.resize(BICUBIC). References come from
  * tools/make_image_fixtures.py (the .txt lists in tests/fixtures/images name them). */
-#include "internal.h"
+#include "core/internal.h"
 #include "testlib.h"
 
 #include <sys/stat.h>

@@ -1,4 +1,4 @@
-/* test_mask.c — PatchEAD+ attention masking (pe_apply_attention_mask, src/score.c):
+/* test_mask.c — PatchEAD+ attention masking (pe_apply_attention_mask, src/score/score.c):
  * hand-computed examples of min-max normalisation, threshold and low weight; the
  * threshold boundary; invariance to the attention's scale; flat maps; the preset
  * defaults (0.05 / 0.5, docs/METHOD.md); the mask inside batch zero-shot scoring; and end to

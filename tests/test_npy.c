@@ -1,7 +1,7 @@
 /* test_npy.c — .npy read/write against files written by numpy (tests/fixtures/images/npy_*,
  * made by tools/make_image_fixtures.py): numpy's files load with the right shape and values,
  * pe_npy_save reproduces numpy's bytes exactly, hostile headers fail cleanly. */
-#include "internal.h"
+#include "core/internal.h"
 #include "testlib.h"
 
 #include <unistd.h>

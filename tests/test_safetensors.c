@@ -2,7 +2,7 @@
  * writer (tests/fixtures/safetensors/mixed.safetensors, tools/make_vit_fixtures.py)
  * and on hand-made good and corrupt files: every bad input must fail with a one-line
  * message naming the file, never crash. */
-#include "safetensors.h"
+#include "io/safetensors.h"
 #include "testlib.h"
 
 #include <stdint.h>

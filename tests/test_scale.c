@@ -2,8 +2,8 @@
  * the scheduled scorer (R >= B-1 == pe_score_batch bit for bit; sampled R == scoring each
  * image against its own comparators; NumPy fixture of the documented rule), the memory
  * guard and the spill-file feature store. */
-#include "scale.h"
-#include "score.h"
+#include "scale/scale.h"
+#include "score/score.h"
 #include "testlib.h"
 
 #include <dirent.h>

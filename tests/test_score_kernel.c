@@ -3,11 +3,11 @@
  * tile tails), a reference count that is not a multiple of the 32-column panels, a
  * reference large enough to be cache-blocked (column chunks, row groups), both
  * fp32 copies (AVX-512 and AVX2) and bf16 where the CPU has it. */
-#include "engine.h"
-#include "score.h"
-#include "score_kernel.h"
+#include "compute/engine.h"
+#include "score/score.h"
+#include "score/score_kernel.h"
 #include "testlib.h"
-#include "vecmath.h"
+#include "compute/vecmath.h"
 
 #include <stdint.h>
 

@@ -1,12 +1,12 @@
-/* test_softmax_tile.c — the online-softmax tile step (src/softmax_tile.c): every copy
+/* test_softmax_tile.c — the online-softmax tile step (src/compute/softmax_tile.c): every copy
  * this CPU runs (generic AVX2 / AVX-512, AVX-512 intrinsics, AVX-512-BF16) against a
  * double-precision reference and against each other bit for bit, for P in fp32 and in
  * bf16, on a first key block (m = -inf) and a later one (m, l, acc carried), with row
  * lengths that leave every tail; with the row maxima found by the step or given by the
  * GEMM (the same bits). */
-#include "softmax_tile.h"
+#include "compute/softmax_tile.h"
 #include "testlib.h"
-#include "vecmath.h"
+#include "compute/vecmath.h"
 
 #include <math.h>
 #include <stdint.h>

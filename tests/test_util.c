@@ -1,5 +1,5 @@
 /* test_util.c — error text, atomic file output, hashing. */
-#include "internal.h"
+#include "core/internal.h"
 #include "testlib.h"
 
 #include <sys/stat.h>

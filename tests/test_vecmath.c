@@ -1,10 +1,10 @@
 /* test_vecmath.c — the element-wise kernels (vecmath.h) against double-precision
  * references, and their AVX-512 copies against the AVX2 ones: bit for bit, on tails of
  * every length, for exp, GELU, softmax, the bf16 rounding and a whole attention. */
-#include "engine.h"
-#include "ops.h"
+#include "compute/engine.h"
+#include "nn/ops.h"
 #include "testlib.h"
-#include "vecmath.h"
+#include "compute/vecmath.h"
 
 #include <stdint.h>
 

@@ -2,7 +2,7 @@
  * tests/fixtures/vit/ (tools/make_vit_fixtures.py): tiny random DINOv2, DINOv2 with
  * registers, CLIP (full CLIPModel checkpoint) and OpenCLIP towers at a non-native
  * input size (position embeddings resized), F16 / BF16 checkpoints, and each op alone. */
-#include "ops.h"
+#include "nn/ops.h"
 #include "patchead.h"
 #include "testlib.h"
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The degree-4 polynomial of v_exp_parts_bf16 (src/vecmath.h): exp(r) on |r| <= ln2/2
+"""The degree-4 polynomial of v_exp_parts_bf16 (src/compute/vecmath.h): exp(r) on |r| <= ln2/2
 with the least maximum relative error (Lawson's iteratively reweighted least squares on
 Chebyshev points), coefficients rounded to float, then checked by evaluating the
 polynomial in float32 the way the kernel does (Horner, one rounding per step).

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tools"))
+sys.path.insert(0, os.path.join(ROOT, "scripts"))  # convert_weights.py (make weights uses it too)
 from convert_weights import save_safetensors  # noqa: E402
 
 WHEELS = os.path.join(ROOT, "weights", ".cache", "wheels")

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Reference fixture for src/zeroshot_sampled.c (tests/fixtures/scale/sampled.bin).
+"""Reference fixture for src/scale/zeroshot_sampled.c (tests/fixtures/scale/sampled.bin).
 
 Re-implements, independently of the C code, the documented comparator rule
 (docs/SCALE.md) and Eq. 1-4 of METHOD.md in NumPy float64:

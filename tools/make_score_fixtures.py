@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Reference fixtures for src/score.c and src/anomaly_map.c (tests/fixtures/score/).
+"""Reference fixtures for src/score/score.c and src/score/anomaly_map.c (tests/fixtures/score/).
 
 Anomaly maps: torch.nn.functional.interpolate(mode="bilinear", align_corners=False)
 followed by scipy.ndimage.gaussian_filter(sigma) with its defaults (mode="reflect",

@@ -5,7 +5,7 @@ Writes tests/fixtures/vit/<case>/ with the hub layout patchead loads
 (model.safetensors + config.json, or open_clip_model.safetensors +
 open_clip_config.json) and the references for one fixed normalised input:
   input.npy   (3, H, W) float32, at a NON-native size so position embeddings are resized
-  patch.npy   (G, D) last block + final norm (family rule, see src/vit.c)
+  patch.npy   (G, D) last block + final norm (family rule, see src/nn/vit.c)
   layer1.npy  (G, D) block 1 output + final norm
   attn.npy    (G,)   last block CLS->patch attention, mean over heads
 plus tests/fixtures/vit/ops/*.npy for the ops checked on their own (bicubic resize

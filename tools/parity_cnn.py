@@ -33,6 +33,7 @@ import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tools"))
+sys.path.insert(0, os.path.join(ROOT, "scripts"))  # convert_weights.py (make weights uses it too)
 from convert_weights import save_safetensors  # noqa: E402
 from make_cnn_fixtures import load_real, randomize_bn, reference_features  # noqa: E402
 

@@ -1,5 +1,5 @@
 """splitmix_ref.py — splitmix64 in plain Python (Steele, Lea, Flood 2014), the reference the
-fixture generators use for the library's seeded rules (pe_splitmix64 in src/sample.c)."""
+fixture generators use for the library's seeded rules (pe_splitmix64 in src/core/sample.c)."""
 
 MASK = (1 << 64) - 1
 
