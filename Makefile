@@ -99,6 +99,9 @@ test: all $(TEST_BIN)
 parity: all $(BUILD)/bench/cnn_bench
 	$(PYTHON) tools/parity_vit.py --patchead $(BUILD)/patchead
 	$(PYTHON) tools/parity_cnn.py --patchead $(BUILD)/patchead
+	@if [ -f weights/dinov2_small_imgfocus/model.safetensors ]; then \
+	    $(PYTHON) tools/make_real_vit_fixture.py --check --patchead $(BUILD)/patchead; \
+	else echo "parity: weights/dinov2_small_imgfocus absent (make weights): real ViT row skipped"; fi
 
 # Regenerate every committed fixture (developer machines: needs torch, transformers,
 # open_clip, Pillow, scikit-learn, scipy).

