@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #define F(field) offsetof(cli_opts, field)
 #define CMD_MODEL (CMD_INFO | CMD_FEATURES | CMD_FIT | CMD_ZEROSHOT | CMD_EVAL | CMD_BENCH)
@@ -176,7 +178,9 @@ const cli_option cli_option_table[] = {
 
     /* ---- shared options (several subcommands; one meaning, range and message) */
     {"model", 'm', ARG_TEXT, F(model), 0, 0, "PATH",
-     "backbone weights: a .safetensors file or a hub folder", CMD_MODEL},
+     "backbone weights: a .safetensors file or a hub folder\n(fit, zeroshot, eval: default "
+     "weights/" CLI_DEFAULT_MODEL " when present)",
+     CMD_MODEL},
     {"size", 's', ARG_INT, F(size), 32, 4096, "S", "square input side (default: the model's, 448)",
      CMD_FEATURES | CMD_DETECT | CMD_BENCH},
     {"layer", 'l', ARG_INT, F(layer), 0, 1000, "L",
@@ -350,8 +354,44 @@ int cli_parse_options(unsigned cmd, const char *usage, int argc, char **argv, cl
     if (cli_score_overrides(o, &scratch)) return -1;
     pe_precision precision; /* checked here, before the subcommand's own checks */
     if (o->precision && cli_parse_precision(o->precision, &precision)) return -1;
+    if (!o->model && (cmd & CMD_DETECT)) {
+        o->model = cli_default_model();
+        if (o->model && !cli_quiet)
+            fprintf(stderr, "patchead: no --model: using the default backbone %s\n", o->model);
+    }
     *first_arg = optind;
     return 0;
+}
+
+/* The default backbone folder: CLI_DEFAULT_MODEL under weights/ (what `make weights` writes)
+ * in the working directory, else beside the binary's build folder (<exe>/../weights), so
+ * `build/patchead fit ...` works from the repository root and from elsewhere. NULL when
+ * neither exists: the subcommand then asks for --model as before. */
+const char *cli_default_model(void)
+{
+    static char path[4096];
+    struct stat st;
+    snprintf(path, sizeof path, "weights/%s/model.safetensors", CLI_DEFAULT_MODEL);
+    if (stat(path, &st) == 0) {
+        snprintf(path, sizeof path, "weights/%s", CLI_DEFAULT_MODEL);
+        return path;
+    }
+    char exe[4096];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n <= 0) return NULL;
+    exe[n] = 0;
+    char *slash = strrchr(exe, '/');
+    if (!slash) return NULL;
+    *slash = 0; /* exe's folder, e.g. <repo>/build */
+    slash = strrchr(exe, '/');
+    if (!slash) return NULL;
+    *slash = 0; /* its parent, e.g. <repo> */
+    if (snprintf(path, sizeof path, "%s/weights/%s/model.safetensors", exe, CLI_DEFAULT_MODEL) >=
+            (int)sizeof path ||
+        stat(path, &st) != 0)
+        return NULL;
+    path[strlen(path) - strlen("/model.safetensors")] = 0; /* the folder */
+    return path;
 }
 
 void cli_print_help(FILE *f, unsigned cmd, const char *usage)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Few-shot anomaly detection on the bundled tire examples (see examples/LICENSE.md):
 #   make && make weights && bash examples/run.sh
-# Fits a bank on 3 normal tires, scores 2 normal and 2 defective ones, and writes
+# Fits a bank on 8 normal tires (all of examples/tire/train/good; the bank's threshold is
+# the leave-one-out maximum over them), scores 2 normal and 2 defective ones, and writes
 # scores.csv, maps/ and heatmaps/ into ${OUT:-patchead-out/examples}.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +15,7 @@ if [ ! -e "$MODEL" ]; then echo "examples/run.sh: $MODEL missing: run make weigh
 # the bank sits beside the output folder: predict replaces "$OUT" as a whole
 BANK=${BANK:-$(dirname "$OUT")/tire.pead}
 mkdir -p "$(dirname "$OUT")"
+echo "examples/run.sh: backbone $MODEL, input $SIZE px"
 "$PATCHEAD" fit --model "$MODEL" --size "$SIZE" -o "$BANK" examples/tire/train/good
 "$PATCHEAD" predict --bank "$BANK" --out "$OUT" examples/tire/test
 echo
