@@ -74,6 +74,15 @@ const cli_option cli_option_table[] = {
      CMD_PREDICT | CMD_SERVE | CMD_WATCH},
     {"threshold", 0, ARG_FLOAT, F(threshold), -1e30, 1e30, "T",
      "is_anomalous = score > T (default: the bank's threshold)", CMD_PREDICT | CMD_WATCH},
+    {"recalibrate", 0, ARG_TEXT, F(recalibrate), 0, 0, "DIR",
+     "re-fit the threshold on the normal images in DIR (files or\nfolders; the bank's rate, or "
+     "--fpr) before scoring, keep\nthe references; the new bank is written to "
+     "DIR_OUT/recalibrated.pead",
+     CMD_PREDICT},
+    {"drift-level", 0, ARG_FLOAT, F(drift_level), 1e-9, 0.5, "D",
+     "warning level of the drift check of a calibrated bank\n(default 0.05: about 5 % of runs "
+     "on undrifted normal\nimages warn)",
+     CMD_PREDICT},
     /* ---- zeroshot */
     {"threshold", 0, ARG_FLOAT, F(threshold), -1e30, 1e30, "T", "add is_anomalous = score > T",
      CMD_ZEROSHOT},
@@ -222,6 +231,7 @@ void cli_opts_init(cli_opts *o)
     memset(o, 0, sizeof *o);
     o->sigma = -1;
     o->threshold = NAN;
+    o->drift_level = 0.05;
     o->seeds = 3;
     o->rotations = 1;
     o->host = "127.0.0.1";

@@ -76,6 +76,8 @@ typedef struct {
     double fpr;                                 /* 0: none */
     /* predict */
     const char *bank;
+    const char *recalibrate; /* predict --recalibrate DIR */
+    double drift_level;      /* warning level of the drift check (default 0.05) */
     /* eval */
     const char *data, *layout, *shots_list;
     cli_list categories;

@@ -459,6 +459,35 @@ pe_status pe_bank_set_fpr(pe_bank *bank, float alpha);
 /* Conformal p-value of an image score against the bank's calibration (NAN if none). */
 double pe_bank_p_value(const pe_bank *bank, float score);
 
+/* Drift check (docs/BEYOND.md, "Drift alarms"): the threshold keeps its false-alarm promise
+ * only while new normal images score like the calibration images. A pe_drift collects the
+ * scores of the images judged normal (score <= the bank's calibrated threshold) and compares
+ * them with the calibration scores at or below that threshold by a one-sided two-sample
+ * Kolmogorov-Smirnov test: D = max over x of (F_calibration(x) - F_new(x)), large when the new
+ * scores are stochastically higher (lighting, camera, product drift). p = exp(-2 D^2 n m /
+ * (n + m)) (Smirnov's bound; n, m the two sample sizes); a warning when p < delta and at
+ * least PE_DRIFT_MIN images were judged normal. Under exchangeability the warning's
+ * false-alarm rate is about delta per check (tested by simulation in test_beyond.c).
+ * window > 0 keeps only the last `window` judged-normal scores (long-running serve/watch);
+ * 0 keeps all. The bank must carry calibration scores (fit --calibrate or --fpr). */
+#define PE_DRIFT_MIN 10
+typedef struct pe_drift pe_drift;
+typedef struct {
+    int seen;          /* scores added */
+    int normal;        /* of them judged normal (in the window, if one is set) */
+    int reference;     /* calibration scores at or below the threshold */
+    float threshold;   /* the bank's calibrated threshold the judgement uses */
+    double statistic;  /* D, in [0, 1] */
+    double p_value;    /* 1 when fewer than PE_DRIFT_MIN judged normal */
+    double delta;      /* warning level */
+    int warning;       /* p_value < delta */
+} pe_drift_report;
+pe_status pe_drift_new(const pe_bank *bank, double delta, int window, pe_drift **out);
+/* Record one image score (flagged ones count in `seen` only). */
+pe_status pe_drift_add(pe_drift *drift, float score);
+pe_status pe_drift_report_get(const pe_drift *drift, pe_drift_report *out);
+void pe_drift_free(pe_drift *drift);
+
 /* ================================================================== metrics (eval) */
 /* Labels: 1 = anomalous (positive class), 0 = normal. Tied scores form one threshold
  * step, as scikit-learn does. A metric that is undefined (one class only, no regions)
