@@ -135,9 +135,9 @@ int cmd_serve(int argc, char **argv)
         cli_error("serve: cannot start %d worker threads", workers);
         goto out_workers;
     }
-    srv->daemon = serve_http_start(srv, ipv6 ? MHD_USE_IPv6 : 0, port,
-                                   ipv6 ? (struct sockaddr *)&addr6 : (struct sockaddr *)&addr4,
-                                   (unsigned)max_conn);
+    srv->daemon = serve_http_start(
+        srv, MHD_USE_INTERNAL_POLLING_THREAD | (ipv6 ? MHD_USE_IPv6 : 0), port,
+        ipv6 ? (struct sockaddr *)&addr6 : (struct sockaddr *)&addr4, (unsigned)max_conn);
     if (!srv->daemon) {
         cli_error("serve: cannot listen on %s port %d (%s)", host, port,
                   errno ? strerror(errno) : "address in use or not available");

@@ -39,7 +39,7 @@ typedef struct {
     pthread_cond_t idle;  /* main: a request finished (drain) */
     job *head, *tail;     /* jobs waiting for a worker */
     int queued;           /* waiting in that list */
-    int running;          /* being decoded / scored by a worker */
+    int running;          /* taken by a worker, not answered yet (decoding / scoring) */
     int admitted;         /* predict requests admitted (receiving .. answered) */
     int active;           /* all requests between their first call and completion */
     int stopping;         /* workers exit */
@@ -88,11 +88,13 @@ struct job {
 
 /* ------------------------------------------------------------------ serve_http.c */
 
-/* The MHD daemon of `serve` for srv, with its handlers: MHD's own I/O thread (epoll),
- * suspend/resume, srv->timeout_s as the idle timeout, at most max_conn connections;
- * `flags` are added (MHD_USE_IPv6 for an IPv6 addr; MHD_USE_NO_LISTEN_SOCKET, port 0 and
- * addr NULL for a daemon fed through MHD_add_connection, as fuzz/fuzz_serve.c does).
- * srv's lock, conditions and counters must be ready. NULL when MHD cannot start it. */
+/* The MHD daemon of `serve` for srv, with its handlers: epoll, suspend/resume,
+ * srv->timeout_s as the idle timeout, at most max_conn connections. `flags` pick the rest:
+ * cmd_serve passes MHD_USE_INTERNAL_POLLING_THREAD (MHD's own I/O thread) and MHD_USE_IPv6
+ * for an IPv6 addr; fuzz/fuzz_serve.c passes MHD_USE_NO_LISTEN_SOCKET, port 0 and addr
+ * NULL, adds each connection with MHD_add_connection and runs the loop itself (MHD_run),
+ * so that it knows when a request has been handled. srv's lock, conditions and counters
+ * must be ready. NULL when MHD cannot start it. */
 struct MHD_Daemon *serve_http_start(server *srv, unsigned flags, int port,
                                     const struct sockaddr *addr, unsigned max_conn);
 

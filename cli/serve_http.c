@@ -469,8 +469,7 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
 struct MHD_Daemon *serve_http_start(server *srv, unsigned flags, int port,
                                     const struct sockaddr *addr, unsigned max_conn)
 {
-    flags |= MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
-             MHD_USE_ERROR_LOG;
+    flags |= MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
     return MHD_start_daemon(flags, (uint16_t)port, NULL, NULL, on_request, srv,
                             MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_SOCK_ADDR, addr,
                             MHD_OPTION_CONNECTION_LIMIT, max_conn, MHD_OPTION_CONNECTION_TIMEOUT,

@@ -160,6 +160,9 @@ static void *worker_main(void *arg)
         srv->head = j->next;
         if (!srv->head) srv->tail = NULL;
         srv->queued--;
+        /* running from the dequeue to the answer, so that queued + running counts every
+         * job a worker owes an answer (fuzz/fuzz_serve.c waits on that) */
+        srv->running++;
         pthread_mutex_unlock(&srv->lock);
         if (client_gone(j->conn)) {
             set_answer_error(j, 400, "client closed the connection before its turn");
@@ -167,16 +170,11 @@ static void *worker_main(void *arg)
             srv->abandoned++;
             pthread_mutex_unlock(&srv->lock);
         } else {
-            pthread_mutex_lock(&srv->lock);
-            srv->running++;
-            pthread_mutex_unlock(&srv->lock);
             run_job(srv, j);
-            pthread_mutex_lock(&srv->lock);
-            srv->running--;
-            pthread_mutex_unlock(&srv->lock);
         }
         struct MHD_Connection *conn = j->conn;
         pthread_mutex_lock(&srv->lock);
+        srv->running--;
         j->state = JOB_DONE;
         pthread_mutex_unlock(&srv->lock);
         /* outside our lock (MHD takes its own); MHD calls the handler again: it answers */

@@ -107,7 +107,8 @@ enum MHD_Result serve_get_metrics(server *srv, struct MHD_Connection *conn)
               "# TYPE patchead_predict_queue_depth gauge\npatchead_predict_queue_depth %d\n",
               srv->queued);
     tb_printf(&t,
-              "# HELP patchead_predict_running Predict jobs a worker is decoding / scoring now.\n"
+              "# HELP patchead_predict_running Predict jobs a worker has taken and not yet "
+              "answered (decoding / scoring).\n"
               "# TYPE patchead_predict_running gauge\npatchead_predict_running %d\n",
               srv->running);
     tb_printf(&t,
