@@ -142,6 +142,35 @@ $(FUZZ_BUILD)/obj/%.o: src/%.c $(wildcard src/*/*.h) include/patchead.h
 $(FUZZ_BUILD)/fuzz_%: fuzz/fuzz_%.c fuzz/fuzz_util.h $(FUZZ_LIB_OBJ)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< $(FUZZ_LIB_OBJ) $(LDLIBS)
 
+# fuzz_serve runs the service's request handling: the CLI files of serve it needs (with
+# the CLI's include path and libmicrohttpd), plus the page, the tiny model and the bank
+# seed as C arrays (od, as the serve page of the main build).
+FUZZ_SERVE_CLI := serve_http serve_jobs serve_metrics live options common
+FUZZ_SERVE_OBJ := $(FUZZ_SERVE_CLI:%=$(FUZZ_BUILD)/cli/%.o) $(FUZZ_BUILD)/gen/serve_seeds.o
+FUZZ_CLI_CFLAGS := $(FUZZ_CFLAGS) -Icli $(shell pkg-config --cflags $(CLI_PKGS) 2>/dev/null)
+fuzz_embed = echo 'const unsigned char $(1)[] = {'; od -An -v -tx1 $(2) | \
+             sed -e 's/ \([0-9a-f][0-9a-f]\)/0x\1,/g'; echo '0};'; \
+             echo 'const size_t $(1)_len = sizeof $(1) - 1;';
+.SECONDARY: $(FUZZ_SERVE_OBJ)
+
+$(FUZZ_BUILD)/cli/%.o: cli/%.c $(wildcard cli/*.h) include/patchead.h
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CLI_CFLAGS) -fsanitize=fuzzer-no-link -c $< -o $@
+
+$(FUZZ_BUILD)/gen/serve_seeds.c: cli/serve_page.html fuzz/corpus/model/dinov2_tiny fuzz/corpus/bank/tiny.pead
+	@mkdir -p $(dir $@)
+	{ echo '#include <stddef.h>'; $(call fuzz_embed,serve_page_html,cli/serve_page.html) \
+	  $(call fuzz_embed,fuzz_seed_model,fuzz/corpus/model/dinov2_tiny) \
+	  $(call fuzz_embed,fuzz_seed_bank,fuzz/corpus/bank/tiny.pead) } > $@.tmp
+	mv $@.tmp $@
+
+$(FUZZ_BUILD)/gen/serve_seeds.o: $(FUZZ_BUILD)/gen/serve_seeds.c
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -c $< -o $@
+
+$(FUZZ_BUILD)/fuzz_serve: fuzz/fuzz_serve.c $(FUZZ_SERVE_OBJ) $(FUZZ_LIB_OBJ)
+	$(FUZZ_CC) $(FUZZ_CLI_CFLAGS) -fsanitize=fuzzer -o $@ $< $(FUZZ_SERVE_OBJ) $(FUZZ_LIB_OBJ) \
+	    $(LDLIBS) $(CLI_LDLIBS)
+
 fuzz-smoke: fuzz
 	FUZZ_BUILD=$(FUZZ_BUILD) bash fuzz/smoke.sh
 

@@ -11,6 +11,8 @@
 
 #include "patchead.h"
 
+#include <stdio.h>
+
 #define EV_MAX(a, b) ((a) > (b) ? (a) : (b))
 
 /* Metrics of one (setting, category, seed); NAN = n/a. */
@@ -95,5 +97,20 @@ extern const char *const ev_metric_names[EV_NUM_METRICS];
 double ev_metric_value(const ev_metrics *m, int which);
 /* mean and std over seeds for category c (c = -1: the mean row); NAN when undefined. */
 void ev_aggregate(const ev_run *r, int s, int c, int which, double *mean, double *std);
+
+/* Between report.c and report_html.c. Each result file goes through the library's atomic
+ * writer (temp + fsync + rename): ev_out_open, write to .f, ev_out_close commits;
+ * 0, or -1 with an error printed. */
+typedef struct {
+    FILE *f;
+    pe_atomic_file *af;
+    char path[4200];
+} ev_out_file;
+int ev_out_open(ev_out_file *o, const char *dir, const char *name);
+int ev_out_close(ev_out_file *o);
+/* Scoring + metrics seconds of setting s, summed over its cells. */
+double ev_setting_seconds(const ev_run *r, int s);
+/* The seeds as "0,1,2" into buf. */
+void ev_seeds_text(const ev_run *r, char *buf, size_t cap);
 
 #endif

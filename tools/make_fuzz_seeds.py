@@ -9,6 +9,10 @@ Standard library only (struct, json): any python3 runs it. Seeds are tiny on pur
          input layout (2-byte config length, config.json, model.safetensors).
   bank:  a bank fit by build/patchead with that tiny model on two fixture images
          (skipped with a note when build/patchead is missing).
+  serve: raw HTTP requests, as a client sends them on one connection (fuzz_serve serves
+         the bank "tiny": the first bank seed, embedded at build time): the GET endpoints,
+         predict with a raw PNG, multipart/form-data, chunked, query options, a bad
+         method, a bad bank name, pipelined requests, garbage.
 Usage: python3 tools/make_fuzz_seeds.py [--patchead build/patchead]
 """
 import json
@@ -82,6 +86,48 @@ def tiny_dinov2():
     return json.dumps(config, indent=1).encode(), safetensors_bytes(tensors)
 
 
+def http(method, path, body=b"", headers=(), length=True):
+    head = ["%s %s HTTP/1.1" % (method, path), "Host: fuzz"] + list(headers)
+    if length and body:
+        head.append("Content-Length: %d" % len(body))
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+
+def serve_seeds():
+    with open(os.path.join(IMAGES, "png_1x1.png"), "rb") as f:
+        png = f.read()
+    with open(os.path.join(IMAGES, "rs_7x5_to_3x2.png"), "rb") as f:
+        png2 = f.read()
+    predict = "/v1/banks/tiny/predict"
+    boundary = "XfuzzX"
+    form = ("--%s\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nhi\r\n"
+            "--%s\r\nContent-Disposition: form-data; name=\"image\"; filename=\"a.png\"\r\n"
+            "Content-Type: image/png\r\n\r\n" % (boundary, boundary)).encode() + png2 + \
+        ("\r\n--%s--\r\n" % boundary).encode()
+    chunked = b"".join(b"%x\r\n" % len(png[i:i + 32]) + png[i:i + 32] + b"\r\n"
+                       for i in range(0, len(png), 32)) + b"0\r\n\r\n"
+    return {
+        "get_health": http("GET", "/healthz"),
+        "get_metrics": http("GET", "/metrics"),
+        "get_banks": http("GET", "/v1/banks"),
+        "get_page": http("HEAD", "/"),
+        "predict_png": http("POST", predict, png, ["Content-Type: image/png"]),
+        "predict_heatmap": http("POST", predict + "?heatmap=png&threshold=0.5", png2,
+                                ["Content-Type: image/png"]),
+        "predict_multipart": http("POST", predict, form,
+                                  ["Content-Type: multipart/form-data; boundary=" + boundary]),
+        "predict_chunked": http("POST", predict, chunked,
+                                ["Content-Type: application/octet-stream",
+                                 "Transfer-Encoding: chunked"], length=False),
+        "predict_not_image": http("POST", predict, b"GIF89a....", ["Content-Type: image/gif"]),
+        "bad_method": http("DELETE", predict) + http("PUT", "/metrics", b"x"),
+        "bad_bank": http("POST", "/v1/banks/../predict", png) + http("POST", "/v1/banks/nope/predict", png),
+        "pipelined": http("GET", "/healthz") + http("POST", predict + "?threshold=x", png) +
+        http("GET", "/nowhere"),
+        "garbage": b"\x00\xffGET /\r\n\r\n\x16\x03\x01 not http",
+    }
+
+
 def main():
     patchead = "build/patchead"
     if len(sys.argv) == 3 and sys.argv[1] == "--patchead":
@@ -96,6 +142,11 @@ def main():
     os.makedirs(os.path.join(CORPUS, "model"), exist_ok=True)
     with open(os.path.join(CORPUS, "model", "dinov2_tiny"), "wb") as f:
         f.write(struct.pack("<H", len(config)) + config + weights)
+
+    os.makedirs(os.path.join(CORPUS, "serve"), exist_ok=True)
+    for name, data in serve_seeds().items():
+        with open(os.path.join(CORPUS, "serve", name), "wb") as f:
+            f.write(data)
 
     os.makedirs(os.path.join(CORPUS, "bank"), exist_ok=True)
     exe = os.path.join(ROOT, patchead)
