@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Few-shot anomaly detection on the bundled tire examples (see examples/LICENSE.md):
 #   make && make weights && bash examples/run.sh
-# Fits a bank on 8 normal tires (all of examples/tire/train/good; the bank's threshold is
-# the leave-one-out maximum over them), scores 2 normal and 2 defective ones, and writes
+# Fits a bank on 8 normal tires (examples/tire/train/good and examples/tire_more_good; the
+# bank's threshold is the leave-one-out maximum over them), scores 2 normal and 2 defective
+# ones (examples/tire/test), and writes
 # scores.csv, maps/ and heatmaps/ into ${OUT:-patchead-out/examples}.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,7 +17,7 @@ if [ ! -e "$MODEL" ]; then echo "examples/run.sh: $MODEL missing: run make weigh
 BANK=${BANK:-$(dirname "$OUT")/tire.pead}
 mkdir -p "$(dirname "$OUT")"
 echo "examples/run.sh: backbone $MODEL, input $SIZE px"
-"$PATCHEAD" fit --model "$MODEL" --size "$SIZE" -o "$BANK" examples/tire/train/good
+"$PATCHEAD" fit --model "$MODEL" --size "$SIZE" -o "$BANK" examples/tire/train/good examples/tire_more_good
 "$PATCHEAD" predict --bank "$BANK" --out "$OUT" examples/tire/test
 echo
 column -s, -t < "$OUT/scores.csv" 2>/dev/null || cat "$OUT/scores.csv"

@@ -13,6 +13,7 @@ esac
 PATCHEAD=${PATCHEAD:-build/patchead}
 MODEL=weights/mobilenet_v2
 EX=examples/tire
+NIMG=$(find "$EX" -name "*.jpg" | wc -l) # every bundled image, one zero-shot batch
 pass() { echo "PASS $1"; }
 fail() { echo "FAIL $1: $2"; }
 check() { local name=$1; shift; if "$@"; then pass "$name"; else fail "$name" "$*"; fi; }
@@ -109,12 +110,12 @@ check mpi_fail_zeroshot_no_output test -z "$(ls -A "$T/fail")"
 rc=$(mpi_ranks -n 2 "${each_rank[@]}" "$PWD/build-mpi/patchead" "${zsf[@]}" : \
     -n 1 "${each_rank[@]}" "$PWD/build-mpi/patchead" "${zsf[@]}" --mem-limit 1M)
 check mpi_fail_memory_all_ranks_nonzero all_failed
-check mpi_fail_memory_one_line one_line 2 "zero-shot batch of 7 images .*needs about .*over the limit of 1.00 MiB"
+check mpi_fail_memory_one_line one_line 2 "zero-shot batch of $NIMG images .*needs about .*over the limit of 1.00 MiB"
 check mpi_fail_memory_no_output test "$rc" -ne 124 -a -z "$(ls -A "$T/fail")"
 # the time guard on every rank (each estimates its own share): one line, nothing written
 rc=$(mpi_ranks -n 3 "${each_rank[@]}" "$PWD/build-mpi/patchead" "${zsf[@]}" --max-time 0.0001)
 check mpi_time_guard_all_ranks_nonzero all_failed
-check mpi_time_guard_one_line one_line 0 "zero-shot batch of 7 images: estimated .*each of 3 MPI ranks"
+check mpi_time_guard_one_line one_line 0 "zero-shot batch of $NIMG images: estimated .*each of 3 MPI ranks"
 check mpi_time_guard_no_output test "$rc" -ne 124 -a -z "$(ls -A "$T/fail")"
 # a bad option on every rank: one line (rank 0's), every rank exits with the usage status
 rc=$(mpi_ranks -n 3 "${each_rank[@]}" "$PWD/build-mpi/patchead" "${zsf[@]}" --mem-limit lots)
