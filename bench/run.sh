@@ -10,7 +10,8 @@
 #      transformers Dinov2Model), each right after patchead's, when $PYTHON can import
 #      torch + transformers (else the torch columns show "-");
 #   4. scoring throughput vs the same-precision GEMM peak (bench/score_speed), CNN
-#      forward times (weights/ from `make weights`), and the batch zero-shot time of the
+#      forward times (weights/ from `make weights`) beside PyTorch on the same weights
+#      (tools/bench_torch_cnn.py), and the batch zero-shot time of the
 #      112 MVTec 3D-AD tire test images at 448 with MobileNetV2 (needs $PATCHEAD_DATA).
 # Environment: REPS (timed runs, default 3), MODELS ("small base"), SIZES ("224 448"),
 # THREADS ("1 2"), PRECISIONS ("fp32 bf16"), PYTHON (python3), PATCHEAD_DATA, ZS=0 skips 4's
@@ -105,15 +106,39 @@ if [ -x "$BUILD/bench/score_speed" ]; then
     for p in $PRECISIONS; do for t in $THREADS; do "$BUILD/bench/score_speed" 12 3136 128 "$t" 0 "$p"; done; done
 fi
 
-# CNN backbones with the real weights from `make weights` (when present).
-if [ -x "$BUILD/bench/cnn_bench" ]; then
-    for m in mobilenet_v2 efficientnet_lite0; do
-        [ -e "weights/$m/model.safetensors" ] || { echo "(weights/$m missing: make weights)"; continue; }
-        [ "$m" = mobilenet_v2 ] && { echo; echo "== CNN forward, ms/image (real weights)"; }
-        for s in $SIZES; do for p in $PRECISIONS; do for t in $THREADS; do
-            "$BUILD/bench/cnn_bench" time "weights/$m" "$s" "$t" 7 "$p"
-        done; done; done
-    done
+# CNN backbones with the real weights from `make weights` (when present): patchead
+# (`patchead bench --model`: ms/image, peak RSS of its own process) and, right after each
+# configuration, PyTorch on the same weights and the same work (tools/bench_torch_cnn.py:
+# the packages' own classes, stopped at the stride-16 stage), fp32 and bf16 autocast.
+: >"$T/cnn" && : >"$T/cnn_torch"
+cnn_torch=0
+if "$PYTHON" -c "import torch, safetensors" 2>/dev/null && [ -e weights/.cache/wheels ]; then cnn_torch=1; fi
+for m in mobilenet_v2 efficientnet_lite0; do
+    [ -e "weights/$m/model.safetensors" ] || { echo "(weights/$m missing: make weights)"; continue; }
+    for s in $SIZES; do for p in $PRECISIONS; do for t in $THREADS; do
+        "$P" bench --model "weights/$m" --size "$s" --threads "$t" --reps 7 --precision "$p" |
+            sed "s/^model [^ ]*/model $m/" | tee -a "$T/cnn"
+        if [ "$cnn_torch" = 1 ]; then
+            "$PYTHON" "$(dirname "$0")/../tools/bench_torch_cnn.py" --models "$m" --sizes "$s" \
+                --threads "$t" --reps 7 --precisions "$p" 2>/dev/null | tee -a "$T/cnn_torch"
+        fi
+    done; done; done
+done
+if [ -s "$T/cnn" ]; then
+    echo
+    echo "== CNN forward (real weights), ms/image best of 7; torch = the same weights and work in PyTorch"
+    awk 'FILENAME ~ /cnn_torch$/ { sub(/^torch-/, "", $1); t[$1 " " $3 " " $5 " " $11] = $7; next }
+         { k = $2 " " $4 " " $6 " " $18; n++; keys[n] = k; ms[k] = $8; rss[k] = $16 }
+         END {
+             printf "%-20s %5s %3s %5s %9s %7s %9s %9s\n", "model", "size", "thr", "prec", "patchead",
+                    "RSS MB", "torch", "torch/us"
+             for (i = 1; i <= n; i++) {
+                 k = keys[i]; split(k, f, " ")
+                 tt = (k in t) ? sprintf("%.1f", t[k]) : "-"
+                 r = (k in t) ? sprintf("%.2fx", t[k] / ms[k]) : "-"
+                 printf "%-20s %5s %3s %5s %9.1f %7s %9s %9s\n", f[1], f[2], f[3], f[4], ms[k], rss[k], tt, r
+             }
+         }' "$T/cnn_torch" "$T/cnn"
 fi
 
 # Batch zero-shot of the 112 tire test images at 448 with MobileNetV2, 2 threads (the
