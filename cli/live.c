@@ -169,9 +169,68 @@ fail:
     return -1;
 }
 
+int live_drift_start(live_set *set, double level, int window, int *checked)
+{
+    int n = 0;
+    for (int i = 0; i < set->num_banks; i++) {
+        live_bank *b = &set->banks[i];
+        pe_calibration cal;
+        if (b->drift || pe_bank_calibration(b->bank, &cal) != PE_OK || cal.n < 1) continue;
+        pe_status s = pe_drift_new(b->bank, level, window, &b->drift);
+        if (s) {
+            cli_error("%s: %s", b->path, pe_last_error());
+            return -1;
+        }
+        pthread_mutex_init(&b->drift_lock, NULL);
+        b->drift_window = window;
+        n++;
+    }
+    if (checked) *checked = n;
+    return 0;
+}
+
+int live_drift_add(live_bank *b, float score, pe_drift_report *r, int *alarm)
+{
+    if (!b->drift) return -1;
+    pthread_mutex_lock(&b->drift_lock);
+    const int was = b->drift_alarm;
+    if (pe_drift_add(b->drift, score) == PE_OK && pe_drift_report_get(b->drift, r) == PE_OK) {
+        if (r->warning) {
+            b->drift_alarm = 1;
+            b->drift_quiet = 0;
+        } else if (score <= r->threshold && b->drift_alarm && ++b->drift_quiet >= b->drift_window) {
+            b->drift_alarm = 0;
+        }
+    } else {
+        memset(r, 0, sizeof *r); /* out of memory: report "not tested", keep the alarm */
+        r->p_value = 1;
+    }
+    *alarm = b->drift_alarm;
+    pthread_mutex_unlock(&b->drift_lock);
+    return *alarm != was;
+}
+
+int live_drift_get(live_bank *b, pe_drift_report *r, int *alarm)
+{
+    if (!b->drift) return -1;
+    pthread_mutex_lock(&b->drift_lock);
+    pe_status s = pe_drift_report_get(b->drift, r);
+    *alarm = b->drift_alarm;
+    pthread_mutex_unlock(&b->drift_lock);
+    if (s) {
+        memset(r, 0, sizeof *r);
+        r->p_value = 1;
+    }
+    return 0;
+}
+
 void live_close(live_set *set)
 {
     for (int i = 0; set->banks && i < set->num_banks; i++) {
+        if (set->banks[i].drift) {
+            pe_drift_free(set->banks[i].drift);
+            pthread_mutex_destroy(&set->banks[i].drift_lock);
+        }
         pe_bank_free(set->banks[i].bank);
         free(set->banks[i].path);
     }

@@ -5,8 +5,8 @@
  *
  * Threads: a live_model carries a mutex; live_score() holds it for the whole
  * inference, so one image at a time runs per backbone (the backbone's own GEMMs and
- * loops already use all cores). Everything else in a live_set is read-only once
- * loaded. */
+ * loops already use all cores). A bank's drift check has its own mutex (live_drift_*).
+ * Everything else in a live_set is read-only once loaded. */
 #ifndef PE_CLI_LIVE_H
 #define PE_CLI_LIVE_H
 
@@ -30,6 +30,13 @@ typedef struct {
     pe_bank *bank;
     live_model *model;
     float threshold; /* the bank's label-free threshold (NAN if none) */
+    /* drift check (live_drift_start; NULL when the bank has no calibration scores) */
+    pe_drift *drift;
+    pthread_mutex_t drift_lock; /* guards the fields below */
+    int drift_window;
+    int drift_alarm; /* a drift episode: from a warning until a whole window of judged-normal
+                        images has passed with no warning (no flicker around the level) */
+    int drift_quiet; /* judged-normal images since the last warning */
 } live_bank;
 
 typedef struct {
@@ -50,6 +57,29 @@ int live_open(live_set *set, char *const *specs, int num_specs, const char *mode
               int threads);
 void live_close(live_set *set);
 live_bank *live_find(live_set *set, const char *name);
+
+/* Drift check of a long-running service (docs/SERVE.md, "Drift"; the test itself is
+ * pe_drift, docs/BEYOND.md "Drift alarms"): every calibrated bank keeps the scores of its
+ * last `window` judged-normal images (score <= the bank's threshold) and tests them against
+ * its calibration after each image at level `level`. Defaults: the last 200 judged-normal
+ * images (enough for power against a small shift, recent enough to follow the line within a
+ * shift's production) at 0.01 (the level holds per check; a service checks after every
+ * image, so a stricter level than predict's 0.05 keeps the false warnings rare). */
+#define LIVE_DRIFT_WINDOW 200
+#define LIVE_DRIFT_LEVEL 0.01
+/* Give every bank of the set that carries calibration scores a drift check. 0, or -1 with
+ * an error printed. Returns the number of banks checked in *checked (may be NULL). */
+int live_drift_start(live_set *set, double level, int window, int *checked);
+/* Record one image score of bank b and fill *r with the check after it and *alarm with
+ * the episode state (under the bank's drift mutex). The alarm starts at the first check that
+ * warns and ends once `window` judged-normal images in a row have been checked without a
+ * warning, i.e. when none of the images that warned is left in the window: a check that
+ * flickers around the level (it does, as the window slides over a drifted stretch) makes one
+ * episode, not a line per flicker. Returns -1 when the bank has no drift check (r, alarm
+ * untouched), 1 when the alarm started or ended with this image, else 0. */
+int live_drift_add(live_bank *b, float score, pe_drift_report *r, int *alarm);
+/* The current check and alarm of bank b without adding a score: 0, or -1 when it has none. */
+int live_drift_get(live_bank *b, pe_drift_report *r, int *alarm);
 
 typedef struct {
     double decode_ms, features_ms, scoring_ms; /* features+scoring together in

@@ -178,6 +178,14 @@ const cli_option cli_option_table[] = {
      CMD_SERVE},
     {"drain", 0, ARG_INT, F(drain_s), 0, 3600, "S",
      "on SIGTERM wait at most S seconds for requests in flight\n(default 30)", CMD_SERVE},
+    /* ---- serve and watch: the drift check of calibrated banks (docs/SERVE.md, "Drift") */
+    {"drift-level", 0, ARG_FLOAT, F(drift_level), 1e-9, 0.5, "D",
+     "warning level of each bank's drift check, run after every\nimage (default 0.01; "
+     "calibrated banks only)",
+     CMD_SERVE | CMD_WATCH},
+    {"drift-window", 0, ARG_INT, F(drift_window), 10, 1000000, "N",
+     "the drift check compares the last N images judged normal\n(default 200)",
+     CMD_SERVE | CMD_WATCH},
     /* ---- watch */
     {"bank", 0, ARG_TEXT, F(bank), 0, 0, "BANK", "the bank written by patchead fit (required)",
      CMD_WATCH},
@@ -222,6 +230,7 @@ const cli_option cli_option_table[] = {
 };
 
 _Static_assert(PE_PIXEL_BINS_DEFAULT == 262144, "update the --pixel-bins help");
+_Static_assert(PE_DRIFT_MIN == 10, "update the --drift-window minimum");
 
 #define MAX_ROWS 128
 #define HELP_COLUMN 24 /* where the help text of each option starts */

@@ -77,7 +77,9 @@ typedef struct {
     /* predict */
     const char *bank;
     const char *recalibrate; /* predict --recalibrate DIR */
-    double drift_level;      /* warning level of the drift check (default 0.05) */
+    double drift_level;      /* warning level of the drift check (default 0.05; serve and
+                                watch set 0.01 before parsing) */
+    int drift_window;        /* serve / watch: judged-normal images compared (0: 200) */
     /* eval */
     const char *data, *layout, *shots_list;
     cli_list categories;

@@ -43,14 +43,17 @@ static const char *USAGE =
     "endpoints:\n"
     "  POST /v1/banks/NAME/predict   body: one PNG/JPEG/BMP image (raw, or the file of a\n"
     "                                multipart/form-data form). JSON answer: score, threshold,\n"
-    "                                is_anomalous, backbone, bank hash, timings.\n"
+    "                                is_anomalous, backbone, bank hash, timings; drift\n"
+    "                                (calibrated banks): the bank's drift check after\n"
+    "                                this image (--drift-level, --drift-window)\n"
     "       ?threshold=T             decide with T instead of the bank's threshold\n"
     "       ?heatmap=png             answer the heatmap overlay as image/png instead; the\n"
     "                                JSON is then in the X-Patchead-Result header\n"
     "  GET  /v1/banks                banks: name, backbone, size, parameters, threshold\n"
     "  GET  /healthz                 200 {\"status\": \"ok\"} (503 while shutting down)\n"
     "  GET  /metrics                 Prometheus text: requests by status, latency\n"
-    "                                histogram, images scored, in flight, queue, RSS\n"
+    "                                histogram, images scored, in flight, queue, RSS,\n"
+    "                                drift check per calibrated bank\n"
     "  GET  /                        the web page\n\n"
     "example:\n"
     "  patchead serve --bank tire=tire.pead &\n"
@@ -65,6 +68,7 @@ int cmd_serve(int argc, char **argv)
 {
     cli_opts o;
     cli_opts_init(&o);
+    o.drift_level = LIVE_DRIFT_LEVEL; /* checked after every image: stricter than predict's */
     int first, r = cli_parse_options(CMD_SERVE, USAGE, argc, argv, &o, &first);
     if (r) {
         cli_opts_free(&o);
@@ -85,6 +89,8 @@ int cmd_serve(int argc, char **argv)
     const int port = o.port, workers = o.workers, queue = o.queue, max_body_mb = o.max_body_mb;
     const int max_conn = o.max_connections, timeout_s = o.timeout_s, drain_s = o.drain_s;
     const int threads = o.threads;
+    const double drift_level = o.drift_level;
+    const int drift_window = o.drift_window ? o.drift_window : LIVE_DRIFT_WINDOW;
     const char *host = o.host, *model = o.model;
     int rc = EXIT_USAGE;
     struct sockaddr_in addr4 = {0};
@@ -115,6 +121,9 @@ int cmd_serve(int argc, char **argv)
     if (!srv) return cli_free_paths(specs, num_specs), cli_error("out of memory");
     rc = EXIT_ERROR;
     if (live_open(&srv->set, specs, num_specs, model, threads)) goto out_free;
+    int drift_banks = 0;
+    if (live_drift_start(&srv->set, drift_level, drift_window, &drift_banks)) goto out_close;
+    srv->drift_window = drift_window;
     srv->scored = calloc((size_t)srv->set.num_banks, sizeof *srv->scored);
     if (!srv->scored) {
         cli_error("out of memory");
@@ -151,6 +160,11 @@ int cmd_serve(int argc, char **argv)
         for (int i = 0; i < srv->set.num_banks; i++)
             fprintf(stderr, "%s%s", i ? ", " : "", srv->set.banks[i].name);
         fprintf(stderr, "); SIGTERM or Ctrl-C stops\n");
+        if (drift_banks)
+            fprintf(stderr,
+                    "patchead: drift check on %d calibrated bank%s: the last %d images judged "
+                    "normal vs the calibration, warning at p < %g\n",
+                    drift_banks, drift_banks == 1 ? "" : "s", drift_window, drift_level);
     }
     /* The line scripts wait for, on stdout: the address actually bound. */
     printf("listening http://%s%s%s:%d/\n", ipv6 ? "[" : "", host, ipv6 ? "]" : "", bound);

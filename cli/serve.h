@@ -32,6 +32,7 @@ typedef struct {
     live_set set;
     struct MHD_Daemon *daemon;
     int workers, queue_limit, timeout_s;
+    int drift_window; /* judged-normal images of each bank's drift check */
     size_t max_body;
 
     pthread_mutex_t lock; /* guards everything below */

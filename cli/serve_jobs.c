@@ -88,6 +88,33 @@ static void run_job(server *srv, job *j)
         cJSON_AddNullToObject(o, "is_anomalous");
     }
     cJSON_AddStringToObject(o, "threshold_source", j->threshold_given ? "request" : "bank");
+    /* the bank's drift check with this image added (judged by the bank's threshold, whatever
+     * ?threshold says); calibrated banks only */
+    pe_drift_report dr;
+    int alarm = 0, drift_changed = live_drift_add(b, score, &dr, &alarm);
+    if (drift_changed >= 0) {
+        cJSON *d = cJSON_AddObjectToObject(o, "drift");
+        cJSON_AddNumberToObject(d, "judged_normal", dr.normal);
+        cJSON_AddNumberToObject(d, "window", srv->drift_window);
+        cJSON_AddNumberToObject(d, "calibration", dr.reference);
+        cJSON_AddBoolToObject(d, "tested", dr.normal >= PE_DRIFT_MIN);
+        cJSON_AddNumberToObject(d, "statistic", dr.statistic);
+        cJSON_AddNumberToObject(d, "p_value", dr.p_value);
+        cJSON_AddNumberToObject(d, "level", dr.delta);
+        cJSON_AddBoolToObject(d, "warning", dr.warning);
+        cJSON_AddBoolToObject(d, "alarm", alarm);
+    }
+    if (drift_changed > 0 && alarm)
+        fprintf(stderr,
+                "patchead: warning: drift: bank %s: the last %d images judged normal score "
+                "higher than its %d calibration images (one-sided KS D = %.3f, p = %.2g < %g); "
+                "the false-alarm rate no longer holds: recalibrate on current normal images\n",
+                b->name, dr.normal, dr.reference, dr.statistic, dr.p_value, dr.delta);
+    else if (drift_changed > 0)
+        fprintf(stderr,
+                "patchead: drift: bank %s back to normal: no warning over the last %d images "
+                "judged normal (vs %d calibration images: KS D = %.3f, p = %.2g)\n",
+                b->name, dr.normal, dr.reference, dr.statistic, dr.p_value);
     cJSON *bb = cJSON_AddObjectToObject(o, "backbone");
     cJSON_AddStringToObject(bb, "name", b->model->info.name);
     cJSON_AddStringToObject(bb, "weights_hash", b->model->info.weights_hash);

@@ -71,6 +71,48 @@ static void tb_printf(text_buf *t, const char *fmt, ...)
     }
 }
 
+/* The drift check of every calibrated bank (one report per bank, read under its own
+ * drift mutex, so the gauges of one bank agree with each other). */
+static void drift_metrics(server *srv, text_buf *t)
+{
+    static const struct {
+        const char *name, *help;
+    } G[] = {
+        {"patchead_drift_p_value", "p-value of the bank's drift check (one-sided two-sample KS "
+                                   "of the last judged-normal scores vs the calibration; 1 "
+                                   "while untested)."},
+        {"patchead_drift_statistic", "KS statistic D of the bank's drift check."},
+        {"patchead_drift_warning", "1 when the bank's drift check warns (p below the level)."},
+        {"patchead_drift_alarm", "1 from a drift warning until a whole window of judged-normal "
+                                 "images has passed without one."},
+        {"patchead_drift_judged_normal",
+         "Images judged normal in the bank's drift window (tested from 10 on)."},
+        {"patchead_drift_level", "Warning level of the bank's drift check."},
+    };
+    int n = srv->set.num_banks;
+    pe_drift_report *r = calloc((size_t)(n ? n : 1), sizeof *r);
+    int *has = calloc((size_t)(n ? n : 1), sizeof *has), any = 0;
+    int *alarm = calloc((size_t)(n ? n : 1), sizeof *alarm);
+    for (int i = 0; r && has && alarm && i < n; i++)
+        any |= has[i] = !live_drift_get(&srv->set.banks[i], &r[i], &alarm[i]);
+    for (int g = 0; any && g < (int)(sizeof G / sizeof *G); g++) {
+        tb_printf(t, "# HELP %s %s\n# TYPE %s gauge\n", G[g].name, G[g].help, G[g].name);
+        for (int i = 0; i < n; i++) {
+            if (!has[i]) continue;
+            double v = g == 0   ? r[i].p_value
+                       : g == 1 ? r[i].statistic
+                       : g == 2 ? r[i].warning
+                       : g == 3 ? alarm[i]
+                       : g == 4 ? r[i].normal
+                                : r[i].delta;
+            tb_printf(t, "%s{bank=\"%s\"} %.9g\n", G[g].name, srv->set.banks[i].name, v);
+        }
+    }
+    free(r);
+    free(has);
+    free(alarm);
+}
+
 enum MHD_Result serve_get_metrics(server *srv, struct MHD_Connection *conn)
 {
     text_buf t = {0};
@@ -126,6 +168,7 @@ enum MHD_Result serve_get_metrics(server *srv, struct MHD_Connection *conn)
               "# TYPE patchead_connections_total counter\npatchead_connections_total %lu\n",
               srv->connections);
     pthread_mutex_unlock(&srv->lock);
+    drift_metrics(srv, &t);
     tb_printf(&t,
               "# HELP patchead_process_resident_memory_bytes Resident set size.\n"
               "# TYPE patchead_process_resident_memory_bytes gauge\n"

@@ -39,7 +39,10 @@ static const char *USAGE =
     "scored too. A file is scored once its writer has closed it (or it was renamed into\n"
     "DIR) and it stayed unchanged for --settle ms; an image already in OUT/scores.jsonl is\n"
     "not scored again, so a restart continues where the last run stopped. Runs until\n"
-    "SIGTERM or Ctrl-C (finishes the image in progress, exit 0).\n\n"
+    "SIGTERM or Ctrl-C (finishes the image in progress, exit 0). With a calibrated bank\n"
+    "the images judged normal are checked for drift after every image (the last\n"
+    "--drift-window of this run against the calibration, level --drift-level): one line\n"
+    "when the check turns to warning, one when a whole window has passed without one.\n\n"
     "example:\n"
     "  patchead watch --bank tire.pead --in /srv/camera --out /srv/results\n";
 
@@ -168,10 +171,14 @@ static pending *pending_touch(pending_list *l, const char *name)
     return p;
 }
 
+/* Keeps the order of the others (files waiting at start are scored in name order, the
+ * others in arrival order; moving the last item into the hole broke both). */
 static void pending_remove(pending_list *l, pending *p)
 {
     free(p->name);
-    *p = l->items[--l->n];
+    size_t after = (size_t)(l->items + l->n - (p + 1));
+    memmove(p, p + 1, after * sizeof *p);
+    l->n--;
 }
 
 /* ------------------------------------------------------------------ scoring one file */
@@ -274,6 +281,27 @@ static int append_row(watcher *w, const det_item *it)
     return 0;
 }
 
+/* The bank's drift check with one more score: a line only when its verdict changes
+ * (printed even with --quiet, like predict's drift warning). */
+static void report_drift(watcher *w, float score)
+{
+    pe_drift_report r;
+    int alarm;
+    if (live_drift_add(w->bank, score, &r, &alarm) <= 0) return;
+    if (alarm)
+        fprintf(stderr,
+                "patchead: warning: drift: the last %d images judged normal score higher than "
+                "the bank's %d calibration images (one-sided KS D = %.3f, p = %.2g < %g): the "
+                "false-alarm rate no longer holds; if the line changed (lighting, camera, "
+                "product), recalibrate: predict --recalibrate NORMAL_DIR\n",
+                r.normal, r.reference, r.statistic, r.p_value, r.delta);
+    else
+        fprintf(stderr,
+                "patchead: drift: back to normal: no warning over the last %d images judged "
+                "normal (vs %d calibration images: KS D = %.3f, p = %.2g, level %g)\n",
+                r.normal, r.reference, r.statistic, r.p_value, r.delta);
+}
+
 /* Score DIR/name. Returns 0 (scored or recorded as failed), 1 (changed: wait again),
  * -1 (cannot write results: stop). */
 static int score_file(watcher *w, const char *name)
@@ -325,6 +353,7 @@ static int score_file(watcher *w, const char *name)
                                         : " OK",
                     live_now_ms() - t0);
         }
+        report_drift(w, it.result.image_score); /* after the image's line: the one it follows */
     } else {
         w->failed++;
         cli_warn("%s", it.error);
@@ -393,6 +422,7 @@ int cmd_watch(int argc, char **argv)
 {
     cli_opts o;
     cli_opts_init(&o);
+    o.drift_level = LIVE_DRIFT_LEVEL; /* checked after every image: stricter than predict's */
     int first, r = cli_parse_options(CMD_WATCH, USAGE, argc, argv, &o, &first);
     if (r) return r > 0 ? EXIT_OK : EXIT_USAGE;
     if (!o.bank || !o.in || first < argc) {
@@ -427,6 +457,12 @@ int cmd_watch(int argc, char **argv)
     if (live_open(&w.set, specs, 1, model, threads)) return EXIT_ERROR;
     w.bank = &w.set.banks[0];
     w.threshold = isnan(threshold) ? w.bank->threshold : (float)threshold;
+    const int drift_window = o.drift_window ? o.drift_window : LIVE_DRIFT_WINDOW;
+    int drifting = 0;
+    if (live_drift_start(&w.set, o.drift_level, drift_window, &drifting)) {
+        live_close(&w.set);
+        return EXIT_ERROR;
+    }
     w.sigma = pe_bank_params(w.bank->bank)->map_sigma;
 
     int rc = EXIT_ERROR, ino = -1;
@@ -473,6 +509,12 @@ int cmd_watch(int argc, char **argv)
     if (!cli_quiet)
         fprintf(stderr, "patchead: watching %s (bank %s, %zu image%s already scored, %d waiting)\n",
                 in, w.bank->name, w.done.count, w.done.count == 1 ? "" : "s", pend.n);
+    if (!cli_quiet && drifting)
+        fprintf(stderr,
+                "patchead: drift check: the last %d images judged normal (this run) vs the "
+                "bank's calibration, warning at p < %g; a line when it turns to warning and when "
+                "it returns to normal\n",
+                drift_window, o.drift_level);
 
     /* Files waiting at start are scored in name order. */
     for (int i = 1; i < pend.n; i++)

@@ -65,6 +65,8 @@ check watch_maps_written test -s "$OUT/maps/hole_000.npy" -a -s "$OUT/heatmaps/h
 
 stop_bg; rc=$?
 check watch_sigterm_exit_0 test "$rc" -eq 0
+# an uncalibrated bank has no drift check: no drift line (calibrated: tests/cli_serve_drift.sh)
+check watch_uncalibrated_no_drift_line sh -c "! grep -q drift '$T/watch.err'"
 
 # While stopped: one new image; a crash left half a row at the end of scores.jsonl.
 cp "$EX/test/good/good_001.jpg" "$IN/"
