@@ -18,11 +18,20 @@ int eval_parse_shots(const char *text, eval_opts *o)
             cli_error("--shots: at most %d values", MAX_SHOTS);
             return -1;
         }
+        if (!strcmp(tok, "all")) { /* every training image, in path order (fit --shots all) */
+            for (int k = 0; k < o->num_shots; k++)
+                if (o->shots[k] == EV_SHOTS_ALL) {
+                    cli_error("--shots: 'all' given twice");
+                    return -1;
+                }
+            o->shots[o->num_shots++] = EV_SHOTS_ALL;
+            continue;
+        }
         if (cli_parse_int("--shots", tok, 1, 4096, &o->shots[o->num_shots])) return -1;
         o->num_shots++;
     }
     if (!o->num_shots) {
-        cli_error("--shots expects a list like 1,2,4");
+        cli_error("--shots expects a list like 1,2,4 or all");
         return -1;
     }
     return 0;
@@ -69,9 +78,14 @@ int eval_add_settings(ev_run *run, const eval_opts *o, int has_attn)
                 s->align = align;
                 s->mask = mask;
                 snprintf(s->preset, sizeof s->preset, "%s", o->presets[p]);
-                s->num_seeds = s->shots ? o->num_seeds : 1;
+                /* all-shot: the references are the whole train set whatever the seed; the
+                 * seed still picks the coreset's first centre (and projection) */
+                s->num_seeds = !s->shots ? 1
+                               : s->shots == EV_SHOTS_ALL && !o->coreset_count &&
+                                         !(o->coreset_fraction > 0) ? 1 : o->num_seeds;
                 char base[32];
-                if (s->shots) snprintf(base, sizeof base, "%d-shot", s->shots);
+                if (s->shots == EV_SHOTS_ALL) snprintf(base, sizeof base, "all-shot");
+                else if (s->shots) snprintf(base, sizeof base, "%d-shot", s->shots);
                 else snprintf(base, sizeof base, "zero-shot");
                 snprintf(s->name, sizeof s->name, "%s%s%s%s%s%s", base, align ? " +align" : "",
                          mask ? " +mask" : "", o->num_presets > 1 ? " [" : "",
@@ -109,7 +123,7 @@ int eval_check_memory(const ev_run *run, const eval_opts *o, const pe_model_info
         for (int si = 0; si < run->num_settings; si++) {
             const ev_setting *set = &run->settings[si];
             if (set->shots) {
-                max_shots = EV_MAX(max_shots, set->shots);
+                max_shots = EV_MAX(max_shots, ev_shots(set, ec->cat->num_train));
                 continue;
             }
             if (pe_score_preset(set->preset, 1, &dp.score) || cli_score_overrides(o->cli, &dp.score))
@@ -164,9 +178,10 @@ int eval_check_time(const ev_run *run, const eval_opts *o, const pe_model_info *
             const ev_setting *set = &run->settings[si];
             if (!set->shots) {
                 pairs += (double)pe_zeroshot_num_pairs(n, o->scale.comparators);
-            } else if (set->shots <= ec->cat->num_train) {
-                max_shots = EV_MAX(max_shots, set->shots);
-                pairs += (double)set->num_seeds * n * set->shots * views;
+            } else if (ev_shots(set, ec->cat->num_train) <= ec->cat->num_train) {
+                int shots = ev_shots(set, ec->cat->num_train);
+                max_shots = EV_MAX(max_shots, shots);
+                pairs += (double)set->num_seeds * n * shots * views;
             }
         }
         int refs = max_shots * run->num_seed_list;

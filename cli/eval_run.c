@@ -131,7 +131,7 @@ static int run_cell(cat_state *cs, int si, int seed, pe_result *res)
     dp.score.precision = cs->o->precision;
     dp.align = set->align;
     dp.mask = set->mask;
-    if (set->shots > 0) { /* few-shot bank options (docs/BEYOND.md) */
+    if (set->shots != 0) { /* few-shot bank options (docs/BEYOND.md) */
         dp.rotations = cs->o->rotations;
         dp.flips = cs->o->flips;
         dp.window = cs->o->window;
@@ -164,13 +164,16 @@ static int run_cell(cat_state *cs, int si, int seed, pe_result *res)
     }
 
     const pe_category *cat = ec->cat;
+    /* all-shot: every training image in path order, as fit --shots all takes them (the
+     * coreset's first centre is an index: the order matters) */
+    const int all = set->shots == EV_SHOTS_ALL;
     const int *perm = cs->perm[seed];
-    const int nref = set->shots;
+    const int nref = ev_shots(set, cat->num_train);
     pe_bank *bank = NULL;
     if (!fit_images) {
         pe_features *refs = calloc((size_t)nref, sizeof *refs);
         if (!refs) return cli_error("out of memory"), -1;
-        for (int k = 0; k < nref; k++) refs[k] = cs->train_feats[perm[k]]; /* shallow views */
+        for (int k = 0; k < nref; k++) refs[k] = cs->train_feats[all ? k : perm[k]]; /* views */
         st = pe_bank_fit_features(cs->model, refs, nref, &dp, &bank);
         free(refs);
     } else {
@@ -178,7 +181,7 @@ static int run_cell(cat_state *cs, int si, int seed, pe_result *res)
         const char **names = calloc((size_t)nref, sizeof *names);
         int rc = imgs && names ? 0 : -1;
         for (int k = 0; k < nref && !rc; k++) {
-            names[k] = cat->train[perm[k]].path;
+            names[k] = cat->train[all ? k : perm[k]].path;
             rc = load_image(names[k], &imgs[k]);
         }
         st = rc ? PE_ERR_IO : pe_bank_fit(cs->model, imgs, nref, names, &dp, &bank);
@@ -315,9 +318,11 @@ int eval_run_category(pe_model *model, const eval_opts *o, ev_run *run, int ci, 
         if (!mine) return 0;
     }
     int rc = 0, max_shots = 0, need_train_feats = 0;
+    int all_shot = 0; /* an all-shot setting needs every training image */
     for (int s = 0; s < run->num_settings; s++) {
-        max_shots = EV_MAX(max_shots, run->settings[s].shots);
+        max_shots = EV_MAX(max_shots, ev_shots(&run->settings[s], cat->num_train));
         if (run->settings[s].shots && !run->settings[s].align) need_train_feats = 1;
+        all_shot |= run->settings[s].shots == EV_SHOTS_ALL && !run->settings[s].align;
     }
     if (max_shots > cat->num_train) {
         cli_warn("%s: %d normal training image(s), fewer than %d shots: few-shot settings "
@@ -343,7 +348,7 @@ int eval_run_category(pe_model *model, const eval_opts *o, ev_run *run, int ci, 
         cs.perm[seed] = malloc(sizeof(int) * (size_t)cat->num_train);
         if (!cs.perm[seed]) break;
         pe_sample_refs((uint64_t)run->seed_list[seed], cat->num_train, cs.perm[seed]);
-        for (int k = 0; k < max_shots && need_train_feats; k++)
+        for (int k = 0; k < (all_shot ? cat->num_train : max_shots) && need_train_feats; k++)
             if (!needed[cs.perm[seed][k]]) {
                 needed[cs.perm[seed][k]] = 1;
                 num_needed++;

@@ -101,8 +101,8 @@ const cli_option cli_option_table[] = {
     {"category", 0, ARG_LIST, F(categories), 0, 0, "C",
      "evaluate only these categories (repeat or comma-separate)", CMD_EVAL},
     {"shots", 0, ARG_TEXT, F(shots_list), 0, 0, "LIST",
-     "few-shot settings, e.g. 1,2,4 (references per seed: see\ndocs/METHOD.md, the same as fit "
-     "--shots N --seed X)",
+     "few-shot settings, e.g. 1,2,4 or all (references per seed: see\ndocs/METHOD.md, the same "
+     "as fit --shots N --seed X; all:\nevery training image, as fit --shots all)",
      CMD_EVAL},
     {"seeds", 0, ARG_INT, F(seeds), 1, 100, "N", "seeds 0..N-1 for few-shot (default 3)", CMD_EVAL},
     {"zeroshot", 0, ARG_FLAG, F(zeroshot), 0, 0, NULL,

@@ -216,8 +216,9 @@ int ev_write_csv(const ev_run *r, const char *dir)
                     const ev_metrics *m = ev_cell(r, s, c, seed);
                     if (!m->done) continue;
                     cli_csv_field(f, r->cats[c].cat->name);
-                    fprintf(f, ",%d,%d,%d,%d,%s", r->seed_list[seed], set->shots, set->align,
-                            set->mask, set->preset);
+                    fprintf(f, ",%d,%d,%d,%d,%s", r->seed_list[seed],
+                            ev_shots(set, r->cats[c].cat->num_train), set->align, set->mask,
+                            set->preset);
                     csv_num(f, m->i_auroc);
                     csv_num(f, m->i_ap);
                     csv_num(f, m->f1_max);
@@ -227,8 +228,10 @@ int ev_write_csv(const ev_run *r, const char *dir)
                     csv_num(f, m->pro_bound);
                     csv_num(f, m->seconds);
                 } else { /* the mean over categories, per seed */
-                    fprintf(f, "mean,%d,%d,%d,%d,%s", r->seed_list[seed], set->shots, set->align,
-                            set->mask, set->preset);
+                    fprintf(f, "mean,%d,", r->seed_list[seed]); /* all-shot: "all" */
+                    if (set->shots == EV_SHOTS_ALL) fputs("all", f);
+                    else fprintf(f, "%d", set->shots);
+                    fprintf(f, ",%d,%d,%s", set->align, set->mask, set->preset);
                     for (int k = 0; k < EV_NUM_METRICS; k++) csv_num(f, seed_value(r, s, -1, seed, k));
                     fputs(",,,", f);
                 }
@@ -311,8 +314,11 @@ int ev_write_json(const ev_run *r, const char *dir)
         const ev_setting *set = &r->settings[s];
         cJSON *so = cJSON_CreateObject();
         cJSON_AddStringToObject(so, "name", set->name);
-        cJSON_AddStringToObject(so, "mode", set->shots ? "few-shot" : "zero-shot");
-        cJSON_AddNumberToObject(so, "shots", set->shots);
+        cJSON_AddStringToObject(so, "mode", set->shots == EV_SHOTS_ALL ? "all-shot"
+                                            : set->shots             ? "few-shot"
+                                                                     : "zero-shot");
+        if (set->shots == EV_SHOTS_ALL) cJSON_AddStringToObject(so, "shots", "all");
+        else cJSON_AddNumberToObject(so, "shots", set->shots);
         cJSON_AddBoolToObject(so, "align", set->align);
         cJSON_AddBoolToObject(so, "mask", set->mask);
         cJSON_AddStringToObject(so, "preset", set->preset);
@@ -333,6 +339,8 @@ int ev_write_json(const ev_run *r, const char *dir)
                 cJSON *o = cJSON_CreateObject();
                 cJSON_AddStringToObject(o, "category", r->cats[c].cat->name);
                 cJSON_AddNumberToObject(o, "seed", r->seed_list[seed]);
+                if (set->shots == EV_SHOTS_ALL) /* the references this category's cell used */
+                    cJSON_AddNumberToObject(o, "shots", r->cats[c].cat->num_train);
                 for (int k = 0; k < EV_NUM_METRICS; k++)
                     cJSON_AddItemToObject(o, metric_keys[k], num_or_null(ev_metric_value(m, k)));
                 cJSON_AddItemToObject(o, "p_auroc_bound", num_or_null(m->p_auroc_bound));

@@ -25,7 +25,8 @@ typedef struct {
 
 typedef struct {
     char name[96];   /* "1-shot", "zero-shot", "4-shot +align+mask", with preset if several */
-    int shots;       /* 0 = batch zero-shot */
+    int shots;       /* 0 = batch zero-shot, EV_SHOTS_ALL = every training image (the
+                        count differs per category: ev_shots) */
     int align, mask;
     char preset[32];
     int num_seeds;   /* seeds actually run (1 for zero-shot) */
@@ -70,6 +71,14 @@ typedef struct {
     int comparators, comparator_seed; /* zero-shot comparators R (0 = all) and their seed */
     int mpi_ranks;                    /* ranks that shared the run (1 without MPI) */
 } ev_run;
+
+#define EV_SHOTS_ALL (-1) /* eval --shots all: fit --shots all, the category's sorted train set */
+
+/* References of setting s for a category with num_train normal training images. */
+static inline int ev_shots(const ev_setting *s, int num_train)
+{
+    return s->shots == EV_SHOTS_ALL ? num_train : s->shots;
+}
 
 static inline ev_metrics *ev_cell(const ev_run *r, int s, int c, int seed)
 {
