@@ -467,7 +467,7 @@ double pe_bank_p_value(const pe_bank *bank, float score);
  * scores are stochastically higher (lighting, camera, product drift). p = exp(-2 D^2 n m /
  * (n + m)) (Smirnov's bound; n, m the two sample sizes); a warning when p < delta and at
  * least PE_DRIFT_MIN images were judged normal. Under exchangeability the warning's
- * false-alarm rate is about delta per check (tested by simulation in test_beyond.c).
+ * false-alarm rate is about delta per check (tested by simulation in test_drift.c).
  * window > 0 keeps only the last `window` judged-normal scores (long-running serve/watch);
  * 0 keeps all. The bank must carry calibration scores (fit --calibrate or --fpr). */
 #define PE_DRIFT_MIN 10

@@ -146,11 +146,81 @@ static void test_power_under_shift(void)
     CHECK_MSG(rate >= 0.5, "power %.3f under a 0.8 sd shift", rate);
 }
 
+/* A long-running service (serve / watch defaults): a fixed calibration of n normal scores, a
+ * stream of normal images, the check after every image over the last 200 judged-normal ones
+ * at level 0.01, and cli/live.c's alarm (starts at a warning, ends after a whole window of
+ * judged-normal images without one). Under the null the per-check warning rate stays at or
+ * below the level; the figures that matter to an operator are the alarms per image. */
+static void stream_null(int n_cal, int streams, int len, double *check_rate, double *alarms_per_10k,
+                        double *streams_with_alarm)
+{
+    long checks = 0, warned = 0, alarms = 0;
+    int with_alarm = 0;
+    const int window = 200;
+    float *cal = malloc(sizeof(float) * (size_t)n_cal);
+    for (int st = 0; cal && st < streams; st++) {
+        for (int i = 0; i < n_cal; i++) {
+            double u1 = uniform() + 1e-300, u2 = uniform();
+            cal[i] = (float)(sqrt(-2 * log(u1)) * cos(6.283185307179586 * u2));
+        }
+        pe_bank *b = calibrated_bank(cal, n_cal, 0.05f);
+        pe_drift *d = NULL;
+        if (!b || pe_drift_new(b, 0.01, window, &d)) {
+            pe_bank_free(b);
+            break;
+        }
+        int alarm = 0, quiet = 0, any = 0;
+        for (int j = 0; j < len; j++) {
+            double u1 = uniform() + 1e-300, u2 = uniform();
+            float x = (float)(sqrt(-2 * log(u1)) * cos(6.283185307179586 * u2));
+            pe_drift_add(d, x);
+            pe_drift_report r;
+            if (pe_drift_report_get(d, &r) || r.normal < PE_DRIFT_MIN) continue;
+            checks++;
+            warned += r.warning;
+            if (r.warning) {
+                alarms += !alarm;
+                any = alarm = 1;
+                quiet = 0;
+            } else if (alarm && x <= r.threshold && ++quiet >= window) {
+                alarm = 0;
+            }
+        }
+        with_alarm += any;
+        pe_drift_free(d);
+        pe_bank_free(b);
+    }
+    free(cal);
+    *check_rate = checks ? (double)warned / checks : -1;
+    *alarms_per_10k = 1e4 * alarms / ((double)streams * len);
+    *streams_with_alarm = (double)with_alarm / streams;
+}
+
+/* PATCHEAD_DRIFT_STREAMS=N runs N streams per size (docs/SERVE.md quotes 400); the default
+ * 16 keeps the test short. Checks within a stream share its calibration, so the per-check
+ * rate varies a lot from stream to stream: only a loose bound is asserted. */
+static void test_stream_false_alarms(void)
+{
+    const int sizes[2] = {72, 200};
+    const char *env = getenv("PATCHEAD_DRIFT_STREAMS");
+    int streams = env && atoi(env) > 0 ? atoi(env) : 16;
+    for (int k = 0; k < 2; k++) {
+        double rate, per10k, with;
+        stream_null(sizes[k], streams, 10000, &rate, &per10k, &with);
+        printf("  stream (window 200, level 0.01, %d calibration, %d x 10000 normal images): "
+               "warning in %.4f of checks, %.2f alarms per 10000 images, %.0f%% of streams with "
+               "one or more\n",
+               sizes[k], streams, rate, per10k, 100 * with);
+        CHECK_MSG(rate >= 0 && rate <= 0.05, "per-check warning rate %.4f", rate);
+    }
+}
+
 int main(void)
 {
     RUN(test_statistic_and_cut);
     RUN(test_uncalibrated_bank_refused);
     RUN(test_false_warning_rate);
     RUN(test_power_under_shift);
+    RUN(test_stream_false_alarms);
     return test_summary();
 }
