@@ -123,7 +123,7 @@ void cli_opts_free(cli_opts *o); /* frees the cli_list fields */
  * printed (exit 0); -1 after a usage error was printed (exit 2). Sets cli_quiet. */
 /* The backbone fit / zeroshot / eval use without --model (make weights writes it; chosen by
  * the tire measurements of docs/BACKBONES.md, "Which backbone is the default"). */
-#define CLI_DEFAULT_MODEL "mobilenet_v2"
+#define CLI_DEFAULT_MODEL "efficientnet_lite0"
 /* weights/CLI_DEFAULT_MODEL in the working directory or beside the binary's folder; NULL
  * when absent. Filled in by cli_parse_options for CMD_DETECT commands. */
 const char *cli_default_model(void);

@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PATCHEAD=${PATCHEAD:-build/patchead}
-MODEL=${MODEL:-weights/mobilenet_v2}
+MODEL=${MODEL:-weights/efficientnet_lite0}
 OUT=${OUT:-patchead-out/examples}
 SIZE=${SIZE:-448}
 if [ ! -x "$PATCHEAD" ]; then echo "examples/run.sh: $PATCHEAD missing: run make first" >&2; exit 1; fi
