@@ -537,11 +537,51 @@ static void test_version1_bank_loads(void)
     pe_bank_free(old);
 }
 
+/* The pruned greedy (default) selects exactly what the plain one (every centre against every
+ * row, PE_CORESET_PLAIN=1) selects: clustered random rows with duplicates, with and without a
+ * projection, 1 and 2 threads, keep up to n. */
+static void test_coreset_pruned_equals_plain(void)
+{
+    const int n = 3000, dim = 48, clusters = 25;
+    float *x = malloc(sizeof(float) * n * dim), *cent = malloc(sizeof(float) * clusters * dim);
+    int *a = malloc(sizeof(int) * n), *b = malloc(sizeof(int) * n);
+    CHECK(x && cent && a && b);
+    if (!x || !cent || !a || !b) return;
+    uint64_t st = 11;
+    for (int i = 0; i < clusters * dim; i++)
+        cent[i] = (float)((pe_splitmix64(&st) >> 40) / 16777216.0 - 0.5);
+    for (int i = 0; i < n; i++) {
+        int c = (int)(pe_splitmix64(&st) % clusters);
+        for (int k = 0; k < dim; k++)
+            x[(size_t)i * dim + k] =
+                i % 97 == 5 ? x[(size_t)(i - 1) * dim + k] /* duplicates */
+                            : cent[c * dim + k] +
+                                  0.2f * (float)((pe_splitmix64(&st) >> 40) / 16777216.0 - 0.5);
+    }
+    const int keeps[3] = {30, 600, n};
+    const int projs[2] = {0, 16};
+    int threads = pe_get_threads();
+    for (int th = 1; th <= 2; th++)
+        for (int k = 0; k < 3; k++)
+            for (int p = 0; p < 2; p++) {
+                pe_set_threads(th);
+                setenv("PE_CORESET_PLAIN", "1", 1);
+                CHECK(pe_coreset_select(x, n, dim, keeps[k], projs[p], 9, a) == PE_OK);
+                unsetenv("PE_CORESET_PLAIN");
+                CHECK(pe_coreset_select(x, n, dim, keeps[k], projs[p], 9, b) == PE_OK);
+                CHECK_MSG(!memcmp(a, b, sizeof(int) * keeps[k]),
+                          "keep %d proj %d threads %d: pruned != plain", keeps[k], projs[p], th);
+            }
+    pe_set_threads(threads);
+    free(x), free(cent), free(a), free(b);
+}
+
 int main(void)
 {
     RUN(test_window_matches_numpy);
     RUN(test_groups_match_numpy);
     RUN(test_window_infinite_is_global);
+    RUN(test_coreset_pruned_equals_plain);
     RUN(test_coreset_matches_numpy);
     RUN(test_coreset_full_equals_bank);
     RUN(test_rotated_reference_end_to_end);
