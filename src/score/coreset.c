@@ -176,8 +176,13 @@ static pe_status greedy_pruned(const float *z, const float *sq, float *mind, int
     int *head = pe_alloc((size_t)keep, sizeof(int), "coreset clusters");
     unsigned char *near = pe_alloc((size_t)keep, 1, "coreset clusters");
     int *next = pe_alloc((size_t)n, sizeof(int), "coreset clusters");
-    if (!cz || !csq || !rad || !arg || !head || !near || !next) {
+    int *todo = pe_alloc((size_t)keep, sizeof(int), "coreset clusters");
+    const int nthreads = omp_get_max_threads() > 0 ? omp_get_max_threads() : 1;
+    int *moved = pe_alloc((size_t)nthreads * n, sizeof(int), "coreset moves");
+    int *nmoved = pe_alloc((size_t)nthreads, sizeof(int), "coreset moves");
+    if (!cz || !csq || !rad || !arg || !head || !near || !next || !todo || !moved || !nmoved) {
         free(cz), free(csq), free(rad), free(arg), free(head), free(near), free(next);
+        free(todo), free(moved), free(nmoved);
         return PE_ERR_NOMEM;
     }
     float maxsq = 0;
@@ -205,26 +210,45 @@ static pe_status greedy_pruned(const float *z, const float *sq, float *mind, int
                 double dcc = sqrt((double)row_dist(cz + (size_t)j * d, c, d, csq[j], csq[t]));
                 near[j] = rad[j] >= 0 && dcc < 2.0 * sqrt((double)rad[j]) + margin;
             }
-            for (int j = 0; j < t; j++) {
-                if (!near[j]) continue;
-                int prev = -1;
-                rad[j] = -1.0f, arg[j] = -1;
-                for (int i = head[j]; i >= 0;) {
-                    const int nx = next[i];
-                    float dist = row_dist(z + (size_t)i * d, c, d, sq[i], csq[t]);
-                    if (dist < mind[i]) { /* to the new cluster */
-                        mind[i] = dist;
-                        if (prev >= 0) next[prev] = nx;
-                        else head[j] = nx;
-                        next[i] = head[t], head[t] = i;
-                    } else {
-                        if (mind[i] > rad[j] || (mind[i] == rad[j] && i < arg[j]))
-                            rad[j] = mind[i], arg[j] = i;
-                        prev = i;
+            /* the nearby clusters, scanned in parallel: a cluster's list is touched only by
+             * the thread scanning it; the rows that move go to per-thread buffers and are
+             * linked into the new cluster afterwards (list order never affects the result:
+             * radii break ties by row index) */
+            int nn = 0;
+            for (int j = 0; j < t; j++)
+                if (near[j]) todo[nn++] = j;
+#pragma omp parallel num_threads(nthreads)
+            {
+                const int tid = omp_get_thread_num();
+                int *mine = moved + (size_t)tid * n, nm = 0;
+#pragma omp for schedule(dynamic, 1)
+                for (int q = 0; q < nn; q++) {
+                    const int j = todo[q];
+                    int prev = -1;
+                    rad[j] = -1.0f, arg[j] = -1;
+                    for (int i = head[j]; i >= 0;) {
+                        const int nx = next[i];
+                        float dist = row_dist(z + (size_t)i * d, c, d, sq[i], csq[t]);
+                        if (dist < mind[i]) { /* to the new cluster */
+                            mind[i] = dist;
+                            if (prev >= 0) next[prev] = nx;
+                            else head[j] = nx;
+                            mine[nm++] = i;
+                        } else {
+                            if (mind[i] > rad[j] || (mind[i] == rad[j] && i < arg[j]))
+                                rad[j] = mind[i], arg[j] = i;
+                            prev = i;
+                        }
+                        i = nx;
                     }
-                    i = nx;
                 }
+                nmoved[tid] = nm;
             }
+            for (int th = 0; th < nthreads; th++)
+                for (int q = 0; q < nmoved[th]; q++) {
+                    const int i = moved[(size_t)th * n + q];
+                    next[i] = head[t], head[t] = i;
+                }
         }
         for (int i = head[t]; i >= 0; i = next[i])
             if (mind[i] > rad[t] || (mind[i] == rad[t] && i < arg[t])) rad[t] = mind[i], arg[t] = i;
@@ -237,5 +261,6 @@ static pe_status greedy_pruned(const float *z, const float *sq, float *mind, int
         centre = best_i;
     }
     free(cz), free(csq), free(rad), free(arg), free(head), free(near), free(next);
+    free(todo), free(moved), free(nmoved);
     return PE_OK;
 }
