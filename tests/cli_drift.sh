@@ -19,16 +19,8 @@ if [ ! -e "$MODEL/model.safetensors" ]; then
     echo "SKIP cli_drift: $MODEL absent (make weights)"
     exit 0
 fi
-mkdir -p "$T/ref" "$T/cal" "$T/held"
-i=0
-for f in $(for p in "$TIRE"/train/good/*; do
-    b=$(basename "$p")
-    echo "$(printf %s "$b" | md5sum | cut -c1-8) $b"
-done | sort | cut -d' ' -f2); do
-    i=$((i + 1))
-    if [ $i -le 100 ]; then d=ref; elif [ $i -le 172 ]; then d=cal; else d=held; fi
-    ln -s "$TIRE/train/good/$f" "$T/$d/$f"
-done
+. "$(dirname "$0")/tire_split.sh"
+tire_drift_split "$TIRE/train/good"
 check drift_split test "$(ls "$T/ref" | wc -l) $(ls "$T/cal" | wc -l) $(ls "$T/held" | wc -l)" = "100 72 67"
 
 timeout 300 "$PATCHEAD" fit --quiet --model "$MODEL" --size 224 --calibrate "$T/cal" --fpr 0.05 \
