@@ -31,7 +31,7 @@ extern int cli_quiet;
 /* Parse helpers: print a usage error and return -1 on bad input. */
 int cli_parse_int(const char *opt, const char *text, int min, int max, int *out);
 int cli_parse_float(const char *opt, const char *text, double min, double max, double *out);
-/* --precision fp32|bf16|auto, resolved for this CPU (auto -> bf16 iff native bf16). */
+/* --precision fp32|bf16|auto|int8, resolved for this CPU (auto -> bf16 iff native bf16). */
 int cli_parse_precision(const char *text, pe_precision *out);
 
 /* Image inputs: each arg is a file or a folder (walked recursively, sorted by path).

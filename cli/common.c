@@ -81,7 +81,7 @@ int cli_parse_precision(const char *text, pe_precision *out)
 {
     pe_precision p;
     if (pe_precision_parse(text, &p) != PE_OK) {
-        cli_error("--precision expects fp32, bf16 or auto, got '%s'", text);
+        cli_error("--precision expects fp32, bf16, auto or int8, got '%s'", text);
         return -1;
     }
     *out = pe_precision_resolve(p);

@@ -223,8 +223,9 @@ const cli_option cli_option_table[] = {
      CMD_ALL},
     {"quiet", 0, ARG_FLAG, F(quiet), 0, 0, NULL, "no progress bar or warnings", CMD_ALL},
     {"precision", 0, ARG_TEXT, F(precision), 0, 0, "P",
-     "GEMM arithmetic: fp32 (default), bf16, or auto (bf16 when\nthe CPU has native bf16; predict: "
-     "default the bank's)",
+     "GEMM arithmetic: fp32 (default), bf16, auto (bf16 when\nthe CPU has native bf16), or int8 "
+     "(ViT "
+     "linears in int8,\nscoring in fp32; not for CNNs); predict: default the bank's",
      CMD_FEATURES | CMD_DETECT | CMD_PREDICT | CMD_BENCH},
     {NULL, 0, 0, 0, 0, 0, NULL, NULL, 0},
 };

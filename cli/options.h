@@ -57,7 +57,7 @@ typedef struct {
     int align, mask, plus;
     double sigma; /* < 0: the default (4 px, or the bank's) */
     int threads, quiet;
-    const char *precision; /* fp32 | bf16 | auto; NULL: fp32 (predict: the bank's) */
+    const char *precision; /* fp32 | bf16 | auto | int8; NULL: fp32 (predict: the bank's) */
     /* outputs */
     const char *output; /* -o FILE of fit, features, bench */
     const char *out;    /* --out DIR of predict, zeroshot, eval */

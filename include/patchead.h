@@ -107,14 +107,28 @@ pe_status pe_output_stems(const char *const *paths, int n, char **stems);
  *   FP32: float32 throughout;
  *   BF16: operands rounded to bfloat16, products accumulated in float32 (layer norms,
  *         softmax, the residual stream and every reduction stay float32);
- *   AUTO: BF16 when the CPU has native bf16 dot products (AMX or AVX-512-BF16), else FP32.
- * The GEMMs run on oneDNN, which picks its kernels (AVX2 / AVX-512 / AMX) at run time. */
-typedef enum { PE_PRECISION_FP32 = 0, PE_PRECISION_BF16 = 1, PE_PRECISION_AUTO = 2 } pe_precision;
-/* "fp32", "bf16", "auto" */
+ *   AUTO: BF16 when the CPU has native bf16 dot products (AMX or AVX-512-BF16), else FP32
+ *         (never INT8: see docs/ENGINE.md, "int8");
+ *   INT8: ViT backbones only. The linear layers (qkv, out-projection, MLP, patch
+ *         embedding) in int8: weights quantized symmetric per output channel at load,
+ *         activations symmetric per row (token) at run time (a layer norm's output first
+ *         smoothed per channel with the norm's gamma / beta), int32 products, scaled back
+ *         to float32 with the bias; the attention in bf16 where the CPU has native bf16
+ *         (else fp32); layer norms, softmax, GELU and the residual stream in float32; the
+ *         scoring tiles in float32. CNN backbones refuse it (PE_ERR_UNSUPPORTED).
+ * The GEMMs run on oneDNN, which picks its kernels (AVX2 / AVX-512 / VNNI / AMX) at run
+ * time. (INT8 is 3 so that the values of the others, stored in banks, stay.) */
+typedef enum {
+    PE_PRECISION_FP32 = 0,
+    PE_PRECISION_BF16 = 1,
+    PE_PRECISION_AUTO = 2,
+    PE_PRECISION_INT8 = 3
+} pe_precision;
+/* "fp32", "bf16", "auto", "int8" */
 const char *pe_precision_name(pe_precision p);
 /* Parse one of the names above (case-insensitive); PE_ERR_ARG naming the value otherwise. */
 pe_status pe_precision_parse(const char *name, pe_precision *out);
-/* AUTO -> FP32 or BF16 for this CPU; FP32 / BF16 unchanged. */
+/* AUTO -> FP32 or BF16 for this CPU; FP32 / BF16 / INT8 unchanged. */
 pe_precision pe_precision_resolve(pe_precision p);
 /* The instruction set the engine dispatched to on this CPU, e.g. "avx512_core_amx", "avx2". */
 const char *pe_engine_isa(void);
@@ -211,7 +225,7 @@ typedef struct {
     int64_t num_params;      /* parameters loaded */
     float mean[3], std[3];   /* input normalisation */
     char weights_hash[17];   /* 64-bit hash of the whole weights file (pe_hash_fast), hex */
-    pe_precision precision;  /* the backbone's GEMM precision as resolved at load (FP32 / BF16) */
+    pe_precision precision;  /* the backbone's GEMM precision as resolved at load (FP32 / BF16 / INT8) */
 } pe_model_info;
 pe_status pe_model_get_info(const pe_model *model, pe_model_info *info);
 
@@ -254,7 +268,8 @@ typedef struct {
     /* PatchEAD+ attention masking (applied by callers that have attention) */
     float mask_threshold; /* default 0.05 */
     float mask_low_weight;/* default 0.5 */
-    pe_precision precision; /* scoring tile GEMMs (default FP32; AUTO resolved per call) */
+    pe_precision precision; /* scoring tile GEMMs (default FP32; AUTO resolved per call;
+                             * INT8 scores in FP32: int8 is a backbone precision) */
 } pe_score_params;
 
 /* preset: "patchead" (default), "anomalydino", "musc"; zeroshot selects the

@@ -89,24 +89,28 @@ const char *pe_precision_name(pe_precision p)
     case PE_PRECISION_FP32: return "fp32";
     case PE_PRECISION_BF16: return "bf16";
     case PE_PRECISION_AUTO: return "auto";
+    case PE_PRECISION_INT8: return "int8";
     }
     return "?";
 }
 
 pe_status pe_precision_parse(const char *name, pe_precision *out)
 {
-    static const pe_precision all[] = {PE_PRECISION_FP32, PE_PRECISION_BF16, PE_PRECISION_AUTO};
-    for (int i = 0; name && i < 3; i++)
+    static const pe_precision all[] = {PE_PRECISION_FP32, PE_PRECISION_BF16, PE_PRECISION_AUTO,
+                                       PE_PRECISION_INT8};
+    for (int i = 0; name && i < 4; i++)
         if (!strcasecmp(name, pe_precision_name(all[i]))) {
             *out = all[i];
             return PE_OK;
         }
-    return pe_fail(PE_ERR_ARG, "precision '%s' is not one of fp32, bf16, auto", name ? name : "");
+    return pe_fail(PE_ERR_ARG, "precision '%s' is not one of fp32, bf16, auto, int8",
+                   name ? name : "");
 }
 
 pe_precision pe_precision_resolve(pe_precision p)
 {
     if (p == PE_PRECISION_AUTO) return eng_native_bf16() ? PE_PRECISION_BF16 : PE_PRECISION_FP32;
+    if (p == PE_PRECISION_INT8) return PE_PRECISION_INT8;
     return p == PE_PRECISION_BF16 ? PE_PRECISION_BF16 : PE_PRECISION_FP32;
 }
 
@@ -131,6 +135,85 @@ void eng_to_bf16_2d(bf16_t *dst, const float *src, int rows, int cols, int ld)
     for (int r = 0; r < rows; r++)
         eng_to_bf16(dst + (size_t)r * cols, src + (size_t)r * ld, (size_t)cols);
 }
+
+/* ------------------------------------------------------------------ int8 quantization */
+
+/* Symmetric s8 with one scale per row: scale = max |x| / 127, q = x * (127 / max |x|)
+ * rounded to nearest even (one rounding: the product and the 1.5 * 2^23 shift are one
+ * fused multiply-add, in the scalar copy below and in the vector one, which GCC contracts
+ * the same way: both give the same bits). A zero row has scale 0 and q 0; a row with inf
+ * or NaN a non-finite scale, so its products come out non-finite as in fp32. */
+#define ROUND_SHIFT 12582912.0f /* 1.5 * 2^23: x + shift - shift rounds |x| < 2^22 */
+float eng_quantize_s8(int8_t *q, const float *x, int n)
+{
+    float amax = 0.0f;
+    int nan = 0;
+    for (int i = 0; i < n; i++) {
+        nan |= x[i] != x[i];
+        amax = fmaxf(amax, fabsf(x[i]));
+    }
+    if (nan) amax = __builtin_nanf("");
+    const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
+    for (int i = 0; i < n; i++) q[i] = (int8_t)(int)(fmaf(x[i], inv, ROUND_SHIFT) - ROUND_SHIFT);
+    return amax / 127.0f;
+}
+
+typedef int8_t vq __attribute__((vector_size(VL)));
+VEC_INLINE void quant_row_body(int8_t *q, float *scale, const float *x, const float *ch, int n)
+{
+    vf m = vsplat(0.0f);
+    vi ne = {0};
+    for (int i = 0; i < n; i += VL) {
+        const size_t k = (size_t)(n - i) < VL ? (size_t)(n - i) : VL;
+        vf v = vload(x + i, k, 0.0f);
+        if (ch) v *= vload(ch + i, k, 0.0f);
+        const vf a = (vf)((vi)v & 0x7fffffff);
+        m = vsel(a > m, a, m);
+        ne |= v != v;
+    }
+    int nan = 0;
+    for (int l = 0; l < VL; l++) nan |= ne[l];
+    const float amax = nan ? __builtin_nanf("") : vmax_lanes(m);
+    const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
+    *scale = amax / 127.0f;
+    for (int i = 0; i < n; i += VL) {
+        const size_t k = (size_t)(n - i) < VL ? (size_t)(n - i) : VL;
+        vf v = vload(x + i, k, 0.0f);
+        if (ch) v *= vload(ch + i, k, 0.0f);
+        const vf t = v * inv + ROUND_SHIFT - ROUND_SHIFT;
+        const vq b = __builtin_convertvector(__builtin_convertvector(t, vi), vq);
+        memcpy(q + i, &b, k);
+    }
+}
+/* (x * ch, ch (n) per channel, NULL: 1; see prepare_weight's smoothing) */
+VEC_KERNEL(quant_row, (int8_t * q, float *scale, const float *x, const float *ch, int n),
+           (q, scale, x, ch, n))
+
+/* One output row of an int8 linear: y = acc * (rs * cs) + bias, act(y), then out = y,
+ * out += y (add) or out += ls * y (LayerScale, ls != NULL). */
+VEC_INLINE void int8_epilogue_body(float *out, const float *acc, float rs, const float *cs,
+                                   const float *bias, int act, const float *ls, int add, int n)
+{
+    for (int j = 0; j < n; j += VL) {
+        const size_t k = (size_t)(n - j) < VL ? (size_t)(n - j) : VL;
+        vf y = vload(acc + j, k, 0.0f) * (vload(cs + j, k, 0.0f) * rs);
+        if (bias) y += vload(bias + j, k, 0.0f);
+        switch (act) {
+        case ENG_ACT_GELU: y = v_gelu(y); break;
+        case ENG_ACT_GELU_TANH: y = v_gelu_tanh(y); break;
+        case ENG_ACT_QUICK_GELU: y = v_quick_gelu(y); break;
+        case ENG_ACT_SILU: y = v_silu(y); break;
+        default: break;
+        }
+        if (ls) y = vload(out + j, k, 0.0f) + vload(ls + j, k, 0.0f) * y;
+        else if (add) y += vload(out + j, k, 0.0f);
+        vstore(out + j, y, k);
+    }
+}
+VEC_KERNEL(int8_epilogue,
+           (float *out, const float *acc, float rs, const float *cs, const float *bias, int act,
+            const float *ls, int add, int n),
+           (out, acc, rs, cs, bias, act, ls, add, n))
 
 /* ------------------------------------------------------------------ primitive cache */
 
@@ -191,7 +274,11 @@ static int prim_create(const prim_key *k, prim_entry *e)
 {
     dnnl_engine_t eng = engine();
     if (!eng) return -1;
-    dnnl_data_type_t in_t = k->prec == PE_PRECISION_BF16 ? dnnl_bf16 : dnnl_f32;
+    /* INT8: s8 rows times a prepared s8 weight into fp32 (the int32 sums, exact below
+     * 2^24), no bias or post-op: the scales come after, in linear_int8's epilogue */
+    dnnl_data_type_t in_t = k->prec == PE_PRECISION_BF16   ? dnnl_bf16
+                            : k->prec == PE_PRECISION_INT8 ? dnnl_s8
+                                                           : dnnl_f32;
     dnnl_dims_t a_dims = {k->M, k->K}, a_str = {k->lda, 1};
     dnnl_dims_t b_dims = {k->K, k->N}, b_str;
     /* B as a logical (K, N) matrix: trans_b stores it as (N, K) rows, i.e. strides (1, ldb) */
@@ -256,7 +343,7 @@ static int prim_create(const prim_key *k, prim_entry *e)
      * and a bf16 output with a row stride, all went to ref:any. The refusal is cached
      * like a primitive (prim NULL), so it costs one query per shape. */
     const char *impl = NULL;
-    if ((k->act != ENG_ACT_NONE || k->col_scale || k->dst_bf16) &&
+    if ((k->act != ENG_ACT_NONE || k->col_scale || k->dst_bf16 || k->prec == PE_PRECISION_INT8) &&
         !dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) && impl &&
         !strncmp(impl, "ref", 3)) {
         dnnl_primitive_desc_destroy(pd);
@@ -425,7 +512,9 @@ static int run_matmul_chunked(const prim_key *k, const void *A, const void *B, v
     kt.M = tail;
     prim_entry e;
     if (prim_get(&kc, &e) || prim_get(&kt, &e)) return 1;
-    const size_t a_row = (size_t)k->lda * (k->prec == PE_PRECISION_BF16 ? 2 : 4),
+    const size_t a_row = (size_t)k->lda * (k->prec == PE_PRECISION_BF16   ? 2
+                                           : k->prec == PE_PRECISION_INT8 ? 1
+                                                                          : 4),
                  c_row = (size_t)k->ldc * (k->dst_bf16 ? 2 : 4);
     int failed = 0;
 #pragma omp parallel for schedule(dynamic, 1) reduction(| : failed)
@@ -552,13 +641,16 @@ const char *eng_impl_name(pe_precision prec, int M, int N, int K)
     name[0] = 0;
     dnnl_engine_t eng = engine();
     if (!eng) return name;
-    dnnl_data_type_t t = prec == PE_PRECISION_BF16 ? dnnl_bf16 : dnnl_f32;
+    dnnl_data_type_t t = prec == PE_PRECISION_BF16   ? dnnl_bf16
+                         : prec == PE_PRECISION_INT8 ? dnnl_s8
+                                                     : dnnl_f32;
     dnnl_dims_t a = {M, K}, b = {K, N}, c = {M, N};
     dnnl_memory_desc_t a_md, b_md, c_md;
     dnnl_matmul_desc_t desc;
     dnnl_primitive_desc_t pd;
     if (dnnl_memory_desc_init_by_tag(&a_md, 2, a, t, dnnl_ab) ||
-        dnnl_memory_desc_init_by_tag(&b_md, 2, b, t, dnnl_ba) ||
+        dnnl_memory_desc_init_by_tag(&b_md, 2, b, t,
+                                     prec == PE_PRECISION_INT8 ? dnnl_format_tag_any : dnnl_ba) ||
         dnnl_memory_desc_init_by_tag(&c_md, 2, c, dnnl_f32, dnnl_ab) ||
         dnnl_matmul_desc_init(&desc, &a_md, &b_md, NULL, &c_md) ||
         dnnl_primitive_desc_create(&pd, &desc, NULL, eng, NULL))
@@ -679,13 +771,24 @@ typedef struct {
     dnnl_memory_desc_t md; /* blocked layout */
     dnnl_memory_t mem;     /* owns the reordered data */
     void *data;
+    float *col_scale; /* INT8: (N) the scale of each output channel's s8 row (else NULL) */
+    float *in_scale;  /* INT8 smoothed: (K) 1 / s_k, applied to A's columns (else NULL) */
 } weight_entry;
+
+/* INT8: a weight whose input is a layer norm's output (eng_int8_norm_input) */
+typedef struct {
+    const float *w;
+    float *range; /* (K) |gamma_k| * 4 + |beta_k|: the reach of input channel k */
+    int K;
+} norm_hint;
 
 struct eng_ctx {
     pe_precision prec;
     const char *file_lo, *file_hi; /* the weights file's read-only mapping, or NULL */
     weight_entry **w;
     int n, cap;
+    norm_hint *hints;
+    int n_hints, cap_hints;
     pthread_mutex_t lock;
 };
 
@@ -716,8 +819,12 @@ void eng_ctx_free(eng_ctx *c)
     pthread_mutex_unlock(&g_cache_lock);
     for (int i = 0; i < c->n; i++) {
         dnnl_memory_destroy(c->w[i]->mem);
+        free(c->w[i]->col_scale);
+        free(c->w[i]->in_scale);
         free(c->w[i]);
     }
+    for (int i = 0; i < c->n_hints; i++) free(c->hints[i].range);
+    free(c->hints);
     free(c->w);
     pthread_mutex_destroy(&c->lock);
     free(c);
@@ -725,11 +832,78 @@ void eng_ctx_free(eng_ctx *c)
 
 pe_precision eng_ctx_precision(const eng_ctx *c) { return c ? c->prec : PE_PRECISION_FP32; }
 
+void eng_int8_norm_input(eng_ctx *c, const float *W, const float *gamma, const float *beta, int K)
+{
+    if (!c || c->prec != PE_PRECISION_INT8 || !W || K <= 0) return;
+    pthread_mutex_lock(&c->lock);
+    int i = 0;
+    while (i < c->n_hints && c->hints[i].w != W) i++;
+    if (i == c->n_hints && c->n_hints == c->cap_hints) {
+        const int cap = c->cap_hints ? 2 * c->cap_hints : 64;
+        norm_hint *grown = realloc(c->hints, (size_t)cap * sizeof *grown);
+        if (grown) c->hints = grown, c->cap_hints = cap;
+    }
+    float *range = i < c->cap_hints ? malloc((size_t)K * sizeof *range) : NULL;
+    if (range) {
+        for (int k = 0; k < K; k++)
+            range[k] = 4.0f * (gamma ? fabsf(gamma[k]) : 1.0f) + (beta ? fabsf(beta[k]) : 0.0f);
+        if (i < c->n_hints) free(c->hints[i].range);
+        else c->n_hints++;
+        c->hints[i] = (norm_hint){W, range, K};
+    }
+    pthread_mutex_unlock(&c->lock);
+}
+
 void eng_ctx_set_file_map(eng_ctx *c, const void *base, size_t size)
 {
     if (!c) return;
     c->file_lo = base;
     c->file_hi = base ? (const char *)base + size : NULL;
+}
+
+/* The s8 weight of an INT8 context: q (N, K) and e->col_scale (N), each row quantized
+ * symmetric (eng_quantize_s8). Where the input is a layer norm's output (a hint from
+ * eng_int8_norm_input), its channels differ in reach by up to ~100x (gamma, beta), and
+ * one scale per token would leave the narrow channels a few levels: the input is
+ * smoothed first (SmoothQuant, alpha = 1/2, with the norm's gamma / beta standing for the
+ * activation's range, so no calibration data): s_k = sqrt(range_k / max_n |W_nk|),
+ * W'_nk = W_nk s_k is quantized, and A's column k is divided by s_k as it is quantized
+ * (e->in_scale = 1 / s_k): A W^T is unchanged, both factors quantize evenly. Caller holds
+ * c->lock. Returns 0, or -1 out of memory. */
+static int prepare_int8(eng_ctx *c, weight_entry *e, const float *w, int N, int K, int8_t **q_out)
+{
+    const norm_hint *h = NULL;
+    for (int i = 0; i < c->n_hints && !h; i++)
+        if (c->hints[i].w == w && c->hints[i].K == K) h = &c->hints[i];
+    int8_t *q = malloc((size_t)N * K);
+    float *row = h ? malloc((size_t)K * sizeof *row) : NULL,
+          *s = h ? calloc((size_t)K, sizeof *s) : NULL;
+    e->col_scale = malloc((size_t)N * sizeof(float));
+    e->in_scale = h ? malloc((size_t)K * sizeof(float)) : NULL;
+    if (!q || !e->col_scale || (h && (!row || !s || !e->in_scale))) {
+        free(q), free(row), free(s);
+        return -1;
+    }
+    if (h) {
+        for (int n = 0; n < N; n++)
+            for (int k = 0; k < K; k++) s[k] = fmaxf(s[k], fabsf(w[(size_t)n * K + k]));
+        for (int k = 0; k < K; k++) {
+            const float f = s[k] > 0.0f && h->range[k] > 0.0f ? sqrtf(h->range[k] / s[k]) : 1.0f;
+            s[k] = isfinite(f) ? f : 1.0f;
+            e->in_scale[k] = 1.0f / s[k];
+        }
+    }
+    for (int n = 0; n < N; n++) {
+        const float *src = w + (size_t)n * K;
+        if (h) {
+            for (int k = 0; k < K; k++) row[k] = src[k] * s[k];
+            src = row;
+        }
+        e->col_scale[n] = eng_quantize_s8(q + (size_t)n * K, src, K);
+    }
+    free(row), free(s);
+    *q_out = q;
+    return 0;
 }
 
 /* Reorder w (N, K) fp32 into the layout a (M, N, K) matmul of the context's precision
@@ -739,7 +913,8 @@ static weight_entry *prepare_weight(eng_ctx *c, const float *w, int N, int K, in
     dnnl_engine_t eng = engine();
     dnnl_stream_t s = stream();
     if (!eng || !s) return NULL;
-    dnnl_data_type_t t = c->prec == PE_PRECISION_BF16 ? dnnl_bf16 : dnnl_f32;
+    const int int8 = c->prec == PE_PRECISION_INT8;
+    dnnl_data_type_t t = c->prec == PE_PRECISION_BF16 ? dnnl_bf16 : int8 ? dnnl_s8 : dnnl_f32;
     dnnl_dims_t a = {M, K}, b = {K, N}, cd = {M, N}, plain_str = {1, K};
     dnnl_memory_desc_t a_md, b_any, c_md, plain;
     dnnl_matmul_desc_t desc;
@@ -749,17 +924,22 @@ static weight_entry *prepare_weight(eng_ctx *c, const float *w, int N, int K, in
     weight_entry *e = calloc(1, sizeof *e);
     if (!e) return NULL;
     int ok = 0;
+    /* INT8: each output channel (row of w) quantized symmetric to s8 with its own scale,
+     * then reordered like a bf16 weight (for VNNI kernels oneDNN appends its s8
+     * compensation sums to the blocked data) */
+    int8_t *q = NULL;
+    if (int8 && prepare_int8(c, e, w, N, K, &q)) goto done;
     if (dnnl_memory_desc_init_by_tag(&a_md, 2, a, t, dnnl_ab) ||
         dnnl_memory_desc_init_by_tag(&b_any, 2, b, t, dnnl_format_tag_any) ||
         dnnl_memory_desc_init_by_tag(&c_md, 2, cd, dnnl_f32, dnnl_ab) ||
-        dnnl_memory_desc_init_by_strides(&plain, 2, b, dnnl_f32, plain_str) ||
+        dnnl_memory_desc_init_by_strides(&plain, 2, b, int8 ? dnnl_s8 : dnnl_f32, plain_str) ||
         dnnl_matmul_desc_init(&desc, &a_md, &b_any, NULL, &c_md) ||
         dnnl_primitive_desc_create(&pd, &desc, NULL, eng, NULL))
         goto done;
     e->md = *dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
     if (dnnl_memory_create(&e->mem, &e->md, eng, DNNL_MEMORY_ALLOCATE) ||
         dnnl_memory_get_data_handle(e->mem, &e->data) ||
-        dnnl_memory_create(&src, &plain, eng, (void *)w) ||
+        dnnl_memory_create(&src, &plain, eng, int8 ? (void *)q : (void *)w) ||
         dnnl_reorder_primitive_desc_create(&rpd, &plain, eng, &e->md, eng, NULL) ||
         dnnl_primitive_create(&reorder, rpd))
         goto done;
@@ -772,7 +952,7 @@ static weight_entry *prepare_weight(eng_ctx *c, const float *w, int N, int K, in
      * left alone: there DONTNEED would zero them. (MADV_PAGEOUT, used before, kept ext4's
      * large page-cache folios: measured, it released the first 85 MB of ViT-B's file and
      * then nothing.) */
-    if (c->prec == PE_PRECISION_BF16 && c->file_lo && (const char *)w >= c->file_lo &&
+    if (c->prec != PE_PRECISION_FP32 && c->file_lo && (const char *)w >= c->file_lo &&
         (const char *)(w + (size_t)N * K) <= c->file_hi) {
         const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
         uintptr_t lo = ((uintptr_t)w + page - 1) & ~(page - 1);
@@ -788,8 +968,10 @@ done:
     if (rpd) dnnl_primitive_desc_destroy(rpd);
     if (pd) dnnl_primitive_desc_destroy(pd);
     if (src) dnnl_memory_destroy(src);
+    free(q);
     if (!ok) {
         if (e->mem) dnnl_memory_destroy(e->mem);
+        free(e->col_scale);
         free(e);
         return NULL;
     }
@@ -825,11 +1007,75 @@ static const bf16_t *rows_to_bf16(const float *A, int M, int K, int lda)
     return a16;
 }
 
+/* The int8 linear (INT8 contexts): C (M, N; ldc) = act(A . W^T + bias) (add = 0), C +=
+ * that (add = 1), or C += ls * (A . W^T + bias) (ls != NULL), A fp32 (M, K; lda). W is
+ * quantized per output channel once (prepare_weight); the rows of A are quantized per
+ * row (token) on the fly. The rows go in chunks that the threads take dynamically (as
+ * run_matmul_chunked): each chunk quantizes its rows into the thread's buffer, runs the
+ * s8 x s8 product (oneDNN, one thread, int32 sums written as fp32) into a second buffer
+ * (at most 128 x N floats: stays in the core's cache) and scales it into C with the
+ * bias, the activation and the sum (int8_epilogue): the product is never a full M x N
+ * matrix in memory. Returns 0, or -1 (C unchanged) when the int8 kernel is not there
+ * (oneDNN's reference kernel only: refused) or out of memory. */
+static int linear_int8(eng_ctx *c, int M, int N, int K, const float *A, int lda, const float *W,
+                       const float *bias, int act, const float *ls, int add, float *C, int ldc)
+{
+    weight_entry *we = ctx_weight(c, W, N, K, M);
+    if (!we || !we->col_scale) return -1;
+    const int threads = omp_in_parallel() ? 1 : omp_get_max_threads();
+    int mc = (M + 3 * threads - 1) / (3 * threads); /* ~3 chunks per thread, 32..128 rows */
+    mc = mc < 32 ? 32 : mc > 128 ? 128 : (mc + 31) / 32 * 32;
+    if (mc > M) mc = M;
+    int chunks = (M + mc - 1) / mc;
+    if (chunks > 1 && M - (chunks - 1) * mc < 16) chunks--; /* a sliver joins the last */
+    const int tail = M - (chunks - 1) * mc;
+    prim_key kc = plain_key(PE_PRECISION_INT8, 1, mc, N, K, K, K, N, 0, 1.0f, 0.0f), kt = kc;
+    kc.b_fixed = kt.b_fixed = &we->md;
+    kt.M = tail;
+    prim_entry e;
+    if (prim_get(&kc, &e) || prim_get(&kt, &e)) return -1;
+    const int most = tail > mc ? tail : mc; /* rows of the largest chunk */
+    const size_t q_bytes = ((size_t)most * K + 63) / 64 * 64;
+    int failed = 0;
+#pragma omp parallel for schedule(dynamic, 1) reduction(| : failed) if (chunks > 1 && threads > 1)
+    for (int i = 0; i < chunks; i++) {
+        const int r0 = i * mc, rows = i == chunks - 1 ? tail : mc;
+        int8_t *qa = eng_thread_buffer(ENG_SLOT_CONVERT, q_bytes + (size_t)most * sizeof(float));
+        float *acc = eng_thread_buffer(ENG_SLOT_CONVERT + 2, (size_t)most * N * sizeof(float));
+        if (!qa || !acc) {
+            failed = 1;
+            continue;
+        }
+        float *rs = (float *)(void *)(qa + q_bytes);
+        for (int r = 0; r < rows; r++)
+            quant_row(qa + (size_t)r * K, rs + r, A + (size_t)(r0 + r) * lda, we->in_scale, K);
+        if (run_matmul_scaled(i == chunks - 1 ? &kt : &kc, qa, we->data, acc, NULL, NULL)) {
+            failed = 1;
+            continue;
+        }
+        for (int r = 0; r < rows; r++)
+            int8_epilogue(C + (size_t)(r0 + r) * ldc, acc + (size_t)r * N, rs[r], we->col_scale,
+                          bias, act, ls, add, N);
+    }
+    return failed ? -1 : 0;
+}
+
+int eng_attention_bf16(const eng_ctx *c)
+{
+    const pe_precision p = eng_ctx_precision(c);
+    return p == PE_PRECISION_BF16 || (p == PE_PRECISION_INT8 && bf16_kernels());
+}
+
 int eng_linear(eng_ctx *c, int M, int N, int K, const float *A, int lda, const float *W, float beta,
                float *C, int ldc, const float *bias)
 {
     if (M <= 0 || N <= 0) return 0;
     pe_precision prec = eng_ctx_precision(c);
+    if (prec == PE_PRECISION_INT8 && (beta == 0.0f || beta == 1.0f) &&
+        !linear_int8(c, M, N, K, A, lda, W, bias, ENG_ACT_NONE, NULL, beta != 0.0f, C, ldc))
+        return 0;
+    if (prec == PE_PRECISION_INT8) /* no int8 kernel here (or out of memory): fp32 */
+        return eng_gemm(PE_PRECISION_FP32, 1, M, N, K, 1.0f, A, lda, W, K, beta, C, ldc, bias);
     /* fp32: the weight is used in place, in its nn.Linear layout (no second copy: the
      * peak RSS stays that of the weights file); bf16 without bf16 kernels (AVX2 CPUs):
      * eng_gemm's emulation on rounded operands */
@@ -887,8 +1133,10 @@ int eng_linear_act_f32(eng_ctx *c, int M, int N, int K, const float *A, int lda,
                        const float *bias, int act, float *C, int ldc)
 {
     if (M <= 0 || N <= 0) return 0;
-    if (eng_ctx_precision(c) != PE_PRECISION_FP32 || act <= ENG_ACT_NONE || act > ENG_ACT_SILU)
-        return -1;
+    if (act <= ENG_ACT_NONE || act > ENG_ACT_SILU) return -1;
+    if (eng_ctx_precision(c) == PE_PRECISION_INT8)
+        return linear_int8(c, M, N, K, A, lda, W, bias, act, NULL, 0, C, ldc);
+    if (eng_ctx_precision(c) != PE_PRECISION_FP32) return -1;
     prim_key k = plain_key(PE_PRECISION_FP32, 1, M, N, K, lda, K, ldc, bias != NULL, 1.0f, 0.0f);
     k.act = act;
     return run_matmul(&k, A, W, C, bias);
@@ -899,6 +1147,8 @@ int eng_linear_scaled_add(eng_ctx *c, int M, int N, int K, const void *A, int a_
 {
     if (M <= 0 || N <= 0) return 0;
     if (!scale) return -1;
+    if (eng_ctx_precision(c) == PE_PRECISION_INT8)
+        return a_bf16 ? -1 : linear_int8(c, M, N, K, A, K, W, bias, ENG_ACT_NONE, scale, 0, X, ldx);
     if (eng_ctx_precision(c) == PE_PRECISION_FP32) {
         if (a_bf16) return -1;
         prim_key k = plain_key(PE_PRECISION_FP32, 1, M, N, K, K, K, ldx, bias != NULL, 1.0f, 1.0f);

@@ -4,7 +4,9 @@
  * See docs/ENGINE.md for the choices and measurements.
  *
  * Precision: fp32, or bf16 (A and B rounded to bfloat16, products accumulated in fp32,
- * C in fp32). On a CPU where oneDNN has no bf16 matmul (e.g. AVX2-only), bf16 falls back
+ * C in fp32), or for a model's linears int8 (eng_linear, eng_linear_act_f32,
+ * eng_linear_scaled_add of an INT8 context: s8 weights per output channel, s8 rows per
+ * token, int32 sums scaled back to fp32; other products of an INT8 context run in fp32). On a CPU where oneDNN has no bf16 matmul (e.g. AVX2-only), bf16 falls back
  * to the fp32 kernel on bf16-rounded inputs: same numbers, no speed-up.
  *
  * Primitives are created once per (precision, shape, strides, alpha, beta, bias) and
@@ -51,6 +53,23 @@ static inline float eng_round_bf16(float x)
     v.u = (v.u + 0x7fffu + ((v.u >> 16) & 1u)) & 0xffff0000u;
     return v.f;
 }
+
+typedef struct eng_ctx eng_ctx; /* a model's precision and prepared weights (below) */
+
+/* ---- int8 (INT8 contexts: the linears of a ViT; see eng_linear)
+ * x (n) quantized symmetric to s8: q = x * 127 / max|x| rounded to nearest even (one
+ * rounding); returns the scale max|x| / 127 (x = scale * q); 0 for a zero row, not
+ * finite for a row with inf / NaN. The weights' rows and the activations' rows (tokens)
+ * are quantized so, bit for bit (the activations by a vector copy of this). */
+float eng_quantize_s8(int8_t *q, const float *x, int n);
+/* INT8 contexts: the input of the linear with weight W (N, K) is a layer norm's output
+ * with gamma / beta (K; NULL: 1 / 0). Its int8 product is then smoothed per input
+ * channel (engine.c, prepare_int8). Call before W's first product; no-op otherwise. */
+void eng_int8_norm_input(eng_ctx *ctx, const float *W, const float *gamma, const float *beta,
+                         int K);
+/* 1 if the attention of this context runs in bf16: BF16, or INT8 on a CPU with native
+ * bf16 (AMX / AVX-512-BF16); else fp32. */
+int eng_attention_bf16(const eng_ctx *ctx);
 
 /* ---- GEMM
  * C (M, N) = alpha * A (M, K) . op(B) + beta * C + bias (N, broadcast over rows; may be NULL)
@@ -102,7 +121,6 @@ struct eng_packed {
 };
 
 /* ---- per-model context: precision + weights reordered once */
-typedef struct eng_ctx eng_ctx;
 eng_ctx *eng_ctx_create(pe_precision prec); /* AUTO is resolved here */
 void eng_ctx_free(eng_ctx *ctx);
 pe_precision eng_ctx_precision(const eng_ctx *ctx); /* FP32 for NULL */
@@ -117,6 +135,9 @@ void eng_ctx_set_file_map(eng_ctx *ctx, const void *base, size_t size);
  * Returns 0, or -1 if oneDNN failed. */
 int eng_linear(eng_ctx *ctx, int M, int N, int K, const float *A, int lda, const float *W,
                float beta, float *C, int ldc, const float *bias);
+/* (INT8 contexts: eng_linear, eng_linear_act_f32 and eng_linear_scaled_add with fp32 A
+ * run the int8 linear, W quantized once on first use; where oneDNN has no int8 kernel
+ * but its reference one, eng_linear runs fp32 and the other two return -1.) */
 /* The bf16 data path of a transformer block, for contexts in bf16 on a CPU with bf16
  * kernels (eng_bf16_direct): the input is already bf16 (a layer norm wrote it so), and
  * the output either fp32 C (M, N) with ldc (beta 0, or 1 to add to C; with ldc != N

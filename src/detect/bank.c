@@ -13,7 +13,7 @@
  *                       f32 map_sigma
  *                       i32 max_keypoints, min_inliers, ransac_iters, f32 ransac_tol_px,
  *                       i32 work_size, u64 seed
- *                       i32 precision (pe_precision FP32 / BF16 as resolved at fit; version >= 2)
+ *                       i32 precision (pe_precision FP32 / BF16 / INT8 as resolved at fit; version >= 2)
  *                       f32 threshold (NaN: none)
  *                       i32 num_refs M, i32 dim D
  *                       M x { i32 grid_h, i32 grid_w, str name [, i32 width, i32 height] }
@@ -520,7 +520,8 @@ pe_status pe_bank_load(const char *path, pe_model *model, pe_bank **out)
     int m = get_i32(&r), dim = get_i32(&r);
     if (r.bad || m < 1 || m > BANK_MAX_REFS || dim < 1 || dim > BANK_MAX_DIM ||
         (unsigned)p.score.order > 1 || p.size < 0 || p.size > 4096 ||
-        (unsigned)p.score.precision > (unsigned)PE_PRECISION_BF16) {
+        ((unsigned)p.score.precision > (unsigned)PE_PRECISION_INT8 ||
+         p.score.precision == PE_PRECISION_AUTO)) {
         free(model_path);
         free(beyond.group_start);
         free(beyond.calib_scores);

@@ -265,7 +265,7 @@ static int attention(float *ctx, bf16_t *ctx16, const float *qkv, const bf16_t *
                      size_t work_bytes)
 {
     const int dh = D / H;
-    const int bf16 = qkv16 || eng_ctx_precision(eng_current()) == PE_PRECISION_BF16;
+    const int bf16 = qkv16 || eng_attention_bf16(eng_current()); /* bf16, or int8 + native bf16 */
     const size_t per = (size_t)T * dh, esz = bf16 ? sizeof(bf16_t) : sizeof(float);
     const int nqb = (T + BQ - 1) / BQ, bk = key_block(T), nkb = (T + bk - 1) / bk;
     const int hg = heads_per_round(H, nqb, bf16);

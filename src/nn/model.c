@@ -148,8 +148,15 @@ pe_status pe_model_load(const char *path, const pe_model_params *params, pe_mode
                     "EVA-02, PE, MAE, BEiT, MobileNetV2, EfficientNet-Lite0 or ResNet weights)",
                     weights_path);
     if (s) goto fail;
-    if (params->precision < PE_PRECISION_FP32 || params->precision > PE_PRECISION_AUTO) {
+    if (params->precision < PE_PRECISION_FP32 || params->precision > PE_PRECISION_INT8) {
         s = pe_fail(PE_ERR_ARG, "%s: unknown precision %d", path, (int)params->precision);
+        goto fail;
+    }
+    if (params->precision == PE_PRECISION_INT8 && !m->net->info.is_vit) {
+        /* the CNNs' GEMMs are im2col convolutions, not prepared linears: no int8 path */
+        s = pe_fail(PE_ERR_UNSUPPORTED,
+                    "%s: --precision int8 is for ViT backbones; %s is a CNN (use fp32 or bf16)",
+                    path, m->net->info.name);
         goto fail;
     }
     m->eng = eng_ctx_create(params->precision);

@@ -140,6 +140,7 @@ typedef struct {
     int n_owned, cap_owned;
     char name[64];
     char path[512]; /* weights file, for error messages */
+    int int8_hinted; /* the INT8 smoothing hints were given to the engine (int8_hints) */
 } vit_model;
 
 /* ------------------------------------------------------------------ loading */
@@ -1523,6 +1524,27 @@ static int mlp_bf16(vit_model *m, const vit_block *b, eng_ctx *ec, int T)
     return residual_bf16(m, ec, T, M, h16, b->fc2_w, b->fc2_b, b->ls2);
 }
 
+/* INT8 contexts: tell the engine which linears read a layer norm's output (qkv, fc1 and
+ * gate after ln1 / ln2; fc2 after the MLP's norm) and with which gamma / beta, so their
+ * int8 products are smoothed per channel (engine.h, eng_int8_norm_input). Once per model,
+ * before the first product. */
+static void int8_hints(vit_model *m)
+{
+    eng_ctx *ec = eng_current();
+    if (m->int8_hinted || eng_ctx_precision(ec) != PE_PRECISION_INT8) return;
+    const int D = m->cfg.dim, M = m->cfg.mlp_dim;
+    for (int l = 0; l < m->cfg.layers; l++) {
+        const vit_block *b = &m->w.blocks[l];
+        if (b->qkv_w) eng_int8_norm_input(ec, b->qkv_w, b->ln1_w, b->ln1_b, D);
+        for (int i = 0; i < 3 && !b->qkv_w; i++)
+            eng_int8_norm_input(ec, b->part_w[i], b->ln1_w, b->ln1_b, D);
+        eng_int8_norm_input(ec, b->fc1_w, b->ln2_w, b->ln2_b, D);
+        if (m->cfg.glu) eng_int8_norm_input(ec, b->gate_w, b->ln2_w, b->ln2_b, D);
+        if (m->cfg.mlp_norm) eng_int8_norm_input(ec, b->fc2_w, b->mlpn_w, b->mlpn_b, M);
+    }
+    m->int8_hinted = 1;
+}
+
 /* One transformer block on s->x (T, D). If cls_attn != NULL, the CLS row of the
  * attention over the G patch keys (after `first_patch` tokens), mean over heads.
  * Returns 0, or -1 if the attention could not run (out of memory / engine failure). */
@@ -1708,6 +1730,7 @@ static pe_status vit_forward_serial_rows(backbone *self, const float *chw, int h
     }
     if (c->pre_norm) op_layernorm(s->x, s->x, m->w.pre_w, m->w.pre_b, T, D, c->eps);
 
+    int8_hints(m);
     float *cls_attn = NULL;
     if (attn) {
         cls_attn = pe_alloc((size_t)G, sizeof(float), "CLS attention");
