@@ -15,7 +15,7 @@
 #      112 MVTec 3D-AD tire test images at 448 with MobileNetV2 (needs $PATCHEAD_DATA).
 # Environment: REPS (timed runs, default 3), MODELS ("small base"), SIZES ("224 448"),
 # THREADS ("1 2"), PRECISIONS ("fp32 bf16"), PYTHON (python3), PATCHEAD_DATA, ZS=0 skips 4's
-# zero-shot. The machine may be shared: the load average is printed; compare ratios
+# zero-shot, INT8=0 skips the int8 rows (REPS8 alternations, default 3). The machine may be shared: the load average is printed; compare ratios
 # from the same run.
 set -eu
 BUILD=${1:-build}
@@ -96,6 +96,33 @@ for p in $PRECISIONS; do
         }' "$T/gemm" "$T/torch" "$T/ours"
 done
 awk '{ printf "OpenBLAS sgemm 2048^3 (%s kernel), %s thread(s): %s GFLOP/s\n", $9, $5, $7 }' "$T/sgemm"
+
+# int8 (`--precision int8`, docs/ENGINE.md "int8") against bf16 and fp32: random-weight
+# ViT-S/14 and ViT-B/14 at 448 px on 2 threads, the three precisions alternated REPS8
+# times (one process each, --reps 3 inside), best of each; speed-up = bf16 ms / int8 ms.
+# INT8=0 skips it.
+if [ "${INT8:-1}" != 0 ]; then
+    echo
+    echo "== int8 vs bf16 / fp32, ViT @ 448, 2 threads: ms/image (best of ${REPS8:-3} alternations x 3 reps)"
+    "$P" bench --gemm --precision int8 --threads 2
+    : >"$T/int8"
+    for m in small base; do
+        "$P" bench --random-vit "$m" -o "$T/$m" >/dev/null
+        for r in $(seq "${REPS8:-3}"); do
+            for p in fp32 bf16 int8; do
+                "$P" bench --model "$T/$m" --size 448 --threads 2 --reps 3 --precision "$p" >>"$T/int8"
+            done
+        done
+        rm -rf "${T:?}/$m"
+    done
+    awk '{ k = $2; p = $18; if (!((k, p) in b) || $8 < b[k, p]) b[k, p] = $8; seen[k] = 1 }
+         END {
+             printf "%-14s %9s %9s %9s %12s %12s\n", "model", "fp32", "bf16", "int8", "int8/bf16", "int8/fp32"
+             for (k in seen)
+                 printf "%-14s %9.1f %9.1f %9.1f %11.2fx %11.2fx\n", k, b[k, "fp32"], b[k, "bf16"],
+                        b[k, "int8"], b[k, "bf16"] / b[k, "int8"], b[k, "fp32"] / b[k, "int8"]
+         }' "$T/int8"
+fi
 
 # Scoring (Eq. 1-4) throughput vs the same-precision GEMM peak of the same run: batch
 # zero-shot of 12 random MobileNetV2-sized feature maps at 448 (G = 56*56, D = 128) and a

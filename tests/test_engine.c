@@ -7,7 +7,10 @@
  *   fp32 GEMM / attention vs double ........................ 1e-5
  *   bf16 GEMM vs double on the bf16-rounded operands ....... 1e-5 (fp32 accumulation)
  *   bf16 GEMM / attention vs double on fp32 operands ....... 2e-2 (8-bit mantissa)
- *   bf16 ViT fixtures vs PyTorch fp32 ...................... 5e-2 (reported per fixture) */
+ *   bf16 ViT fixtures vs PyTorch fp32 ...................... 5e-2 (reported per fixture)
+ *   int8 linear vs double on the same quantized operands ... 1e-5 (int32 sums exact)
+ *   int8 linear vs double on fp32 operands ................. 2e-2 (7-bit levels per row)
+ *   (the int8 accuracy gate of whole models: tests/test_int8.c) */
 #include "compute/engine.h"
 #include "nn/ops.h"
 #include "testlib.h"
@@ -66,6 +69,10 @@ static void ref_gemm(int trans_b, int M, int N, int K, float alpha, const float 
 static void test_precision_api(void)
 {
     pe_precision p;
+    CHECK(pe_precision_parse("int8", &p) == PE_OK && p == PE_PRECISION_INT8);
+    CHECK(!strcmp(pe_precision_name(PE_PRECISION_INT8), "int8"));
+    CHECK(pe_precision_resolve(PE_PRECISION_INT8) == PE_PRECISION_INT8);
+    CHECK(pe_precision_resolve(PE_PRECISION_AUTO) != PE_PRECISION_INT8);
     CHECK(pe_precision_parse("fp32", &p) == PE_OK && p == PE_PRECISION_FP32);
     CHECK(pe_precision_parse("BF16", &p) == PE_OK && p == PE_PRECISION_BF16);
     CHECK(pe_precision_parse("auto", &p) == PE_OK && p == PE_PRECISION_AUTO);
@@ -174,6 +181,139 @@ static void test_linear(void)
         eng_ctx_free(ctx);
     }
     free(W), free(bias);
+}
+
+static double act_ref(int act, double x);
+
+/* The int8 linear (INT8 contexts): against a double reference of the quantized
+ * arithmetic (W's rows and A's rows quantized by eng_quantize_s8, the int32 sums exact,
+ * then scaled: 1e-5, only the fp32 epilogue rounds) and against the fp32 product (2e-2),
+ * on ragged shapes (a single row, K not a multiple of 4, M over several row chunks), into
+ * a strided C, with beta 1, a fused activation, LayerScale, a zero row and a NaN row;
+ * and a smoothed weight (a layer norm's gamma / beta given: eng_int8_norm_input) still
+ * within the fp32 bound. */
+static void test_linear_int8(void)
+{
+    static const int shapes[][3] = {{1, 7, 5}, {37, 96, 80}, {300, 130, 77}, {129, 64, 1536}};
+    for (int sh = 0; sh < 4; sh++) {
+        const int M = shapes[sh][0], N = shapes[sh][1], K = shapes[sh][2], ldc = N + 3;
+        float *W = rand_buf((size_t)N * K), *bias = rand_buf(N), *A = rand_buf((size_t)M * K);
+        float *ls = rand_buf(N);
+        for (int i = 0; i < M; i++) /* a few outlier channels, as after a layer norm */
+            for (int k = 0; k < K; k += 17) A[(size_t)i * K + k] *= 12.0f;
+        if (M > 2) memset(A + K, 0, (size_t)K * sizeof *A); /* row 1: zeros */
+        int8_t *qw = malloc((size_t)N * K), *qa = malloc((size_t)M * K);
+        float *cw = malloc((size_t)N * sizeof *cw), *ra = malloc((size_t)M * sizeof *ra);
+        for (int n = 0; n < N; n++)
+            cw[n] = eng_quantize_s8(qw + (size_t)n * K, W + (size_t)n * K, K);
+        for (int i = 0; i < M; i++)
+            ra[i] = eng_quantize_s8(qa + (size_t)i * K, A + (size_t)i * K, K);
+        double *q = malloc((size_t)M * N * sizeof *q), *f = malloc((size_t)M * N * sizeof *f);
+        for (int i = 0; i < M; i++)
+            for (int j = 0; j < N; j++) {
+                double sq = 0, sf = 0;
+                for (int k = 0; k < K; k++) {
+                    sq += (double)qa[(size_t)i * K + k] * qw[(size_t)j * K + k];
+                    sf += (double)A[(size_t)i * K + k] * W[(size_t)j * K + k];
+                }
+                q[(size_t)i * N + j] = sq * ra[i] * cw[j] + bias[j];
+                f[(size_t)i * N + j] = sf + bias[j];
+            }
+        eng_ctx *ctx = eng_ctx_create(PE_PRECISION_INT8);
+        CHECK(ctx && eng_ctx_precision(ctx) == PE_PRECISION_INT8);
+        float *C = malloc((size_t)M * ldc * sizeof *C), *C0 = rand_buf((size_t)M * ldc);
+        double *want = malloc((size_t)M * N * sizeof *want);
+        float *got = malloc((size_t)M * N * sizeof *got);
+        for (int v = 0; v < 4; v++) { /* plain, beta 1, GELU, LayerScale + sum */
+            memcpy(C, C0, (size_t)M * ldc * sizeof *C);
+            int rc;
+            if (v == 0) rc = eng_linear(ctx, M, N, K, A, K, W, 0.0f, C, ldc, bias);
+            else if (v == 1) rc = eng_linear(ctx, M, N, K, A, K, W, 1.0f, C, ldc, bias);
+            else if (v == 2)
+                rc = eng_linear_act_f32(ctx, M, N, K, A, K, W, bias, ENG_ACT_GELU, C, ldc);
+            else rc = eng_linear_scaled_add(ctx, M, N, K, A, 0, W, bias, ls, C, ldc);
+            CHECK_MSG(rc == 0, "int8 linear %dx%dx%d variant %d failed", M, N, K, v);
+            for (int ref = 0; ref < 2; ref++) {
+                const double *base = ref ? f : q;
+                for (int i = 0; i < M; i++)
+                    for (int j = 0; j < N; j++) {
+                        const double y = base[(size_t)i * N + j], c0 = C0[(size_t)i * ldc + j];
+                        want[(size_t)i * N + j] = v == 0   ? y
+                                                  : v == 1 ? c0 + y
+                                                  : v == 2 ? act_ref(ENG_ACT_GELU, y)
+                                                           : c0 + ls[j] * y;
+                        got[(size_t)i * N + j] = C[(size_t)i * ldc + j];
+                    }
+                const double d = rel(got, want, (size_t)M * N);
+                CHECK_MSG(d <= (ref ? 2e-2 : 1e-5), "int8 %dx%dx%d variant %d vs %s: rel %g", M, N,
+                          K, v, ref ? "fp32" : "quantized", d);
+                if (v == 0)
+                    printf("  int8 %4dx%4dx%4d vs %-9s rel %.3g\n", M, N, K,
+                           ref ? "fp32" : "quantized", d);
+            }
+            for (int i = 0; i < M; i++) /* the padding between rows is not written */
+                for (int j = N; j < ldc; j++)
+                    CHECK(C[(size_t)i * ldc + j] == C0[(size_t)i * ldc + j]);
+        }
+        if (M > 2) { /* a NaN in a row: that row's outputs are not finite, the others are */
+            const float keep = A[(size_t)2 * K];
+            A[(size_t)2 * K] = NAN;
+            CHECK(eng_linear(ctx, M, N, K, A, K, W, 0.0f, C, ldc, bias) == 0);
+            CHECK(!isfinite(C[(size_t)2 * ldc]) && isfinite(C[0]) &&
+                  isfinite(C[(size_t)M * ldc - 4]));
+            A[(size_t)2 * K] = keep;
+        }
+        eng_ctx_free(ctx);
+        /* smoothed: rows as a layer norm writes them, n * gamma + beta (gamma spread over
+         * 0.1 .. 12 by channel), the norm's gamma / beta given for W; and unsmoothed for
+         * comparison */
+        float *gamma = rand_buf(K), *beta = rand_buf(K);
+        for (int k = 0; k < K; k++) gamma[k] = k % 17 ? 0.1f + fabsf(gamma[k]) : 12.0f;
+        for (int i = 0; i < M; i++)
+            for (int k = 0; k < K; k++)
+                A[(size_t)i * K + k] = frand() * 1.7f * gamma[k] + 0.2f * beta[k];
+        for (int i = 0; i < M; i++)
+            for (int j = 0; j < N; j++) {
+                double sf = 0;
+                for (int k = 0; k < K; k++)
+                    sf += (double)A[(size_t)i * K + k] * W[(size_t)j * K + k];
+                f[(size_t)i * N + j] = sf + bias[j];
+            }
+        double ds[2];
+        for (int sm = 0; sm < 2; sm++) {
+            ctx = eng_ctx_create(PE_PRECISION_INT8);
+            if (sm) eng_int8_norm_input(ctx, W, gamma, beta, K);
+            CHECK(eng_linear(ctx, M, N, K, A, K, W, 0.0f, C, N, bias) == 0);
+            ds[sm] = rel(C, f, (size_t)M * N);
+            eng_ctx_free(ctx);
+        }
+        printf("  int8 %4dx%4dx%4d norm-like rows vs fp32: rel %.3g, smoothed %.3g\n", M, N, K,
+               ds[0], ds[1]);
+        CHECK_MSG(ds[1] <= 2e-2 && ds[1] < ds[0],
+                  "int8 smoothed %dx%dx%d vs fp32: rel %g (unsmoothed %g)", M, N, K, ds[1], ds[0]);
+        free(gamma), free(beta);
+        free(W), free(bias), free(A), free(ls), free(qw), free(qa), free(cw), free(ra), free(q),
+            free(f);
+        free(C), free(C0), free(want), free(got);
+    }
+    /* a weight quantized exactly (integers, each row reaching 127) times rows of integers
+     * reaching 127: the int8 product is the exact fp32 one */
+    const int M = 40, N = 24, K = 33;
+    float *W = malloc((size_t)N * K * sizeof *W), *A = malloc((size_t)M * K * sizeof *A);
+    for (int i = 0; i < N * K; i++) W[i] = (float)((i * 37) % 255 - 127);
+    for (int i = 0; i < M * K; i++) A[i] = (float)((i * 53) % 255 - 127);
+    for (int n = 0; n < N; n++) W[(size_t)n * K] = 127.0f;
+    for (int i = 0; i < M; i++) A[(size_t)i * K] = -127.0f;
+    float *C = malloc((size_t)M * N * sizeof *C);
+    double *ref = malloc((size_t)M * N * sizeof *ref);
+    eng_ctx *ctx = eng_ctx_create(PE_PRECISION_INT8);
+    CHECK(eng_linear(ctx, M, N, K, A, K, W, 0.0f, C, N, NULL) == 0);
+    ref_gemm(1, M, N, K, 1.0f, A, K, W, K, 0.0f, NULL, N, NULL, 0, ref);
+    CHECK_MSG(rel(C, ref, (size_t)M * N) <= 1e-6, "int8 on exact levels: rel %g",
+              rel(C, ref, (size_t)M * N));
+    printf("  int8 impl: %s\n", eng_impl_name(PE_PRECISION_INT8, 1025, 1536, 384));
+    eng_ctx_free(ctx);
+    free(W), free(A), free(C), free(ref);
 }
 
 /* Fused activations: eng_linear_act_f32 (fp32) against double. The bf16 block path: op_layernorm_bf16 stores exactly op_layernorm's rows rounded to
@@ -581,6 +721,7 @@ int main(void)
     RUN(test_gemm);
     RUN(test_linear);
     RUN(test_linear_fused);
+    RUN(test_linear_int8);
     RUN(test_chunked_rows);
     RUN(test_concurrent);
     RUN(test_attention);

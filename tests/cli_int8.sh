@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# cli_int8.sh — `--precision int8` end to end (docs/ENGINE.md, "int8"):
+#   - features of the tiny DINOv2 fixture in int8: close to fp32 (rel < 0.05), not equal;
+#   - a CNN refuses int8 with one line naming it; a bad value lists int8 among the choices;
+#   - the detection gate (needs PATCHEAD_DATA with mvtec3d_tire and weights/ from `make
+#     weights`): `patchead eval` of the real DINOv2 ViT-S/14 at 224 px, 4-shot (1 seed) and
+#     zero-shot, in fp32, bf16 and int8; results.json records int8; the image AUROC of int8
+#     must be within 0.5 points of fp32's in both settings. Where fp32's own I-AUROC is
+#     below 0.6 (this model at 224 px ranks the tire near chance: a reordering of a few
+#     images moves it by points, and bf16 moves it as much), the numbers are printed and the
+#     AUROC check is SKIPped with that reason instead of being passed or failed.
+set -u
+. "$(dirname "$0")/lib_cli.sh"
+FIX=tests/fixtures/vit
+
+feat() { # feat OUT PRECISION
+    timeout 120 "$PATCHEAD" features --threads 2 --precision "$2" --model "$FIX/dinov2" \
+        --input-npy "$FIX/dinov2/input.npy" -o "$1" 2>"$T/err"
+}
+reldiff() {
+    paste <(od -An -v -f -w4 -j128 "$1") <(od -An -v -f -w4 -j128 "$2") |
+        awk '{ d = $1 - $2; if (d < 0) d = -d; if (d > m) m = d; b = $2 < 0 ? -$2 : $2; if (b > r) r = b }
+             END { printf "%.6g\n", (r > 0 ? m / r : m) }'
+}
+feat "$T/f32.npy" fp32 && feat "$T/i8.npy" int8
+check int8_features_run test $? -eq 0 -a -s "$T/i8.npy"
+d=$(reldiff "$T/i8.npy" "$T/f32.npy")
+echo "  tiny dinov2 features int8 vs fp32: rel $d"
+check int8_features_close awk -v d="$d" 'BEGIN { exit !(d > 0 && d < 0.05) }'
+
+"$PATCHEAD" features --precision int9 --model "$FIX/dinov2" --input-npy "$FIX/dinov2/input.npy" \
+    -o "$T/x.npy" 2>"$T/err"
+check int8_bad_value_lists_int8 grep -q "fp32, bf16, auto or int8" "$T/err"
+if [ -e weights/mobilenet_v2/model.safetensors ]; then
+    "$PATCHEAD" features --precision int8 --model weights/mobilenet_v2 --input-npy \
+        "$FIX/dinov2/input.npy" -o "$T/x.npy" 2>"$T/err"
+    check int8_cnn_refused sh -c "test \$(wc -l <'$T/err') -eq 1 && grep -q 'int8 is for ViT backbones; mobilenet_v2 is a CNN' '$T/err'"
+fi
+
+MODEL=weights/dinov2_small_imgfocus
+TIRE=${PATCHEAD_DATA:-}/mvtec3d_tire
+if [ -z "${PATCHEAD_DATA:-}" ] || [ ! -d "$TIRE/test" ]; then
+    echo "SKIP int8_tire_gate: PATCHEAD_DATA (with mvtec3d_tire) not set"
+    exit 0
+fi
+if [ ! -e "$MODEL/model.safetensors" ]; then
+    echo "SKIP int8_tire_gate: $MODEL absent (make weights)"
+    exit 0
+fi
+for p in fp32 bf16 int8; do
+    timeout 300 "$PATCHEAD" eval --model "$MODEL" --data "$TIRE" --size 224 --shots 4 --seeds 1 \
+        --zeroshot --precision "$p" --threads 2 -o "$T/ev_$p" >"$T/ev_$p.log" 2>&1
+    check "int8_gate_eval_$p" test $? -eq 0 -a -s "$T/ev_$p/results.csv"
+done
+check int8_results_json_records grep -q '"precision":[[:space:]]*"int8"' "$T/ev_int8/results.json"
+auroc() { # auroc PRECISION SETTING -> I-AUROC in points
+    awk -F, -v s="$2" '$1 == s && $2 == "mvtec3d_tire" { printf "%.2f\n", 100 * $8 }' "$T/ev_$1/results.csv"
+}
+for s in 4-shot zero-shot; do
+    a32=$(auroc fp32 "$s") a16=$(auroc bf16 "$s") a8=$(auroc int8 "$s")
+    echo "  tire $s I-AUROC: fp32 $a32, bf16 $a16, int8 $a8"
+    if awk -v a="$a32" 'BEGIN { exit !(a < 60) }'; then
+        echo "SKIP int8_tire_gate_$s: fp32 I-AUROC $a32 < 60 (near chance: the 0.5-point bound measures noise; bf16 $a16, int8 $a8)"
+    else
+        check "int8_tire_gate_$s" awk -v a="$a32" -v b="$a8" 'BEGIN { d = a - b; exit !(d <= 0.5 && d >= -0.5) }'
+    fi
+done
