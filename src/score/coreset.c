@@ -51,6 +51,9 @@ __attribute__((noinline)) static float row_dist(const float *row, const float *c
 
 static void greedy_plain(const float *z, const float *sq, float *mind, int n, int d, int keep,
                          int first, int *selected);
+/* Row i at distance m beats the current farthest (r, row a): larger, or equal and lower index. */
+static inline int farther(float m, int i, float r, int a) { return m > r || (m == r && i < a); }
+
 static pe_status greedy_pruned(const float *z, const float *sq, float *mind, int n, int d, int keep,
                                int first, int *selected);
 
@@ -235,8 +238,7 @@ static pe_status greedy_pruned(const float *z, const float *sq, float *mind, int
                             else head[j] = nx;
                             mine[nm++] = i;
                         } else {
-                            if (mind[i] > rad[j] || (mind[i] == rad[j] && i < arg[j]))
-                                rad[j] = mind[i], arg[j] = i;
+                            if (farther(mind[i], i, rad[j], arg[j])) rad[j] = mind[i], arg[j] = i;
                             prev = i;
                         }
                         i = nx;
@@ -251,7 +253,7 @@ static pe_status greedy_pruned(const float *z, const float *sq, float *mind, int
                 }
         }
         for (int i = head[t]; i >= 0; i = next[i])
-            if (mind[i] > rad[t] || (mind[i] == rad[t] && i < arg[t])) rad[t] = mind[i], arg[t] = i;
+            if (farther(mind[i], i, rad[t], arg[t])) rad[t] = mind[i], arg[t] = i;
         /* the farthest row: the largest radius, ties to the lowest row index */
         float best = -1.0f;
         int best_i = -1;
