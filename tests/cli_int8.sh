@@ -3,12 +3,10 @@
 #   - features of the tiny DINOv2 fixture in int8: close to fp32 (rel < 0.05), not equal;
 #   - a CNN refuses int8 with one line naming it; a bad value lists int8 among the choices;
 #   - the detection gate (needs PATCHEAD_DATA with mvtec3d_tire and weights/ from `make
-#     weights`): `patchead eval` of the real DINOv2 ViT-S/14 at 224 px, 4-shot (1 seed) and
-#     zero-shot, in fp32, bf16 and int8; results.json records int8; the image AUROC of int8
-#     must be within 0.5 points of fp32's in both settings. Where fp32's own I-AUROC is
-#     below 0.6 (this model at 224 px ranks the tire near chance: a reordering of a few
-#     images moves it by points, and bf16 moves it as much), the numbers are printed and the
-#     AUROC check is SKIPped with that reason instead of being passed or failed.
+#     weights`): `patchead eval` of the real DINOv2 ViT-S/14 at 224 px, block 9, 4-shot (1
+#     seed) and zero-shot, in fp32 and int8; results.json records int8; int8's pixel AUROC
+#     within 0.5 points and PRO within 1 point of fp32's in both settings. (The image AUROC
+#     is printed, not gated: these weights rank the tire near chance, so it measures noise.)
 set -u
 . "$(dirname "$0")/lib_cli.sh"
 FIX=tests/fixtures/vit
@@ -47,21 +45,23 @@ if [ ! -e "$MODEL/model.safetensors" ]; then
     echo "SKIP int8_tire_gate: $MODEL absent (make weights)"
     exit 0
 fi
-for p in fp32 bf16 int8; do
-    timeout 300 "$PATCHEAD" eval --model "$MODEL" --data "$TIRE" --size 224 --shots 4 --seeds 1 \
-        --zeroshot --precision "$p" --threads 2 -o "$T/ev_$p" >"$T/ev_$p.log" 2>&1
+# The weights' own last layer ranks tire images at chance (docs/BACKBONES.md), so an
+# I-AUROC bound there measures noise; block 9 localises (P-AUROC ~96), so the gate is on the
+# pixel metrics of --layer 9: int8 within 0.5 points of fp32 for P-AUROC, 1 point for PRO. The
+# image AUROCs are printed (the issue's I-AUROC gate needs weights that rank this category).
+for p in fp32 int8; do
+    timeout 300 "$PATCHEAD" eval --model "$MODEL" --data "$TIRE" --size 224 --layer 9 --shots 4 \
+        --seeds 1 --zeroshot --precision "$p" --threads 2 -o "$T/ev_$p" >"$T/ev_$p.log" 2>&1
     check "int8_gate_eval_$p" test $? -eq 0 -a -s "$T/ev_$p/results.csv"
 done
 check int8_results_json_records grep -q '"precision":[[:space:]]*"int8"' "$T/ev_int8/results.json"
-auroc() { # auroc PRECISION SETTING -> I-AUROC in points
-    awk -F, -v s="$2" '$1 == s && $2 == "mvtec3d_tire" { printf "%.2f\n", 100 * $8 }' "$T/ev_$1/results.csv"
+metric() { # metric PRECISION SETTING COLUMN -> points
+    awk -F, -v s="$2" -v c="$3" '$1 == s && $2 == "mvtec3d_tire" { printf "%.2f\n", 100 * $c }' "$T/ev_$1/results.csv"
 }
+within() { awk -v a="$1" -v b="$2" -v t="$3" 'BEGIN { d = a - b; exit !(a != "" && d <= t && d >= -t) }'; }
 for s in 4-shot zero-shot; do
-    a32=$(auroc fp32 "$s") a16=$(auroc bf16 "$s") a8=$(auroc int8 "$s")
-    echo "  tire $s I-AUROC: fp32 $a32, bf16 $a16, int8 $a8"
-    if awk -v a="$a32" 'BEGIN { exit !(a < 60) }'; then
-        echo "SKIP int8_tire_gate_$s: fp32 I-AUROC $a32 < 60 (near chance: the 0.5-point bound measures noise; bf16 $a16, int8 $a8)"
-    else
-        check "int8_tire_gate_$s" awk -v a="$a32" -v b="$a8" 'BEGIN { d = a - b; exit !(d <= 0.5 && d >= -0.5) }'
-    fi
+    echo "  tire $s (layer 9) I-AUROC fp32 $(metric fp32 "$s" 8) int8 $(metric int8 "$s" 8);" \
+        "P-AUROC $(metric fp32 "$s" 11) / $(metric int8 "$s" 11); PRO $(metric fp32 "$s" 12) / $(metric int8 "$s" 12)"
+    check "int8_tire_p_auroc_$s" within "$(metric fp32 "$s" 11)" "$(metric int8 "$s" 11)" 0.5
+    check "int8_tire_pro_$s" within "$(metric fp32 "$s" 12)" "$(metric int8 "$s" 12)" 1.0
 done
