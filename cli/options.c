@@ -58,8 +58,9 @@ const cli_option cli_option_table[] = {
      "greedy k-center coreset of all reference patches: a fraction\n(0.1, 10%) or a count; "
      "nearest neighbour over their union",
      CMD_FIT | CMD_EVAL},
-    {"coreset-proj", 0, ARG_INT, F(coreset_proj), 0, 65536, "P",
-     "random projection to P dims for the coreset distances\n(default 0 = none)",
+    {"coreset-proj", 0, ARG_INT, F(coreset_proj), -1, 65536, "P",
+     "random projection to P dims for the coreset distances\n(default 0: 128 when the features "
+     "are wider, else none;\n-1: none)",
      CMD_FIT | CMD_EVAL},
     /* ---- fit and predict */
     {"fpr", 0, ARG_FLOAT, F(fpr), 1e-6, 0.999999, "A",

@@ -365,7 +365,8 @@ typedef struct {
                                -1 = global (the paper) */
     float coreset_fraction; /* fit: keep this share of all reference patches as one union bank */
     int coreset_count;      /* ... or this many (> 0 overrides); both 0 = per-image bank */
-    int coreset_proj;       /* random projection dims for the coreset distances (0 = none) */
+    int coreset_proj;       /* random projection dims for the coreset distances: 0 = the default
+                               (PatchCore's 128 dims when D > 128, else none), -1 = none */
     uint64_t coreset_seed;  /* coreset: first centre and projection (deterministic) */
     float fpr;              /* fit: target false-alarm rate alpha of the conformal threshold
                                (0 = the leave-one-out maximum, uncalibrated) */

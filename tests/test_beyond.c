@@ -576,12 +576,68 @@ static void test_coreset_pruned_equals_plain(void)
     free(x), free(cent), free(a), free(b);
 }
 
+static int count_progress(int done, int total, void *user)
+{
+    int *seen = user;
+    CHECK(done >= 1 && done <= total);
+    seen[0]++;
+    seen[1] = done;
+    return seen[2] > 0 && done >= seen[2]; /* stop once past seen[2] centres */
+}
+
+/* Wider rows in a low-dimensional subspace plus noise (like backbone features): the pruned
+ * selection with the principal-subspace bound and the default projection (D 160 > 128: 128
+ * dims) equals the plain loop, 1 and 2 threads; the progress hook reports and can stop. */
+static void test_coreset_bound_and_default_projection(void)
+{
+    const int n = 4000, dim = 160, rank = 6;
+    float *x = malloc(sizeof(float) * n * dim), *basis = malloc(sizeof(float) * rank * dim);
+    int *a = malloc(sizeof(int) * n), *b = malloc(sizeof(int) * n);
+    CHECK(x && basis && a && b);
+    if (!x || !basis || !a || !b) return;
+    uint64_t st = 5;
+    for (int i = 0; i < rank * dim; i++)
+        basis[i] = (float)((pe_splitmix64(&st) >> 40) / 16777216.0 - 0.5);
+    for (int i = 0; i < n; i++)
+        for (int k = 0; k < dim; k++) {
+            float v = 0.05f * (float)((pe_splitmix64(&st) >> 40) / 16777216.0 - 0.5);
+            for (int r = 0; r < rank; r++)
+                v += basis[r * dim + k] * (float)(((i * 7 + r * 13) % 50) / 50.0 - 0.5);
+            x[(size_t)i * dim + k] = v;
+        }
+    CHECK(pe_coreset_proj_dims(160, 0) == 128 && pe_coreset_proj_dims(128, 0) == 0 &&
+          pe_coreset_proj_dims(160, -1) == 0 && pe_coreset_proj_dims(64, 32) == 32);
+    const int projs[2] = {-1, 0};
+    int threads = pe_get_threads();
+    for (int th = 1; th <= 2; th++)
+        for (int p = 0; p < 2; p++) {
+            pe_set_threads(th);
+            setenv("PE_CORESET_PLAIN", "1", 1);
+            CHECK(pe_coreset_select(x, n, dim, 400, projs[p], 4, a) == PE_OK);
+            unsetenv("PE_CORESET_PLAIN");
+            int seen[3] = {0, 0, 0};
+            pe_coreset_hooks h = {count_progress, seen};
+            CHECK(pe_coreset_select_hooked(x, n, dim, 400, projs[p], 4, &h, b) == PE_OK);
+            CHECK_MSG(!memcmp(a, b, sizeof(int) * 400), "proj %d threads %d: pruned != plain",
+                      projs[p], th);
+            CHECK(seen[0] >= 100 && seen[1] == 400);
+        }
+    int seen[3] = {0, 0, 100};
+    pe_coreset_hooks h = {count_progress, seen};
+    CHECK(pe_coreset_select_hooked(x, n, dim, 400, 0, 4, &h, b) == PE_ERR_LIMIT);
+    CHECK(seen[1] >= 100 && seen[1] < 400);
+    CHECK(pe_coreset_bytes(n, dim, 400, 0) > 4.0 * n * dim);
+    pe_set_threads(threads);
+    free(x), free(basis), free(a), free(b);
+}
+
 int main(void)
 {
     RUN(test_window_matches_numpy);
     RUN(test_groups_match_numpy);
     RUN(test_window_infinite_is_global);
     RUN(test_coreset_pruned_equals_plain);
+    RUN(test_coreset_bound_and_default_projection);
     RUN(test_coreset_matches_numpy);
     RUN(test_coreset_full_equals_bank);
     RUN(test_rotated_reference_end_to_end);

@@ -289,9 +289,9 @@ static pe_status check_beyond(const pe_detect_params *p, int have_images)
         return pe_fail(PE_ERR_ARG, "fit: target false-alarm rate must be in (0, 1), got %g",
                        (double)p->fpr);
     if (p->coreset_fraction < 0 || p->coreset_fraction > 1 || p->coreset_count < 0 ||
-        p->coreset_proj < 0)
+        p->coreset_proj < -1)
         return pe_fail(PE_ERR_ARG, "fit: coreset share must be in (0, 1] (or a count > 0), "
-                                   "projection >= 0");
+                                   "projection >= 0 (or -1: none)");
     if ((p->rotations > 1 || p->flips) && !have_images)
         return pe_fail(PE_ERR_UNSUPPORTED, "fit: rotated references need the reference images, "
                                            "not only their features (use pe_bank_fit)");

@@ -26,15 +26,34 @@ pe_status pe_score_groups(const float *query, const float *query_inv, int qgh, i
                           int num_groups, int dim, int window, const pe_score_params *params,
                           float *patch_scores);
 
+/* Default random projection of the coreset distances: PatchCore's 128 dims, used when the
+ * features are wider (proj_dim 0); narrower features are not projected. */
+#define PE_CORESET_PROJ_DEFAULT 128
+/* The projection pe_coreset_select uses for proj_dim: < 0 none (0 returned), 0 the
+ * default above, > 0 that many dims. */
+int pe_coreset_proj_dims(int dim, int proj_dim);
 /* Greedy k-center (PatchCore's coreset rule) on the cosine geometry of n rows of x
- * (n, dim): rows are L2-normalised (optionally randomly projected to proj_dim dims,
- * Gaussian, seeded); the first centre is row splitmix64(seed) % n; each next centre
+ * (n, dim): rows are L2-normalised (randomly projected to pe_coreset_proj_dims(dim,
+ * proj_dim) dims when that is > 0, Gaussian, seeded); the first centre is row splitmix64(seed) % n; each next centre
  * is the row farthest from all centres so far (ties: lowest index). selected: (keep)
  * row indices in selection order. Deterministic for a seed, whatever the thread count. */
 pe_status pe_coreset_select(const float *x, int n, int dim, int keep, int proj_dim, uint64_t seed,
                             int *selected);
+/* The same with a progress callback: progress(done, keep, user) after the first centre,
+ * about every keep/200 centres and after the last; a nonzero return stops the selection
+ * (PE_ERR_LIMIT, "stopped after ..."). hooks NULL: none. PE_CORESET_PLAIN=1 (tests,
+ * benches) runs the plain loop, without callbacks. */
+typedef struct {
+    int (*progress)(int done, int total, void *user);
+    void *user;
+} pe_coreset_hooks;
+pe_status pe_coreset_select_hooked(const float *x, int n, int dim, int keep, int proj_dim,
+                                   uint64_t seed, const pe_coreset_hooks *hooks, int *selected);
 /* Number of rows a coreset keeps of n: count if > 0 (at most n), else
  * max(1, round(fraction * n)). */
 int pe_coreset_size(int n, float fraction, int count);
+/* Peak bytes pe_coreset_select allocates for these arguments (its own working memory, not
+ * the caller's x): what the fit's memory guard adds to the features it holds. */
+double pe_coreset_bytes(int n, int dim, int keep, int proj_dim);
 
 #endif
