@@ -117,6 +117,18 @@ int main(int argc, char **argv)
         fclose(f);
     }
     cpu[strcspn(cpu, "\n")] = load[strcspn(load, "\n")] = 0;
+    /* the ISA: the CPU's vector extensions; the distances are fp32 C (omp simd) compiled for
+     * the build's -march */
+    char isa[128] = "";
+    static char flags[8192];
+    if ((f = fopen("/proc/cpuinfo", "r"))) {
+        while (fgets(flags, sizeof flags, f) && strncmp(flags, "flags", 5)) {
+        }
+        fclose(f);
+    }
+    const char *names[] = {" avx2", " avx512f", " avx512_bf16", " amx_tile"};
+    for (int k = 0; k < 4; k++)
+        if (strstr(flags, names[k])) strcat(isa, names[k]);
 
     double t0 = now();
     float *base = NULL;
@@ -158,6 +170,15 @@ int main(int argc, char **argv)
 
     printf("# coreset selection: %s; load %s; threads %d\n",
            strchr(cpu, ':') ? strchr(cpu, ':') + 2 : cpu, load, pe_get_threads());
+    printf("# ISA:%s; distances fp32 (omp simd, %s build)\n", isa,
+#ifdef __AVX512F__
+           "AVX-512"
+#elif defined(__AVX2__)
+           "AVX2"
+#else
+           "baseline"
+#endif
+    );
     printf("# features: %s\n", source);
     printf("# %g %% kept, D = %d, seed 1; plain = every centre scans every row (before #26), "
            "~ = extrapolated from its first %d centres\n\n",

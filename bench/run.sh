@@ -15,7 +15,7 @@
 #      112 MVTec 3D-AD tire test images at 448 with MobileNetV2 (needs $PATCHEAD_DATA).
 # Environment: REPS (timed runs, default 3), MODELS ("small base"), SIZES ("224 448"),
 # THREADS ("1 2"), PRECISIONS ("fp32 bf16"), PYTHON (python3), PATCHEAD_DATA, ZS=0 skips 4's
-# zero-shot, INT8=0 skips the int8 rows (REPS8 alternations, default 3). The machine may be shared: the load average is printed; compare ratios
+# zero-shot, CORESET=0 skips the coreset table (CORESET_IMAGES: its image counts), INT8=0 skips the int8 rows (REPS8 alternations, default 3). The machine may be shared: the load average is printed; compare ratios
 # from the same run.
 set -eu
 BUILD=${1:-build}
@@ -166,6 +166,17 @@ if [ -s "$T/cnn" ]; then
                  printf "%-20s %5s %3s %5s %9.1f %7s %9s %9s\n", f[1], f[2], f[3], f[4], ms[k], rss[k], tt, r
              }
          }' "$T/cnn_torch" "$T/cnn"
+fi
+
+# Coreset selection time against the number of images (issue #26): 100 / 320 / 1,000 images
+# x 784 patches x D 128, 10 % kept, the largest thread count given; real tire features at
+# 448 px when PATCHEAD_DATA and weights/mobilenet_v2 are there, else clustered synthetic rows
+# (the header says which). Target: the 320-image row in <= 20 s on 2 cores.
+if [ "${CORESET:-1}" != 0 ] && [ -x "$BUILD/bench/coreset_bench" ]; then
+    echo
+    tmax=$(echo $THREADS | tr ' ' '\n' | sort -n | tail -1)
+    echo "== coreset selection (greedy k-center), ${CORESET_IMAGES:-100,320,1000} images x 784 patches, 10 % kept, $tmax threads (target: 320 images <= 20 s)"
+    "$BUILD/bench/coreset_bench" "${CORESET_IMAGES:-100,320,1000}" 0.1 "$tmax"
 fi
 
 # Batch zero-shot of the 112 tire test images at 448 with MobileNetV2, 2 threads (the

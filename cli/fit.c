@@ -3,10 +3,12 @@
 #include "options.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 static const char *USAGE =
     "usage: patchead fit --model M -o BANK.pead [options] REF...\n\n"
@@ -68,6 +70,17 @@ static int shuffle_paths(char **paths, int n, uint64_t seed)
     free(perm);
     free(picked);
     return 0;
+}
+
+static void on_centres(int done, int total, void *user)
+{
+    cli_progress *bar = user;
+    if (!bar->active && !cli_quiet && isatty(fileno(stderr))) { /* first call: the bar starts */
+        cli_progress_begin(bar, "coreset", total);
+        return;
+    }
+    bar->total = total;
+    cli_progress_step(bar, done);
 }
 
 int cmd_fit(int argc, char **argv)
@@ -163,7 +176,14 @@ int cmd_fit(int argc, char **argv)
         }
     }
     double t0 = cli_now();
+    cli_progress bar = {0};
+    if (o.coreset) { /* a bar for the greedy selection (on a terminal; not with --quiet) */
+        params.coreset_progress = on_centres;
+        params.progress_user = &bar;
+    }
+    params.coreset_max_time = o.max_time;
     s = pe_bank_fit(model, imgs, used, (const char *const *)paths, &params, &bank);
+    cli_progress_end(&bar);
     if (s) {
         cli_lib_error(s);
         goto done;

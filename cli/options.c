@@ -149,8 +149,9 @@ const cli_option cli_option_table[] = {
      CMD_ZEROSHOT | CMD_EVAL},
     {"max-time", 0, ARG_FLOAT, F(max_time), 0, 1e12, "SECONDS",
      "refuse a run estimated (short calibration: one forward and\none pair timed) above SECONDS, "
-     "before the bulk of the work\n(default 0 = no limit)",
-     CMD_ZEROSHOT | CMD_EVAL},
+     "before the bulk of the work\n(default 0 = no limit); fit: a coreset selection estimated\n"
+     "above SECONDS (the selection on 1/16 of the patches timed)",
+     CMD_ZEROSHOT | CMD_EVAL | CMD_FIT},
     /* ---- serve */
     {"bank", 0, ARG_LIST, F(banks), 0, 0, "[NAME=]B",
      "a bank written by patchead fit (repeat for more); NAME\ndefaults to the file's stem "

@@ -378,6 +378,12 @@ typedef struct {
                                   sharding across ranks); ignored without MPI */
     void (*score_progress)(int64_t done, int64_t total, void *user); /* pairs scored; may be NULL */
     void *progress_user;
+    /* fit with a coreset (docs/BEYOND.md "Coreset selection that scales"): centres chosen so
+       far of `total`, about 200 calls per selection (progress_user is passed); may be NULL */
+    void (*coreset_progress)(int done, int total, void *user);
+    double coreset_max_time; /* > 0: refuse (PE_ERR_LIMIT) a coreset selection estimated above
+                                this many seconds, before it starts (the estimate: the same
+                                selection on 1/16 of the rows, times 16^2) */
 } pe_detect_params;
 /* zeroshot selects the zero-shot preset defaults. */
 pe_detect_params pe_detect_default_params(int zeroshot);

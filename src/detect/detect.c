@@ -9,7 +9,9 @@
 #include "score/score.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 pe_detect_params pe_detect_default_params(int zeroshot)
 {
@@ -115,12 +117,13 @@ static pe_status score_against(const pe_features *q, const float *q_inv, const r
                                const pe_detect_params *p, float *patch, float *image_score)
 {
     int gq = q->grid_h * q->grid_w;
-    pe_status s = pe_score_groups(q->data, q_inv, q->grid_h, q->grid_w, v->feats, v->inv, v->gh,
-                                  v->gw, v->group_start, v->num_groups, q->dim, p->window,
-                                  &p->score, patch);
+    pe_status s =
+        pe_score_groups(q->data, q_inv, q->grid_h, q->grid_w, v->feats, v->inv, v->gh, v->gw,
+                        v->group_start, v->num_groups, q->dim, p->window, &p->score, patch);
     if (s) return s;
-    if (p->mask) pe_apply_attention_mask(patch, q->attn, gq, p->score.mask_threshold,
-                                         p->score.mask_low_weight);
+    if (p->mask)
+        pe_apply_attention_mask(patch, q->attn, gq, p->score.mask_threshold,
+                                p->score.mask_low_weight);
     *image_score = pe_image_score(patch, gq, &p->score);
     return PE_OK;
 }
@@ -153,7 +156,8 @@ static pe_status predict_core(const pe_bank *b, pe_model *model, const pe_featur
     if (q->dim != b->dim)
         return pe_fail(PE_ERR_SHAPE, "query features have dim %d, the bank %d", q->dim, b->dim);
     if (p->mask && !q->attn)
-        return pe_fail(PE_ERR_ARG, "the bank uses attention masking but the query features carry no attention");
+        return pe_fail(PE_ERR_ARG,
+                       "the bank uses attention masking but the query features carry no attention");
     const int gq = q->grid_h * q->grid_w;
     ref_views v = {0};
     float *q_inv = pe_alloc((size_t)gq, sizeof(float), "query norms");
@@ -172,7 +176,8 @@ static pe_status predict_core(const pe_bank *b, pe_model *model, const pe_featur
         float *extra = pe_alloc((size_t)gq, sizeof(float), "patch scores");
         ref_views w = {0}; /* one set of aligned references: one view per reference */
         float *winv = NULL;
-        if (!warped || !extra || alloc_views(v.m, &w)) s = pe_fail(PE_ERR_NOMEM, "align: out of memory");
+        if (!warped || !extra || alloc_views(v.m, &w))
+            s = pe_fail(PE_ERR_NOMEM, "align: out of memory");
         for (int k = 0, j = 0; k < b->num_refs && !s; k++) {
             if (k == exclude) continue;
             pe_rigid t;
@@ -194,7 +199,8 @@ static pe_status predict_core(const pe_bank *b, pe_model *model, const pe_featur
             j++;
         }
         size_t total = 0;
-        for (int j = 0; j < 2 * v.m && !s; j++) total += (size_t)warped[j].grid_h * warped[j].grid_w;
+        for (int j = 0; j < 2 * v.m && !s; j++)
+            total += (size_t)warped[j].grid_h * warped[j].grid_w;
         if (!s && !(winv = pe_alloc(total, sizeof(float), "aligned norms"))) s = PE_ERR_NOMEM;
         float *next = winv;
         for (int j = 0; j < 2 * v.m && !s; j++) {
@@ -284,7 +290,8 @@ static pe_status check_beyond(const pe_detect_params *p, int have_images)
     const int coreset = p->coreset_fraction > 0 || p->coreset_count > 0;
     if (p->rotations < 1 || p->rotations > 360)
         return pe_fail(PE_ERR_ARG, "fit: rotations must be 1..360, got %d", p->rotations);
-    if (p->window < -1) return pe_fail(PE_ERR_ARG, "fit: window radius must be >= 0, got %d", p->window);
+    if (p->window < -1)
+        return pe_fail(PE_ERR_ARG, "fit: window radius must be >= 0, got %d", p->window);
     if (!(p->fpr >= 0 && p->fpr < 1))
         return pe_fail(PE_ERR_ARG, "fit: target false-alarm rate must be in (0, 1), got %g",
                        (double)p->fpr);
@@ -313,6 +320,77 @@ static pe_status check_beyond(const pe_detect_params *p, int have_images)
 static pe_status bank_from_features(pe_model *model, const pe_features *refs, int n,
                                     const pe_detect_params *params, pe_bank **out);
 
+/* "1.50 GiB" */
+static const char *gib(double bytes, char buf[32])
+{
+    snprintf(buf, 32, "%.2f GiB", bytes / 1073741824.0);
+    return buf;
+}
+
+/* The memory guard: what the selection will hold (the (N, D) input copy, the selection's own
+ * working memory, the kept rows) against the machine's available memory, before any of it
+ * is allocated. */
+static pe_status coreset_memory(size_t total, int dim, int keep, int proj)
+{
+    double need = 4.0 * (double)total * dim + pe_coreset_bytes((int)total, dim, keep, proj) +
+                  4.0 * (double)keep * dim;
+    double avail = pe_mem_available();
+    char a[32], b[32];
+    if (avail > 0 && need > avail)
+        return pe_fail(PE_ERR_LIMIT,
+                       "fit: the coreset of %zu patches x %d (keeping %d) needs about %s, only "
+                       "%s available: fit fewer images, a smaller --size or a smaller --coreset",
+                       total, dim, keep, gib(need, a), gib(avail, b));
+    return PE_OK;
+}
+
+static double seconds_now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec + 1e-9 * t.tv_nsec;
+}
+
+/* The time guard: the same selection (share, projection, seed) on every 16th row, timed;
+ * the pruned greedy grew about as N^2 in make bench (100 -> 320 -> 1,000 images), so the
+ * estimate is that time x 16^2. */
+static pe_status coreset_time(const float *all, size_t total, int dim, int keep,
+                              const pe_detect_params *p)
+{
+    const int step = 16;
+    const int sub = (int)(total / step), subkeep = keep / step;
+    if (!(p->coreset_max_time > 0) || sub < 2 || subkeep < 1) return PE_OK;
+    float *x = pe_alloc((size_t)sub * dim, sizeof(float), "coreset calibration");
+    int *sel = pe_alloc((size_t)subkeep, sizeof(int), "coreset calibration");
+    pe_status s = x && sel ? PE_OK : PE_ERR_NOMEM;
+    double t = 0;
+    if (!s) {
+        for (int i = 0; i < sub; i++)
+            memcpy(x + (size_t)i * dim, all + (size_t)i * step * dim, (size_t)dim * sizeof(float));
+        double t0 = seconds_now();
+        s = pe_coreset_select(x, sub, dim, subkeep, p->coreset_proj, p->coreset_seed, sel);
+        t = seconds_now() - t0;
+    }
+    free(x);
+    free(sel);
+    if (s) return s;
+    const double est = t * step * step;
+    if (est > p->coreset_max_time)
+        return pe_fail(PE_ERR_LIMIT,
+                       "fit: the coreset selection (%d of %zu patches) is estimated at %.0f s "
+                       "(%.2f s on 1/%d of the rows, x %d), over --max-time %g s: keep a smaller "
+                       "--coreset share, fit fewer images or use a smaller --size",
+                       keep, total, est, t, step, step * step, p->coreset_max_time);
+    return PE_OK;
+}
+
+static int coreset_on_progress(int done, int total, void *user)
+{
+    const pe_detect_params *p = user;
+    p->coreset_progress(done, total, p->progress_user);
+    return 0;
+}
+
 static pe_status coreset_bank(pe_model *model, const pe_features *refs, int n,
                               const pe_detect_params *p, pe_bank **out)
 {
@@ -326,9 +404,12 @@ static pe_status coreset_bank(pe_model *model, const pe_features *refs, int n,
         total += (size_t)refs[k].grid_h * refs[k].grid_w;
     }
     if (total > (size_t)INT32_MAX / 2)
-        return pe_fail(PE_ERR_LIMIT, "fit: %zu reference patches are too many for a coreset", total);
-    float *all = pe_alloc(total * dim, sizeof(float), "coreset input"); /* (N, D) */
+        return pe_fail(PE_ERR_LIMIT, "fit: %zu reference patches are too many for a coreset",
+                       total);
     int keep = pe_coreset_size((int)total, p->coreset_fraction, p->coreset_count);
+    pe_status guard = keep < (int)total ? coreset_memory(total, dim, keep, p->coreset_proj) : PE_OK;
+    if (guard) return guard;
+    float *all = pe_alloc(total * dim, sizeof(float), "coreset input"); /* (N, D) */
     int *sel = pe_alloc((size_t)keep, sizeof(int), "coreset selection");
     int chunks = (keep + CORESET_CHUNK - 1) / CORESET_CHUNK;
     pe_features *parts = calloc((size_t)chunks, sizeof *parts);
@@ -343,8 +424,14 @@ static pe_status coreset_bank(pe_model *model, const pe_features *refs, int n,
         }
         if (keep == (int)total) /* 100 %: every patch, in order (no selection needed) */
             for (int i = 0; i < keep; i++) sel[i] = i;
-        else
-            s = pe_coreset_select(all, (int)total, dim, keep, p->coreset_proj, p->coreset_seed, sel);
+        else {
+            s = coreset_time(all, total, dim, keep, p);
+            pe_coreset_hooks hooks = {coreset_on_progress, (void *)p};
+            if (!s)
+                s = pe_coreset_select_hooked(all, (int)total, dim, keep, p->coreset_proj,
+                                             p->coreset_seed, p->coreset_progress ? &hooks : NULL,
+                                             sel);
+        }
     }
     if (!s) {
         for (int i = 0; i < keep; i++)
@@ -401,7 +488,8 @@ static pe_status bank_from_features(pe_model *model, const pe_features *refs, in
     b->params = *params;
     b->params.score.precision = pe_precision_resolve(params->score.precision); /* recorded as run */
     for (int k = 0; k < n; k++)
-        memcpy(b->feats[k], refs[k].data, sizeof(float) * (size_t)refs[k].grid_h * refs[k].grid_w * dim);
+        memcpy(b->feats[k], refs[k].data,
+               sizeof(float) * (size_t)refs[k].grid_h * refs[k].grid_w * dim);
     pe_bank_finish(b);
     for (int k = 0; k < n && !s; k++)
         if (!(b->names[k] = strdup(""))) s = pe_fail(PE_ERR_NOMEM, "fit: out of memory");
@@ -439,13 +527,14 @@ pe_status pe_bank_fit_features(pe_model *model, const pe_features *refs, int num
     if (s) return s;
     for (int k = 0; params->mask && k < num_refs; k++)
         if (!refs[k].attn)
-            return pe_fail(PE_ERR_ARG, "fit: attention masking needs reference %d's features with attention", k);
+            return pe_fail(PE_ERR_ARG,
+                           "fit: attention masking needs reference %d's features with attention",
+                           k);
     if (num_refs < 1) return pe_fail(PE_ERR_ARG, "fit: no reference images");
     pe_bank *b;
     if (params->coreset_fraction > 0 || params->coreset_count > 0)
         s = coreset_bank(model, refs, num_refs, params, &b);
-    else
-        s = bank_from_features(model, refs, num_refs, params, &b);
+    else s = bank_from_features(model, refs, num_refs, params, &b);
     if (s) return s;
     s = loo_threshold(b, NULL, refs, &b->threshold);
     if (s) {
@@ -561,8 +650,10 @@ pe_status pe_zeroshot_features(const pe_features *feats, int n, const pe_detect_
     if (!params) params = &defaults;
     if (!feats || !out) return pe_fail(PE_ERR_ARG, "pe_zeroshot_features: NULL argument");
     if (n < 2)
-        return pe_fail(PE_ERR_ARG, "zero-shot needs at least 2 images (each is scored against the "
-                                   "others), got %d", n);
+        return pe_fail(PE_ERR_ARG,
+                       "zero-shot needs at least 2 images (each is scored against the "
+                       "others), got %d",
+                       n);
     for (int b = 0; b < n; b++) memset(&out[b], 0, sizeof out[b]);
     if (params->window >= 0 || params->rotations > 1 || params->flips ||
         params->coreset_fraction > 0 || params->coreset_count > 0)
@@ -576,7 +667,8 @@ pe_status pe_zeroshot_features(const pe_features *feats, int n, const pe_detect_
                            "images must use one input size)",
                            b, feats[b].grid_h, feats[b].grid_w, feats[b].dim, gh, gw, dim);
         if (params->mask && !feats[b].attn)
-            return pe_fail(PE_ERR_ARG, "zero-shot: attention masking needs image %d's features with attention",
+            return pe_fail(PE_ERR_ARG,
+                           "zero-shot: attention masking needs image %d's features with attention",
                            b);
     }
     const float **views = malloc((size_t)n * sizeof *views);
@@ -635,14 +727,17 @@ static void unwarp_patch_map(const float *src, int gh, int gw, int size, const p
         }
 }
 
-pe_status pe_zeroshot(pe_model *model, const pe_image *images, int n, const pe_detect_params *params,
+pe_status pe_zeroshot(pe_model *model, const pe_image *images, int n,
+                      const pe_detect_params *params,
                       void (*progress)(int done, int total, void *user), void *user, pe_result *out)
 {
     pe_detect_params p = params ? *params : pe_detect_default_params(1);
     if (!model || !images || !out) return pe_fail(PE_ERR_ARG, "pe_zeroshot: NULL argument");
     if (n < 2)
-        return pe_fail(PE_ERR_ARG, "zero-shot needs at least 2 images (each is scored against the "
-                                   "others), got %d", n);
+        return pe_fail(PE_ERR_ARG,
+                       "zero-shot needs at least 2 images (each is scored against the "
+                       "others), got %d",
+                       n);
     pe_status s = check_mask_support(model, &p);
     if (!s) s = resolved_size(model, p.size, &p.size);
     if (s) return s;
