@@ -260,6 +260,11 @@ static inline float low_dist(const float *a, const float *b, int k)
 /* Dims of the principal-subspace lower bound (used when the rows have more than twice as
  * many). */
 #define BOUND_DIMS 16
+/* A step forks threads only with this much work (clusters bounded / clusters scanned): each
+ * fork and barrier costs microseconds on a quiet machine and a scheduler slice when another
+ * process holds a core, and there are two per centre. */
+#define PAR_CLUSTERS 8192
+#define PAR_SCANS 64
 
 typedef struct {
     float m; /* squared distance to the nearest centre so far */
@@ -339,7 +344,7 @@ static pe_status greedy_pruned(const float *z, const float *sq, int n, int d, in
             memmove(mem[jc], mem[jc] + 1, (size_t)(cnt[jc] - 1) * sizeof(member));
             if (--cnt[jc]) rad[jc] = mem[jc][0].m, rrow[jc] = mem[jc][0].i;
             else rad[jc] = -1.0f, rrow[jc] = -1;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (t >= PAR_CLUSTERS)
             for (int j = 0; j < t; j++) {
                 skip[j] = INFINITY;
                 if (!cnt[j]) continue;
@@ -355,9 +360,10 @@ static pe_status greedy_pruned(const float *z, const float *sq, int n, int d, in
             int nn = 0;
             for (int j = 0; j < t; j++)
                 if (cnt[j] && rad[j] > skip[j]) todo[nn++] = j;
-                    /* the nearby clusters, scanned in parallel: a cluster is touched only by the
+            memset(nmoved, 0, (size_t)nthreads * sizeof(int)); /* a serial step: thread 0 */
+            /* the nearby clusters, scanned in parallel: a cluster is touched only by the
              * thread scanning it; the rows that move go to per-thread buffers */
-#pragma omp parallel num_threads(nthreads)
+#pragma omp parallel num_threads(nthreads) if (nn >= PAR_SCANS)
             {
                 const int tid = omp_get_thread_num();
                 member *mine = moved + (size_t)tid * n;
