@@ -32,10 +32,11 @@ static const char *USAGE =
     "usage: patchead bench --sgemm [--threads N] [--n N]\n"
     "       patchead bench --gemm [--precision P] [--threads N] [--shape MxNxK]\n"
     "       patchead bench --model PATH [--size S] [--threads N] [--reps R] [--precision P]\n"
+    "                          [--profile]\n"
     "       patchead bench --random-vit small|base|large -o DIR\n\n"
     "--sgemm: OpenBLAS sgemm GFLOP/s. --gemm: the engine's (oneDNN) GEMM GFLOP/s, kernel\n"
     "and ISA. --model: ms/image, GFLOP/s and peak RSS of the backbone at S x S (default\n"
-    "S = the model's, 448). --random-vit: random weights.\n";
+    "S = the model's, 448); --profile adds the time of each step. --random-vit: random weights.\n";
 
 static int cmp_double(const void *a, const void *b)
 {
@@ -250,7 +251,8 @@ static double vit_flops(const pe_model_info *in, int size)
     return 2 * G * 3 * p * p * D + in->num_layers * (2 * T * D * (3 * D + D + 8 * D) + 4 * T * T * D);
 }
 
-static int bench_model(const char *path, int size, int threads, int reps, pe_precision prec)
+static int bench_model(const char *path, int size, int threads, int reps, pe_precision prec,
+                       int profile)
 {
     pe_model_params mp = pe_model_default_params();
     mp.threads = threads;
@@ -273,8 +275,14 @@ static int bench_model(const char *path, int size, int threads, int reps, pe_pre
     for (size_t i = 0; i < (size_t)3 * size * size; i++) chw[i] = sinf(0.001f * (float)i) * 1.5f;
     pe_extract_params ep = pe_extract_default_params();
     double *t = calloc((size_t)reps, sizeof *t);
+    if (!t) {
+        free(chw);
+        pe_model_free(m);
+        return cli_error("bench: out of memory");
+    }
     for (int r = -1; r < reps && !s; r++) {
         pe_features f;
+        if (profile && r == 0) pe_profile_start(); /* the timed runs only, not the warm-up */
         double t0 = cli_now();
         s = pe_model_forward(m, chw, size, size, &ep, &f);
         if (r >= 0) t[r] = (cli_now() - t0) * 1e3;
@@ -292,6 +300,11 @@ static int bench_model(const char *path, int size, int threads, int reps, pe_pre
            "peak_rss_mb %.0f precision %s\n",
            in.name, size, pe_get_threads(), t[0], t[reps / 2], flops * 1e-9,
            flops > 0 ? flops / (t[0] * 1e-3) * 1e-9 : 0.0, peak_rss_mb(), pe_precision_name(in.precision));
+    if (profile) {
+        double total = 0;
+        for (int r = 0; r < reps; r++) total += t[r];
+        pe_profile_print(stdout, reps, total);
+    }
     free(t);
     pe_model_free(m);
     return EXIT_OK;
@@ -330,5 +343,5 @@ int cmd_bench(int argc, char **argv)
         }
         return write_random_vit(random, output);
     }
-    return bench_model(model, size, threads, reps, prec);
+    return bench_model(model, size, threads, reps, prec, o.profile);
 }

@@ -85,7 +85,7 @@ typedef struct {
     cli_list categories;
     int seeds, zeroshot, ablation, max_test, pixel_bins;
     /* bench */
-    int sgemm, n, reps, gemm;
+    int sgemm, n, reps, gemm, profile;
     const char *shape; /* --gemm MxNxK */
     const char *random_vit;
     /* zeroshot and eval at scale (docs/SCALE.md) */

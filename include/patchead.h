@@ -140,6 +140,13 @@ const char *pe_engine_isa(void);
  * kernel for that shape, e.g. "brg:avx512_core_amx_bf16" ("" if none). */
 double pe_engine_gemm_gflops(pe_precision p, int M, int N, int K, int reps);
 const char *pe_engine_gemm_impl(pe_precision p, int M, int N, int K);
+/* Per-step profile of the ViT forward (`patchead bench --profile`; also on for a whole
+ * process with PE_PROFILE=1): pe_profile_start clears the step times and turns timing
+ * on; pe_profile_print writes ms per image for each step (layer norms, qkv, attention's
+ * parts, out-projection, fc1, fc2, ...) and its % of total_ms (the wall time of the
+ * `images` forwards it covers; 0: no %). */
+void pe_profile_start(void);
+void pe_profile_print(FILE *out, int images, double total_ms);
 
 /* ------------------------------------------------------------------ text output */
 /* For paths and messages with any bytes (src/core/text.c). JSON string literal per RFC 8259:

@@ -84,6 +84,21 @@ if [ "$rc" -eq 0 ] && grep -q "^model dinov2-d64 size 56 threads 1 ms_best [0-9.
     pass bench_model
 else fail bench_model "rc $rc: $(cat "$T/out" "$T/err" | head -c 300)"; fi
 
+# --- bench --profile: each step of the forward timed, the steps adding up to the forward
+# (all but the few copies between them: at least 50 %, never more than the wall time)
+for prec in fp32 bf16; do
+    rc=$(run "$PATCHEAD" bench --model "$FIX/dinov2" --size 56 --threads 1 --reps 2 --precision "$prec" --profile)
+    steps=$(grep -cE '^  (layer norms|qkv projection|attention: QK\^T, softmax, PV|out-projection \+ residual|fc1 \+ activation|fc2 \+ residual) ' "$T/out")
+    if [ "$rc" -eq 0 ] && [ "$steps" -eq 6 ] &&
+        awk '/sum of the steps/ { s = $NF } /forward \(wall\)/ { w = $NF }
+             END { exit !(w > 0 && s >= 0.5 * w && s <= w * 1.001 + 0.01) }' "$T/out"; then
+        pass "bench_profile_$prec"
+    else fail "bench_profile_$prec" "rc $rc, $steps steps: $(cat "$T/out" "$T/err" | head -c 600)"; fi
+done
+rc=$(run "$PATCHEAD" bench --model "$FIX/dinov2" --size 56 --threads 1 --reps 1)
+if [ "$rc" -eq 0 ] && ! grep -q 'profile' "$T/out"; then pass bench_no_profile_by_default
+else fail bench_no_profile_by_default "$(head -c 300 "$T/out")"; fi
+
 # --- bad inputs
 expect_error missing_model "nope/none" "$T/o.npy" \
     "$PATCHEAD" features --model "$T/nope/none" --input-npy "$FIX/dinov2/input.npy" -o "$T/o.npy"

@@ -290,13 +290,16 @@ static int attention(float *ctx, bf16_t *ctx16, const float *qkv, const bf16_t *
     int failed = 0;
     for (int h0 = 0; h0 < H && !failed; h0 += hg) {
         const int hn = PE_MIN(hg, H - h0), items = hn * nqb;
+        double t = pe_prof_now();
         copy_heads(heads, qkv, qkv16, planar, T, D, dh, h0, hn, bf16);
+        t = pe_prof_add(PE_PROF_ATTN_COPY, t);
         /* bf16 on AMX: K and V of each head packed for the tile kernels (amx.c); else the
          * engine's packing (oneDNN) where it helps, else plain products (hn = H here) */
         uint16_t *amx = bf16 && nkb == 1 && dh % 32 == 0 && amx_ready()
                             ? pack_heads_amx(heads, T, hn, dh)
                             : NULL;
         eng_packed *packed = amx ? NULL : pack_heads(heads, T, hn, dh, bk, nkb, bf16);
+        t = pe_prof_add(PE_PROF_ATTN_PACK, t);
 #pragma omp parallel for schedule(dynamic, 1) reduction(| : failed)
         for (int it = 0; it < items; it++) {
             eng_ctx *prev = eng_set_current(current); /* worker threads see the caller's engine */
@@ -316,6 +319,7 @@ static int attention(float *ctx, bf16_t *ctx16, const float *qkv, const bf16_t *
                 failed = 1;
             eng_set_current(prev);
         }
+        pe_prof_add(PE_PROF_ATTN_CORE, t);
         free(packed);
     }
     return failed ? -1 : 0;

@@ -17,15 +17,7 @@
 /* Work below this many elements stays on one thread (thread start-up would dominate).
  * PAR(n): whether a loop over n elements runs on the OpenMP team. */
 #define PAR_MIN 32768
-static _Thread_local int row_parallel = 1;
-#define PAR(n) (row_parallel && (size_t)(n) >= PAR_MIN)
-
-int op_set_row_parallel(int enabled)
-{
-    int previous = row_parallel;
-    row_parallel = enabled != 0;
-    return previous;
-}
+#define PAR(n) ((size_t)(n) >= PAR_MIN)
 
 void op_gemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,
              const float *B, int ldb, float beta, float *C, int ldc)

@@ -15,13 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Row / element-wise ops use OpenMP (for large inputs) unless turned off on the calling
- * thread; returns the previous setting. Why turn it off: with the pthreads OpenBLAS,
- * libgomp's idle workers busy-wait after each parallel region (OMP_WAIT_POLICY unset)
- * and take the cores OpenBLAS needs for the next GEMM; code that alternates GEMMs with
- * short row ops (the ViT: ~8 switches per block plus one per head) runs the row ops
- * serially and lets the GEMMs have every core. */
-int op_set_row_parallel(int enabled);
+/* Row / element-wise ops split their rows over the OpenMP team for large inputs. */
 
 /* out (rows, out_dim) = in (rows, in_dim) . weight^T + bias.
  * weight is PyTorch's nn.Linear layout (out_dim, in_dim); bias (out_dim) may be NULL.

@@ -1502,10 +1502,16 @@ static int attention_bf16(vit_model *m, const vit_block *b, eng_ctx *ec, int T)
     uint16_t *xn16 = (uint16_t *)(void *)s->xn, *qkv16 = (uint16_t *)(void *)s->qkv,
              *ctx16 = (uint16_t *)(void *)s->ctx;
     int planar = 0;
+    double t = pe_prof_now();
     op_layernorm_bf16(xn16, s->x, b->ln1_w, b->ln1_b, T, D, c->eps);
+    t = pe_prof_add(PE_PROF_LN, t);
     if (qkv_linear_bf16(ec, b, T, D, xn16, NULL, qkv16, &planar)) return -1;
-    if (op_attention_bf16(ctx16, qkv16, planar, T, D, H, scale)) return -2;
-    return residual_bf16(m, ec, T, D, ctx16, b->out_w, b->out_b, b->ls1);
+    pe_prof_add(PE_PROF_QKV, t);
+    if (op_attention_bf16(ctx16, qkv16, planar, T, D, H, scale)) return -2; /* (times itself) */
+    t = pe_prof_now();
+    const int rc = residual_bf16(m, ec, T, D, ctx16, b->out_w, b->out_b, b->ls1);
+    pe_prof_add(PE_PROF_OUT, t);
+    return rc;
 }
 
 /* The MLP sub-block x += ls2 * (act(ln2(x) . W1^T + b1) . W2^T + b2) on the bf16 path
@@ -1518,10 +1524,15 @@ static int mlp_bf16(vit_model *m, const vit_block *b, eng_ctx *ec, int T)
     vit_scratch *s = &m->s;
     const int D = c->dim, M = c->mlp_dim;
     uint16_t *xn16 = (uint16_t *)(void *)s->xn, *h16 = (uint16_t *)(void *)s->hidden;
+    double t = pe_prof_now();
     op_layernorm_bf16(xn16, s->x, b->ln2_w, b->ln2_b, T, D, c->eps);
+    t = pe_prof_add(PE_PROF_LN, t);
     if (eng_linear_bf16(ec, T, M, D, xn16, b->fc1_w, b->fc1_b, eng_act[c->act], 0.0f, NULL, 0, h16))
         return -1;
-    return residual_bf16(m, ec, T, M, h16, b->fc2_w, b->fc2_b, b->ls2);
+    t = pe_prof_add(PE_PROF_FC1, t);
+    const int rc = residual_bf16(m, ec, T, M, h16, b->fc2_w, b->fc2_b, b->ls2);
+    pe_prof_add(PE_PROF_FC2, t);
+    return rc;
 }
 
 /* INT8 contexts: tell the engine which linears read a layer norm's output (qkv, fc1 and
@@ -1572,12 +1583,15 @@ static int block_forward(vit_model *m, const vit_block *b, int T, int first_patc
     /* attention: qkv (T, 3D) = ln1(x) . Wqkv^T + b; ctx (T, D) by blocked attention
      * (attention.c: only a tile of each head's (T, T) scores at a time) */
     uint16_t *xn16 = (uint16_t *)(void *)s->xn;
+    double t = pe_prof_now();
     if (direct) op_layernorm_bf16(xn16, s->x, b->ln1_w, b->ln1_b, T, D, c->eps);
     if (!direct || qkv_linear_bf16(ec, b, T, D, xn16, s->qkv, NULL, NULL)) {
         op_layernorm(s->xn, s->x, b->ln1_w, b->ln1_b, T, D, c->eps);
+        t = pe_prof_add(PE_PROF_LN, t);
         qkv_linear(b, T, D, s->xn, s->qkv);
     }
     if (c->rope.grid != ROPE_NONE) rope_qk(m, T, first_patch);
+    t = pe_prof_add(PE_PROF_QKV, t); /* (RoPE counted with the projection) */
     if (!b->rel_table) {
         /* xn (T, D) is free until the out-projection: the heads' copies go there when
          * they fit (fp32, 2 heads of 6 per round on 2 threads: 1.6 MB less at the peak) */
@@ -1585,6 +1599,7 @@ static int block_forward(vit_model *m, const vit_block *b, int T, int first_patc
                          (size_t)T * D * sizeof(float)))
             return -1;
     } else { /* relative position bias (BEiT): each head's full (T, T) scores, bias added */
+        t = pe_prof_now();
         if (cls_attn) memset(cls_attn, 0, (size_t)(T - first_patch) * sizeof(float));
         for (int h = 0; h < H; h++) {
             const float *q = s->qkv + h * dh, *k = s->qkv + D + h * dh, *v = s->qkv + 2 * D + h * dh;
@@ -1597,13 +1612,18 @@ static int block_forward(vit_model *m, const vit_block *b, int T, int first_patc
             /* ctx[:, h*dh:(h+1)*dh] (T, dh) = scores (T, T) . v_h (T, dh) */
             op_gemm(0, 0, T, dh, T, 1.0f, s->scores, T, v, 3 * D, 0.0f, s->ctx + h * dh, D);
         }
+        pe_prof_add(PE_PROF_ATTN_CORE, t); /* (op_attention times its own parts) */
     }
+    t = pe_prof_now();
     project_residual(s->x, s->ctx, b->out_w, b->out_b, b->ls1, s->xn, T, D, D);
+    pe_prof_add(PE_PROF_OUT, t);
 
 mlp:
     /* MLP: x += ls2 * (act(ln2(x) . W1^T + b1) . W2^T + b2) */
     if (direct && !c->glu && !c->mlp_norm && !mlp_bf16(m, b, ec, T)) return 0;
+    double tm = pe_prof_now();
     op_layernorm(s->xn, s->x, b->ln2_w, b->ln2_b, T, D, c->eps);
+    tm = pe_prof_add(PE_PROF_LN, tm);
     if (c->glu) { /* hidden = act(gate) * up */
         op_linear(s->hidden, s->xn, b->fc1_w, b->fc1_b, T, D, M);
         op_linear(s->gate, s->xn, b->gate_w, b->gate_b, T, D, M);
@@ -1615,7 +1635,9 @@ mlp:
         activate(c->act, s->hidden, (size_t)T * M);
     }
     if (c->mlp_norm) op_layernorm(s->hidden, s->hidden, b->mlpn_w, b->mlpn_b, T, M, c->eps);
+    tm = pe_prof_add(PE_PROF_FC1, tm);
     project_residual(s->x, s->hidden, b->fc2_w, b->fc2_b, b->ls2, s->xn, T, M, D);
+    pe_prof_add(PE_PROF_FC2, tm);
     return 0;
 }
 
@@ -1676,8 +1698,14 @@ static void pool_head_attention(vit_model *m, int G, float *out)
     }
 }
 
-static pe_status vit_forward_serial_rows(backbone *self, const float *chw, int height, int width,
-                                         int layer, float **features, int *grid_h, int *grid_w,
+/* Threads: every GEMM is one oneDNN call on the OpenMP team, and the row ops between
+ * them (layer norms, residual copies, head splits) run on the same team (op_* split
+ * rows over threads). They used to run on the calling thread only, to keep OpenBLAS's
+ * own threads from competing with idle OpenMP workers; no ViT GEMM goes through
+ * OpenBLAS now, and splitting them measured ViT-S/14 at 448 px, bf16, 2 threads:
+ * 74 -> 71 ms; fp32 271 -> 258 ms (docs/ENGINE.md, "Where the time goes"). */
+static pe_status vit_forward(backbone *self, const float *chw, int height, int width, int layer,
+                             float **features, int *grid_h, int *grid_w,
                                          int *dim, float **attn)
 {
     vit_model *m = (vit_model *)self;
@@ -1704,6 +1732,7 @@ static pe_status vit_forward_serial_rows(backbone *self, const float *chw, int h
     if (st) return st;
     vit_scratch *s = &m->s;
 
+    double tp = pe_prof_now();
     /* patch embedding: im2col (G, 3*p*p) in the conv weight's (c, ky, kx) order, one GEMM */
     const int kk = 3 * p * p;
     float *cols = s->hidden;
@@ -1731,6 +1760,7 @@ static pe_status vit_forward_serial_rows(backbone *self, const float *chw, int h
     if (c->pre_norm) op_layernorm(s->x, s->x, m->w.pre_w, m->w.pre_b, T, D, c->eps);
 
     int8_hints(m);
+    pe_prof_add(PE_PROF_EMBED, tp);
     float *cls_attn = NULL;
     if (attn) {
         cls_attn = pe_alloc((size_t)G, sizeof(float), "CLS attention");
@@ -1755,6 +1785,7 @@ static pe_status vit_forward_serial_rows(backbone *self, const float *chw, int h
         if (l == want - 1 && want != run)
             memcpy(s->capture, s->x, (size_t)T * D * sizeof(float));
     }
+    tp = pe_prof_now();
     const float *src = want == run ? s->x : s->capture;
     if (cls_attn && c->pool_head) pool_head_attention(m, T, cls_attn);
 
@@ -1766,6 +1797,7 @@ static pe_status vit_forward_serial_rows(backbone *self, const float *chw, int h
     const float *patch_rows = src + (size_t)first_patch * D;
     if (c->final_norm) op_layernorm(feat, patch_rows, m->w.norm_w, m->w.norm_b, G, D, c->eps);
     else memcpy(feat, patch_rows, (size_t)G * D * sizeof(float));
+    pe_prof_add(PE_PROF_OTHER, tp);
     *features = feat;
     *grid_h = gh;
     *grid_w = gw;
@@ -1774,15 +1806,3 @@ static pe_status vit_forward_serial_rows(backbone *self, const float *chw, int h
     return PE_OK;
 }
 
-/* Threads: every GEMM is one multi-threaded OpenBLAS call; the row ops between them
- * (layernorm, softmax, GELU, residuals: ~10% of the time) run on this thread, see
- * op_set_row_parallel for why. */
-static pe_status vit_forward(backbone *self, const float *chw, int height, int width, int layer,
-                             float **features, int *grid_h, int *grid_w, int *dim, float **attn)
-{
-    int previous = op_set_row_parallel(0);
-    pe_status s = vit_forward_serial_rows(self, chw, height, width, layer, features, grid_h, grid_w,
-                                          dim, attn);
-    op_set_row_parallel(previous);
-    return s;
-}
