@@ -26,8 +26,9 @@ SIZES=${SIZES:-224 448}
 THREADS=${THREADS:-1 2}
 PRECISIONS=${PRECISIONS:-fp32 bf16}
 PYTHON=${PYTHON:-python3}
-# The CLI picks passive OpenMP waiting for itself (cli/main.c); the bench drivers too.
-if [ -z "${OMP_WAIT_POLICY:-}${GOMP_SPINCOUNT:-}" ]; then export OMP_WAIT_POLICY=passive GOMP_SPINCOUNT=0; fi
+# The CLI picks passive OpenMP waiting after a short spin for itself (cli/main.c); the
+# bench drivers too.
+if [ -z "${OMP_WAIT_POLICY:-}${GOMP_SPINCOUNT:-}" ]; then export OMP_WAIT_POLICY=passive GOMP_SPINCOUNT=10000; fi
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
 

@@ -27,7 +27,7 @@ MODEL=weights/mobilenet_v2
 IMAGE=examples/tire/test/defect/hole_000.jpg
 command -v wrk >/dev/null || { echo "serve_load: wrk is not installed (apt-get install wrk)"; exit 1; }
 [ -e "$MODEL" ] || { echo "serve_load: $MODEL absent (make weights)"; exit 1; }
-if [ -z "${OMP_WAIT_POLICY:-}${GOMP_SPINCOUNT:-}" ]; then export OMP_WAIT_POLICY=passive GOMP_SPINCOUNT=0; fi
+if [ -z "${OMP_WAIT_POLICY:-}${GOMP_SPINCOUNT:-}" ]; then export OMP_WAIT_POLICY=passive GOMP_SPINCOUNT=10000; fi
 T=$(mktemp -d)
 SERVER=
 trap '[ -n "$SERVER" ] && kill -9 "$SERVER" 2>/dev/null; rm -rf "$T"' EXIT

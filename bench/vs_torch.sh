@@ -23,7 +23,7 @@ if ! "$PYTHON" -c "import torch, transformers" 2>/dev/null; then
     echo "vs_torch: $PYTHON cannot import torch + transformers (set PYTHON=...)" >&2
     exit 2
 fi
-if [ -z "${OMP_WAIT_POLICY:-}${GOMP_SPINCOUNT:-}" ]; then export OMP_WAIT_POLICY=passive GOMP_SPINCOUNT=0; fi
+if [ -z "${OMP_WAIT_POLICY:-}${GOMP_SPINCOUNT:-}" ]; then export OMP_WAIT_POLICY=passive GOMP_SPINCOUNT=10000; fi
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
 for m in $MODELS; do "$P" bench --random-vit "$m" -o "$T/$m" >/dev/null; done

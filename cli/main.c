@@ -34,16 +34,23 @@ static void usage(FILE *out)
         fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].summary);
 }
 
-/* OpenMP workers that spin-wait after a parallel loop take the cores OpenBLAS's own
- * threads need for the next GEMM (measured: MobileNetV2 at 448, 2 threads: 616-930 ms with
- * libgomp's default spinning vs 115-150 ms with GOMP_SPINCOUNT=0). libgomp reads its
- * environment once, before main, so when the user set neither variable we set both and
- * re-execute ourselves once. */
+/* How idle OpenMP workers wait between parallel loops. libgomp's default spins up to
+ * 300,000 rounds of `pause` (milliseconds on recent CPUs) and took the cores OpenBLAS's
+ * own threads needed (MobileNetV2 at 448, 2 threads, when its convolutions went through
+ * OpenBLAS: 616-930 ms spinning vs 115-150 ms with GOMP_SPINCOUNT=0). Not spinning at all
+ * costs a futex wake-up per loop instead, which on a virtual machine's halted vCPU is
+ * tens of microseconds: a ViT forward runs ~150 loops. Every backbone GEMM now runs on
+ * the OpenMP team itself (oneDNN), so a short spin is the better trade (2 threads,
+ * Xeon with AMX, 448 px: ViT-S/14 bf16 76 -> 71 ms, MobileNetV2 fp32 29 -> 24 ms,
+ * EfficientNet-Lite0 32 -> 28 ms; tire zero-shot with MobileNetV2 unchanged within noise).
+ * libgomp reads its environment once, before main, so when the user set neither variable
+ * we set both and re-execute ourselves once. */
+#define CLI_SPINCOUNT "10000"
 static void prefer_passive_openmp(char **argv)
 {
     if (getenv("OMP_WAIT_POLICY") || getenv("GOMP_SPINCOUNT")) return;
     setenv("OMP_WAIT_POLICY", "passive", 1);
-    setenv("GOMP_SPINCOUNT", "0", 1);
+    setenv("GOMP_SPINCOUNT", CLI_SPINCOUNT, 1);
     execv("/proc/self/exe", argv); /* only returns on failure: then run as we are */
 }
 

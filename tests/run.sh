@@ -12,7 +12,7 @@ BUILD=${BUILD:-build}
 TEST_TIMEOUT=${TEST_TIMEOUT:-900}
 export PATCHEAD="$BUILD/patchead"
 # Same OpenMP wait policy the CLI picks for itself (see cli/main.c).
-if [ -z "${OMP_WAIT_POLICY:-}${GOMP_SPINCOUNT:-}" ]; then export OMP_WAIT_POLICY=passive GOMP_SPINCOUNT=0; fi
+if [ -z "${OMP_WAIT_POLICY:-}${GOMP_SPINCOUNT:-}" ]; then export OMP_WAIT_POLICY=passive GOMP_SPINCOUNT=10000; fi
 passed=0 failed=0 skipped=0
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

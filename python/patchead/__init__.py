@@ -18,13 +18,15 @@ import os
 
 import numpy as np
 
-# As the CLI does for itself (cli/main.c): OpenMP threads that sleep instead of spinning
-# between parallel regions. Spinning workers take the cores from OpenBLAS and from other
-# processes; on a busy machine a predict call became ~100x slower. libgomp reads these
-# when it is loaded, i.e. by the import of _core just below; a caller's own setting wins.
+# As the CLI does for itself (cli/main.c): OpenMP threads that spin only briefly
+# (GOMP_SPINCOUNT=10000) and then sleep between parallel regions. libgomp's default long
+# spin took the cores from other processes (on a busy machine a predict call became ~100x
+# slower); no spin at all costs a wake-up per region (ViT-S/14 at 448: 76 vs 71 ms). libgomp
+# reads these when it is loaded, i.e. by the import of _core just below; a caller's own
+# setting wins.
 if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
     os.environ["OMP_WAIT_POLICY"] = "passive"
-    os.environ["GOMP_SPINCOUNT"] = "0"
+    os.environ["GOMP_SPINCOUNT"] = "10000"
 
 from . import _core  # noqa: E402  (after the OpenMP settings above)
 from ._errors import (BY_STATUS, ArgumentError, Error, FormatError, IoError, LimitError,
