@@ -47,6 +47,20 @@ d=$(reldiff "$T/avx2_bf16.npy" "$T/bf16.npy")
 check avx2_bf16_matches_native awk -v d="$d" 'BEGIN { exit !(d < 2e-3) }'
 d=$(reldiff "$T/avx2_f32.npy" "$T/f32.npy")
 check avx2_fp32_matches_native awk -v d="$d" 'BEGIN { exit !(d < 1e-5) }'
+# bf16 on AMX tiles (amx_linear: each linear with its epilogue fused) against the same
+# model on the engine's oneDNN products (PE_NO_AMX_LINEAR=1 turns the tile path off):
+# equal to bf16's rounding; where AMX is absent or capped the two runs are one path
+feat "$T/bf16_dnn.npy" bf16 PE_NO_AMX_LINEAR=1
+d=$(reldiff "$T/bf16.npy" "$T/bf16_dnn.npy")
+echo "# bf16 features, AMX linears vs oneDNN's: max rel diff $d"
+if grep -q amx_bf16 /proc/cpuinfo; then
+    check amx_linear_matches_engine awk -v d="$d" 'BEGIN { exit !(d > 0 && d < 5e-3) }'
+    feat "$T/capped_bf16.npy" bf16 DNNL_MAX_CPU_ISA=AVX512_CORE_BF16
+    d=$(reldiff "$T/capped_bf16.npy" "$T/bf16_dnn.npy")
+    check amx_linear_off_when_capped awk -v d="$d" 'BEGIN { exit !(d < 2e-3) }'
+else
+    check amx_linear_off_here cmp -s "$T/bf16.npy" "$T/bf16_dnn.npy"
+fi
 
 # --- no matmul runs oneDNN's reference kernel (100-1,000x slower than its JIT ones; the
 # engine refuses a fused variant that would, and falls back to the unfused product). Every

@@ -30,6 +30,29 @@ void amx_pack(const uint16_t *B, int ld, int trans, int K, int N, uint16_t *pack
 int amx_gemm(int M, int N, int K, const uint16_t *A, int lda, const uint16_t *packed, float *C,
              int ldc, int accumulate, float *rowmax);
 
+/* The linear layers of a bf16 ViT (amx_linear.c): products A (M, K) . W^T with W (N, K)
+ * packed by amx_pack(W16, K, 1, K, N, packed), K a multiple of 32, and the epilogue on
+ * each block of results while it is in L1. Exactly one of:
+ *   out16: out16 = bf16(act(A W^T + bias)), rows ld_out apart; with group > 0 (a
+ *          multiple of 32) column n goes to group n / group, group_stride elements
+ *          apart, at column n % group (q, k, v written straight into per-head planes);
+ *   add_to: add_to (rows ld_add apart) += scale * (A W^T + bias) (scale NULL: 1; act
+ *          must be ENG_ACT_NONE) -- the residual stream.
+ * bias / scale (N) may be NULL. Runs on the OpenMP team. Returns 0, or -1 (nothing
+ * written) when AMX is not ready, the arguments are outside the above, or memory is
+ * short: the caller then takes its other path. */
+typedef struct {
+    const float *bias, *scale;
+    int act; /* ENG_ACT_* (engine.h) */
+    uint16_t *out16;
+    int ld_out, group;
+    size_t group_stride;
+    float *add_to;
+    int ld_add;
+} amx_epilogue;
+int amx_linear(int M, int N, int K, const uint16_t *A, int lda, const uint16_t *packed,
+               const amx_epilogue *ep);
+
 /* One 32 x 32 fp32 block c (row stride cld floats) = (or += when accumulate) 32 rows of
  * bf16 A at a (row stride a_ld; chunks x 32 columns) times one packed panel pp (the
  * layout of amx_pack and sk_pack: (chunks x 16 pairs, 32, 2)), in tiles 0-7 as

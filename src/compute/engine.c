@@ -948,20 +948,7 @@ static weight_entry *prepare_weight(eng_ctx *c, const float *w, int N, int K, in
         goto done;
     dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, src}, {DNNL_ARG_TO, e->mem}};
     if (dnnl_primitive_execute(reorder, s, 2, args) || dnnl_stream_wait(s)) goto done;
-    /* The fp32 source is not read again (calls go to the bf16 copy). Where it lies in the
-     * weights file's read-only mapping, unmap its pages: they come back from the file if
-     * read (MADV_DONTNEED discards nothing in such a mapping), so the bf16 model does not
-     * hold both copies. Weights in memory the model allocated (converted or fused) are
-     * left alone: there DONTNEED would zero them. (MADV_PAGEOUT, used before, kept ext4's
-     * large page-cache folios: measured, it released the first 85 MB of ViT-B's file and
-     * then nothing.) */
-    if (c->prec != PE_PRECISION_FP32 && c->file_lo && (const char *)w >= c->file_lo &&
-        (const char *)(w + (size_t)N * K) <= c->file_hi) {
-        const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
-        uintptr_t lo = ((uintptr_t)w + page - 1) & ~(page - 1);
-        uintptr_t hi = ((uintptr_t)(w + (size_t)N * K)) & ~(page - 1);
-        if (hi > lo) madvise((void *)lo, hi - lo, MADV_DONTNEED);
-    }
+    eng_release_source(c, w, (size_t)N * K);
     e->src = w;
     e->rows = N;
     e->cols = K;
@@ -1091,6 +1078,24 @@ int eng_linear(eng_ctx *c, int M, int N, int K, const float *A, int lda, const f
     prim_key k = plain_key(PE_PRECISION_BF16, 1, M, N, K, K, K, ldc, bias != NULL, 1.0f, beta);
     k.b_fixed = &we->md;
     return matmul(k, a16, we->data, C, ldc, bias);
+}
+
+/* The fp32 source is not read again (calls go to the bf16 copy). Where it lies in the
+ * weights file's read-only mapping, unmap its pages: they come back from the file if
+ * read (MADV_DONTNEED discards nothing in such a mapping), so the bf16 model does not
+ * hold both copies. Weights in memory the model allocated (converted or fused) are left
+ * alone: there DONTNEED would zero them. (MADV_PAGEOUT, used before, kept ext4's large
+ * page-cache folios: measured, it released the first 85 MB of ViT-B's file and then
+ * nothing.) */
+void eng_release_source(const eng_ctx *c, const float *w, size_t n)
+{
+    if (!c || c->prec == PE_PRECISION_FP32 || !c->file_lo || (const char *)w < c->file_lo ||
+        (const char *)(w + n) > c->file_hi)
+        return;
+    const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t lo = ((uintptr_t)w + page - 1) & ~(page - 1);
+    uintptr_t hi = ((uintptr_t)(w + n)) & ~(page - 1);
+    if (hi > lo) madvise((void *)lo, hi - lo, MADV_DONTNEED);
 }
 
 int eng_bf16_direct(const eng_ctx *c)

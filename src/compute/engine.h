@@ -95,7 +95,8 @@ enum {
     ENG_SLOT_ATTN_HEADS = 8 /* the caller's per-head q, k, v copies */,
     ENG_SLOT_ATTN_PACKED = 9 /* the caller's packed K and V (attention.c) */,
     ENG_SLOT_QUERY_SCREEN = 10 /* a few-shot query's screen buffers (score.c) */,
-    ENG_SLOTS = 11
+    ENG_SLOT_AMX_PAD = 11 /* amx_linear's zero-padded last strip of rows */,
+    ENG_SLOTS = 12
 };
 void *eng_thread_buffer(int slot, size_t bytes);
 
@@ -150,6 +151,10 @@ int eng_linear(eng_ctx *ctx, int M, int N, int K, const float *A, int lda, const
  * -1 (nothing written) when the path is not available or oneDNN failed. */
 enum { ENG_ACT_NONE, ENG_ACT_GELU, ENG_ACT_GELU_TANH, ENG_ACT_QUICK_GELU, ENG_ACT_SILU };
 int eng_bf16_direct(const eng_ctx *ctx);
+/* A weight w (n floats) of a bf16 / int8 context that the caller has copied into its own
+ * layout and will not read again: where it lies in the weights file's mapping, its pages
+ * are dropped (they come back from the file if read). No-op otherwise. */
+void eng_release_source(const eng_ctx *ctx, const float *w, size_t n);
 int eng_linear_bf16(eng_ctx *ctx, int M, int N, int K, const bf16_t *A16, const float *W,
                     const float *bias, int act, float beta, float *C, int ldc, bf16_t *out16);
 /* fp32 contexts: C (M, N) = act(A (M, K) . W^T + bias) with the activation (ENG_ACT_GELU

@@ -24,6 +24,7 @@
 
 #include <math.h>
 #include <omp.h>
+#include <stdint.h>
 #include <string.h>
 
 #define BQ 128      /* query rows per block */
@@ -261,20 +262,20 @@ static int heads_per_round(int H, int nqb, int bf16)
  * and ctx16 bf16: the block's bf16 path); exactly one of each pair is non-NULL. qkv16
  * is (T, 3D) rows [q | k | v] (planar 0) or q, k, v (T, D) one after another (planar 1). */
 static int attention(float *ctx, bf16_t *ctx16, const float *qkv, const bf16_t *qkv16, int planar,
-                     int T, int D, int H, float scale, float *cls_attn, int first_patch, void *work,
-                     size_t work_bytes)
+                     const bf16_t *heads_given, int T, int D, int H, float scale, float *cls_attn,
+                     int first_patch, void *work, size_t work_bytes)
 {
     const int dh = D / H;
-    const int bf16 = qkv16 || eng_attention_bf16(eng_current()); /* bf16, or int8 + native bf16 */
+    const int bf16 = qkv16 || heads_given || eng_attention_bf16(eng_current()); /* bf16, or int8 + native bf16 */
     const size_t per = (size_t)T * dh, esz = bf16 ? sizeof(bf16_t) : sizeof(float);
     const int nqb = (T + BQ - 1) / BQ, bk = key_block(T), nkb = (T + bk - 1) / bk;
     const int hg = heads_per_round(H, nqb, bf16);
     /* heads: [part q/k/v][head of the round][T][dh], dense per head (see block); the
      * calling thread's buffer, kept between layers and calls (no per-layer malloc) */
     const size_t heads_bytes = (size_t)3 * hg * per * esz;
-    char *heads = work && heads_bytes <= work_bytes
-                      ? work
-                      : eng_thread_buffer(ENG_SLOT_ATTN_HEADS, heads_bytes);
+    char *heads = heads_given                           ? (char *)(uintptr_t)heads_given
+                  : work && heads_bytes <= work_bytes ? work
+                                                      : eng_thread_buffer(ENG_SLOT_ATTN_HEADS, heads_bytes);
     if (!heads) {
         pe_fail(PE_ERR_NOMEM, "out of memory for the attention heads");
         return -1;
@@ -291,7 +292,7 @@ static int attention(float *ctx, bf16_t *ctx16, const float *qkv, const bf16_t *
     for (int h0 = 0; h0 < H && !failed; h0 += hg) {
         const int hn = PE_MIN(hg, H - h0), items = hn * nqb;
         double t = pe_prof_now();
-        copy_heads(heads, qkv, qkv16, planar, T, D, dh, h0, hn, bf16);
+        if (!heads_given) copy_heads(heads, qkv, qkv16, planar, T, D, dh, h0, hn, bf16);
         t = pe_prof_add(PE_PROF_ATTN_COPY, t);
         /* bf16 on AMX: K and V of each head packed for the tile kernels (amx.c); else the
          * engine's packing (oneDNN) where it helps, else plain products (hn = H here) */
@@ -328,12 +329,18 @@ static int attention(float *ctx, bf16_t *ctx16, const float *qkv, const bf16_t *
 int op_attention(float *ctx, const float *qkv, int T, int D, int H, float scale, float *cls_attn,
                  int first_patch, void *work, size_t work_bytes)
 {
-    return attention(ctx, NULL, qkv, NULL, 0, T, D, H, scale, cls_attn, first_patch, work,
+    return attention(ctx, NULL, qkv, NULL, 0, NULL, T, D, H, scale, cls_attn, first_patch, work,
                      work_bytes);
 }
 
 int op_attention_bf16(uint16_t *ctx16, const uint16_t *qkv16, int planar, int T, int D, int H,
                       float scale)
 {
-    return attention(NULL, ctx16, NULL, qkv16, planar, T, D, H, scale, NULL, 0, NULL, 0);
+    return attention(NULL, ctx16, NULL, qkv16, planar, NULL, T, D, H, scale, NULL, 0, NULL, 0);
+}
+int op_attention_bf16_heads(uint16_t *ctx16, const uint16_t *heads16, int T, int D, int H,
+                            float scale)
+{
+    /* (bf16: every head in one round, so the given planes are the round's) */
+    return attention(NULL, ctx16, NULL, NULL, 0, heads16, T, D, H, scale, NULL, 0, NULL, 0);
 }

@@ -75,6 +75,10 @@ int op_attention(float *ctx, const float *qkv, int T, int D, int H, float scale,
  * GEMM's operand); no CLS row. Products and softmax as op_attention's bf16 path. */
 int op_attention_bf16(uint16_t *ctx16, const uint16_t *qkv16, int planar, int T, int D, int H,
                       float scale);
+/* The same from q, k, v already split per head: heads16 [q/k/v][head][T][dh] bf16 (what
+ * the AMX qkv product writes, amx_linear's column groups), so no copy splits them. */
+int op_attention_bf16_heads(uint16_t *ctx16, const uint16_t *heads16, int T, int D, int H,
+                            float scale);
 
 /* In place exp of a float vector (vectorised; ~1-2 ulp). */
 void op_exp(float *x, size_t n);

@@ -32,6 +32,7 @@
  * keys (registers excluded), mean over heads.
  */
 #include "backbone.h"
+#include "compute/amx.h"
 #include "compute/engine.h"
 #include "ops.h"
 #include "posenc.h"
@@ -141,6 +142,11 @@ typedef struct {
     char name[64];
     char path[512]; /* weights file, for error messages */
     int int8_hinted; /* the INT8 smoothing hints were given to the engine (int8_hints) */
+    /* bf16 on AMX (amx_block_ready): each block's linears packed once for amx_linear */
+    struct vit_amx {
+        uint16_t *qkv, *out, *fc1, *fc2;
+    } *amx;
+    int amx_state; /* 0 not tried yet, 1 packed, -1 this model / CPU does not take the path */
 } vit_model;
 
 /* ------------------------------------------------------------------ loading */
@@ -1284,10 +1290,23 @@ static void free_grid_cache(vit_grid_cache *gc)
     memset(gc, 0, sizeof *gc);
 }
 
+static void free_amx(vit_model *m)
+{
+    for (int l = 0; m->amx && l < m->cfg.layers; l++) {
+        free(m->amx[l].qkv);
+        free(m->amx[l].out);
+        free(m->amx[l].fc1);
+        free(m->amx[l].fc2);
+    }
+    free(m->amx);
+    m->amx = NULL;
+}
+
 static void vit_destroy(backbone *self)
 {
     vit_model *m = (vit_model *)self;
     if (!m) return;
+    free_amx(m);
     for (int i = 0; i < m->n_owned; i++) free(m->owned[i]);
     free(m->owned);
     free(m->w.blocks);
@@ -1535,6 +1554,120 @@ static int mlp_bf16(vit_model *m, const vit_block *b, eng_ctx *ec, int T)
     return rc;
 }
 
+/* ---- bf16 on AMX tiles: every linear of the block through amx_linear (compute/amx.h),
+ * its epilogue fused: the qkv product writes q, k and v as bf16 per-head planes straight
+ * into the attention's input (no split copy), fc1 writes its activated hidden layer as
+ * bf16, the out-projection and fc2 add bias * LayerScale into the residual stream. The
+ * weights are rounded to bf16 and packed into the tile layout once per model, at the
+ * first forward that takes the path (the engine's bf16 copies of these weights are then
+ * never made). Taken where the CPU has AMX and the widths tile (D and the MLP width
+ * multiples of 32), without a gated MLP or an MLP norm; PE_NO_AMX_LINEAR=1 turns it off
+ * (tests compare the two paths). */
+
+/* W = the rows of parts[0..n) (each (rows, K) fp32) rounded to bf16 and packed for
+ * amx_linear; NULL when memory is short. */
+static uint16_t *amx_pack_weight(const float *const *parts, int n, int rows, int K)
+{
+    eng_ctx *ec = eng_current();
+    uint16_t *packed = pe_alloc(amx_packed_bytes(K, n * rows), 1, "AMX weights");
+    uint16_t *tmp = pe_alloc((size_t)rows * K, sizeof *tmp, "AMX weights");
+    if (!packed || !tmp) {
+        free(packed);
+        free(tmp);
+        return NULL;
+    }
+    for (int i = 0; i < n; i++) { /* rows is a multiple of 32: each part is whole panels */
+        eng_to_bf16(tmp, parts[i], (size_t)rows * K);
+        amx_pack(tmp, K, 1, K, rows, packed + (size_t)i * rows * K);
+        eng_release_source(ec, parts[i], (size_t)rows * K); /* (the file's pages: not read again) */
+    }
+    free(tmp);
+    return packed;
+}
+
+/* 1 if this model's bf16 blocks take the AMX path (packing every block's weights on the
+ * first call), else 0. */
+static int amx_block_ready(vit_model *m)
+{
+    if (m->amx_state) return m->amx_state > 0;
+    const vit_config *c = &m->cfg;
+    const int D = c->dim, M = c->mlp_dim;
+    m->amx_state = -1;
+    if (getenv("PE_NO_AMX_LINEAR") || !amx_ready() || D % 32 || M % 32 || c->glu || c->mlp_norm)
+        return 0;
+    m->amx = calloc((size_t)c->layers, sizeof *m->amx);
+    int ok = m->amx != NULL;
+    for (int l = 0; ok && l < c->layers; l++) {
+        const vit_block *b = &m->w.blocks[l];
+        struct vit_amx *a = &m->amx[l];
+        const float *qkv[3] = {b->qkv_w, NULL, NULL};
+        a->qkv = b->qkv_w ? amx_pack_weight(qkv, 1, 3 * D, D)
+                          : amx_pack_weight((const float *const *)b->part_w, 3, D, D);
+        a->out = amx_pack_weight(&b->out_w, 1, D, D);
+        a->fc1 = amx_pack_weight(&b->fc1_w, 1, M, D);
+        a->fc2 = amx_pack_weight(&b->fc2_w, 1, D, M);
+        ok = a->qkv && a->out && a->fc1 && a->fc2;
+    }
+    if (!ok) { /* short of memory: the engine's path, as without AMX */
+        free_amx(m);
+        return 0;
+    }
+    m->amx_state = 1;
+    return 1;
+}
+
+/* The attention sub-block on the AMX path (see above). Returns 0; -1 when a product
+ * refused before writing (x unchanged: the caller runs another path); -2 when the
+ * attention failed (out of memory). */
+static int attention_amx(vit_model *m, const vit_block *b, const struct vit_amx *w, int T)
+{
+    const vit_config *c = &m->cfg;
+    vit_scratch *s = &m->s;
+    const int D = c->dim, H = c->heads, dh = D / H;
+    uint16_t *xn16 = (uint16_t *)(void *)s->xn, *heads16 = (uint16_t *)(void *)s->qkv,
+             *ctx16 = (uint16_t *)(void *)s->ctx;
+    double t = pe_prof_now();
+    op_layernorm_bf16(xn16, s->x, b->ln1_w, b->ln1_b, T, D, c->eps);
+    t = pe_prof_add(PE_PROF_LN, t);
+    /* (T, 3D) = xn W^T + b, column n to plane n / dh: [q heads | k heads | v heads], the
+     * attention's own layout; a head width that does not tile (not a multiple of 32)
+     * gets q, k, v as three (T, D) planes, which the attention splits */
+    const int per_head = dh % 32 == 0, group = per_head ? dh : D;
+    const amx_epilogue qkv = {.bias = b->qkv_b, .out16 = heads16, .ld_out = group, .group = group,
+                              .group_stride = (size_t)T * group};
+    if (amx_linear(T, 3 * D, D, xn16, D, w->qkv, &qkv)) return -1;
+    pe_prof_add(PE_PROF_QKV, t);
+    const float scale = 1.0f / sqrtf((float)dh);
+    if (per_head ? op_attention_bf16_heads(ctx16, heads16, T, D, H, scale)
+                 : op_attention_bf16(ctx16, heads16, 1, T, D, H, scale))
+        return -2;
+    t = pe_prof_now();
+    const amx_epilogue out = {.bias = b->out_b, .scale = b->ls1, .add_to = s->x, .ld_add = D};
+    if (amx_linear(T, D, D, ctx16, D, w->out, &out)) return -2; /* (its checks passed above) */
+    pe_prof_add(PE_PROF_OUT, t);
+    return 0;
+}
+
+/* The MLP sub-block on the AMX path. Returns 0, or -1 before writing x (the caller then
+ * runs another path). */
+static int mlp_amx(vit_model *m, const vit_block *b, const struct vit_amx *w, int T)
+{
+    const vit_config *c = &m->cfg;
+    vit_scratch *s = &m->s;
+    const int D = c->dim, M = c->mlp_dim;
+    uint16_t *xn16 = (uint16_t *)(void *)s->xn, *h16 = (uint16_t *)(void *)s->hidden;
+    double t = pe_prof_now();
+    op_layernorm_bf16(xn16, s->x, b->ln2_w, b->ln2_b, T, D, c->eps);
+    t = pe_prof_add(PE_PROF_LN, t);
+    const amx_epilogue fc1 = {.bias = b->fc1_b, .act = eng_act[c->act], .out16 = h16, .ld_out = M};
+    if (amx_linear(T, M, D, xn16, D, w->fc1, &fc1)) return -1;
+    t = pe_prof_add(PE_PROF_FC1, t);
+    const amx_epilogue fc2 = {.bias = b->fc2_b, .scale = b->ls2, .add_to = s->x, .ld_add = D};
+    if (amx_linear(T, D, M, h16, M, w->fc2, &fc2)) return -1;
+    pe_prof_add(PE_PROF_FC2, t);
+    return 0;
+}
+
 /* INT8 contexts: tell the engine which linears read a layer norm's output (qkv, fc1 and
  * gate after ln1 / ln2; fc2 after the MLP's norm) and with which gamma / beta, so their
  * int8 products are smoothed per channel (engine.h, eng_int8_norm_input). Once per model,
@@ -1574,6 +1707,12 @@ static int block_forward(vit_model *m, const vit_block *b, int T, int first_patc
      * row of --mask need the fp32 qkv: those blocks take the fp32-buffer path. */
     eng_ctx *ec = eng_current();
     const int direct = eng_bf16_direct(ec);
+    const struct vit_amx *aw = direct && amx_block_ready(m) ? &m->amx[b - m->w.blocks] : NULL;
+    if (aw && c->rope.grid == ROPE_NONE && !b->rel_table && !cls_attn) {
+        const int rc = attention_amx(m, b, aw, T);
+        if (rc == -2) return -1;
+        if (rc == 0) goto mlp;
+    }
     if (direct && c->rope.grid == ROPE_NONE && !b->rel_table && !cls_attn) {
         const int rc = attention_bf16(m, b, ec, T);
         if (rc == -2) return -1;
@@ -1620,6 +1759,7 @@ static int block_forward(vit_model *m, const vit_block *b, int T, int first_patc
 
 mlp:
     /* MLP: x += ls2 * (act(ln2(x) . W1^T + b1) . W2^T + b2) */
+    if (aw && !mlp_amx(m, b, aw, T)) return 0;
     if (direct && !c->glu && !c->mlp_norm && !mlp_bf16(m, b, ec, T)) return 0;
     double tm = pe_prof_now();
     op_layernorm(s->xn, s->x, b->ln2_w, b->ln2_b, T, D, c->eps);

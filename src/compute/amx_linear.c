@@ -1,0 +1,200 @@
+/* amx_linear.c — the linear layers of a bf16 ViT block on AMX tiles, each with its
+ * epilogue done on the 32 x 32 block of results while it is still in L1 (amx.h,
+ * amx_linear): the bias, the activation and the rounding to bf16 for qkv and fc1; the
+ * bias, LayerScale and the sum into the fp32 residual stream for the out-projection and
+ * fc2. Why not oneDNN's matmul with post-ops, which the block used before: its GELU
+ * post-op doubled fc1's time (1025 x 1536 x 384, 2 threads: 0.83 -> 1.66 ms), and on
+ * these shapes the tile loop of amx.h ran 10-25 % faster than its kernels (one thread:
+ * 1,285 vs 1,038 GFLOP/s for fc1, 1,090 vs 974 for fc2) — docs/ENGINE.md, "Where the
+ * time goes".
+ *
+ * Work: the rows in strips of 32, two strips per work item, taken dynamically by the
+ * OpenMP team (a vCPU that runs slower takes fewer); within an item, each 32-column panel
+ * of the packed weight is read once for both strips. */
+#include "amx.h"
+#include "engine.h"
+#include "vecmath.h"
+
+#include <omp.h>
+#include <string.h>
+
+#define TAMXV __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,amx-tile,amx-bf16"))) VEC_FAST
+#define STRIPS 2 /* 32-row strips per work item */
+
+/* GELU (erf) for values about to be rounded to bf16: the same Abramowitz & Stegun 7.1.26
+ * erf as v_gelu (vecmath.h), with its division replaced by rcp14 and one Newton step
+ * (relative error ~1e-7 instead of 0.5 ulp) and exp(-z^2) by the degree-4 polynomial
+ * that softmax's bf16 path uses (2.7e-6 relative): both far below bf16's rounding step
+ * (2^-9 relative), at about half the instructions (measured in docs/ENGINE.md). */
+static inline __attribute__((always_inline, target("avx512f,avx512dq"))) __m512 gelu_bf16(__m512 x)
+{
+    const __m512 z = _mm512_mul_ps(x, _mm512_set1_ps(0.70710678118654752f));
+    const __m512 a = _mm512_abs_ps(z);
+    const __m512 d = _mm512_fmadd_ps(a, _mm512_set1_ps(0.3275911f), _mm512_set1_ps(1.0f));
+    __m512 t = _mm512_rcp14_ps(d);
+    t = _mm512_mul_ps(t, _mm512_fnmadd_ps(d, t, _mm512_set1_ps(2.0f)));
+    __m512 poly = _mm512_set1_ps(1.061405429f);
+    poly = _mm512_fmadd_ps(poly, t, _mm512_set1_ps(-1.453152027f));
+    poly = _mm512_fmadd_ps(poly, t, _mm512_set1_ps(1.421413741f));
+    poly = _mm512_fmadd_ps(poly, t, _mm512_set1_ps(-0.284496736f));
+    poly = _mm512_fmadd_ps(poly, t, _mm512_set1_ps(0.254829592f));
+    poly = _mm512_mul_ps(poly, t);
+    /* exp(-a^2) = 2^n exp(r), -a^2 clamped to -87.3 (no inf - inf below) */
+    const __m512 e = _mm512_max_ps(_mm512_mul_ps(_mm512_sub_ps(_mm512_setzero_ps(), a), a),
+                                   _mm512_set1_ps(-87.3f));
+    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(e, _mm512_set1_ps(1.44269504088896341f)),
+                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), e);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(0x1.53d68p-5f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0x1.57e178p-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0x1.000552p-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0x1.fffb3p-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0x1.ffffe8p-1f));
+    const __m512 y = _mm512_fnmadd_ps(poly, _mm512_scalef_ps(p, n), _mm512_set1_ps(1.0f));
+    /* erf(z) = sign(z) y; gelu = x/2 + x/2 erf */
+    const __m512 erf = _mm512_or_ps(y, _mm512_and_ps(z, _mm512_set1_ps(-0.0f)));
+    const __m512 h = _mm512_mul_ps(x, _mm512_set1_ps(0.5f));
+    return _mm512_fmadd_ps(h, erf, h);
+}
+
+/* act(x) for ENG_ACT_* (the same vector functions as the element-wise ops) */
+static inline __attribute__((always_inline)) TAMXV vf activate(vf x, int act)
+{
+    switch (act) {
+    case ENG_ACT_GELU: return (vf)gelu_bf16((__m512)x);
+    case ENG_ACT_GELU_TANH: return v_gelu_tanh(x);
+    case ENG_ACT_QUICK_GELU: return v_quick_gelu(x);
+    case ENG_ACT_SILU: return v_silu(x);
+    default: return x;
+    }
+}
+
+/* The epilogue of rows [r0, r1) of one block: blk (32, 32) fp32 products of rows m0..,
+ * columns n0.. (nc of them valid). */
+static TAMXV void epilogue(const float *blk, int r0, int r1, int nc, int m0, int n0,
+                           const amx_epilogue *ep)
+{
+    VEC_CONTRACT
+    uint16_t *out = NULL;
+    size_t ld = 0;
+    if (ep->out16) {
+        const int g = ep->group ? n0 / ep->group : 0;
+        out = ep->out16 + (size_t)g * ep->group_stride + (size_t)m0 * ep->ld_out +
+              (size_t)(ep->group ? n0 % ep->group : n0);
+        ld = (size_t)ep->ld_out;
+    }
+    for (int h = 0; h < 32 && h < nc; h += VL) {
+        const size_t k = (size_t)(nc - h < VL ? nc - h : VL);
+        const vf b = ep->bias ? vload(ep->bias + n0 + h, k, 0.0f) : vsplat(0.0f);
+        const vf s = ep->scale ? vload(ep->scale + n0 + h, k, 0.0f) : vsplat(1.0f);
+        for (int i = r0; i < r1; i++) {
+            const vf v = vload(blk + i * 32 + h, VL, 0.0f) + b;
+            if (out) {
+                vstore_bf16(out + (size_t)i * ld + h, activate(v, ep->act), k);
+            } else {
+                float *x = ep->add_to + (size_t)(m0 + i) * ep->ld_add + n0 + h;
+                vstore(x, vload(x, k, 0.0f) + (ep->scale ? v * s : v), k);
+            }
+        }
+    }
+}
+
+/* A block waiting for its epilogue: its products in blk, rows m0.. (mr valid), columns n0.. */
+typedef struct {
+    const float *blk;
+    int mr, nc, m0, n0;
+} pending;
+
+/* One 32 x 32 block of products, as amx_block32 (accumulate 0) into c (32, 32), with the
+ * epilogue of the previous block (p, NULL for none) done a few rows per K chunk, between
+ * the tile products: the tile unit runs the products while the vector units run the
+ * epilogue (done after the block instead, a GELU epilogue added its whole cost to fc1's). */
+static TAMXV void block_overlapped(const uint16_t *a, int a_ld, const uint16_t *pp, int chunks,
+                                   float *c, const pending *p, const amx_epilogue *ep)
+{
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+    int done = 0;
+    for (int kc = 0; kc < chunks; kc++) {
+        _tile_loadd(4, a + kc * 32, a_ld * 2);
+        _tile_loadd(6, pp + (size_t)kc * 16 * 32 * 2, 32 * 4);
+        _tile_dpbf16ps(0, 4, 6);
+        _tile_loadd(7, pp + (size_t)kc * 16 * 32 * 2 + 32, 32 * 4);
+        _tile_dpbf16ps(1, 4, 7);
+        _tile_loadd(5, a + (size_t)16 * a_ld + kc * 32, a_ld * 2);
+        _tile_dpbf16ps(2, 5, 6);
+        _tile_dpbf16ps(3, 5, 7);
+        if (p) {
+            const int upto = p->mr * (kc + 1) / chunks;
+            if (upto > done) epilogue(p->blk, done, upto, p->nc, p->m0, p->n0, ep);
+            done = upto;
+        }
+    }
+    _tile_stored(0, c, 32 * 4);
+    _tile_stored(1, c + 16, 32 * 4);
+    _tile_stored(2, c + 16 * 32, 32 * 4);
+    _tile_stored(3, c + 16 * 32 + 16, 32 * 4);
+}
+
+/* Rows [s0 * 32, min(M, s1 * 32)) against every panel. apad: a (32, K) buffer for a last
+ * strip of fewer than 32 rows. */
+static TAMXV void strips(int s0, int s1, int M, int N, int K, const uint16_t *A, int lda,
+                         const uint16_t *packed, const amx_epilogue *ep, uint16_t *apad)
+{
+    const int chunks = K / 32;
+    float blk[2][32 * 32] __attribute__((aligned(64)));
+    amx_tiles_begin();
+    const uint16_t *a[STRIPS];
+    int a_ld[STRIPS], mr[STRIPS];
+    for (int s = s0; s < s1; s++) {
+        const int m0 = s * 32, rows = M - m0 < 32 ? M - m0 : 32;
+        mr[s - s0] = rows;
+        a[s - s0] = A + (size_t)m0 * lda;
+        a_ld[s - s0] = lda;
+        if (rows < 32) { /* tile loads read 32 rows: the last ones from a zeroed copy */
+            memset(apad, 0, (size_t)32 * K * sizeof *apad);
+            for (int i = 0; i < rows; i++)
+                memcpy(apad + (size_t)i * K, a[s - s0] + (size_t)i * lda, (size_t)K * sizeof *apad);
+            a[s - s0] = apad;
+            a_ld[s - s0] = K;
+        }
+    }
+    pending prev = {0};
+    int have = 0, cur = 0;
+    for (int n0 = 0; n0 < N; n0 += 32) {
+        const int nc = N - n0 < 32 ? N - n0 : 32;
+        const uint16_t *pp = packed + (size_t)(n0 / 32) * 32 * K;
+        for (int s = s0; s < s1; s++) {
+            block_overlapped(a[s - s0], a_ld[s - s0], pp, chunks, blk[cur], have ? &prev : NULL, ep);
+            prev = (pending){blk[cur], mr[s - s0], nc, s * 32, n0};
+            have = 1;
+            cur ^= 1;
+        }
+    }
+    if (have) epilogue(prev.blk, 0, prev.mr, prev.nc, prev.m0, prev.n0, ep);
+    _tile_release();
+}
+
+int amx_linear(int M, int N, int K, const uint16_t *A, int lda, const uint16_t *packed,
+               const amx_epilogue *ep)
+{
+    if (M <= 0 || N <= 0) return 0;
+    if (!amx_ready() || K <= 0 || K % 32 || !ep || !ep->out16 == !ep->add_to ||
+        (ep->group && (ep->group % 32 || !ep->out16)) || (ep->add_to && ep->act))
+        return -1;
+    const int nstrips = (M + 31) / 32, items = (nstrips + STRIPS - 1) / STRIPS;
+    /* the last strip's zero-padded rows: the calling thread's buffer, taken before any
+     * work so that a failure writes nothing (whichever thread runs that item uses it) */
+    uint16_t *apad = NULL;
+    if (M % 32 && !(apad = eng_thread_buffer(ENG_SLOT_AMX_PAD, (size_t)32 * K * sizeof *apad)))
+        return -1;
+#pragma omp parallel for schedule(dynamic, 1) if (items > 1)
+    for (int it = 0; it < items; it++) {
+        const int s0 = it * STRIPS, s1 = s0 + STRIPS < nstrips ? s0 + STRIPS : nstrips;
+        strips(s0, s1, M, N, K, A, lda, packed, ep, apad);
+    }
+    return 0;
+}
