@@ -55,12 +55,22 @@ VEC_INLINE void tile_rows(float *S, int lds, uint16_t *p16, int ldp, int nq, int
             mx = vmax_lanes(mx4[0]);
         }
         const float corr = m[r] == -INFINITY ? 0.0f : expf(m[r] - mx);
+        /* bf16: exp(scale s - mx) = 2^(s c2 - m2) (v_exp2_bf16), log2(e) folded into the
+         * one multiply-add. Its rounding error is up to half an ulp of m2 (the product
+         * s c2 is exact inside the fused multiply-add, m2 was rounded): below 2^-14 while
+         * |m2| <= 1024, so the row's largest score still gets exp ~ 1; beyond (scores
+         * no trained ViT gives) the shift stays a separate step: 2^((scale s - mx) log2 e). */
+        const float c2 = scale * 1.44269504088896341f, m2 = mx * 1.44269504088896341f;
+        const int fold = fabsf(m2) <= 1024.0f;
+#define SOFTMAX_EXP(v)                                                                             \
+    (lowp ? v_exp2_bf16(fold ? (v) * c2 - m2 : ((v) * scale - mx) * 1.44269504088896341f)          \
+          : v_exp((v) * scale - mx))
         vf vsum = vsplat(0.0f), vsum2 = vsplat(0.0f);
         uint16_t *prow = p16 ? p16 + (size_t)r * ldp : NULL;
         int i = 0;
         for (; i + 2 * VL <= nk; i += 2 * VL) { /* whole vectors, two chains of sums */
-            const vf e = v_exp_sel(vload(row + i, VL, 0.0f) * scale - mx, lowp);
-            const vf e2 = v_exp_sel(vload(row + i + VL, VL, 0.0f) * scale - mx, lowp);
+            const vf e = SOFTMAX_EXP(vload(row + i, VL, 0.0f));
+            const vf e2 = SOFTMAX_EXP(vload(row + i + VL, VL, 0.0f));
             vsum += e;
             vsum2 += e2;
             if (prow) {
@@ -73,19 +83,19 @@ VEC_INLINE void tile_rows(float *S, int lds, uint16_t *p16, int ldp, int nq, int
         }
         vsum += vsum2;
         for (; i + VL <= nk; i += VL) {
-            const vf e = v_exp_sel(vload(row + i, VL, 0.0f) * scale - mx, lowp);
+            const vf e = SOFTMAX_EXP(vload(row + i, VL, 0.0f));
             vsum += e;
             if (prow) vstore_bf16(prow + i, e, VL);
             else vstore(row + i, e, VL);
         }
         if (i < nk) {
             const size_t k = (size_t)(nk - i);
-            const vf e = vsel(lanes_below(k), v_exp_sel(vload(row + i, k, 0.0f) * scale - mx, lowp),
-                              vsplat(0.0f));
+            const vf e = vsel(lanes_below(k), SOFTMAX_EXP(vload(row + i, k, 0.0f)), vsplat(0.0f));
             vsum += e;
             if (prow) vstore_bf16(prow + i, e, k);
             else vstore(row + i, e, k);
         }
+#undef SOFTMAX_EXP
         l[r] = fmaf(l[r], corr, vsum_lanes(vsum)); /* fused in every build (see exp512) */
         m[r] = mx;
         if (corr != 1.0f) {
@@ -126,15 +136,26 @@ VEC_KERNEL(tile_vec,
  * by 2^n: n in [-126, 127] makes 2^n a normal float). The one scalar update,
  * l = l * corr + sum, is an explicit fmaf in both copies: at -O1 GCC fused it in one
  * copy and not in the other. */
-T512_INLINE __m512 exp512(__m512 x, int lowp)
+T512_INLINE __m512 exp512(__m512 x)
 {
     x = _mm512_max_ps(_mm512_set1_ps(-87.3f), x); /* a NaN x stays x, as in vsel */
     x = _mm512_min_ps(_mm512_set1_ps(88.0f), x);
     const vf xv = (vf)x;
     vf p, n;
-    if (lowp) v_exp_parts_bf16(&xv, &p, &n);
-    else v_exp_parts(&xv, &p, &n);
+    v_exp_parts(&xv, &p, &n);
     return _mm512_scalef_ps((__m512)p, (__m512)n);
+}
+/* v_exp2_bf16 step for step: the clamp as vmaxps, round(t) as vrndscaleps (to nearest
+ * even, as the generic copy's add and subtract of 1.5 * 2^23 for |t| <= 125: the same n),
+ * the same polynomial, 2^n as vscalefps */
+T512_INLINE __m512 exp2_512(__m512 t)
+{
+    t = _mm512_max_ps(_mm512_set1_ps(-125.0f), t);
+    const __m512 n = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const vf f = (vf)(t - n);
+    vf p;
+    V_EXP2_BF16_POLY(p, f);
+    return _mm512_scalef_ps((__m512)p, n);
 }
 
 /* v_to_bf16's rounding (to nearest even; a NaN becomes a quiet NaN) in integer ops */
@@ -167,8 +188,12 @@ T512_INLINE float sum_lanes512(__m512 v)
     return s;
 }
 
+/* exp(scale v - mx) as tile_rows computes it: bf16 (LOWP) 2^(v c2 - m2), else exp */
+#define EXP512(v, LOWP)                                                                            \
+    ((LOWP) ? exp2_512(fold ? (v) * c2 - m2 : ((v) * scale - mx) * 1.44269504088896341f)           \
+            : exp512((v) * scale - mx))
 /* The row loop of tile_rows with CVT(x) -> __m256i turning 16 probabilities to bf16 and
- * LOWP the exponential's polynomial. */
+ * LOWP the bf16 exponential. */
 #define TILE512_BODY(CVT, LOWP)                                                                    \
     VEC_CONTRACT                                                                                   \
     const __m512 vscale = _mm512_set1_ps(scale);                                                   \
@@ -193,12 +218,14 @@ T512_INLINE float sum_lanes512(__m512 v)
             mx = max_lanes512(mx4[0]);                                                             \
         }                                                                                          \
         const float corr = m[r] == -INFINITY ? 0.0f : expf(m[r] - mx);                             \
+        const float c2 = scale * 1.44269504088896341f, m2 = mx * 1.44269504088896341f;             \
+        const int fold = fabsf(m2) <= 1024.0f; /* (see tile_rows) */                               \
         __m512 vsum = _mm512_setzero_ps(), vsum2 = _mm512_setzero_ps();                            \
         uint16_t *prow = p16 ? p16 + (size_t)r * ldp : NULL;                                       \
         i = 0;                                                                                     \
         for (; i + 32 <= nk; i += 32) {                                                            \
-            const __m512 e = exp512(_mm512_loadu_ps(row + i) * scale - mx, LOWP);                  \
-            const __m512 e2 = exp512(_mm512_loadu_ps(row + i + 16) * scale - mx, LOWP);            \
+            const __m512 e = EXP512(_mm512_loadu_ps(row + i), LOWP);                               \
+            const __m512 e2 = EXP512(_mm512_loadu_ps(row + i + 16), LOWP);                         \
             vsum = _mm512_add_ps(vsum, e);                                                         \
             vsum2 = _mm512_add_ps(vsum2, e2);                                                      \
             if (prow) {                                                                            \
@@ -213,7 +240,7 @@ T512_INLINE float sum_lanes512(__m512 v)
         for (; i < nk; i += 16) {                                                                  \
             const __mmask16 k = nk - i >= 16 ? 0xffff : (__mmask16)((1u << (nk - i)) - 1);         \
             const __m512 e = _mm512_maskz_mov_ps(                                                  \
-                k, exp512(_mm512_maskz_loadu_ps(k, row + i) * scale - mx, LOWP));                  \
+                k, EXP512(_mm512_maskz_loadu_ps(k, row + i), LOWP));                               \
             vsum = _mm512_add_ps(vsum, e);                                                         \
             if (prow) _mm256_mask_storeu_epi16(prow + i, k, CVT(e));                               \
             else _mm512_mask_storeu_ps(row + i, k, e);                                             \

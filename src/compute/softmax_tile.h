@@ -9,8 +9,8 @@
  * P[r][j] = exp(scale S[r][j] - m'); l[r] = l[r] exp(m[r] - m') + sum_j P[r][j];
  * acc row r (dh wide) *= exp(m[r] - m'); m[r] = m'. P goes to p16 (bf16, row stride
  * ldp) when p16 != NULL, else over S (fp32). In bf16 the exponential is the cheaper
- * polynomial of v_exp_parts_bf16 (2.7e-6 relative, far below bf16's rounding); in fp32
- * v_exp's. rowmax (nq) != NULL: max_j S[r][j] as the GEMM that wrote S found it
+ * 2^t of v_exp2_bf16 with log2(e) folded into the scaling (2.7e-6 relative, far below
+ * bf16's rounding); in fp32 v_exp's. rowmax (nq) != NULL: max_j S[r][j] as the GEMM that wrote S found it
  * (amx_gemm), so no pass over S looks for it; the result is the same. */
 void softmax_tile(float *S, int lds, uint16_t *p16, int ldp, int nq, int nk, float scale, float *m,
                   float *l, float *acc, int dh, const float *rowmax);

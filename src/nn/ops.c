@@ -115,8 +115,17 @@ VEC_INLINE void ln_row_body(float *yf, uint16_t *yh, const float *x, const float
         q0 += d * d;
     }
     const float inv = 1.0f / sqrtf(vsum_lanes((q0 + q1) + (q2 + q3)) / (float)dim + eps);
-    for (i = 0; i < dim; i += VL) {
-        const size_t k = (size_t)(dim - i < VL ? dim - i : VL);
+    /* whole vectors with a constant width (a variable one made every load and store a
+     * memcpy call: 222 -> 173 us for 1025 x 384 on one thread), then the tail */
+    for (i = 0; i + VL <= dim; i += VL) {
+        const vf g = gamma ? vload(gamma + i, VL, 0.0f) : vsplat(1.0f);
+        const vf b = beta ? vload(beta + i, VL, 0.0f) : vsplat(0.0f);
+        const vf y = (vload(x + i, VL, 0.0f) - mean) * inv * g + b;
+        if (yh) vstore_bf16(yh + i, y, VL);
+        else vstore(yf + i, y, VL);
+    }
+    if (i < dim) {
+        const size_t k = (size_t)(dim - i);
         const vf g = gamma ? vload(gamma + i, k, 0.0f) : vsplat(1.0f);
         const vf b = beta ? vload(beta + i, k, 0.0f) : vsplat(0.0f);
         const vf y = (vload(x + i, k, 0.0f) - mean) * inv * g + b;
