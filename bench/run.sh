@@ -15,7 +15,7 @@
 #      112 MVTec 3D-AD tire test images at 448 with MobileNetV2 (needs $PATCHEAD_DATA).
 # Environment: REPS (timed runs, default 3), MODELS ("small base"), SIZES ("224 448"),
 # THREADS ("1 2"), PRECISIONS ("fp32 bf16"), PYTHON (python3), PATCHEAD_DATA, ZS=0 skips 4's
-# zero-shot, CORESET=0 skips the coreset table (CORESET_IMAGES: its image counts), INT8=0 skips the int8 rows (REPS8 alternations, default 3). The machine may be shared: the load average is printed; compare ratios
+# zero-shot, PROFILE=0 skips the per-step profile, CORESET=0 skips the coreset table (CORESET_IMAGES: its image counts), INT8=0 skips the int8 rows (REPS8 alternations, default 3). The machine may be shared: the load average is printed; compare ratios
 # from the same run.
 set -eu
 BUILD=${1:-build}
@@ -65,8 +65,20 @@ for m in $MODELS; do
             done
         done
     done
+    # where a forward's time goes (docs/ENGINE.md, "Where the time goes"): each step of the
+    # bf16 forward at 448 px on 2 threads, timed by `bench --profile`
+    if [ "${PROFILE:-1}" != 0 ]; then
+        "$P" bench --model "$T/$m" --size 448 --threads 2 --reps "$REPS" --precision bf16 --profile |
+            sed "s/^profile (/profile of $m, bf16, 448 px, 2 threads (/" >>"$T/profile"
+    fi
     rm -rf "${T:?}/$m"
 done
+
+if [ -s "$T/profile" ]; then
+    echo
+    echo "== per-step profile of the bf16 forward (PROFILE=0 skips it)"
+    grep -v '^model ' "$T/profile"
+fi
 
 for p in $PRECISIONS; do
     echo

@@ -193,6 +193,10 @@ static void test_amx_linear(void)
     linear_case(33, 64, 128, ENG_ACT_NONE, 2);       /* out-projection / fc2 with LayerScale */
     linear_case(97, 80, 256, ENG_ACT_NONE, 3);       /* the same without, N ragged */
     linear_case(32, 45, 32, ENG_ACT_GELU, 0);        /* one strip, one ragged panel */
+    /* a weight over 1 MB packed: columns in parts (8 panels of K = 2048), the last ragged */
+    linear_case(45, 300, 2048, ENG_ACT_GELU, 0);
+    linear_case(70, 320, 2048, ENG_ACT_NONE, 1);
+    linear_case(45, 300, 2048, ENG_ACT_NONE, 2);
 }
 
 int main(void)
