@@ -18,7 +18,9 @@
 #include <omp.h>
 #include <string.h>
 
-#define TAMXV __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,amx-tile,amx-bf16"))) VEC_FAST
+#define TAMXV                                                                                      \
+    __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,avx512bf16,amx-tile,amx-bf16")))    \
+    VEC_FAST
 #define STRIPS 2 /* 32-row strips per work item */
 #define PE_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define PE_MAX(a, b) ((a) > (b) ? (a) : (b))
@@ -93,7 +95,12 @@ static TAMXV void epilogue(const float *blk, int r0, int r1, int nc, int m0, int
         for (int i = r0; i < r1; i++) {
             const vf v = vload(blk + i * 32 + h, VL, 0.0f) + b;
             if (out) {
-                vstore_bf16(out + (size_t)i * ld + h, activate(v, ep->act), k);
+                /* vcvtneps2bf16: round to nearest even as eng_to_bf16 (a denormal
+                 * becomes 0; AMX CPUs have AVX-512-BF16, amx_linear checks) */
+                const __m256i b16 = (__m256i)_mm512_cvtneps_pbh((__m512)activate(v, ep->act));
+                uint16_t *o = out + (size_t)i * ld + h;
+                if (k == VL) _mm256_storeu_si256((__m256i *)(void *)o, b16);
+                else _mm256_mask_storeu_epi16(o, (__mmask16)((1u << k) - 1), b16);
             } else {
                 float *x = ep->add_to + (size_t)(m0 + i) * ep->ld_add + n0 + h;
                 vstore(x, vload(x, k, 0.0f) + (ep->scale ? v * s : v), k);
@@ -184,7 +191,8 @@ int amx_linear(int M, int N, int K, const uint16_t *A, int lda, const uint16_t *
                const amx_epilogue *ep)
 {
     if (M <= 0 || N <= 0) return 0;
-    if (!amx_ready() || K <= 0 || K % 32 || !ep || !ep->out16 == !ep->add_to ||
+    if (!amx_ready() || !__builtin_cpu_supports("avx512bf16") || K <= 0 || K % 32 || !ep ||
+        !ep->out16 == !ep->add_to ||
         (ep->group && (ep->group % 32 || !ep->out16)) || (ep->add_to && ep->act))
         return -1;
     const int nstrips = (M + 31) / 32, items = (nstrips + STRIPS - 1) / STRIPS;
