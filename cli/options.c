@@ -123,7 +123,8 @@ const cli_option cli_option_table[] = {
     {"reps", 0, ARG_INT, F(reps), 1, 1000, "R", "--model: timed runs after a warm-up (default 3)",
      CMD_BENCH},
     {"profile", 0, ARG_FLAG, F(profile), 0, 0, NULL,
-     "--model: time each step of the forward (layer norms, qkv,\nattention, out-projection, fc1, fc2) and print ms per image",
+     "--model: time each step of the forward (layer norms, qkv,\nattention, out-projection, fc1, "
+     "fc2) and print ms per image",
      CMD_BENCH},
     {"random-vit", 0, ARG_TEXT, F(random_vit), 0, 0, "SIZE",
      "write random DINOv2 ViT-S/B/L-14 weights (small|base|large)\nas a hub folder -o DIR",

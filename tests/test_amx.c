@@ -88,7 +88,8 @@ static double act_ref(double x, int act)
 {
     switch (act) {
     case ENG_ACT_GELU: return 0.5 * x * (1.0 + erf(x / sqrt(2.0)));
-    case ENG_ACT_GELU_TANH: return 0.5 * x * (1.0 + tanh(sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x)));
+    case ENG_ACT_GELU_TANH:
+        return 0.5 * x * (1.0 + tanh(sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x)));
     case ENG_ACT_QUICK_GELU: return x / (1.0 + exp(-1.702 * x));
     case ENG_ACT_SILU: return x / (1.0 + exp(-x));
     default: return x;
@@ -137,7 +138,8 @@ static void linear_case(int M, int N, int K, int act, int mode)
         for (int j = 0; j < N; j++) {
             double d = bias[j];
             for (int k = 0; k < K; k++)
-                d += (double)eng_bf16_to_f32(A[(size_t)i * K + k]) * eng_bf16_to_f32(W[(size_t)j * K + k]);
+                d += (double)eng_bf16_to_f32(A[(size_t)i * K + k]) *
+                     eng_bf16_to_f32(W[(size_t)j * K + k]);
             if (mode < 2) {
                 const double r = act_ref(d, act);
                 const size_t at = mode == 1 ? (size_t)(j / 32) * M * 32 + (size_t)i * 32 + j % 32
@@ -151,13 +153,15 @@ static void linear_case(int M, int N, int K, int act, int mode)
                 worst = tl_worse(worst, fabs(X[(size_t)i * ldx + j] - r) / (1e-5 * K));
             }
         }
-    CHECK_MSG(!misplaced, "M %d N %d K %d mode %d: %d outputs not written", M, N, K, mode, misplaced);
+    CHECK_MSG(!misplaced, "M %d N %d K %d mode %d: %d outputs not written", M, N, K, mode,
+              misplaced);
     CHECK_MSG(worst <= 1.0, "M %d N %d K %d act %d mode %d: error %.3g x its bound", M, N, K, act,
               mode, worst);
     if (mode >= 2) /* the columns past N of the residual rows are not touched */
         for (int i = 0; i < M; i++)
             for (int j = N; j < ldx; j++)
-                CHECK_MSG(X[(size_t)i * ldx + j] == X0[(size_t)i * ldx + j], "column %d written", j);
+                CHECK_MSG(X[(size_t)i * ldx + j] == X0[(size_t)i * ldx + j], "column %d written",
+                          j);
     free(A), free(W), free(bias), free(ls), free(X), free(X0), free(out), free(packed);
 }
 
@@ -187,7 +191,8 @@ static void test_amx_linear(void)
     for (int i = 0; i < 64 * 64; i++) CHECK_MSG(x[i] == 1.0f, "a refused call wrote x[%d]", i);
     /* ViT shapes cut down: rows not a multiple of 32 (the padded last strip), odd strip
      * counts (the last work item has one strip), N not a multiple of 32 */
-    const int acts[] = {ENG_ACT_GELU, ENG_ACT_GELU_TANH, ENG_ACT_QUICK_GELU, ENG_ACT_SILU, ENG_ACT_NONE};
+    const int acts[] = {ENG_ACT_GELU, ENG_ACT_GELU_TANH, ENG_ACT_QUICK_GELU, ENG_ACT_SILU,
+                        ENG_ACT_NONE};
     for (int i = 0; i < 5; i++) linear_case(67, 96, 64, acts[i], 0);
     linear_case(1025 / 8, 192, 96, ENG_ACT_NONE, 1); /* q, k, v into 32-wide head planes */
     linear_case(33, 64, 128, ENG_ACT_NONE, 2);       /* out-projection / fc2 with LayerScale */

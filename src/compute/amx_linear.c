@@ -19,7 +19,7 @@
 #include <string.h>
 
 #define TAMXV                                                                                      \
-    __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,avx512bf16,amx-tile,amx-bf16")))    \
+    __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,avx512bf16,amx-tile,amx-bf16")))     \
     VEC_FAST
 #define STRIPS 2 /* 32-row strips per work item */
 #define PE_MIN(a, b) ((a) < (b) ? (a) : (b))
@@ -177,7 +177,8 @@ static TAMXV void strips(int s0, int s1, int n_begin, int n_end, int M, int K, c
         const int nc = n_end - n0 < 32 ? n_end - n0 : 32;
         const uint16_t *pp = packed + (size_t)(n0 / 32) * 32 * K;
         for (int s = s0; s < s1; s++) {
-            block_overlapped(a[s - s0], a_ld[s - s0], pp, chunks, blk[cur], have ? &prev : NULL, ep);
+            block_overlapped(a[s - s0], a_ld[s - s0], pp, chunks, blk[cur], have ? &prev : NULL,
+                             ep);
             prev = (pending){blk[cur], mr[s - s0], nc, s * 32, n0};
             have = 1;
             cur ^= 1;
@@ -192,8 +193,8 @@ int amx_linear(int M, int N, int K, const uint16_t *A, int lda, const uint16_t *
 {
     if (M <= 0 || N <= 0) return 0;
     if (!amx_ready() || !__builtin_cpu_supports("avx512bf16") || K <= 0 || K % 32 || !ep ||
-        !ep->out16 == !ep->add_to ||
-        (ep->group && (ep->group % 32 || !ep->out16)) || (ep->add_to && ep->act))
+        !ep->out16 == !ep->add_to || (ep->group && (ep->group % 32 || !ep->out16)) ||
+        (ep->add_to && ep->act))
         return -1;
     const int nstrips = (M + 31) / 32, items = (nstrips + STRIPS - 1) / STRIPS;
     /* the last strip's zero-padded rows: the calling thread's buffer, taken before any

@@ -63,8 +63,8 @@ VEC_INLINE void tile_rows(float *S, int lds, uint16_t *p16, int ldp, int nq, int
         const float c2 = scale * 1.44269504088896341f, m2 = mx * 1.44269504088896341f;
         const int fold = fabsf(m2) <= 1024.0f;
 #define SOFTMAX_EXP(v)                                                                             \
-    (lowp ? v_exp2_bf16(fold ? (v) * c2 - m2 : ((v) * scale - mx) * 1.44269504088896341f)          \
-          : v_exp((v) * scale - mx))
+    (lowp ? v_exp2_bf16(fold ? (v)*c2 - m2 : ((v)*scale - mx) * 1.44269504088896341f)              \
+          : v_exp((v)*scale - mx))
         vf vsum = vsplat(0.0f), vsum2 = vsplat(0.0f);
         uint16_t *prow = p16 ? p16 + (size_t)r * ldp : NULL;
         int i = 0;
@@ -190,8 +190,8 @@ T512_INLINE float sum_lanes512(__m512 v)
 
 /* exp(scale v - mx) as tile_rows computes it: bf16 (LOWP) 2^(v c2 - m2), else exp */
 #define EXP512(v, LOWP)                                                                            \
-    ((LOWP) ? exp2_512(fold ? (v) * c2 - m2 : ((v) * scale - mx) * 1.44269504088896341f)           \
-            : exp512((v) * scale - mx))
+    ((LOWP) ? exp2_512(fold ? (v)*c2 - m2 : ((v)*scale - mx) * 1.44269504088896341f)               \
+            : exp512((v)*scale - mx))
 /* The row loop of tile_rows with CVT(x) -> __m256i turning 16 probabilities to bf16 and
  * LOWP the bf16 exponential. */
 #define TILE512_BODY(CVT, LOWP)                                                                    \
@@ -239,8 +239,8 @@ T512_INLINE float sum_lanes512(__m512 v)
         vsum = _mm512_add_ps(vsum, vsum2);                                                         \
         for (; i < nk; i += 16) {                                                                  \
             const __mmask16 k = nk - i >= 16 ? 0xffff : (__mmask16)((1u << (nk - i)) - 1);         \
-            const __m512 e = _mm512_maskz_mov_ps(                                                  \
-                k, EXP512(_mm512_maskz_loadu_ps(k, row + i), LOWP));                               \
+            const __m512 e =                                                                       \
+                _mm512_maskz_mov_ps(k, EXP512(_mm512_maskz_loadu_ps(k, row + i), LOWP));           \
             vsum = _mm512_add_ps(vsum, e);                                                         \
             if (prow) _mm256_mask_storeu_epi16(prow + i, k, CVT(e));                               \
             else _mm512_mask_storeu_ps(row + i, k, e);                                             \

@@ -67,8 +67,9 @@ void pe_prof_report(FILE *out, int images, double total_ms)
     fprintf(out, "profile (ms per image, %d image%s)\n", images, images == 1 ? "" : "s");
     for (int i = 0; i < PE_PROF_SLOTS; i++)
         if (slot_calls[i])
-            fprintf(out, "  %-44s %8.2f  %5.1f %%  (%ld calls)\n", slot_names[i], slot_ms[i] / images,
-                    total_ms > 0 ? 100.0 * slot_ms[i] / total_ms : 0.0, slot_calls[i] / images);
+            fprintf(out, "  %-44s %8.2f  %5.1f %%  (%ld calls)\n", slot_names[i],
+                    slot_ms[i] / images, total_ms > 0 ? 100.0 * slot_ms[i] / total_ms : 0.0,
+                    slot_calls[i] / images);
     fprintf(out, "  %-44s %8.2f\n", "sum of the steps", sum / images);
     if (total_ms > 0) fprintf(out, "  %-44s %8.2f\n", "forward (wall)", total_ms / images);
 }
@@ -79,4 +80,7 @@ void pe_profile_start(void)
     pe_prof_reset();
 }
 
-void pe_profile_print(FILE *out, int images, double total_ms) { pe_prof_report(out, images, total_ms); }
+void pe_profile_print(FILE *out, int images, double total_ms)
+{
+    pe_prof_report(out, images, total_ms);
+}

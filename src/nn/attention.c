@@ -266,16 +266,18 @@ static int attention(float *ctx, bf16_t *ctx16, const float *qkv, const bf16_t *
                      int first_patch, void *work, size_t work_bytes)
 {
     const int dh = D / H;
-    const int bf16 = qkv16 || heads_given || eng_attention_bf16(eng_current()); /* bf16, or int8 + native bf16 */
+    const int bf16 =
+        qkv16 || heads_given || eng_attention_bf16(eng_current()); /* bf16, or int8 + native bf16 */
     const size_t per = (size_t)T * dh, esz = bf16 ? sizeof(bf16_t) : sizeof(float);
     const int nqb = (T + BQ - 1) / BQ, bk = key_block(T), nkb = (T + bk - 1) / bk;
     const int hg = heads_per_round(H, nqb, bf16);
     /* heads: [part q/k/v][head of the round][T][dh], dense per head (see block); the
      * calling thread's buffer, kept between layers and calls (no per-layer malloc) */
     const size_t heads_bytes = (size_t)3 * hg * per * esz;
-    char *heads = heads_given                           ? (char *)(uintptr_t)heads_given
-                  : work && heads_bytes <= work_bytes ? work
-                                                      : eng_thread_buffer(ENG_SLOT_ATTN_HEADS, heads_bytes);
+    char *heads = heads_given ? (char *)(uintptr_t)heads_given
+                  : work && heads_bytes <= work_bytes
+                      ? work
+                      : eng_thread_buffer(ENG_SLOT_ATTN_HEADS, heads_bytes);
     if (!heads) {
         pe_fail(PE_ERR_NOMEM, "out of memory for the attention heads");
         return -1;
