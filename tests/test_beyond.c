@@ -103,8 +103,8 @@ static void test_groups_match_numpy(void)
                 pe_score_params p = pe_score_default_params("patchead", 0);
                 p.k_count = k;
                 p.order = order ? PE_ORDER_HIGHEST : PE_ORDER_LOWEST;
-                CHECK(pe_score_groups(q, qinv, GH, GW, vf, vi, gh, gw, starts, 2, D, window[w], &p,
-                                      out) == PE_OK);
+                CHECK(pe_score_groups(q, qinv, GH, GW, vf, vi, gh, gw, NULL, starts, 2, D,
+                                      window[w], &p, out) == PE_OK);
                 CHECK_MSG(max_abs_diff(out, want, G) < 2e-6, "%s: max diff %g", path,
                           max_abs_diff(out, want, G));
                 free(want);

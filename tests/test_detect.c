@@ -1,11 +1,16 @@
 /* test_detect.c — the detection pipeline on features: bank predict == Eq. 1-4 scoring,
  * leave-one-out threshold, zero-shot with masking, result maps; and, when
  * weights/mobilenet_v2 exists, the image path (fit / predict / zeroshot). */
+#include "detect/bank.h"
 #include "patchead.h"
+#include "score/score.h"
+#include "score/score_kernel.h"
 #include "testlib.h"
 
+#include <pthread.h>
 #include <stdint.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 static uint64_t rng_state = 99;
 static float frand(void)
@@ -89,6 +94,127 @@ static void test_predict_matches_score(void)
     }
     for (int k = 0; k < m; k++) pe_features_free(&refs[k]);
     pe_features_free(&q);
+}
+
+/* The bank's reference cache (score.h, pe_ref_cache): what the scoring derives from a
+ * reference alone (the fp32 screen's packed bf16 copy and bounds; the bf16 copy in bf16)
+ * is prepared once per loaded bank, on its first query, and not again: every later predict
+ * on that bank adds no preparation (pe_score_ref_preps), and gives the bits of the
+ * uncached scoring (pe_score_query prepares its references on every call). Also with
+ * queries scored from several threads at once against a fresh bank. */
+typedef struct {
+    const pe_bank *bank;
+    const pe_features *q;
+    float *scores; /* (G + 1): patch scores, image score */
+    int G, ok;
+} cache_job;
+
+static void *cache_worker(void *arg)
+{
+    cache_job *j = arg;
+    pe_result r;
+    j->ok = pe_bank_predict_features(j->bank, j->q, &r) == PE_OK;
+    if (j->ok) {
+        memcpy(j->scores, r.patch_scores, (size_t)j->G * sizeof *j->scores);
+        j->scores[j->G] = r.image_score;
+        pe_result_free(&r);
+    }
+    return NULL;
+}
+
+static void test_bank_ref_cache(void)
+{
+    enum { M = 3, DIM = 64, GH = 12, GW = 10, G = GH * GW, NQ = 2 };
+    pe_features refs[M], q[NQ];
+    for (int k = 0; k < M; k++) refs[k] = make_feats(GH + k, GW, DIM, 0); /* 120..144 patches */
+    for (int i = 0; i < NQ; i++) q[i] = make_feats(GH, GW, DIM, 0);
+    const float *views[M];
+    int patches[M];
+    for (int k = 0; k < M; k++)
+        views[k] = refs[k].data, patches[k] = refs[k].grid_h * refs[k].grid_w;
+    char path[] = "/tmp/test_detect_cache_XXXXXX";
+    const int fd = mkstemp(path);
+    CHECK(fd >= 0);
+    if (fd >= 0) close(fd);
+    for (int prec = 0; prec < 2 && fd >= 0; prec++) {
+        pe_detect_params p = pe_detect_default_params(0);
+        p.score.precision = prec ? PE_PRECISION_BF16 : PE_PRECISION_FP32;
+        /* preparations per reference set: fp32 prepares where the screen runs (AVX-512-BF16),
+         * bf16 always (packed for the fused kernel or row-major for the engine) */
+        const long long per_set = prec || pe_score_screen_runs(DIM) ? M : 0;
+        const char *what = prec ? "bf16" : "fp32";
+        float want[NQ][G], want_img[NQ];
+        for (int i = 0; i < NQ; i++) {
+            const long long c0 = pe_score_ref_preps();
+            CHECK(pe_score_query(q[i].data, G, views, patches, M, DIM, &p.score, want[i],
+                                 &want_img[i]) == PE_OK);
+            CHECK_MSG(pe_score_ref_preps() - c0 == per_set, "%s: uncached scoring prepared %lld",
+                      what, pe_score_ref_preps() - c0);
+        }
+        pe_bank *fit = NULL, *b = NULL;
+        CHECK(pe_bank_fit_features(NULL, refs, M, &p, &fit) == PE_OK);
+        if (!fit) break;
+        /* fit's leave-one-out scoring used every reference: its cache is filled already */
+        long long c0 = pe_score_ref_preps();
+        pe_result r;
+        CHECK(pe_bank_predict_features(fit, &q[0], &r) == PE_OK);
+        CHECK_MSG(pe_score_ref_preps() == c0, "%s: predict after fit prepared %lld references",
+                  what, pe_score_ref_preps() - c0);
+        pe_result_free(&r);
+        CHECK(pe_bank_save(fit, path) == PE_OK);
+        pe_bank_free(fit);
+        CHECK(pe_bank_load(path, NULL, &b) == PE_OK);
+        if (!b) break;
+        for (int k = 0; k < M; k++) CHECK(pe_ref_cache_bytes(&b->cache[k]) == 0);
+        /* a loaded bank: the first predict prepares each reference once, the next none */
+        for (int call = 0; call < 4; call++) {
+            const int i = call % NQ;
+            c0 = pe_score_ref_preps();
+            CHECK(pe_bank_predict_features(b, &q[i], &r) == PE_OK);
+            const long long made = pe_score_ref_preps() - c0;
+            CHECK_MSG(made == (call ? 0 : per_set), "%s: predict %d prepared %lld references", what,
+                      call, made);
+            CHECK_MSG(r.patch_scores && !memcmp(r.patch_scores, want[i], sizeof want[i]) &&
+                          r.image_score == want_img[i],
+                      "%s: predict %d differs from the uncached scoring", what, call);
+            pe_result_free(&r);
+        }
+        for (int k = 0; k < M; k++)
+            CHECK_MSG((pe_ref_cache_bytes(&b->cache[k]) > 0) == (per_set > 0),
+                      "%s: reference %d holds %zu cached bytes", what, k,
+                      pe_ref_cache_bytes(&b->cache[k]));
+        pe_bank_free(b);
+        /* four threads predicting at once on a fresh bank: each reference built by one (or
+         * a thread that lost the race), the same bits everywhere, nothing built afterwards */
+        b = NULL;
+        CHECK(pe_bank_load(path, NULL, &b) == PE_OK);
+        if (!b) break;
+        enum { NT = 4 };
+        pthread_t th[NT];
+        cache_job jobs[NT];
+        float out[NT][G + 1];
+        c0 = pe_score_ref_preps();
+        for (int t = 0; t < NT; t++) {
+            jobs[t] = (cache_job){b, &q[t % NQ], out[t], G, 0};
+            CHECK(pthread_create(&th[t], NULL, cache_worker, &jobs[t]) == 0);
+        }
+        for (int t = 0; t < NT; t++) pthread_join(th[t], NULL);
+        const long long made = pe_score_ref_preps() - c0;
+        CHECK_MSG(made >= per_set && made <= NT * per_set, "%s: %d threads prepared %lld", what, NT,
+                  made);
+        for (int t = 0; t < NT; t++)
+            CHECK_MSG(jobs[t].ok && !memcmp(out[t], want[t % NQ], sizeof want[0]) &&
+                          out[t][G] == want_img[t % NQ],
+                      "%s: thread %d differs from the uncached scoring", what, t);
+        c0 = pe_score_ref_preps();
+        CHECK(pe_bank_predict_features(b, &q[1], &r) == PE_OK);
+        CHECK(pe_score_ref_preps() == c0);
+        pe_result_free(&r);
+        pe_bank_free(b);
+    }
+    unlink(path);
+    for (int k = 0; k < M; k++) pe_features_free(&refs[k]);
+    for (int i = 0; i < NQ; i++) pe_features_free(&q[i]);
 }
 
 static void test_zeroshot_features(void)
@@ -189,6 +315,7 @@ int main(void)
 {
     pe_set_threads(2);
     RUN(test_predict_matches_score);
+    RUN(test_bank_ref_cache);
     RUN(test_zeroshot_features);
     RUN(test_model_pipeline);
     return test_summary();

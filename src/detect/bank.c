@@ -64,9 +64,11 @@ pe_status pe_bank_alloc(int num_refs, int dim, const int *grid_h, const int *gri
     b->names = calloc((size_t)num_refs, sizeof *b->names);
     b->feats = calloc((size_t)num_refs, sizeof *b->feats);
     b->inv = calloc((size_t)num_refs, sizeof *b->inv);
+    b->cache = calloc((size_t)num_refs, sizeof *b->cache);
     size_t patches = 0;
     for (int k = 0; k < num_refs; k++) patches += (size_t)grid_h[k] * grid_w[k];
-    if (b->model_path && b->grid_h && b->grid_w && b->names && b->feats && b->inv && b->group_start) {
+    if (b->model_path && b->grid_h && b->grid_w && b->names && b->feats && b->inv && b->cache &&
+        b->group_start) {
         b->feat_data = pe_calloc(patches * (size_t)dim, sizeof(float), "bank features");
         b->inv_data = pe_alloc(patches, sizeof(float), "bank norms");
     }
@@ -89,8 +91,10 @@ pe_status pe_bank_alloc(int num_refs, int dim, const int *grid_h, const int *gri
 
 void pe_bank_finish(pe_bank *b)
 {
-    for (int k = 0; k < b->num_refs; k++)
+    for (int k = 0; k < b->num_refs; k++) {
         pe_inv_norms(b->feats[k], b->grid_h[k] * b->grid_w[k], b->dim, b->inv[k]);
+        pe_ref_cache_clear(&b->cache[k]); /* built from the features as they were */
+    }
 }
 
 void pe_bank_free(pe_bank *b)
@@ -109,6 +113,9 @@ void pe_bank_free(pe_bank *b)
     free(b->feat_data);
     free(b->inv);
     free(b->inv_data);
+    if (b->cache)
+        for (int k = 0; k < b->num_refs; k++) pe_ref_cache_clear(&b->cache[k]);
+    free(b->cache);
     free(b->group_start);
     free(b->calib_scores);
     free(b);

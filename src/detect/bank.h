@@ -4,6 +4,7 @@
 #define PE_BANK_H
 
 #include "core/internal.h"
+#include "score/score.h"
 
 struct pe_bank {
     pe_detect_params params; /* params.size is the resolved input side S (never 0 once fit) */
@@ -19,6 +20,8 @@ struct pe_bank {
     float *feat_data;        /* sum_k G_k * D */
     float **inv;             /* (M) views into inv_data: (G_k) inverse L2 norms */
     float *inv_data;
+    pe_ref_cache *cache;     /* (M) what scoring derives from each reference alone (its
+                                screen / bf16 copies), built on first use, freed with the bank */
     pe_image *images;        /* (M) S x S RGB references, only with params.align */
     /* --- beyond the paper (docs/BEYOND.md) ---
      * The M entries above are reference *views*; Eq. 3 runs over groups of them: group g
@@ -38,7 +41,7 @@ enum { PE_CALIB_NONE = 0, PE_CALIB_LOO = 1, PE_CALIB_IMAGES = 2 };
 
 /* Allocate an empty bank for M references whose grids are given; features zeroed. */
 pe_status pe_bank_alloc(int num_refs, int dim, const int *grid_h, const int *grid_w, pe_bank **out);
-/* Fill inv/inv_data from the features (after they are written). */
+/* Fill inv/inv_data from the features (after they are written; empties the cache). */
 void pe_bank_finish(pe_bank *bank);
 /* Regroup the entries: num_groups groups of equal size (entries must divide evenly). */
 pe_status pe_bank_set_groups(pe_bank *bank, int num_groups);

@@ -82,6 +82,7 @@ static pe_status extract(pe_model *model, const pe_image *img, const pe_detect_p
  * num_groups Eq. 3 references, group g = views [group_start[g], group_start[g + 1]). */
 typedef struct {
     const float **feats, **inv;
+    pe_ref_cache **cache; /* the bank's cache of each view (NULL: none, e.g. aligned views) */
     int *gh, *gw;
     int m;
     int *group_start; /* (num_groups + 1) */
@@ -92,11 +93,12 @@ static pe_status alloc_views(int m, ref_views *v)
 {
     v->feats = malloc((size_t)m * sizeof *v->feats);
     v->inv = malloc((size_t)m * sizeof *v->inv);
+    v->cache = calloc((size_t)m, sizeof *v->cache);
     v->gh = malloc((size_t)m * sizeof *v->gh);
     v->gw = malloc((size_t)m * sizeof *v->gw);
     v->group_start = malloc((size_t)(m + 1) * sizeof *v->group_start);
     v->m = v->num_groups = 0;
-    if (!v->feats || !v->inv || !v->gh || !v->gw || !v->group_start)
+    if (!v->feats || !v->inv || !v->cache || !v->gh || !v->gw || !v->group_start)
         return pe_fail(PE_ERR_NOMEM, "bank: out of memory");
     v->group_start[0] = 0;
     return PE_OK;
@@ -106,6 +108,7 @@ static void free_views(ref_views *v)
 {
     free(v->feats);
     free(v->inv);
+    free(v->cache);
     free(v->gh);
     free(v->gw);
     free(v->group_start);
@@ -119,7 +122,8 @@ static pe_status score_against(const pe_features *q, const float *q_inv, const r
     int gq = q->grid_h * q->grid_w;
     pe_status s =
         pe_score_groups(q->data, q_inv, q->grid_h, q->grid_w, v->feats, v->inv, v->gh, v->gw,
-                        v->group_start, v->num_groups, q->dim, p->window, &p->score, patch);
+                        v->cache, v->group_start, v->num_groups, q->dim, p->window, &p->score,
+                        patch);
     if (s) return s;
     if (p->mask)
         pe_apply_attention_mask(patch, q->attn, gq, p->score.mask_threshold,
@@ -138,6 +142,7 @@ static pe_status make_views(const pe_bank *b, int exclude, ref_views *v)
         for (int k = b->group_start[g]; k < b->group_start[g + 1]; k++) {
             v->feats[v->m] = b->feats[k];
             v->inv[v->m] = b->inv[k];
+            v->cache[v->m] = &b->cache[k];
             v->gh[v->m] = b->grid_h[k];
             v->gw[v->m++] = b->grid_w[k];
         }

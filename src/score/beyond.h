@@ -5,6 +5,7 @@
 #define PE_BEYOND_H
 
 #include "core/internal.h"
+#include "score.h"
 
 /* Eq. 2 restricted to a window, for one reference view of the same grid as the query:
  *   out[i] = min over reference patches j with |row_j - row_i| <= R and |col_j - col_i| <= R
@@ -19,12 +20,13 @@ void pe_score_window(const float *query, const float *query_inv, const float *re
  *   a_i   = Eq. 3 (K lowest / highest of the s_i^g, g < num_groups, averaged)
  * views[v]: (view_gh[v] * view_gw[v], D) with inverse norms view_inv[v]; group g is views
  * [group_start[g], group_start[g + 1]). Positional scoring needs every view's grid equal
- * to the query's. patch_scores: (qgh * qgw). */
+ * to the query's. view_cache (may be NULL, as may its entries): each view's reference
+ * cache (score.h, pe_ref_cache). patch_scores: (qgh * qgw). */
 pe_status pe_score_groups(const float *query, const float *query_inv, int qgh, int qgw,
                           const float *const *views, const float *const *view_inv,
-                          const int *view_gh, const int *view_gw, const int *group_start,
-                          int num_groups, int dim, int window, const pe_score_params *params,
-                          float *patch_scores);
+                          const int *view_gh, const int *view_gw, pe_ref_cache *const *view_cache,
+                          const int *group_start, int num_groups, int dim, int window,
+                          const pe_score_params *params, float *patch_scores);
 
 /* Default random projection of the coreset distances: PatchCore's 128 dims, used when the
  * features are wider (proj_dim 0); narrower features are not projected. */

@@ -52,9 +52,9 @@ static int cmp_float(const void *a, const void *b)
 
 pe_status pe_score_groups(const float *query, const float *query_inv, int qgh, int qgw,
                           const float *const *views, const float *const *view_inv,
-                          const int *view_gh, const int *view_gw, const int *group_start,
-                          int num_groups, int dim, int window, const pe_score_params *params,
-                          float *patch_scores)
+                          const int *view_gh, const int *view_gw, pe_ref_cache *const *view_cache,
+                          const int *group_start, int num_groups, int dim, int window,
+                          const pe_score_params *params, float *patch_scores)
 {
     const int gq = qgh * qgw, nviews = group_start[num_groups];
     if (num_groups < 1 || nviews < 1) return pe_fail(PE_ERR_ARG, "score: no reference images");
@@ -78,8 +78,8 @@ pe_status pe_score_groups(const float *query, const float *query_inv, int qgh, i
          * paper) or the union nearest neighbour (K = 1, lowest). */
         pe_score_params p = *params;
         if (!trivial) p.k_count = 1;
-        s = pe_score_query_inv(query, query_inv, gq, views, view_inv, patches, nviews, dim, &p,
-                               patch_scores, NULL);
+        s = pe_score_query_inv(query, query_inv, gq, views, view_inv, patches, nviews, dim,
+                               view_cache, &p, patch_scores, NULL);
         free(patches);
         return s;
     }
@@ -99,7 +99,8 @@ pe_status pe_score_groups(const float *query, const float *query_inv, int qgh, i
                                 view_min);
             else
                 s = pe_score_query_inv(query, query_inv, gq, &views[v], &view_inv[v], &patches[v],
-                                       1, dim, &nearest, view_min, NULL);
+                                       1, dim, view_cache ? &view_cache[v] : NULL, &nearest,
+                                       view_min, NULL);
             for (int i = 0; i < gq && !s; i++) {
                 float *m = &group_min[(size_t)i * num_groups + g];
                 if (view_min[i] < *m) *m = view_min[i];

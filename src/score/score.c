@@ -365,22 +365,159 @@ int pe_score_screen_runs(int dim)
     return g_screen && sk_available(0, dim) && sk_screen_available(dim);
 }
 
+/* ------------------------------------------------------------------ reference cache */
+
+static long long g_ref_preps; /* reference preparations made (pe_score_ref_preps) */
+long long pe_score_ref_preps(void) { return __atomic_load_n(&g_ref_preps, __ATOMIC_RELAXED); }
+
+/* The screen's part of one reference (pe_ref_cache.screen): the bounds of sk_screen_stats
+ * and its normalised bf16 copy packed into panels (sk_pack, bf16). One allocation. */
+typedef struct {
+    const float *src, *inv; /* what it was built from */
+    int G, dim;
+    int finite;   /* sk_screen_stats held; else no bound: this reference takes the fp32 kernel */
+    size_t bytes; /* of the allocation */
+    float *stats; /* (G, 3) */
+    void *packed; /* sk_panel_bytes(G, dim, 1) */
+} screen_part;
+
+/* The bf16 part (pe_ref_cache.bf16): the reference rounded to bf16 (eng_to_bf16), packed
+ * for the fused kernel (sk_pack) or row-major for the engine's GEMM. One allocation. */
+typedef struct {
+    const float *src;
+    int G, dim, packed;
+    size_t bytes;
+    void *data;
+} bf16_part;
+
+#define PART_HEADER 64 /* a part's struct, padded: its arrays stay 64-byte aligned */
+#define ALIGN64(n) (((size_t)(n) + 63) / 64 * 64)
+
+void pe_ref_cache_clear(pe_ref_cache *c)
+{
+    if (!c) return;
+    free(c->screen);
+    free(c->bf16);
+    c->screen = c->bf16 = NULL;
+}
+
+size_t pe_ref_cache_bytes(const pe_ref_cache *c)
+{
+    size_t n = 0;
+    const screen_part *sp = c ? __atomic_load_n(&c->screen, __ATOMIC_ACQUIRE) : NULL;
+    const bf16_part *bp = c ? __atomic_load_n(&c->bf16, __ATOMIC_ACQUIRE) : NULL;
+    if (sp) n += sp->bytes;
+    if (bp) n += bp->bytes;
+    return n;
+}
+
+/* The screen's operands of reference X (G, dim) normalised with inv (the query's side is
+ * made per query): stats (G, 3) and, when they are finite, the packed normalised bf16
+ * copy (x16: (G, dim) scratch for the unpacked copy). Returns 1 when finite. */
+static int screen_prepare(const float *X, const float *inv, int G, int dim, uint16_t *x16,
+                          float *stats, void *packed)
+{
+    __atomic_fetch_add(&g_ref_preps, 1, __ATOMIC_RELAXED);
+    if (sk_screen_stats(X, inv, G, dim, x16, stats)) return 0;
+    sk_pack(x16, G, dim, 1, packed);
+    return 1;
+}
+
+/* reference X (G, dim) in bf16 into out: packed (x16: (G, dim) scratch) or row-major */
+static void bf16_prepare(const float *X, int G, int dim, int packed, bf16_t *x16, void *out)
+{
+    __atomic_fetch_add(&g_ref_preps, 1, __ATOMIC_RELAXED);
+    if (!packed) {
+        eng_to_bf16(out, X, (size_t)G * dim);
+        return;
+    }
+    eng_to_bf16(x16, X, (size_t)G * dim);
+    sk_pack(x16, G, dim, 1, out);
+}
+
+/* A cache part is kept only where it takes at most a quarter of the available memory. */
+static int part_fits(size_t bytes)
+{
+    const double avail = pe_mem_available();
+    return avail <= 0 || (double)bytes <= 0.25 * avail;
+}
+
+/* mine into *slot unless another thread was first: the part in the slot (mine freed) */
+static void *publish_part(void **slot, void *mine)
+{
+    void *expected = NULL;
+    if (__atomic_compare_exchange_n(slot, &expected, mine, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+        return mine;
+    free(mine);
+    return expected;
+}
+
+/* Reference X's screen part from cache c, built now if c has none (x16: (G, dim) scratch).
+ * NULL: no cache, a part of other features, too large, or out of memory (the caller then
+ * prepares the operands itself). */
+static const screen_part *screen_cached(pe_ref_cache *c, const float *X, const float *inv, int G,
+                                        int dim, uint16_t *x16)
+{
+    if (!c) return NULL;
+    const screen_part *p = __atomic_load_n(&c->screen, __ATOMIC_ACQUIRE);
+    if (!p) {
+        const size_t ns = ALIGN64((size_t)G * 3 * sizeof(float)), np = sk_panel_bytes(G, dim, 1);
+        if (!part_fits(PART_HEADER + ns + np)) return NULL;
+        char *m = pe_alloc(PART_HEADER + ns + np, 1, "reference cache");
+        if (!m) return NULL;
+        screen_part *n = (screen_part *)(void *)m;
+        n->src = X, n->inv = inv, n->G = G, n->dim = dim, n->bytes = PART_HEADER + ns + np;
+        n->stats = (float *)(void *)(m + PART_HEADER);
+        n->packed = m + PART_HEADER + ns;
+        n->finite = screen_prepare(X, inv, G, dim, x16, n->stats, n->packed);
+        p = publish_part(&c->screen, n);
+    }
+    return p->src == X && p->inv == inv && p->G == G && p->dim == dim ? p : NULL;
+}
+
+/* Reference X in bf16 (packed or row-major) from cache c, built now if c has none. x16:
+ * scratch for packing, (x16_rows >= G, dim), allocated here when needed and NULL. NULL as
+ * above. */
+static const void *bf16_cached(pe_ref_cache *c, const float *X, int G, int dim, int packed,
+                               bf16_t **x16, int x16_rows)
+{
+    if (!c) return NULL;
+    const bf16_part *p = __atomic_load_n(&c->bf16, __ATOMIC_ACQUIRE);
+    if (!p) {
+        const size_t nd = packed ? sk_panel_bytes(G, dim, 1) : (size_t)G * dim * sizeof(bf16_t);
+        if (!part_fits(PART_HEADER + nd)) return NULL;
+        if (packed && !*x16 &&
+            !(*x16 = pe_alloc((size_t)x16_rows * dim, sizeof(bf16_t), "bf16 features")))
+            return NULL;
+        char *m = pe_alloc(PART_HEADER + nd, 1, "reference cache");
+        if (!m) return NULL;
+        bf16_part *n = (bf16_part *)(void *)m;
+        n->src = X, n->G = G, n->dim = dim, n->packed = packed, n->bytes = PART_HEADER + nd;
+        n->data = m + PART_HEADER;
+        bf16_prepare(X, G, dim, packed, *x16, n->data);
+        p = publish_part(&c->bf16, n);
+    }
+    return p->src == X && p->G == G && p->dim == dim && p->packed == packed ? p->data : NULL;
+}
+
 /* Few-shot rows in fp32 through the bf16 screen (score_screen.c): for each reference, the
  * exact fp32 row maxima of the query against it, the same bits as fused_rows(0, ...),
  * offered to the heaps as the fused path does. The screen's bf16 copies are normalised
- * with the caller's inverse norms. Returns 0, 1 when it cannot run (a non-finite query
- * feature: no bound; the caller takes the fp32 kernel), -1 out of memory. A reference
- * with non-finite features, and row blocks the screen leaves (ties), go through the fp32
- * kernel. */
+ * with the caller's inverse norms; a reference's (packed, with its bounds) comes from its
+ * cache when it has one. Returns 0, 1 when it cannot run (a non-finite query feature: no
+ * bound; the caller takes the fp32 kernel), -1 out of memory. A reference with non-finite
+ * features, and row blocks the screen leaves (ties), go through the fp32 kernel. */
 static int query_screened(const float *query, const float *query_inv, int Gq,
                           const float *const *refs, const float *const *ref_inv,
-                          const int *ref_patches, int num_refs, int max_cols, int dim, int T,
-                          int nthr, const pe_score_params *params, int K, float *heaps)
+                          const int *ref_patches, int num_refs, pe_ref_cache *const *ref_cache,
+                          int max_cols, int dim, int T, int nthr, const pe_score_params *params,
+                          int K, float *heaps)
 {
     /* one buffer kept by the calling thread from query to query (allocating and freeing
      * these per query grew glibc's heap: predict over 112 images, 83 -> 111 MB peak):
      * q16 (Gq, dim), r16 (max_cols, dim) bf16; qstats (Gq, 3), rstats (max_cols, 3), win
-     * (Gq), rowmax (Gq) fp32; the packed reference (fp32 size) */
+     * (Gq), rowmax (Gq) fp32; the packed reference (fp32 size). A cached reference uses
+     * r16 only to be built, and packed only for its fp32 fallbacks. */
     const size_t a64 = 64, nq16 = ((size_t)Gq * dim * 2 + a64 - 1) / a64 * a64,
                  nr16 = ((size_t)max_cols * dim * 2 + a64 - 1) / a64 * a64,
                  nqf = (((size_t)Gq * 5) * 4 + a64 - 1) / a64 * a64,
@@ -402,14 +539,18 @@ static int query_screened(const float *query, const float *query_inv, int Gq,
     for (int k = 0; k < num_refs && !rc; k++) {
         const int Gk = ref_patches[k];
         int failed = 0;
-        if (sk_screen_stats(refs[k], ref_inv[k], Gk, dim, r16, rstats) == 0) {
-            sk_screen_row_windows(qstats, Gq, rstats, Gk, dim, win);
-            sk_pack(r16, Gk, dim, 1, packed);
+        /* the reference's bounds and packed bf16 copy: cached, or made here */
+        const screen_part *cp =
+            screen_cached(ref_cache ? ref_cache[k] : NULL, refs[k], ref_inv[k], Gk, dim, r16);
+        const float *rst = cp ? cp->stats : rstats;
+        const void *rp = cp ? cp->packed : packed;
+        if (cp ? cp->finite : screen_prepare(refs[k], ref_inv[k], Gk, dim, r16, rstats, packed)) {
+            sk_screen_row_windows(qstats, Gq, rst, Gk, dim, win);
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nthr) reduction(| : failed)
             for (int t = 0; t < nrt; t++) {
                 const int r0 = t * rt;
                 failed |=
-                    sk_screen_rows(q16, query, r0, PE_MIN(rt, Gq - r0), dim, packed, refs[k], Gk,
+                    sk_screen_rows(q16, query, r0, PE_MIN(rt, Gq - r0), dim, rp, refs[k], Gk,
                                    ref_inv[k], win, NULL, rowmax, NULL, &ws[thread_id()]) != 0;
             }
             /* ties (flat images, repeated patches): those row blocks by the fp32 kernel */
@@ -435,7 +576,8 @@ static int query_screened(const float *query, const float *query_inv, int Gq,
 pe_status pe_score_query_inv(const float *query, const float *query_inv, int query_patches,
                              const float *const *refs, const float *const *ref_inv,
                              const int *ref_patches, int num_refs, int dim,
-                             const pe_score_params *params, float *patch_scores, float *image_score)
+                             pe_ref_cache *const *ref_cache, const pe_score_params *params,
+                             float *patch_scores, float *image_score)
 {
     pe_status s = check_params(params);
     if (s) return s;
@@ -449,62 +591,92 @@ pe_status pe_score_query_inv(const float *query, const float *query_inv, int que
     int T = auto_tile(params, query_patches, max_cols);
     const int bf16 = pe_precision_resolve(params->precision) == PE_PRECISION_BF16;
     const int nthr = team_size();
-    float *tiles = pe_alloc((size_t)nthr * T * max_cols, sizeof(float), "score tiles");
     float *heaps = pe_alloc((size_t)query_patches * K, sizeof(float), "score selection");
-    operand q = {0}, *r = calloc((size_t)num_refs, sizeof *r);
-    int failed =
-        !tiles || !heaps || !r || operand_make(&q, query, (size_t)query_patches, dim, bf16);
-    for (int k = 0; k < num_refs && !failed; k++)
-        failed = operand_make(&r[k], refs[k], (size_t)ref_patches[k], dim, bf16);
-    const int ntiles = (query_patches + T - 1) / T;
+    operand q = {0};
+    int failed = !heaps || operand_make(&q, query, (size_t)query_patches, dim, bf16);
     int engine_path = 1; /* 0 once the fused kernel has scored every reference */
     if (!failed && !bf16 && pe_score_screen_runs(dim) && (size_t)query_patches * dim < INT_MAX &&
         (size_t)max_cols * dim < INT_MAX) {
         /* fp32 on a CPU with bf16 dot products: screened, the same bits (query_screened) */
-        const int rc = query_screened(query, query_inv, query_patches, refs, ref_inv, ref_patches,
-                                      num_refs, max_cols, dim, T, nthr, params, K, heaps);
+        const int rc =
+            query_screened(query, query_inv, query_patches, refs, ref_inv, ref_patches, num_refs,
+                           ref_cache, max_cols, dim, T, nthr, params, K, heaps);
         failed = rc < 0;
         if (rc == 0) engine_path = 0;
     }
     if (!failed && engine_path && sk_available(bf16, dim)) {
-        /* fused kernel (score_kernel.c): each reference packed once, then row tiles of the
-         * query over threads, reduced in registers to the row maxima */
+        /* fused kernel (score_kernel.c): each reference packed (bf16: once, in its cache
+         * when it has one), then row tiles of the query over threads, reduced in registers
+         * to the row maxima */
         void *packed = pe_alloc(sk_panel_bytes(max_cols, dim, bf16), 1, "packed reference");
         float *rowmax = pe_alloc((size_t)query_patches, sizeof(float), "row maxima");
+        bf16_t *x16 = NULL; /* scratch of an uncached bf16 reference (allocated when needed) */
         failed = !packed || !rowmax;
         const void *qa = bf16 ? (const void *)q.h : q.f;
         for (int k = 0; k < num_refs && !failed; k++) {
-            sk_pack(bf16 ? (const void *)r[k].h : r[k].f, ref_patches[k], dim, bf16, packed);
-            fused_rows(bf16, qa, query_patches, dim, packed, ref_patches[k], query_inv, ref_inv[k],
-                       T, nthr, rowmax, NULL);
+            const void *rp = packed;
+            if (!bf16) sk_pack(refs[k], ref_patches[k], dim, 0, packed);
+            else if (!(rp = bf16_cached(ref_cache ? ref_cache[k] : NULL, refs[k], ref_patches[k],
+                                        dim, 1, &x16, max_cols))) {
+                if (!x16 &&
+                    !(x16 = pe_alloc((size_t)max_cols * dim, sizeof(bf16_t), "bf16 features"))) {
+                    failed = 1;
+                    break;
+                }
+                bf16_prepare(refs[k], ref_patches[k], dim, 1, x16, packed);
+                rp = packed;
+            }
+            fused_rows(bf16, qa, query_patches, dim, rp, ref_patches[k], query_inv, ref_inv[k], T,
+                       nthr, rowmax, NULL);
             for (int i = 0; i < query_patches; i++)
                 heap_offer(heaps + (size_t)i * K, k, K,
                            key_of(cos_dist(rowmax[i] * query_inv[i]), params->order));
         }
         free(packed);
         free(rowmax);
+        free(x16);
         engine_path = 0;
     }
-    for (int k = 0; engine_path && k < num_refs && !failed; k++) {
-        /* each thread: (rows, D) x (Gk, D)^T -> (rows, Gk) dot products, then its row minima */
-#pragma omp parallel for schedule(dynamic, 1) num_threads(nthr) reduction(| : failed)
-        for (int t = 0; t < ntiles; t++) {
-            const int r0 = t * T, rows = PE_MIN(T, query_patches - r0);
-            float *tile = tiles + (size_t)thread_id() * T * max_cols;
-            if (tile_gemm(bf16, &q, r0, rows, &r[k], ref_patches[k], dim, tile)) {
-                failed = 1;
-                continue;
-            }
-            reduce_rows(tile, rows, ref_patches[k], query_inv + r0, ref_inv[k],
-                        heaps + (size_t)r0 * K, k, K, params->order);
+    if (!failed && engine_path) {
+        /* each thread: (rows, D) x (Gk, D)^T -> (rows, Gk) dot products, then its row
+         * minima; bf16 references row-major (cached when they have a cache) */
+        float *tiles = pe_alloc((size_t)nthr * T * max_cols, sizeof(float), "score tiles");
+        operand *r = calloc((size_t)num_refs, sizeof *r);
+        bf16_t **own = calloc((size_t)num_refs, sizeof *own); /* uncached copies, freed here */
+        failed = !tiles || !r || !own;
+        for (int k = 0; k < num_refs && !failed; k++) {
+            r[k].f = refs[k];
+            if (!bf16) continue;
+            r[k].h = (bf16_t *)bf16_cached(ref_cache ? ref_cache[k] : NULL, refs[k], ref_patches[k],
+                                           dim, 0, NULL, 0);
+            if (r[k].h) continue;
+            own[k] = pe_alloc((size_t)ref_patches[k] * dim, sizeof(bf16_t), "bf16 features");
+            if (!own[k]) failed = 1;
+            else bf16_prepare(refs[k], ref_patches[k], dim, 0, NULL, own[k]);
+            r[k].h = own[k];
         }
+        const int ntiles = (query_patches + T - 1) / T;
+        for (int k = 0; k < num_refs && !failed; k++) {
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nthr) reduction(| : failed)
+            for (int t = 0; t < ntiles; t++) {
+                const int r0 = t * T, rows = PE_MIN(T, query_patches - r0);
+                float *tile = tiles + (size_t)thread_id() * T * max_cols;
+                if (tile_gemm(bf16, &q, r0, rows, &r[k], ref_patches[k], dim, tile)) {
+                    failed = 1;
+                    continue;
+                }
+                reduce_rows(tile, rows, ref_patches[k], query_inv + r0, ref_inv[k],
+                            heaps + (size_t)r0 * K, k, K, params->order);
+            }
+        }
+        for (int k = 0; own && k < num_refs; k++) free(own[k]);
+        free(own);
+        free(r);
+        free(tiles);
     }
     if (!failed) finish_patch_scores(heaps, query_patches, K, params->order, patch_scores);
-    free(tiles);
     free(heaps);
     free(q.h);
-    for (int k = 0; r && k < num_refs; k++) free(r[k].h);
-    free(r);
     if (failed)
         return pe_fail(PE_ERR_NOMEM, "score: out of memory (%d query patches, %d references)",
                        query_patches, num_refs);
@@ -546,7 +718,7 @@ pe_status pe_score_query(const float *query, int query_patches, const float *con
         next += ref_patches[k];
     }
     pe_status s = pe_score_query_inv(query, qinv, query_patches, refs, rinv, ref_patches, num_refs,
-                                     dim, params, patch_scores, image_score);
+                                     dim, NULL, params, patch_scores, image_score);
     free(qinv);
     free(rinv);
     return s;

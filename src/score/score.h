@@ -16,13 +16,37 @@ void pe_inv_norms(const float *x, int n, int dim, float *out);
  * max(1, floor(k_fraction * M + 1e-6)), at most M. */
 int pe_score_k(const pe_score_params *p, int num_refs);
 
+/* What the few-shot scoring derives from one reference's features alone, kept by the
+ * reference's owner from query to query instead of being redone for every query (a bank
+ * keeps one per reference view: detect/bank.c): the fp32 screen's normalised bf16 copy,
+ * packed into panels, with its per-patch bounds (score_screen.c), and for bf16 scoring
+ * the reference in bf16 (packed for the fused kernel, else row-major for the engine).
+ * Zeroed = empty. Each part is built by pe_score_query_inv on first use and published
+ * with an atomic compare-and-swap, so queries may score against one cache from several
+ * threads at once (a thread that loses the race frees its copy and takes the winner's).
+ * A part is used only for the features, norms and shape it was built from (else the
+ * query prepares that reference itself, as without a cache); one whose memory would
+ * exceed a quarter of the available memory is not kept. The features must not change
+ * while the cache lives; pe_ref_cache_clear frees it (zeroed again). */
+typedef struct pe_ref_cache {
+    void *screen; /* atomic: the screen's part, NULL until built */
+    void *bf16;   /* atomic: the bf16 part */
+} pe_ref_cache;
+void pe_ref_cache_clear(pe_ref_cache *c);
+/* bytes held by c's parts */
+size_t pe_ref_cache_bytes(const pe_ref_cache *c);
+/* tests: the reference preparations (a screen copy with its bounds, or a bf16 copy) the
+ * few-shot scoring has made in this process so far, kept in a cache or not */
+long long pe_score_ref_preps(void);
+
 /* pe_score_query with the inverse norms precomputed (query_inv: (Gq), ref_inv[k]: (Gk)).
- * image_score may be NULL. */
+ * ref_cache (may be NULL, as may its entries): reference k's cache (above), used and
+ * filled here. image_score may be NULL. */
 pe_status pe_score_query_inv(const float *query, const float *query_inv, int query_patches,
                              const float *const *refs, const float *const *ref_inv,
                              const int *ref_patches, int num_refs, int dim,
-                             const pe_score_params *params, float *patch_scores,
-                             float *image_score);
+                             pe_ref_cache *const *ref_cache, const pe_score_params *params,
+                             float *patch_scores, float *image_score);
 
 /* The pairs of one zero-shot batch, computed once for both directions: the (G, D) x
  * (G, D)^T dot products of a's patches with b's, T rows at a time, through the engine in
