@@ -4,6 +4,7 @@
  * reference large enough to be cache-blocked (column chunks, row groups), both
  * fp32 copies (AVX-512 and AVX2) and bf16 where the CPU has it. */
 #include "compute/engine.h"
+#include "scale/scale.h"
 #include "score/score.h"
 #include "score/score_kernel.h"
 #include "testlib.h"
@@ -204,12 +205,15 @@ static void screen_pair(int G, int dim, int kind, const char *label)
         free(redo);
 }
 
-/* The batch scorer with and without the screen: the same bits (its fallbacks included) */
+/* The batch scorer with and without the screen: the same bits (its fallbacks included);
+ * also through a sampled comparator schedule (pairs in another order than a < b: the
+ * pair's bf16 copies are made in two slots that the pairs take in turn) */
 static void screen_batch(int kind, const char *label)
 {
-    const int B = 4, G = 200, dim = 64;
-    float *f[4], *s0 = malloc((size_t)B * G * sizeof *s0), *s1 = malloc((size_t)B * G * sizeof *s1);
-    float i0[4], i1[4];
+    enum { B = 6 };
+    const int G = 200, dim = 64;
+    float *f[B], *s0 = malloc((size_t)B * G * sizeof *s0), *s1 = malloc((size_t)B * G * sizeof *s1);
+    float i0[B], i1[B];
     for (int b = 0; b < B; b++) f[b] = screen_feats(G, dim, kind);
     pe_score_params p = pe_score_default_params("patchead", 1);
     p.precision = PE_PRECISION_FP32;
@@ -217,11 +221,52 @@ static void screen_batch(int kind, const char *label)
     CHECK(pe_score_batch((const float *const *)f, B, G, dim, &p, s0, i0) == PE_OK);
     pe_score_set_screen(1);
     CHECK(pe_score_batch((const float *const *)f, B, G, dim, &p, s1, i1) == PE_OK);
-    const int same = !memcmp(s0, s1, (size_t)B * G * sizeof *s0) && !memcmp(i0, i1, sizeof i0);
+    int same = !memcmp(s0, s1, (size_t)B * G * sizeof *s0) && !memcmp(i0, i1, sizeof i0);
     CHECK_MSG(same, "%s: screened batch scores differ from the fp32 kernel's", label);
     if (same) printf("  batch %s: screened == fp32 kernel\n", label);
+    pe_score_set_screen(0);
+    CHECK(pe_score_batch_scheduled((const float *const *)f, B, G, dim, &p, 3, 7, 0, NULL, NULL,
+                                   s0) == PE_OK);
+    pe_score_set_screen(1);
+    CHECK(pe_score_batch_scheduled((const float *const *)f, B, G, dim, &p, 3, 7, 0, NULL, NULL,
+                                   s1) == PE_OK);
+    same = !memcmp(s0, s1, (size_t)B * G * sizeof *s0);
+    CHECK_MSG(same, "%s: screened sampled batch scores differ from the fp32 kernel's", label);
+    if (same) printf("  sampled batch %s: screened == fp32 kernel\n", label);
     for (int b = 0; b < B; b++) free(f[b]);
     free(s0), free(s1);
+}
+
+/* sk_screen_convert (a zero-shot pair's copies, made per pair) writes the bits
+ * sk_screen_stats measures its bounds on: widths with and without a 16-lane tail, rows
+ * enough to run over the team, and values that round to even, overflow to infinity,
+ * denormals, signed zeros, infinities and NaNs */
+static void screen_convert(void)
+{
+    static const int dims[] = {64, 152, 7};
+    uint32_t special[] = {0x3f808000u, 0x3f818000u, 0x3f80ffffu, 0x7f7fffffu, 0x00000001u,
+                          0x807fffffu, 0x80000000u, 0x00000000u, 0x7f800000u, 0xff800000u,
+                          0x7fc00001u, 0xffbfffffu, 0x3f7fff7fu, 0xbf808000u};
+    const int ns = (int)(sizeof special / sizeof *special);
+    for (size_t d = 0; d < sizeof dims / sizeof *dims; d++) {
+        const int dim = dims[d], G = 1200;
+        float *X = malloc((size_t)G * dim * sizeof *X), *inv = malloc(G * sizeof *inv);
+        float *st = malloc((size_t)G * 3 * sizeof *st);
+        uint16_t *a = malloc((size_t)G * dim * 2), *b = malloc((size_t)G * dim * 2);
+        for (int i = 0; i < G * dim; i++) X[i] = urand() * (i % 3 ? 1.0f : 1e3f);
+        for (int i = 0; i < G; i++) inv[i] = i % 24 ? 0.5f + urand() * 0.25f : 1.0f;
+        for (int i = 0; i < G; i += 24) /* rows scaled by 1: the special bit patterns as they are */
+            for (int k = 0; k < dim; k++)
+                memcpy(&X[(size_t)i * dim + k], &special[(i + k) % ns], 4);
+        sk_screen_stats(X, inv, G, dim, a, st);
+        memset(b, 0xa5, (size_t)G * dim * 2);
+        sk_screen_convert(X, inv, G, dim, b);
+        size_t diff = 0;
+        for (size_t i = 0; i < (size_t)G * dim; i++) diff += a[i] != b[i];
+        CHECK_MSG(diff == 0, "sk_screen_convert dim %d: %zu values differ from sk_screen_stats's",
+                  dim, diff);
+        free(X), free(inv), free(st), free(a), free(b);
+    }
 }
 
 /* Few-shot (pe_score_query) with and without the screen: the same bits, for references of
@@ -253,6 +298,7 @@ static void test_screen(void)
         printf("# test_screen: no AVX-512-BF16 here; fp32 pairs run the fp32 kernel only\n");
         return;
     }
+    screen_convert();
     for (int amx = 1; amx >= 0; amx--) {
         sk_screen_set_amx(amx);
         const char *isa = amx ? "(AMX where present)" : "(vdpbf16ps)";

@@ -16,9 +16,9 @@ double pe_zeroshot_scoring_bytes(int n, int patches, int dim, const pe_detect_pa
     if (k) *k = kk;
     /* heaps (n G K) + inverse norms (n G) + scores (n G) + results (n G) + tile + colmax */
     double bytes = 4.0 * ((double)n * patches * (kk + 3) + (double)t * patches + patches);
-    /* bf16 operands (n G D); the fp32 screen's copy and norms where it runs */
+    /* bf16 operands (the pair's two images); the fp32 screen's copies and norms where it runs */
     if (pe_precision_resolve(params->score.precision) == PE_PRECISION_BF16)
-        bytes += 2.0 * n * patches * dim;
+        bytes += pe_score_pair_copy_bytes(patches, dim);
     else if (pe_score_screen_runs(dim) && pe_score_screen_fits(n, patches, dim))
         bytes += pe_score_screen_bytes(n, patches, dim);
     return bytes;

@@ -726,14 +726,18 @@ pe_status pe_score_query(const float *query, int query_patches, const float *con
 
 /* ------------------------------------------------------------------ batch zero-shot */
 
-/* Pairs of one zero-shot batch through the engine (see score.h): the batch's operands
- * (fp32, plus a bf16 copy in bf16 mode, made once) and per-thread tiles / column maxima. */
+/* Pairs of one zero-shot batch through the engine (see score.h): the batch's fp32
+ * features, per-thread tiles / column maxima, and the bf16 copies of the current pair's
+ * two images (bf16 mode, and the fp32 screen's normalised ones), made from the fp32
+ * features when a pair needs them: no bf16 copy of the whole batch is kept. */
 struct pe_pair_scorer {
     int n, G, dim, T, K, bf16, nthr;
     int fused;  /* score_kernel.c runs the pairs (no tiles); else engine GEMM tiles */
     int screen; /* fp32 through the bf16 screen + exact recompute (score_screen.c) */
     pe_order order;
-    operand *ops;        /* (n) */
+    operand *ops;        /* (n) the fp32 features (h unused: see copy16) */
+    bf16_t *copy16[2];   /* bf16 / screen: two (G, dim) bf16 copies, of images copy_img[] */
+    int copy_img[2];     /* (-1: none yet) */
     float *tiles;        /* (nthr, T, G), engine path only */
     float *colmax;       /* (nthr, G) */
     void *packed;        /* fused: the current pair's b, packed (sk_panel_bytes) */
@@ -745,10 +749,15 @@ struct pe_pair_scorer {
     sk_screen_ws *ws;    /* screen: (nthr) */
 };
 
-/* The screen holds a bf16 copy of the batch (half the fp32 features) and 4 floats per
- * patch. It is an optimisation: where that would take more than a quarter of the memory
- * available (a batch kept in a spill file, say), the pairs run the fp32 kernel instead. */
-double pe_score_screen_bytes(int n, int G, int dim) { return (2.0 * dim + 16.0) * n * G; }
+/* The screen holds 4 floats per patch of the batch (bounds, inverse norms) and two bf16
+ * images. It is an optimisation: where that would take more than a quarter of the memory
+ * available, the pairs run the fp32 kernel instead. (Until the copies were made per pair
+ * it held a bf16 copy of the whole batch: 2 D bytes more per patch.) */
+double pe_score_screen_bytes(int n, int G, int dim)
+{
+    return 16.0 * n * G + pe_score_pair_copy_bytes(G, dim);
+}
+double pe_score_pair_copy_bytes(int G, int dim) { return 2.0 * 2.0 * G * dim; }
 int pe_score_screen_fits(int n, int G, int dim)
 {
     const double avail = pe_mem_available();
@@ -758,8 +767,9 @@ int pe_score_screen_fits(int n, int G, int dim)
 void pe_pair_scorer_free(pe_pair_scorer *ps)
 {
     if (!ps) return;
-    for (int b = 0; ps->ops && b < ps->n; b++) free(ps->ops[b].h);
     free(ps->ops);
+    free(ps->copy16[0]);
+    free(ps->copy16[1]);
     free(ps->tiles);
     free(ps->colmax);
     free(ps->packed);
@@ -771,6 +781,24 @@ void pe_pair_scorer_free(pe_pair_scorer *ps)
     for (int t = 0; ps->ws && t < ps->nthr; t++) sk_screen_ws_free(&ps->ws[t]);
     free(ps->ws);
     free(ps);
+}
+
+/* Image img's bf16 copy: the screen's normalised one (sk_screen_convert: the bits
+ * sk_screen_stats measured), or bf16 mode's (eng_to_bf16, as operand_make), made in one of
+ * the two slots unless one holds it already; the slot of image `keep` (the pair's other
+ * image) is not taken. A full batch scores (a, b) for every b > a in turn: a stays, and
+ * each pair converts one image. */
+static const bf16_t *pair_copy(pe_pair_scorer *ps, int img, int keep)
+{
+    for (int s = 0; s < 2; s++)
+        if (ps->copy_img[s] == img) return ps->copy16[s];
+    const int s = ps->copy_img[0] == keep ? 1 : 0;
+    const size_t G = (size_t)ps->G;
+    if (ps->screen)
+        sk_screen_convert(ps->ops[img].f, ps->inv + G * img, ps->G, ps->dim, ps->copy16[s]);
+    else eng_to_bf16_2d(ps->copy16[s], ps->ops[img].f, ps->G, ps->dim, ps->dim);
+    ps->copy_img[s] = img;
+    return ps->copy16[s];
 }
 
 pe_status pe_pair_scorer_new(const float *const *feats, int n, int G, int dim, int T, int K,
@@ -788,17 +816,21 @@ pe_status pe_pair_scorer_new(const float *const *feats, int n, int G, int dim, i
     ps->bf16 = pe_precision_resolve(precision) == PE_PRECISION_BF16;
     ps->nthr = team_size();
     ps->fused = sk_available(ps->bf16, dim);
+    ps->copy_img[0] = ps->copy_img[1] = -1;
     /* fp32 where the CPU has bf16 dot products: screened (bit-identical to the fp32
      * kernel), unless a feature is not finite (no error bound) or memory is short */
     ps->screen = !ps->bf16 && pe_score_screen_runs(dim) && (size_t)G * dim < INT_MAX &&
                  pe_score_screen_fits(n, G, dim);
+    bf16_t *x16 = NULL; /* the screen's bounds are measured on a copy made here, image by image */
     if (ps->screen) {
         ps->stats = pe_alloc((size_t)n * G * 3, sizeof(float), "feature norms");
         ps->inv = pe_alloc((size_t)n * G, sizeof(float), "inverse norms");
         ps->win = pe_alloc((size_t)2 * G, sizeof(float), "screen windows");
         ps->colmax_exact = pe_alloc((size_t)G, sizeof(float), "column maxima");
         ps->ws = calloc((size_t)ps->nthr, sizeof *ps->ws);
-        if (!ps->stats || !ps->inv || !ps->win || !ps->colmax_exact || !ps->ws) {
+        x16 = pe_alloc((size_t)G * dim, sizeof(bf16_t), "bf16 features");
+        if (!ps->stats || !ps->inv || !ps->win || !ps->colmax_exact || !ps->ws || !x16) {
+            free(x16);
             pe_pair_scorer_free(ps);
             return pe_fail(PE_ERR_NOMEM, "zero-shot: out of memory (%d images x %d patches)", n, G);
         }
@@ -813,21 +845,18 @@ pe_status pe_pair_scorer_new(const float *const *feats, int n, int G, int dim, i
     }
     ps->colmax = pe_alloc((size_t)ps->nthr * G, sizeof(float), "column maxima");
     int failed = !ps->ops || !ps->colmax || (ps->fused ? !ps->packed || !ps->rowmax : !ps->tiles);
-    for (int b = 0; b < n && !failed; b++)
-        failed = operand_make(&ps->ops[b], feats[b], (size_t)G, dim, ps->bf16);
+    for (int b = 0; b < n && !failed; b++) ps->ops[b].f = feats[b];
     for (int b = 0; b < n && !failed && ps->screen; b++) {
-        /* the screen's bf16 copies are normalised (score_screen.c), written by
-         * sk_screen_stats; a non-finite value (no error bound) turns the screen off */
+        /* the bounds of the screen's normalised bf16 copies (score_screen.c); a non-finite
+         * value (no error bound) turns the screen off */
         float *inv = ps->inv + (size_t)b * G;
-        ps->ops[b].h = pe_alloc((size_t)G * dim, sizeof(bf16_t), "bf16 features");
-        failed = !ps->ops[b].h;
         pe_inv_norms(feats[b], G, dim, inv);
-        if (!failed &&
-            sk_screen_stats(feats[b], inv, G, dim, ps->ops[b].h, ps->stats + (size_t)b * G * 3))
+        if (sk_screen_stats(feats[b], inv, G, dim, x16, ps->stats + (size_t)b * G * 3))
             ps->screen = 0;
     }
-    if (!failed && !ps->screen && !ps->bf16)
-        for (int b = 0; b < n; b++) free(ps->ops[b].h), ps->ops[b].h = NULL;
+    free(x16);
+    for (int s = 0; s < 2 && !failed && (ps->screen || ps->bf16); s++)
+        failed = !(ps->copy16[s] = pe_alloc((size_t)G * dim, sizeof(bf16_t), "bf16 features"));
     if (failed) {
         pe_pair_scorer_free(ps);
         return pe_fail(PE_ERR_NOMEM, "zero-shot: out of memory (%d images x %d patches)", n, G);
@@ -852,11 +881,12 @@ int pe_pair_scorer_run(pe_pair_scorer *ps, int a, const float *inv_a, int b, con
         !memcmp(inv_b, ps->inv + (size_t)b * G, (size_t)G * sizeof *inv_b)) {
         /* fp32 by screening: b packed in bf16; 32-row blocks of a over threads */
         float *row_win = ps->win, *col_win = ps->win + G;
+        const bf16_t *a16 = pair_copy(ps, a, b), *b16 = pair_copy(ps, b, a);
         sk_screen_windows(ps->stats + (size_t)a * G * 3, ps->stats + (size_t)b * G * 3, G, dim,
                           row_win, col_win);
-        sk_pack(ps->ops[b].h, G, dim, 1, ps->packed);
+        sk_pack(b16, G, dim, 1, ps->packed);
         if (heap_b) {
-            sk_screen_seed(ps->ops[a].h, ps->ops[b].h, G, dim, colmax);
+            sk_screen_seed(a16, b16, G, dim, colmax);
             for (int th = 1; th < nthr; th++)
                 memcpy(colmax + (size_t)th * G, colmax, (size_t)G * sizeof *colmax);
         }
@@ -866,7 +896,7 @@ int pe_pair_scorer_run(pe_pair_scorer *ps, int a, const float *inv_a, int b, con
         for (int t = 0; t < nrt; t++) {
             const int r0 = t * rt, me = thread_id();
             failed |=
-                sk_screen_rows(ps->ops[a].h, ps->ops[a].f, r0, PE_MIN(rt, G - r0), dim, ps->packed,
+                sk_screen_rows(a16, ps->ops[a].f, r0, PE_MIN(rt, G - r0), dim, ps->packed,
                                ps->ops[b].f, G, inv_b, row_win, col_win, heap_a ? ps->rowmax : NULL,
                                heap_b ? colmax + (size_t)me * G : NULL, &ps->ws[me]) != 0;
         }
@@ -909,8 +939,8 @@ int pe_pair_scorer_run(pe_pair_scorer *ps, int a, const float *inv_a, int b, con
     }
     if (ps->fused) {
         /* b packed once; row tiles of a over threads, each reducing in registers */
-        const void *fa = ps->bf16 ? (const void *)ps->ops[a].h : ps->ops[a].f;
-        const void *fb = ps->bf16 ? (const void *)ps->ops[b].h : ps->ops[b].f;
+        const void *fa = ps->bf16 ? (const void *)pair_copy(ps, a, b) : ps->ops[a].f;
+        const void *fb = ps->bf16 ? (const void *)pair_copy(ps, b, a) : ps->ops[b].f;
         sk_pack(fb, G, dim, ps->bf16, ps->packed);
         fused_rows(ps->bf16, fa, G, dim, ps->packed, G, inv_a, inv_b, T, nthr,
                    heap_a ? ps->rowmax : NULL, heap_b ? colmax : NULL);
@@ -920,13 +950,18 @@ int pe_pair_scorer_run(pe_pair_scorer *ps, int a, const float *inv_a, int b, con
                            key_of(cos_dist(ps->rowmax[r] * inv_a[r]), order));
     } else {
         /* each thread: (rows, D) of a x (G, D)^T of b -> (rows, G) dot products, its rows'
-     * minima into a's heaps (disjoint rows) and column maxima into its own colmax row
-     * (merged below) */
+         * minima into a's heaps (disjoint rows) and column maxima into its own colmax row
+         * (merged below) */
+        operand oa = ps->ops[a], ob = ps->ops[b];
+        if (ps->bf16) {
+            oa.h = (bf16_t *)pair_copy(ps, a, b);
+            ob.h = (bf16_t *)pair_copy(ps, b, a);
+        }
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nthr) reduction(| : failed)
         for (int t = 0; t < ntiles; t++) {
             const int r0 = t * T, rows = PE_MIN(T, G - r0), me = thread_id();
             float *tile = ps->tiles + (size_t)me * T * G;
-            if (tile_gemm(ps->bf16, &ps->ops[a], r0, rows, &ps->ops[b], G, dim, tile)) {
+            if (tile_gemm(ps->bf16, &oa, r0, rows, &ob, G, dim, tile)) {
                 failed = 1;
                 continue;
             }

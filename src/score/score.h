@@ -50,7 +50,8 @@ pe_status pe_score_query_inv(const float *query, const float *query_inv, int que
 
 /* The pairs of one zero-shot batch, computed once for both directions: the (G, D) x
  * (G, D)^T dot products of a's patches with b's, T rows at a time, through the engine in
- * `precision` (bf16 operands converted once, in pe_pair_scorer_new), tiles spread over the
+ * `precision` (bf16 operands: the pair's two images converted when the pair needs them,
+ * in two slots, so a run of pairs that share a keeps a's copy), tiles spread over the
  * threads. The row maxima give a's Eq. 2 distances to b, offered to heap_a ((G, K),
  * count_a keys offered before); the column maxima give b's distances to a, offered to
  * heap_b. Either heap may be NULL when that direction is not needed. inv_a, inv_b: (G)
@@ -69,6 +70,9 @@ void pe_score_set_screen(int on);
  * for n images of G patches, and whether that fits (else the fp32 kernel runs) */
 int pe_score_screen_runs(int dim);
 double pe_score_screen_bytes(int n, int G, int dim);
+/* the bf16 copies of a pair's two images that the pair scorer keeps (bf16 mode, and the
+ * screen's, included in pe_score_screen_bytes): no copy of the whole batch is made */
+double pe_score_pair_copy_bytes(int G, int dim);
 int pe_score_screen_fits(int n, int G, int dim);
 /* Offer a heap key (distance for order lowest, -distance for highest) to a K-slot
  * max-heap holding the K smallest keys; `count` keys were offered before. */

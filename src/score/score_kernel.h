@@ -54,6 +54,10 @@ void sk_screen_set_amx(int on);
  * (G, 3) per patch: ||x'||, ||x'~||, ||x'~ - x'|| with x' = X_i * inv_i exactly and x'~
  * the bf16 copy. -1 if any is not finite (then the bound does not hold: do not screen). */
 int sk_screen_stats(const float *X, const float *inv, int G, int dim, uint16_t *X16, float *stats);
+/* X16 alone, the same bits as sk_screen_stats writes (where the screen runs: AVX-512; row
+ * chunks over the team): a zero-shot batch keeps only the bounds, and makes the copies of
+ * a pair's two images when it scores the pair */
+void sk_screen_convert(const float *X, const float *inv, int G, int dim, uint16_t *X16);
 /* windows of a pair: row_win (G) for a's rows, col_win (G) for b's rows, in the units of
  * the normalised screen; -1 marks a zero patch. Either may be NULL. */
 void sk_screen_windows(const float *stats_a, const float *stats_b, int G, int dim, float *row_win,

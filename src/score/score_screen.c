@@ -100,6 +100,44 @@ int sk_screen_stats(const float *X, const float *inv, int G, int dim, uint16_t *
     return finite ? 0 : -1;
 }
 
+/* rows [r0, r1) of X16 as sk_screen_stats writes them, bf16(X_i * inv_i) (eng_round_bf16:
+ * nearest even, inf / NaN kept), 16 at a time: the same product, the same integer rounding */
+TSCR static void convert_rows(const float *X, const float *inv, int r0, int r1, int dim,
+                              uint16_t *X16)
+{
+    const __m512i expo = _mm512_set1_epi32(0x7f800000), half = _mm512_set1_epi32(0x7fff),
+                  one = _mm512_set1_epi32(1);
+    for (int i = r0; i < r1; i++) {
+        const float *x = X + (size_t)i * dim;
+        uint16_t *h = X16 + (size_t)i * dim;
+        const __m512 s = _mm512_set1_ps(inv[i]);
+        int k = 0;
+        for (; k + 16 <= dim; k += 16) {
+            const __m512i u = _mm512_castps_si512(_mm512_mul_ps(_mm512_loadu_ps(x + k), s));
+            const __mmask16 keep = _mm512_cmpeq_epi32_mask(_mm512_and_si512(u, expo), expo);
+            __m512i r = _mm512_add_epi32(
+                u, _mm512_add_epi32(half, _mm512_and_si512(_mm512_srli_epi32(u, 16), one)));
+            r = _mm512_mask_mov_epi32(r, keep, u);
+            _mm256_storeu_si256((__m256i *)(void *)(h + k),
+                                _mm512_cvtepi32_epi16(_mm512_srli_epi32(r, 16)));
+        }
+        for (; k < dim; k++) {
+            const float t = eng_round_bf16(x[k] * inv[i]);
+            uint32_t bits;
+            memcpy(&bits, &t, 4);
+            h[k] = (uint16_t)(bits >> 16);
+        }
+    }
+}
+
+void sk_screen_convert(const float *X, const float *inv, int G, int dim, uint16_t *X16)
+{
+    const int chunk = 64, n = (G + chunk - 1) / chunk;
+#pragma omp parallel for schedule(static) if ((size_t)G * dim >= ((size_t)1 << 16))
+    for (int c = 0; c < n; c++)
+        convert_rows(X, inv, c * chunk, c * chunk + chunk < G ? c * chunk + chunk : G, dim, X16);
+}
+
 /* W[i] for the patches x_i of one image against the patches y_j of the other (both
  * normalised); a zero patch (n = 0) gets W = -1: its maximum is exactly +0 (below) */
 static void windows_one(const float *sx, int G, const float *sy, int Gy, int dim, float *W)
