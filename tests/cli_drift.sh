@@ -15,6 +15,9 @@ if [ -z "${PATCHEAD_DATA:-}" ] || [ ! -d "$TIRE/train/good" ]; then
     echo "SKIP cli_drift: PATCHEAD_DATA (with mvtec3d_tire) not set"
     exit 0
 fi
+# absolute: the split and the watch folder link to these files from $T (a relative
+# PATCHEAD_DATA, as in the README's PATCHEAD_DATA=../shared/data, would leave them dangling)
+TIRE=$(cd "$TIRE" && pwd)
 if [ ! -e "$MODEL/model.safetensors" ]; then
     echo "SKIP cli_drift: $MODEL absent (make weights)"
     exit 0
