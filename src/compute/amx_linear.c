@@ -148,10 +148,12 @@ static TAMXV void block_overlapped(const uint16_t *a, int a_ld, const uint16_t *
     _tile_stored(3, c + 16 * 32 + 16, 32 * 4);
 }
 
-/* Rows [s0 * 32, min(M, s1 * 32)) against every panel. apad: a (32, K) buffer for a last
- * strip of fewer than 32 rows. */
+/* Rows [s0 * 32, min(M, s1 * 32)) against the panels of columns [n_begin, n_end). apad:
+ * the last strip's rows when it has fewer than 32, zero-padded to 32 (filled once by
+ * amx_linear and only read here: the items of every column part read it at once). */
 static TAMXV void strips(int s0, int s1, int n_begin, int n_end, int M, int K, const uint16_t *A,
-                         int lda, const uint16_t *packed, const amx_epilogue *ep, uint16_t *apad)
+                         int lda, const uint16_t *packed, const amx_epilogue *ep,
+                         const uint16_t *apad)
 {
     const int chunks = K / 32;
     float blk[2][32 * 32] __attribute__((aligned(64)));
@@ -163,10 +165,7 @@ static TAMXV void strips(int s0, int s1, int n_begin, int n_end, int M, int K, c
         mr[s - s0] = rows;
         a[s - s0] = A + (size_t)m0 * lda;
         a_ld[s - s0] = lda;
-        if (rows < 32) { /* tile loads read 32 rows: the last ones from a zeroed copy */
-            memset(apad, 0, (size_t)32 * K * sizeof *apad);
-            for (int i = 0; i < rows; i++)
-                memcpy(apad + (size_t)i * K, a[s - s0] + (size_t)i * lda, (size_t)K * sizeof *apad);
+        if (rows < 32) { /* tile loads read 32 rows: the last ones from the zeroed copy */
             a[s - s0] = apad;
             a_ld[s - s0] = K;
         }
@@ -197,11 +196,19 @@ int amx_linear(int M, int N, int K, const uint16_t *A, int lda, const uint16_t *
         (ep->add_to && ep->act))
         return -1;
     const int nstrips = (M + 31) / 32, items = (nstrips + STRIPS - 1) / STRIPS;
-    /* the last strip's zero-padded rows: the calling thread's buffer, taken before any
-     * work so that a failure writes nothing (whichever thread runs that item uses it) */
+    /* the last strip's rows zero-padded to 32, in the calling thread's buffer, taken
+     * before any work so that a failure writes nothing, and filled here once: with
+     * column parts several items read it at the same time (filling it in each item was
+     * a race: one item zeroed it while another's tiles loaded from it) */
     uint16_t *apad = NULL;
-    if (M % 32 && !(apad = eng_thread_buffer(ENG_SLOT_AMX_PAD, (size_t)32 * K * sizeof *apad)))
-        return -1;
+    if (M % 32) {
+        apad = eng_thread_buffer(ENG_SLOT_AMX_PAD, (size_t)32 * K * sizeof *apad);
+        if (!apad) return -1;
+        const int m0 = M / 32 * 32;
+        memset(apad, 0, (size_t)32 * K * sizeof *apad);
+        for (int i = 0; i < M - m0; i++)
+            memcpy(apad + (size_t)i * K, A + (size_t)(m0 + i) * lda, (size_t)K * sizeof *apad);
+    }
     /* Columns in parts whose packed weight fits in half of a core's L2 (1 MB): the team
      * sweeps the row items of one part, then of the next, so each core streams each
      * part's weight into its cache once instead of once per item (ViT-B's qkv weight is
