@@ -62,14 +62,37 @@ static inline __attribute__((always_inline, target("avx512f,avx512dq"))) __m512 
     return _mm512_fmadd_ps(h, erf, h);
 }
 
-/* act(x) for ENG_ACT_* (the same vector functions as the element-wise ops) */
-static inline __attribute__((always_inline)) TAMXV vf activate(vf x, int act)
+/* exp(x) as vecmath.h's v_exp (the same clamps and polynomial, by pointer: clang refuses
+ * to pass its generic vectors by value into a function compiled for another ISA), 2^n by
+ * vscalefps */
+static inline __attribute__((always_inline)) TAMXV __m512 exp_512(__m512 x)
 {
+    /* (the constant first: vmaxps / vminps return their second operand for a NaN) */
+    x = _mm512_min_ps(_mm512_set1_ps(88.0f), _mm512_max_ps(_mm512_set1_ps(-87.3f), x));
+    const vf xv = (vf)x;
+    vf p, n;
+    v_exp_parts(&xv, &p, &n);
+    return _mm512_scalef_ps((__m512)p, (__m512)n);
+}
+
+/* act(x) for ENG_ACT_*: the element-wise ops' formulas (vecmath.h), in intrinsics */
+static inline __attribute__((always_inline)) TAMXV __m512 activate(__m512 x, int act)
+{
+    const __m512 one = _mm512_set1_ps(1.0f);
     switch (act) {
-    case ENG_ACT_GELU: return (vf)gelu_bf16((__m512)x);
-    case ENG_ACT_GELU_TANH: return v_gelu_tanh(x);
-    case ENG_ACT_QUICK_GELU: return v_quick_gelu(x);
-    case ENG_ACT_SILU: return v_silu(x);
+    case ENG_ACT_GELU: return gelu_bf16(x);
+    case ENG_ACT_GELU_TANH: { /* x / (1 + exp(-2u)), u = sqrt(2/pi) (x + 0.044715 x^3) */
+        const __m512 x3 = _mm512_mul_ps(_mm512_mul_ps(x, x), x);
+        const __m512 u = _mm512_mul_ps(_mm512_set1_ps(0.7978845608028654f),
+                                       _mm512_fmadd_ps(_mm512_set1_ps(0.044715f), x3, x));
+        return _mm512_div_ps(x,
+                             _mm512_add_ps(one, exp_512(_mm512_mul_ps(_mm512_set1_ps(-2.0f), u))));
+    }
+    case ENG_ACT_QUICK_GELU:
+        return _mm512_div_ps(
+            x, _mm512_add_ps(one, exp_512(_mm512_mul_ps(_mm512_set1_ps(-1.702f), x))));
+    case ENG_ACT_SILU:
+        return _mm512_div_ps(x, _mm512_add_ps(one, exp_512(_mm512_sub_ps(_mm512_setzero_ps(), x))));
     default: return x;
     }
 }
@@ -79,7 +102,6 @@ static inline __attribute__((always_inline)) TAMXV vf activate(vf x, int act)
 static TAMXV void epilogue(const float *blk, int r0, int r1, int nc, int m0, int n0,
                            const amx_epilogue *ep)
 {
-    VEC_CONTRACT
     uint16_t *out = NULL;
     size_t ld = 0;
     if (ep->out16) {
@@ -88,22 +110,23 @@ static TAMXV void epilogue(const float *blk, int r0, int r1, int nc, int m0, int
               (size_t)(ep->group ? n0 % ep->group : n0);
         ld = (size_t)ep->ld_out;
     }
-    for (int h = 0; h < 32 && h < nc; h += VL) {
-        const size_t k = (size_t)(nc - h < VL ? nc - h : VL);
-        const vf b = ep->bias ? vload(ep->bias + n0 + h, k, 0.0f) : vsplat(0.0f);
-        const vf s = ep->scale ? vload(ep->scale + n0 + h, k, 0.0f) : vsplat(1.0f);
+    for (int h = 0; h < 32 && h < nc; h += 16) {
+        const int k = nc - h < 16 ? nc - h : 16;
+        const __mmask16 km = k == 16 ? (__mmask16)0xffff : (__mmask16)((1u << k) - 1);
+        const __m512 b =
+            ep->bias ? _mm512_maskz_loadu_ps(km, ep->bias + n0 + h) : _mm512_setzero_ps();
+        const __m512 sc =
+            ep->scale ? _mm512_maskz_loadu_ps(km, ep->scale + n0 + h) : _mm512_set1_ps(1.0f);
         for (int i = r0; i < r1; i++) {
-            const vf v = vload(blk + i * 32 + h, VL, 0.0f) + b;
+            const __m512 v = _mm512_add_ps(_mm512_loadu_ps(blk + i * 32 + h), b);
             if (out) {
                 /* vcvtneps2bf16: round to nearest even as eng_to_bf16 (a denormal
                  * becomes 0; AMX CPUs have AVX-512-BF16, amx_linear checks) */
-                const __m256i b16 = (__m256i)_mm512_cvtneps_pbh((__m512)activate(v, ep->act));
-                uint16_t *o = out + (size_t)i * ld + h;
-                if (k == VL) _mm256_storeu_si256((__m256i *)(void *)o, b16);
-                else _mm256_mask_storeu_epi16(o, (__mmask16)((1u << k) - 1), b16);
-            } else {
+                const __m256i b16 = (__m256i)_mm512_cvtneps_pbh(activate(v, ep->act));
+                _mm256_mask_storeu_epi16(out + (size_t)i * ld + h, km, b16);
+            } else { /* x += scale * v (one fused multiply-add) */
                 float *x = ep->add_to + (size_t)(m0 + i) * ep->ld_add + n0 + h;
-                vstore(x, vload(x, k, 0.0f) + (ep->scale ? v * s : v), k);
+                _mm512_mask_storeu_ps(x, km, _mm512_fmadd_ps(v, sc, _mm512_maskz_loadu_ps(km, x)));
             }
         }
     }

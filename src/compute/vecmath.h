@@ -126,7 +126,7 @@ VEC_INLINE void v_exp_parts(const vf *xp, vf *p_out, vf *n_out)
 /* p = 2^f, |f| <= 1/2 (Horner, the same fused steps wherever it is spelled out) */
 #define V_EXP2_BF16_POLY(p, f)                                                                     \
     do {                                                                                           \
-        p = vsplat(0x1.39c93cp-7f);                                                                \
+        p = (vf){0} + 0x1.39c93cp-7f; /* (no call: clang passes no vf into another ISA) */         \
         p = p * (f) + 0x1.ca1544p-5f;                                                              \
         p = p * (f) + 0x1.ec0618p-3f;                                                              \
         p = p * (f) + 0x1.62e0dap-1f;                                                              \
