@@ -84,18 +84,6 @@ static void test_amx_gemm(void)
     gemm_case(40, 45, 3, 1, 0, 1);
 }
 
-static double act_ref(double x, int act)
-{
-    switch (act) {
-    case ENG_ACT_GELU: return 0.5 * x * (1.0 + erf(x / sqrt(2.0)));
-    case ENG_ACT_GELU_TANH:
-        return 0.5 * x * (1.0 + tanh(sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x)));
-    case ENG_ACT_QUICK_GELU: return x / (1.0 + exp(-1.702 * x));
-    case ENG_ACT_SILU: return x / (1.0 + exp(-x));
-    default: return x;
-    }
-}
-
 /* One amx_linear case: A (M, K), W (N, K) random bf16 values (scaled so the products
  * reach GELU's curved part and its negative tail), bias and LayerScale random. mode 0:
  * bf16 rows out (act), 1: the same into column groups of 32 (planes M x 32), 2: added to
@@ -141,7 +129,7 @@ static void linear_case(int M, int N, int K, int act, int mode)
                 d += (double)eng_bf16_to_f32(A[(size_t)i * K + k]) *
                      eng_bf16_to_f32(W[(size_t)j * K + k]);
             if (mode < 2) {
-                const double r = act_ref(d, act);
+                const double r = tl_act_ref(act, d);
                 const size_t at = mode == 1 ? (size_t)(j / 32) * M * 32 + (size_t)i * 32 + j % 32
                                             : (size_t)i * N + j;
                 const float got = eng_bf16_to_f32(out[at]);

@@ -188,8 +188,6 @@ static void test_linear(void)
     free(W), free(bias);
 }
 
-static double act_ref(int act, double x);
-
 /* The int8 linear (INT8 contexts): against a double reference of the quantized
  * arithmetic (W's rows and A's rows quantized by eng_quantize_s8, the int32 sums exact,
  * then scaled: 1e-5, only the fp32 epilogue rounds) and against the fp32 product (2e-2),
@@ -290,7 +288,7 @@ static void test_linear_int8(void)
                         const double y = base[(size_t)i * N + j], c0 = C0[(size_t)i * ldc + j];
                         want[(size_t)i * N + j] = v == 0   ? y
                                                   : v == 1 ? c0 + y
-                                                  : v == 2 ? act_ref(ENG_ACT_GELU, y)
+                                                  : v == 2 ? tl_act_ref(ENG_ACT_GELU, y)
                                                            : c0 + ls[j] * y;
                         got[(size_t)i * N + j] = C[(size_t)i * ldc + j];
                     }
@@ -376,17 +374,6 @@ static void test_linear_int8(void)
  * bf16; eng_linear_bf16 writes act(A W^T + b) as bf16 for every activation (vs double on
  * the rounded operands: the output's own bf16 rounding, 2^-8, bounds it), or fp32 with
  * beta 0 / 1; contexts in fp32 refuse it (the caller's fp32 path then runs). */
-static double act_ref(int act, double x)
-{
-    switch (act) {
-    case ENG_ACT_GELU: return 0.5 * x * (1.0 + erf(x / sqrt(2.0)));
-    case ENG_ACT_GELU_TANH:
-        return 0.5 * x * (1.0 + tanh(sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x)));
-    case ENG_ACT_QUICK_GELU: return x / (1.0 + exp(-1.702 * x));
-    case ENG_ACT_SILU: return x / (1.0 + exp(-x));
-    default: return x;
-    }
-}
 
 /* Large products with a prepared weight run as row chunks taken by the threads
  * dynamically (run_matmul_chunked): the same values as the product whole, for every
@@ -469,7 +456,7 @@ static void test_linear_fused(void)
     for (int act = ENG_ACT_GELU; act <= ENG_ACT_SILU; act++) {
         CHECK(eng_linear_act_f32(fp, M, N, K, A, K, W, bias, act, C, N) == 0);
         ref_gemm(1, M, N, K, 1.0f, A, K, W, K, 0.0f, NULL, N, bias, 0, ref);
-        for (int i = 0; i < M * N; i++) ref[i] = act_ref(act, ref[i]);
+        for (int i = 0; i < M * N; i++) ref[i] = tl_act_ref(act, ref[i]);
         CHECK_MSG(rel(C, ref, (size_t)M * N) <= 1e-5, "fp32 act %d: rel %g", act,
                   rel(C, ref, (size_t)M * N));
     }
@@ -496,7 +483,7 @@ static void test_linear_fused(void)
             ref_gemm(1, M, N, K, 1.0f, a_r, K, W, K, 0.0f, NULL, N, bias, 1, ref);
             double d = 0, mx = 0;
             for (int i = 0; i < M * N; i++) {
-                const double want = act_ref(act, ref[i]);
+                const double want = tl_act_ref(act, ref[i]);
                 d = tl_worse(d, fabs(eng_bf16_to_f32(o16[i]) - want));
                 mx = fmax(mx, fabs(want));
             }

@@ -104,4 +104,20 @@ static inline double tl_rel_diff(const float *a, const float *b, size_t n)
     return den > 0 ? num / den : num;
 }
 
+#ifdef PE_ENGINE_H
+/* act(x) in double for ENG_ACT_* (the tests of the engine's and amx_linear's fused
+ * activations; only where compute/engine.h was included first) */
+static inline double tl_act_ref(int act, double x)
+{
+    switch (act) {
+    case ENG_ACT_GELU: return 0.5 * x * (1.0 + erf(x / sqrt(2.0)));
+    case ENG_ACT_GELU_TANH:
+        return 0.5 * x * (1.0 + tanh(sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x)));
+    case ENG_ACT_QUICK_GELU: return x / (1.0 + exp(-1.702 * x));
+    case ENG_ACT_SILU: return x / (1.0 + exp(-x));
+    default: return x;
+    }
+}
+#endif
+
 #endif

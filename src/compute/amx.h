@@ -60,6 +60,21 @@ int amx_linear(int M, int N, int K, const uint16_t *A, int lda, const uint16_t *
  * needs it, so the tile unit works on one product while the next operand arrives
  * (measured: P V at 448 px, 578 -> 680 GFLOP/s on one core, vs all four loads first).
  * Shared by amx_gemm, the fused zero-shot kernel and the fp32 screen. */
+/* Chunk kc (32 deep) of a 32 x 32 block: tmm0-3 += the two A tiles (rows 0-15 and 16-31
+ * of a, tmm4-5) times the two B tiles of panel pp (columns 0-15 and 16-31, tmm6-7). */
+static inline __attribute__((target("amx-tile,amx-bf16"), always_inline)) void
+amx_chunk32(const uint16_t *a, int a_ld, const uint16_t *pp, int kc)
+{
+    _tile_loadd(4, a + kc * 32, a_ld * 2);
+    _tile_loadd(6, pp + (size_t)kc * 16 * 32 * 2, 32 * 4);
+    _tile_dpbf16ps(0, 4, 6);
+    _tile_loadd(7, pp + (size_t)kc * 16 * 32 * 2 + 32, 32 * 4);
+    _tile_dpbf16ps(1, 4, 7);
+    _tile_loadd(5, a + (size_t)16 * a_ld + kc * 32, a_ld * 2);
+    _tile_dpbf16ps(2, 5, 6);
+    _tile_dpbf16ps(3, 5, 7);
+}
+
 static inline __attribute__((target("amx-tile,amx-bf16"), always_inline)) void
 amx_block32(const uint16_t *a, int a_ld, const uint16_t *pp, int chunks, float *c, int cld,
             int accumulate)
@@ -75,16 +90,7 @@ amx_block32(const uint16_t *a, int a_ld, const uint16_t *pp, int chunks, float *
         _tile_zero(2);
         _tile_zero(3);
     }
-    for (int kc = 0; kc < chunks; kc++) {
-        _tile_loadd(4, a + kc * 32, a_ld * 2);
-        _tile_loadd(6, pp + (size_t)kc * 16 * 32 * 2, 32 * 4);
-        _tile_dpbf16ps(0, 4, 6);
-        _tile_loadd(7, pp + (size_t)kc * 16 * 32 * 2 + 32, 32 * 4);
-        _tile_dpbf16ps(1, 4, 7);
-        _tile_loadd(5, a + (size_t)16 * a_ld + kc * 32, a_ld * 2);
-        _tile_dpbf16ps(2, 5, 6);
-        _tile_dpbf16ps(3, 5, 7);
-    }
+    for (int kc = 0; kc < chunks; kc++) amx_chunk32(a, a_ld, pp, kc);
     _tile_stored(0, c, cld * 4);
     _tile_stored(1, c + 16, cld * 4);
     _tile_stored(2, c + (size_t)16 * cld, cld * 4);

@@ -138,7 +138,7 @@ typedef struct {
     int mr, nc, m0, n0;
 } pending;
 
-/* One 32 x 32 block of products, as amx_block32 (accumulate 0) into c (32, 32), with the
+/* One 32 x 32 block of products, as amx_block32 (accumulate 0; the same amx_chunk32 steps) into c (32, 32), with the
  * epilogue of the previous block (p, NULL for none) done a few rows per K chunk, between
  * the tile products: the tile unit runs the products while the vector units run the
  * epilogue (done after the block instead, a GELU epilogue added its whole cost to fc1's). */
@@ -151,14 +151,7 @@ static TAMXV void block_overlapped(const uint16_t *a, int a_ld, const uint16_t *
     _tile_zero(3);
     int done = 0;
     for (int kc = 0; kc < chunks; kc++) {
-        _tile_loadd(4, a + kc * 32, a_ld * 2);
-        _tile_loadd(6, pp + (size_t)kc * 16 * 32 * 2, 32 * 4);
-        _tile_dpbf16ps(0, 4, 6);
-        _tile_loadd(7, pp + (size_t)kc * 16 * 32 * 2 + 32, 32 * 4);
-        _tile_dpbf16ps(1, 4, 7);
-        _tile_loadd(5, a + (size_t)16 * a_ld + kc * 32, a_ld * 2);
-        _tile_dpbf16ps(2, 5, 6);
-        _tile_dpbf16ps(3, 5, 7);
+        amx_chunk32(a, a_ld, pp, kc);
         if (p) {
             const int upto = p->mr * (kc + 1) / chunks;
             if (upto > done) epilogue(p->blk, done, upto, p->nc, p->m0, p->n0, ep);

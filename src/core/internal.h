@@ -51,7 +51,8 @@ int pe_utf8_len(const unsigned char *s, size_t n);
 
 /* Per-step profile of the ViT forward (profile.c): PE_PROFILE=1 turns it on. Time a
  * step as `double t = pe_prof_now(); ...; t = pe_prof_add(PE_PROF_X, t);` (0 when off:
- * the calls cost a branch). pe_prof_report prints ms per image and % of total_ms. */
+ * the calls cost a branch). The public pe_profile_start / pe_profile_print (patchead.h)
+ * clear and print the slots. */
 typedef enum {
     PE_PROF_EMBED,
     PE_PROF_LN,
@@ -66,11 +67,8 @@ typedef enum {
     PE_PROF_SLOTS
 } pe_prof_slot;
 int pe_prof_on(void);
-void pe_prof_enable(int on);
 double pe_prof_now(void);
 double pe_prof_add(pe_prof_slot slot, double t0);
-void pe_prof_reset(void);
-void pe_prof_report(FILE *out, int images, double total_ms);
 
 #define PE_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define PE_MAX(a, b) ((a) > (b) ? (a) : (b))

@@ -1,11 +1,11 @@
 /* profile.c — a per-step wall-clock profile of the ViT forward, for finding where a
- * forward's time goes (docs/ENGINE.md, "Where the time goes").
+ * forward's time goes (docs/ENGINE.md, "Session 9: where the time goes").
  *
  * Off unless the environment sets PE_PROFILE=1 (read once); then each instrumented step
- * adds its elapsed time to its slot, and `patchead bench --profile` (or pe_prof_report)
- * prints the slots per image. Off, a step costs one well-predicted branch. The slots are
- * plain doubles written by the calling thread only (steps are timed around whole
- * multi-threaded calls, never inside OpenMP regions). */
+ * adds its elapsed time to its slot, and `patchead bench --profile` (pe_profile_start,
+ * pe_profile_print) prints the slots per image. Off, a step costs one well-predicted
+ * branch. The slots are plain doubles written by the calling thread only (steps are
+ * timed around whole multi-threaded calls, never inside OpenMP regions). */
 #include "internal.h"
 
 #include <time.h>
@@ -35,8 +35,6 @@ int pe_prof_on(void)
     return enabled;
 }
 
-void pe_prof_enable(int on) { enabled = on != 0; }
-
 double pe_prof_now(void)
 {
     if (!pe_prof_on()) return 0.0;
@@ -54,12 +52,13 @@ double pe_prof_add(pe_prof_slot slot, double t0)
     return t;
 }
 
-void pe_prof_reset(void)
+void pe_profile_start(void)
 {
+    enabled = 1;
     for (int i = 0; i < PE_PROF_SLOTS; i++) slot_ms[i] = 0.0, slot_calls[i] = 0;
 }
 
-void pe_prof_report(FILE *out, int images, double total_ms)
+void pe_profile_print(FILE *out, int images, double total_ms)
 {
     if (images <= 0) images = 1;
     double sum = 0.0;
@@ -72,15 +71,4 @@ void pe_prof_report(FILE *out, int images, double total_ms)
                     slot_calls[i] / images);
     fprintf(out, "  %-44s %8.2f\n", "sum of the steps", sum / images);
     if (total_ms > 0) fprintf(out, "  %-44s %8.2f\n", "forward (wall)", total_ms / images);
-}
-
-void pe_profile_start(void)
-{
-    pe_prof_enable(1);
-    pe_prof_reset();
-}
-
-void pe_profile_print(FILE *out, int images, double total_ms)
-{
-    pe_prof_report(out, images, total_ms);
 }

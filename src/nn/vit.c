@@ -1459,6 +1459,15 @@ static const int eng_act[] = {[ACT_GELU] = ENG_ACT_GELU,
                               [ACT_SILU] = ENG_ACT_SILU,
                               [ACT_GELU_TANH] = ENG_ACT_GELU_TANH};
 
+/* xn = ln(x) rounded to bf16 (the next bf16 product's input), timed as a layer norm;
+ * returns the profile clock after it (pe_prof_add). */
+static double norm_bf16(vit_model *m, const float *gamma, const float *beta, int T)
+{
+    const double t = pe_prof_now();
+    op_layernorm_bf16((uint16_t *)(void *)m->s.xn, m->s.x, gamma, beta, T, m->cfg.dim, m->cfg.eps);
+    return pe_prof_add(PE_PROF_LN, t);
+}
+
 /* x (T, D) += ls * (in16 (T, K) . W^T + bias) on the bf16 path, in16 bf16 rows (ls NULL:
  * no LayerScale). With LayerScale the scaling and the sum are the GEMM's post-ops, else
  * the product goes through xn (fp32, free by then). Returns 0, or -1 with x unchanged. */
@@ -1521,9 +1530,7 @@ static int attention_bf16(vit_model *m, const vit_block *b, eng_ctx *ec, int T)
     uint16_t *xn16 = (uint16_t *)(void *)s->xn, *qkv16 = (uint16_t *)(void *)s->qkv,
              *ctx16 = (uint16_t *)(void *)s->ctx;
     int planar = 0;
-    double t = pe_prof_now();
-    op_layernorm_bf16(xn16, s->x, b->ln1_w, b->ln1_b, T, D, c->eps);
-    t = pe_prof_add(PE_PROF_LN, t);
+    double t = norm_bf16(m, b->ln1_w, b->ln1_b, T);
     if (qkv_linear_bf16(ec, b, T, D, xn16, NULL, qkv16, &planar)) return -1;
     pe_prof_add(PE_PROF_QKV, t);
     if (op_attention_bf16(ctx16, qkv16, planar, T, D, H, scale)) return -2; /* (times itself) */
@@ -1543,9 +1550,7 @@ static int mlp_bf16(vit_model *m, const vit_block *b, eng_ctx *ec, int T)
     vit_scratch *s = &m->s;
     const int D = c->dim, M = c->mlp_dim;
     uint16_t *xn16 = (uint16_t *)(void *)s->xn, *h16 = (uint16_t *)(void *)s->hidden;
-    double t = pe_prof_now();
-    op_layernorm_bf16(xn16, s->x, b->ln2_w, b->ln2_b, T, D, c->eps);
-    t = pe_prof_add(PE_PROF_LN, t);
+    double t = norm_bf16(m, b->ln2_w, b->ln2_b, T);
     if (eng_linear_bf16(ec, T, M, D, xn16, b->fc1_w, b->fc1_b, eng_act[c->act], 0.0f, NULL, 0, h16))
         return -1;
     t = pe_prof_add(PE_PROF_FC1, t);
@@ -1626,9 +1631,7 @@ static int attention_amx(vit_model *m, const vit_block *b, const struct vit_amx 
     const int D = c->dim, H = c->heads, dh = D / H;
     uint16_t *xn16 = (uint16_t *)(void *)s->xn, *heads16 = (uint16_t *)(void *)s->qkv,
              *ctx16 = (uint16_t *)(void *)s->ctx;
-    double t = pe_prof_now();
-    op_layernorm_bf16(xn16, s->x, b->ln1_w, b->ln1_b, T, D, c->eps);
-    t = pe_prof_add(PE_PROF_LN, t);
+    double t = norm_bf16(m, b->ln1_w, b->ln1_b, T);
     /* (T, 3D) = xn W^T + b, column n to plane n / dh: [q heads | k heads | v heads], the
      * attention's own layout; a head width that does not tile (not a multiple of 32)
      * gets q, k, v as three (T, D) planes, which the attention splits */
@@ -1656,9 +1659,7 @@ static int mlp_amx(vit_model *m, const vit_block *b, const struct vit_amx *w, in
     vit_scratch *s = &m->s;
     const int D = c->dim, M = c->mlp_dim;
     uint16_t *xn16 = (uint16_t *)(void *)s->xn, *h16 = (uint16_t *)(void *)s->hidden;
-    double t = pe_prof_now();
-    op_layernorm_bf16(xn16, s->x, b->ln2_w, b->ln2_b, T, D, c->eps);
-    t = pe_prof_add(PE_PROF_LN, t);
+    double t = norm_bf16(m, b->ln2_w, b->ln2_b, T);
     const amx_epilogue fc1 = {.bias = b->fc1_b, .act = eng_act[c->act], .out16 = h16, .ld_out = M};
     if (amx_linear(T, M, D, xn16, D, w->fc1, &fc1)) return -1;
     t = pe_prof_add(PE_PROF_FC1, t);
@@ -1843,7 +1844,7 @@ static void pool_head_attention(vit_model *m, int G, float *out)
  * rows over threads). They used to run on the calling thread only, to keep OpenBLAS's
  * own threads from competing with idle OpenMP workers; no ViT GEMM goes through
  * OpenBLAS now, and splitting them measured ViT-S/14 at 448 px, bf16, 2 threads:
- * 74 -> 71 ms; fp32 271 -> 258 ms (docs/ENGINE.md, "Where the time goes"). */
+ * 74 -> 71 ms; fp32 271 -> 258 ms (docs/ENGINE.md, "Threads and OpenMP"). */
 static pe_status vit_forward(backbone *self, const float *chw, int height, int width, int layer,
                              float **features, int *grid_h, int *grid_w,
                                          int *dim, float **attn)
